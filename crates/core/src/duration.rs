@@ -1,0 +1,1 @@
+//! Parsers for the duration and time formats providers use.

@@ -1,0 +1,209 @@
+//! The small error types every layer shares.
+//!
+//! Layers return `BoxError`; callers and outer layers downcast to these to learn what happened
+//! and how long to wait. They live in core because the retry layer reads `retry_after` from
+//! errors raised by the limiter, the breaker and the throttle alike
+//! (see [`retry_after_of`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::{Outcome, OutcomeKind, RateLimitDimension};
+
+/// The boxed error type at layer boundaries (the same as tower's).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn write_wait(f: &mut fmt::Formatter<'_>, retry_after: Option<Duration>) -> fmt::Result {
+    match retry_after {
+        Some(wait) => write!(f, ", retry after {wait:?}"),
+        None => Ok(()),
+    }
+}
+
+/// The request body is larger than the configured cap; nothing was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyTooLarge {
+    /// The cap, in bytes.
+    pub limit: usize,
+}
+
+impl fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request body is larger than the {} byte limit", self.limit)
+    }
+}
+
+impl std::error::Error for BodyTooLarge {}
+
+/// A local rate limit refused the request before it was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimited {
+    /// The limit that was hit.
+    pub dimension: RateLimitDimension,
+    /// When the request would fit, if known.
+    pub retry_after: Option<Duration>,
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rate limited on {}", self.dimension)?;
+        write_wait(f, self.retry_after)
+    }
+}
+
+impl std::error::Error for RateLimited {}
+
+/// The circuit breaker is open: the upstream is failing and calls fail fast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CircuitOpen {
+    /// When the breaker will admit probes again, if known.
+    pub retry_after: Option<Duration>,
+}
+
+impl fmt::Display for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("circuit open")?;
+        write_wait(f, self.retry_after)
+    }
+}
+
+impl std::error::Error for CircuitOpen {}
+
+/// Client-side throttling shed the request because the upstream is overloaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Overloaded {
+    /// A suggested wait, if known.
+    pub retry_after: Option<Duration>,
+}
+
+impl fmt::Display for Overloaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("upstream overloaded, request shed")?;
+        write_wait(f, self.retry_after)
+    }
+}
+
+impl std::error::Error for Overloaded {}
+
+/// The request waited in a queue longer than allowed and was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueTimeout {
+    /// How long it waited.
+    pub waited: Duration,
+}
+
+impl fmt::Display for QueueTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gave up after waiting {:?} in the queue", self.waited)
+    }
+}
+
+impl std::error::Error for QueueTimeout {}
+
+/// Every allowed attempt failed; `last` is the outcome of the final one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetriesExhausted {
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// The outcome of the last attempt.
+    pub last: Outcome,
+}
+
+impl fmt::Display for RetriesExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gave up after {} attempts, last: {}", self.attempts, self.last)
+    }
+}
+
+impl std::error::Error for RetriesExhausted {}
+
+/// A configuration value is invalid; the message names the field and the value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    field: &'static str,
+    value: String,
+    reason: &'static str,
+}
+
+impl ConfigError {
+    /// An error for `field` set to `value`, which is wrong because of `reason`.
+    pub fn new(field: &'static str, value: impl fmt::Display, reason: &'static str) -> Self {
+        Self {
+            field,
+            value: value.to_string(),
+            reason,
+        }
+    }
+
+    /// The name of the offending field.
+    pub const fn field(&self) -> &'static str {
+        self.field
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {} = {}: {}", self.field, self.value, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How long the error says to wait before another attempt, for the error types of this module.
+pub fn retry_after_of(error: &(dyn std::error::Error + 'static)) -> Option<Duration> {
+    local_outcome(error).and_then(|outcome| outcome.retry_after)
+}
+
+/// The [`Outcome`] a Tollgate layer's own rejection stands for, if `error` is one of them.
+pub(crate) fn local_outcome(error: &(dyn std::error::Error + 'static)) -> Option<Outcome> {
+    if let Some(e) = error.downcast_ref::<RateLimited>() {
+        Some(Outcome::new(OutcomeKind::RateLimited(e.dimension)).with_retry_after(e.retry_after))
+    } else if let Some(e) = error.downcast_ref::<CircuitOpen>() {
+        Some(Outcome::new(OutcomeKind::Overloaded).with_retry_after(e.retry_after))
+    } else if let Some(e) = error.downcast_ref::<Overloaded>() {
+        Some(Outcome::new(OutcomeKind::Overloaded).with_retry_after(e.retry_after))
+    } else if error.is::<QueueTimeout>() {
+        Some(Outcome::new(OutcomeKind::Timeout))
+    } else if error.is::<BodyTooLarge>() {
+        Some(Outcome::new(OutcomeKind::RequestTooLarge))
+    } else {
+        error
+            .downcast_ref::<RetriesExhausted>()
+            .map(|e| e.last.clone().with_should_retry(Some(false)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_lowercase_and_says_the_wait() {
+        let e = RateLimited {
+            dimension: RateLimitDimension::Tokens,
+            retry_after: Some(Duration::from_millis(250)),
+        };
+        assert_eq!(e.to_string(), "rate limited on tokens, retry after 250ms");
+        assert_eq!(CircuitOpen { retry_after: None }.to_string(), "circuit open");
+        assert_eq!(
+            ConfigError::new("max_body_bytes", 0, "must be at least 1").to_string(),
+            "invalid max_body_bytes = 0: must be at least 1"
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_every_local_rejection() {
+        let wait = Some(Duration::from_secs(3));
+        let errors: Vec<BoxError> = vec![
+            Box::new(RateLimited { dimension: RateLimitDimension::Requests, retry_after: wait }),
+            Box::new(CircuitOpen { retry_after: wait }),
+            Box::new(Overloaded { retry_after: wait }),
+        ];
+        for error in errors {
+            assert_eq!(retry_after_of(error.as_ref()), wait, "{error}");
+        }
+        let exhausted = RetriesExhausted { attempts: 3, last: Outcome::new(OutcomeKind::Timeout) };
+        assert_eq!(retry_after_of(&exhausted), None);
+        assert!(!local_outcome(&exhausted).unwrap().is_retryable());
+    }
+}

@@ -1,0 +1,53 @@
+//! The shared LLM vocabulary of Tollgate.
+//!
+//! Every Tollgate layer speaks about LLM calls in the same terms, defined here once:
+//!
+//! - [`AnnotateLayer`](annotate::AnnotateLayer) (outermost) buffers the request body once and
+//!   stores an [`LlmRequest`] in the request extensions: provider, endpoint, model, output-token
+//!   cap, streaming, an input-token estimate. No later layer parses JSON again.
+//! - [`ClassifyLayer`](classify::ClassifyLayer) (innermost, next to the wire) turns each
+//!   response into an [`Outcome`] and a [`RateLimitSnapshot`] from the provider's headers, and
+//!   wraps the body so that actual [`Usage`] and a late `event: error` are reported when the
+//!   stream ends ([`body::EndOfStream`]).
+//! - [`Scope`] keys per-key state; [`error`] holds the rejections every layer shares;
+//!   [`Clock`] and [`rng`] make time and jitter injectable.
+//!
+//! ```
+//! use tollgate_core::{annotate::AnnotateLayer, classify::ClassifyLayer};
+//! use tower::ServiceBuilder;
+//!
+//! # fn wrap<S>(client: S) -> impl Sized {
+//! let stack = ServiceBuilder::new()
+//!     .layer(AnnotateLayer::new())
+//!     // ... rate limit, breaker, retry ...
+//!     .layer(ClassifyLayer::new())
+//!     .service(client);
+//! # stack }
+//! ```
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod annotate;
+pub mod body;
+pub mod classify;
+pub mod clock;
+pub mod duration;
+pub mod error;
+pub mod estimate;
+pub mod outcome;
+mod provider;
+pub mod providers;
+pub mod ratelimit;
+pub mod request;
+pub mod rng;
+mod scope;
+pub mod usage;
+
+pub use self::clock::{Clock, TokioClock};
+pub use self::error::BoxError;
+pub use self::outcome::{Outcome, OutcomeKind, RateLimitDimension};
+pub use self::provider::{EndpointKind, Provider, UnknownProvider};
+pub use self::ratelimit::{RateLimitSnapshot, RateLimitWindow};
+pub use self::request::LlmRequest;
+pub use self::scope::{CredentialId, Scope};
+pub use self::usage::Usage;

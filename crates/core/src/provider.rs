@@ -1,0 +1,322 @@
+//! Which provider a request goes to and which of its endpoints it calls.
+
+use std::fmt;
+use std::str::FromStr;
+
+use http::{HeaderMap, Uri};
+
+/// An LLM API provider. Decides how headers, error bodies and usage are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Provider {
+    /// `api.openai.com`.
+    OpenAi,
+    /// Azure OpenAI (`*.openai.azure.com`, `/openai/deployments/...`).
+    AzureOpenAi,
+    /// `api.anthropic.com`.
+    Anthropic,
+    /// Google Gemini's native API (`generativelanguage.googleapis.com`).
+    Gemini,
+    /// `api.mistral.ai`.
+    Mistral,
+    /// `api.groq.com`.
+    Groq,
+    /// `api.together.xyz`.
+    Together,
+    /// Any other server that speaks the OpenAI API (vLLM, Ollama, a gateway, tollgate-sim).
+    OpenAiCompatible,
+}
+
+impl Provider {
+    /// Every provider, in declaration order.
+    pub const ALL: [Self; 8] = [
+        Self::OpenAi,
+        Self::AzureOpenAi,
+        Self::Anthropic,
+        Self::Gemini,
+        Self::Mistral,
+        Self::Groq,
+        Self::Together,
+        Self::OpenAiCompatible,
+    ];
+
+    /// The stable snake_case name: `"openai"`, `"azure_openai"`, `"anthropic"`, `"gemini"`,
+    /// `"mistral"`, `"groq"`, `"together"`, `"openai_compatible"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::AzureOpenAi => "azure_openai",
+            Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
+            Self::Mistral => "mistral",
+            Self::Groq => "groq",
+            Self::Together => "together",
+            Self::OpenAiCompatible => "openai_compatible",
+        }
+    }
+
+    /// The provider a host name belongs to, if it is one of the known public endpoints.
+    pub fn from_host(host: &str) -> Option<Self> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let provider = match host.as_str() {
+            "api.openai.com" => Self::OpenAi,
+            "api.anthropic.com" => Self::Anthropic,
+            "generativelanguage.googleapis.com" => Self::Gemini,
+            "api.mistral.ai" => Self::Mistral,
+            "api.groq.com" => Self::Groq,
+            "api.together.xyz" | "api.together.ai" => Self::Together,
+            h if h.ends_with(".openai.azure.com")
+                || h.ends_with(".cognitiveservices.azure.com")
+                || h.ends_with(".services.ai.azure.com") =>
+            {
+                Self::AzureOpenAi
+            }
+            _ => return None,
+        };
+        Some(provider)
+    }
+
+    /// Detects the provider of a request from its host, then its path and headers.
+    ///
+    /// A request to an unknown host (a local server, a proxy) is recognised by the shape of its
+    /// path (`/openai/deployments/` is Azure, `/v1/messages` Anthropic, `:generateContent`
+    /// Gemini) or by a provider-specific header (`anthropic-version`, `api-key`,
+    /// `x-goog-api-key`); anything else is [`Provider::OpenAiCompatible`].
+    pub fn detect(uri: &Uri, headers: &HeaderMap) -> Self {
+        let host = uri.host().or_else(|| {
+            headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.rsplit_once(':').map_or(h, |(name, _port)| name))
+        });
+        if let Some(provider) = host.and_then(Self::from_host) {
+            return provider;
+        }
+        let path = uri.path();
+        if path.contains("/openai/deployments/") || headers.contains_key("api-key") {
+            Self::AzureOpenAi
+        } else if path.contains(":generateContent")
+            || path.contains(":streamGenerateContent")
+            || path.contains(":embedContent")
+            || path.contains(":batchEmbedContents")
+            || headers.contains_key("x-goog-api-key")
+        {
+            Self::Gemini
+        } else if path.starts_with("/v1/messages") || headers.contains_key("anthropic-version") {
+            Self::Anthropic
+        } else {
+            Self::OpenAiCompatible
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error for a provider name that [`Provider::from_str`] does not know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownProvider(String);
+
+impl fmt::Display for UnknownProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown provider {:?} (expected one of openai, azure_openai, anthropic, gemini, mistral, groq, together, openai_compatible)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownProvider {}
+
+impl FromStr for Provider {
+    type Err = UnknownProvider;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
+        match wanted.as_str() {
+            "azure" => return Ok(Self::AzureOpenAi),
+            "google" => return Ok(Self::Gemini),
+            _ => {}
+        }
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == wanted)
+            .ok_or_else(|| UnknownProvider(s.to_owned()))
+    }
+}
+
+/// Which API a request calls. Decides what its body means to the layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EndpointKind {
+    /// OpenAI `/v1/chat/completions` (and every OpenAI-compatible server's).
+    ChatCompletions,
+    /// OpenAI `/v1/responses`.
+    Responses,
+    /// Anthropic `/v1/messages`.
+    Messages,
+    /// Gemini `models/{model}:generateContent` and `:streamGenerateContent`.
+    GenerateContent,
+    /// OpenAI `/v1/embeddings`, Gemini `:embedContent` and `:batchEmbedContents`.
+    Embeddings,
+    /// The legacy OpenAI `/v1/completions`.
+    Completions,
+    /// Batch APIs: OpenAI `/v1/batches`, Anthropic `/v1/messages/batches`.
+    Batches,
+    /// File uploads and downloads (`/v1/files`).
+    Files,
+    /// Anything else (model lists, moderation, token counting, ...).
+    Other,
+}
+
+impl EndpointKind {
+    /// The stable snake_case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat_completions",
+            Self::Responses => "responses",
+            Self::Messages => "messages",
+            Self::GenerateContent => "generate_content",
+            Self::Embeddings => "embeddings",
+            Self::Completions => "completions",
+            Self::Batches => "batches",
+            Self::Files => "files",
+            Self::Other => "other",
+        }
+    }
+
+    /// Whether the endpoint generates text (and so spends output tokens).
+    pub const fn is_generation(self) -> bool {
+        matches!(
+            self,
+            Self::ChatCompletions
+                | Self::Responses
+                | Self::Messages
+                | Self::GenerateContent
+                | Self::Completions
+        )
+    }
+
+    /// Detects the endpoint from a request path (the query is ignored).
+    pub fn from_path(path: &str) -> Self {
+        let path = path.split('?').next().unwrap_or_default().trim_end_matches('/');
+        // Gemini puts the method after a colon: `/v1beta/models/gemini-2.0-flash:generateContent`.
+        if let Some((_, method)) = path.rsplit_once(':') {
+            match method {
+                "generateContent" | "streamGenerateContent" => return Self::GenerateContent,
+                "embedContent" | "batchEmbedContents" => return Self::Embeddings,
+                _ => {}
+            }
+        }
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let has = |name: &str| segments.contains(&name);
+        match segments.last().copied() {
+            _ if has("batches") => Self::Batches,
+            _ if has("files") => Self::Files,
+            Some("completions") if segments.iter().rev().nth(1) == Some(&"chat") => {
+                Self::ChatCompletions
+            }
+            Some("completions") => Self::Completions,
+            Some("embeddings") => Self::Embeddings,
+            Some("messages") => Self::Messages,
+            Some("responses") => Self::Responses,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl fmt::Display for EndpointKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detect(uri: &str, headers: &[(&str, &str)]) -> Provider {
+        let uri: Uri = uri.parse().unwrap();
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        Provider::detect(&uri, &map)
+    }
+
+    #[test]
+    fn detects_providers_from_hosts() {
+        let cases = [
+            ("https://api.openai.com/v1/chat/completions", Provider::OpenAi),
+            (
+                "https://myres.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21",
+                Provider::AzureOpenAi,
+            ),
+            ("https://api.anthropic.com/v1/messages", Provider::Anthropic),
+            (
+                "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent",
+                Provider::Gemini,
+            ),
+            ("https://api.mistral.ai/v1/chat/completions", Provider::Mistral),
+            ("https://api.groq.com/openai/v1/chat/completions", Provider::Groq),
+            ("https://api.together.xyz/v1/chat/completions", Provider::Together),
+            ("http://localhost:11434/v1/chat/completions", Provider::OpenAiCompatible),
+        ];
+        for (uri, want) in cases {
+            assert_eq!(detect(uri, &[]), want, "{uri}");
+        }
+    }
+
+    #[test]
+    fn detects_providers_from_paths_and_headers() {
+        assert_eq!(detect("/v1/messages", &[]), Provider::Anthropic);
+        assert_eq!(detect("/v1/complete", &[("anthropic-version", "2023-06-01")]), Provider::Anthropic);
+        assert_eq!(detect("/openai/deployments/d/embeddings", &[]), Provider::AzureOpenAi);
+        assert_eq!(detect("/v1beta/models/m:streamGenerateContent?alt=sse", &[]), Provider::Gemini);
+        assert_eq!(detect("/v1/chat/completions", &[("host", "api.groq.com:443")]), Provider::Groq);
+        assert_eq!(detect("/v1/chat/completions", &[]), Provider::OpenAiCompatible);
+    }
+
+    #[test]
+    fn parses_provider_names() {
+        for provider in Provider::ALL {
+            assert_eq!(provider.as_str().parse::<Provider>().unwrap(), provider);
+        }
+        assert_eq!("Azure-OpenAI".parse::<Provider>().unwrap(), Provider::AzureOpenAi);
+        let err = "cohere".parse::<Provider>().unwrap_err().to_string();
+        assert!(err.contains("\"cohere\""), "{err}");
+    }
+
+    #[test]
+    fn detects_endpoints() {
+        let cases = [
+            ("/v1/chat/completions", EndpointKind::ChatCompletions),
+            ("/openai/deployments/x/chat/completions?api-version=1", EndpointKind::ChatCompletions),
+            ("/v1/completions", EndpointKind::Completions),
+            ("/v1/responses", EndpointKind::Responses),
+            ("/v1/messages", EndpointKind::Messages),
+            ("/v1/messages/batches", EndpointKind::Batches),
+            ("/v1/messages/batches/msgbatch_1/results", EndpointKind::Batches),
+            ("/v1/messages/count_tokens", EndpointKind::Other),
+            ("/v1/embeddings", EndpointKind::Embeddings),
+            ("/v1/batches", EndpointKind::Batches),
+            ("/v1/batches/batch_1/cancel", EndpointKind::Batches),
+            ("/v1/files", EndpointKind::Files),
+            ("/v1/files/file-1/content", EndpointKind::Files),
+            ("/v1beta/models/gemini-2.0-flash:generateContent", EndpointKind::GenerateContent),
+            ("/v1beta/models/text-embedding-004:batchEmbedContents", EndpointKind::Embeddings),
+            ("/v1/models", EndpointKind::Other),
+            ("/", EndpointKind::Other),
+        ];
+        for (path, want) in cases {
+            assert_eq!(EndpointKind::from_path(path), want, "{path}");
+        }
+    }
+}

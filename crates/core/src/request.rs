@@ -1,0 +1,4 @@
+//! LlmRequest.
+/// The request.
+#[derive(Clone, Debug)]
+pub struct LlmRequest;
