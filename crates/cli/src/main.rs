@@ -1,2 +1,41 @@
 //! The `tollgate` binary.
-fn main() {}
+//!
+//! Subcommands:
+//! - `tollgate classify [FILE] [--json]`: how Tollgate reads one captured provider response.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod classify;
+
+/// Tollgate: call LLM APIs at volume without 429 storms.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Classify one captured HTTP response (status line, headers, blank line, body).
+    Classify(classify::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Classify(args) => classify::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("tollgate: {error}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}

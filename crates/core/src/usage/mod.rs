@@ -9,6 +9,7 @@
 mod scanner;
 mod sse;
 
+pub use self::scanner::BodyFormat;
 pub(crate) use self::scanner::UsageTracker;
 pub use self::sse::{SseEvent, SseParser};
 
