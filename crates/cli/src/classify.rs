@@ -55,7 +55,8 @@ fn read_input(file: Option<&PathBuf>) -> Result<Vec<u8>, String> {
     let mut input = Vec::new();
     match file {
         Some(path) if path.as_os_str() != "-" => {
-            input = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            input =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         }
         _ => {
             std::io::stdin()
@@ -78,7 +79,9 @@ pub(crate) fn parse_response(input: &[u8]) -> Result<Captured, String> {
     let mut words = status_line.split_whitespace();
     let version = words.next().unwrap_or_default();
     if !version.starts_with("HTTP/") {
-        return Err(format!("malformed response: status line {status_line:?} does not start with HTTP/"));
+        return Err(format!(
+            "malformed response: status line {status_line:?} does not start with HTTP/"
+        ));
     }
     let status = words
         .next()
@@ -216,7 +219,8 @@ mod tests {
 
     #[test]
     fn parses_http1_http2_and_bare_newlines() {
-        let crlf = parse_response(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\n\r\n{}").unwrap();
+        let crlf =
+            parse_response(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\n\r\n{}").unwrap();
         assert_eq!(crlf.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(crlf.headers["retry-after"], "2");
         assert_eq!(crlf.body, b"{}");

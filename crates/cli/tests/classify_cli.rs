@@ -29,7 +29,11 @@ fn tollgate(args: &[&str], stdin: Option<&[u8]>) -> Output {
 fn classify_json(sample: &str) -> Value {
     let path = samples().join(sample);
     let out = tollgate(&["classify", "--json", path.to_str().unwrap()], None);
-    assert!(out.status.success(), "{sample}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{sample}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 1, "exactly one JSON object: {text}");
     serde_json::from_str(&text).unwrap()
@@ -129,9 +133,18 @@ fn every_sample_classifies_as_documented() {
     }
     let on_disk = std::fs::read_dir(samples())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "http"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "http")
+        })
         .count();
-    assert_eq!(checked, on_disk, "every sample in docs/samples has a case here");
+    assert_eq!(
+        checked, on_disk,
+        "every sample in docs/samples has a case here"
+    );
 }
 
 #[test]
@@ -140,7 +153,10 @@ fn reads_standard_input_and_prints_text() {
     let out = tollgate(&["classify", "-"], Some(&input));
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.starts_with("outcome:     overloaded\nstatus:      529"), "{text}");
+    assert!(
+        text.starts_with("outcome:     overloaded\nstatus:      529"),
+        "{text}"
+    );
     assert!(text.contains("retryable:   yes"), "{text}");
 }
 

@@ -24,7 +24,10 @@ use tower::{Layer, Service, service_fn};
 
 fn now_or_never<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("the bench services are always ready"),
     }
@@ -63,7 +66,11 @@ fn chat_request_body() -> Bytes {
         ],
     });
     let bytes = serde_json::to_vec(&body).unwrap();
-    assert!((1800..2600).contains(&bytes.len()), "about 2 KB: {}", bytes.len());
+    assert!(
+        (1800..2600).contains(&bytes.len()),
+        "about 2 KB: {}",
+        bytes.len()
+    );
     Bytes::from(bytes)
 }
 
@@ -113,7 +120,10 @@ fn bench(c: &mut Criterion) {
     let response_body = chat_response_body();
     let headers = openai_headers();
     let (parts, ()) = Request::post("https://api.openai.com/v1/chat/completions")
-        .header("authorization", "Bearer sk-proj-0123456789abcdefghijklmnopqrstuvwxyz")
+        .header(
+            "authorization",
+            "Bearer sk-proj-0123456789abcdefghijklmnopqrstuvwxyz",
+        )
         .header("content-type", "application/json")
         .body(())
         .unwrap()
@@ -122,7 +132,14 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("core");
     group.bench_function("annotate_fn_2kb_chat", |b| {
-        b.iter(|| annotate(black_box(&parts), black_box(&request_body), None, &HeuristicEstimator))
+        b.iter(|| {
+            annotate(
+                black_box(&parts),
+                black_box(&request_body),
+                None,
+                &HeuristicEstimator,
+            )
+        })
     });
     group.bench_function("classify_response_200", |b| {
         b.iter(|| classify_response(StatusCode::OK, black_box(&headers), &[], now))
@@ -132,7 +149,14 @@ fn bench(c: &mut Criterion) {
     });
     let error_body = br#"{"error":{"message":"Rate limit reached for gpt-4o-mini in organization org-abc on tokens per min (TPM): Limit 50000, Used 47949, Requested 3006. Please try again in 1.146s. Visit https://platform.openai.com/account/rate-limits to learn more.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#;
     group.bench_function("classify_response_429", |b| {
-        b.iter(|| classify_response(StatusCode::TOO_MANY_REQUESTS, black_box(&headers), error_body, now))
+        b.iter(|| {
+            classify_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                black_box(&headers),
+                error_body,
+                now,
+            )
+        })
     });
 
     // The same call through a bare service, then through Annotate + Classify, body drained.
@@ -149,7 +173,10 @@ fn bench(c: &mut Criterion) {
         let body = request_body.clone();
         move || {
             Request::post("https://api.openai.com/v1/chat/completions")
-                .header("authorization", "Bearer sk-proj-0123456789abcdefghijklmnopqrstuvwxyz")
+                .header(
+                    "authorization",
+                    "Bearer sk-proj-0123456789abcdefghijklmnopqrstuvwxyz",
+                )
                 .header("content-type", "application/json")
                 .body(Full::new(body.clone()))
                 .unwrap()
@@ -173,7 +200,10 @@ fn bench(c: &mut Criterion) {
     });
 
     let mut stack = AnnotateLayer::new().layer(ClassifyLayer::new().layer(service_fn(respond)));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     let _guard = rt.enter();
     group.bench_function("annotate_classify_2kb_roundtrip", |b| {
         b.iter(|| {

@@ -129,7 +129,9 @@ impl EndOfStream {
 
 impl fmt::Debug for EndOfStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EndOfStream").field("ended", &self.ended()).finish()
+        f.debug_struct("EndOfStream")
+            .field("ended", &self.ended())
+            .finish()
     }
 }
 
@@ -173,7 +175,12 @@ pin_project! {
     }
 }
 
-fn report(end: EndOfStream, tracker: &mut UsageTracker, reason: EndReason, failure: Option<Outcome>) {
+fn report(
+    end: EndOfStream,
+    tracker: &mut UsageTracker,
+    reason: EndReason,
+    failure: Option<Outcome>,
+) {
     if reason == EndReason::Complete {
         tracker.finish();
     }
@@ -184,6 +191,14 @@ fn report(end: EndOfStream, tracker: &mut UsageTracker, reason: EndReason, failu
         error,
         bytes: tracker.bytes_seen(),
     });
+}
+
+/// Where peeking at a body stopped.
+pub(crate) struct PeekStop {
+    /// A trailers frame or an error met while peeking, to replay after the prefix.
+    pub(crate) rest: Option<Result<Frame<Bytes>, BoxError>>,
+    /// Whether the body had ended.
+    pub(crate) body_done: bool,
 }
 
 impl<B: Body> Inner<B> {
@@ -209,17 +224,21 @@ impl<B: Body<Data = Bytes>> ObservedBody<B> {
         Self::build(Inner::Direct { body }, None, None, false, headers)
     }
 
-    /// Wraps a body whose first bytes (`prefix`) were already read. `rest` is a trailers frame
-    /// or an error met while reading them; `inner_done` says the body had ended.
+    /// Wraps a body whose first bytes (`prefix`) were already read, up to `stop`.
     pub(crate) fn peeked(
         body: Pin<Box<B>>,
         prefix: Bytes,
-        rest: Option<Result<Frame<Bytes>, BoxError>>,
-        inner_done: bool,
+        stop: PeekStop,
         headers: &HeaderMap,
     ) -> (Self, EndOfStream) {
         let prefix = (!prefix.is_empty()).then_some(prefix);
-        Self::build(Inner::Peeked { body }, prefix, rest, inner_done, headers)
+        Self::build(
+            Inner::Peeked { body },
+            prefix,
+            stop.rest,
+            stop.body_done,
+            headers,
+        )
     }
 
     fn build(

@@ -74,7 +74,9 @@ impl Default for ManualClock {
 
 impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManualClock").field("elapsed", &self.elapsed()).finish()
+        f.debug_struct("ManualClock")
+            .field("elapsed", &self.elapsed())
+            .finish()
     }
 }
 
@@ -98,7 +100,10 @@ mod tests {
         let (t0, w0) = (clock.now(), clock.wall());
         clock.clone().advance(Duration::from_millis(1500));
         assert_eq!(clock.now() - t0, Duration::from_millis(1500));
-        assert_eq!(clock.wall().duration_since(w0).unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            clock.wall().duration_since(w0).unwrap(),
+            Duration::from_millis(1500)
+        );
     }
 
     #[tokio::test(start_paused = true)]

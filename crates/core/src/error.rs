@@ -29,7 +29,11 @@ pub struct BodyTooLarge {
 
 impl fmt::Display for BodyTooLarge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "request body is larger than the {} byte limit", self.limit)
+        write!(
+            f,
+            "request body is larger than the {} byte limit",
+            self.limit
+        )
     }
 }
 
@@ -111,7 +115,11 @@ pub struct RetriesExhausted {
 
 impl fmt::Display for RetriesExhausted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "gave up after {} attempts, last: {}", self.attempts, self.last)
+        write!(
+            f,
+            "gave up after {} attempts, last: {}",
+            self.attempts, self.last
+        )
     }
 }
 
@@ -143,7 +151,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid {} = {}: {}", self.field, self.value, self.reason)
+        write!(
+            f,
+            "invalid {} = {}: {}",
+            self.field, self.value, self.reason
+        )
     }
 }
 
@@ -184,7 +196,10 @@ mod tests {
             retry_after: Some(Duration::from_millis(250)),
         };
         assert_eq!(e.to_string(), "rate limited on tokens, retry after 250ms");
-        assert_eq!(CircuitOpen { retry_after: None }.to_string(), "circuit open");
+        assert_eq!(
+            CircuitOpen { retry_after: None }.to_string(),
+            "circuit open"
+        );
         assert_eq!(
             ConfigError::new("max_body_bytes", 0, "must be at least 1").to_string(),
             "invalid max_body_bytes = 0: must be at least 1"
@@ -195,14 +210,20 @@ mod tests {
     fn retry_after_reads_every_local_rejection() {
         let wait = Some(Duration::from_secs(3));
         let errors: Vec<BoxError> = vec![
-            Box::new(RateLimited { dimension: RateLimitDimension::Requests, retry_after: wait }),
+            Box::new(RateLimited {
+                dimension: RateLimitDimension::Requests,
+                retry_after: wait,
+            }),
             Box::new(CircuitOpen { retry_after: wait }),
             Box::new(Overloaded { retry_after: wait }),
         ];
         for error in errors {
             assert_eq!(retry_after_of(error.as_ref()), wait, "{error}");
         }
-        let exhausted = RetriesExhausted { attempts: 3, last: Outcome::new(OutcomeKind::Timeout) };
+        let exhausted = RetriesExhausted {
+            attempts: 3,
+            last: Outcome::new(OutcomeKind::Timeout),
+        };
         assert_eq!(retry_after_of(&exhausted), None);
         assert!(!local_outcome(&exhausted).unwrap().is_retryable());
     }

@@ -227,15 +227,27 @@ mod tests {
     fn retryable_defaults_and_overrides() {
         let limited = Outcome::new(OutcomeKind::RateLimited(RateLimitDimension::Tokens));
         assert!(limited.is_retryable());
-        assert!(!limited.clone().with_should_retry(Some(false)).is_retryable());
+        assert!(
+            !limited
+                .clone()
+                .with_should_retry(Some(false))
+                .is_retryable()
+        );
 
         let conflict = Outcome::new(OutcomeKind::ClientError).with_status(StatusCode::CONFLICT);
         assert!(!conflict.is_retryable());
         assert!(conflict.with_should_retry(Some(true)).is_retryable());
 
         let quota = Outcome::new(OutcomeKind::QuotaExhausted).with_should_retry(Some(true));
-        assert!(!quota.is_retryable(), "a provider cannot talk us into paying for a dead quota");
-        assert!(!Outcome::success().with_should_retry(Some(true)).is_retryable());
+        assert!(
+            !quota.is_retryable(),
+            "a provider cannot talk us into paying for a dead quota"
+        );
+        assert!(
+            !Outcome::success()
+                .with_should_retry(Some(true))
+                .is_retryable()
+        );
     }
 
     #[test]
@@ -244,7 +256,10 @@ mod tests {
             OutcomeKind::RateLimited(RateLimitDimension::InputTokens).as_str(),
             "rate_limited"
         );
-        assert_eq!(OutcomeKind::ContextLengthExceeded.as_str(), "context_length_exceeded");
+        assert_eq!(
+            OutcomeKind::ContextLengthExceeded.as_str(),
+            "context_length_exceeded"
+        );
         assert_eq!(RateLimitDimension::OutputTokens.as_str(), "output_tokens");
         let shown = Outcome::new(OutcomeKind::Overloaded)
             .with_status(StatusCode::from_u16(529).unwrap())

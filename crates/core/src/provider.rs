@@ -203,7 +203,11 @@ impl EndpointKind {
 
     /// Detects the endpoint from a request path (the query is ignored).
     pub fn from_path(path: &str) -> Self {
-        let path = path.split('?').next().unwrap_or_default().trim_end_matches('/');
+        let path = path
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('/');
         // Gemini puts the method after a colon: `/v1beta/models/gemini-2.0-flash:generateContent`.
         if let Some((_, method)) = path.rsplit_once(':') {
             match method {
@@ -254,7 +258,10 @@ mod tests {
     #[test]
     fn detects_providers_from_hosts() {
         let cases = [
-            ("https://api.openai.com/v1/chat/completions", Provider::OpenAi),
+            (
+                "https://api.openai.com/v1/chat/completions",
+                Provider::OpenAi,
+            ),
             (
                 "https://myres.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21",
                 Provider::AzureOpenAi,
@@ -264,10 +271,22 @@ mod tests {
                 "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent",
                 Provider::Gemini,
             ),
-            ("https://api.mistral.ai/v1/chat/completions", Provider::Mistral),
-            ("https://api.groq.com/openai/v1/chat/completions", Provider::Groq),
-            ("https://api.together.xyz/v1/chat/completions", Provider::Together),
-            ("http://localhost:11434/v1/chat/completions", Provider::OpenAiCompatible),
+            (
+                "https://api.mistral.ai/v1/chat/completions",
+                Provider::Mistral,
+            ),
+            (
+                "https://api.groq.com/openai/v1/chat/completions",
+                Provider::Groq,
+            ),
+            (
+                "https://api.together.xyz/v1/chat/completions",
+                Provider::Together,
+            ),
+            (
+                "http://localhost:11434/v1/chat/completions",
+                Provider::OpenAiCompatible,
+            ),
         ];
         for (uri, want) in cases {
             assert_eq!(detect(uri, &[]), want, "{uri}");
@@ -277,11 +296,26 @@ mod tests {
     #[test]
     fn detects_providers_from_paths_and_headers() {
         assert_eq!(detect("/v1/messages", &[]), Provider::Anthropic);
-        assert_eq!(detect("/v1/complete", &[("anthropic-version", "2023-06-01")]), Provider::Anthropic);
-        assert_eq!(detect("/openai/deployments/d/embeddings", &[]), Provider::AzureOpenAi);
-        assert_eq!(detect("/v1beta/models/m:streamGenerateContent?alt=sse", &[]), Provider::Gemini);
-        assert_eq!(detect("/v1/chat/completions", &[("host", "api.groq.com:443")]), Provider::Groq);
-        assert_eq!(detect("/v1/chat/completions", &[]), Provider::OpenAiCompatible);
+        assert_eq!(
+            detect("/v1/complete", &[("anthropic-version", "2023-06-01")]),
+            Provider::Anthropic
+        );
+        assert_eq!(
+            detect("/openai/deployments/d/embeddings", &[]),
+            Provider::AzureOpenAi
+        );
+        assert_eq!(
+            detect("/v1beta/models/m:streamGenerateContent?alt=sse", &[]),
+            Provider::Gemini
+        );
+        assert_eq!(
+            detect("/v1/chat/completions", &[("host", "api.groq.com:443")]),
+            Provider::Groq
+        );
+        assert_eq!(
+            detect("/v1/chat/completions", &[]),
+            Provider::OpenAiCompatible
+        );
     }
 
     #[test]
@@ -289,7 +323,10 @@ mod tests {
         for provider in Provider::ALL {
             assert_eq!(provider.as_str().parse::<Provider>().unwrap(), provider);
         }
-        assert_eq!("Azure-OpenAI".parse::<Provider>().unwrap(), Provider::AzureOpenAi);
+        assert_eq!(
+            "Azure-OpenAI".parse::<Provider>().unwrap(),
+            Provider::AzureOpenAi
+        );
         let err = "cohere".parse::<Provider>().unwrap_err().to_string();
         assert!(err.contains("\"cohere\""), "{err}");
     }
@@ -298,20 +335,32 @@ mod tests {
     fn detects_endpoints() {
         let cases = [
             ("/v1/chat/completions", EndpointKind::ChatCompletions),
-            ("/openai/deployments/x/chat/completions?api-version=1", EndpointKind::ChatCompletions),
+            (
+                "/openai/deployments/x/chat/completions?api-version=1",
+                EndpointKind::ChatCompletions,
+            ),
             ("/v1/completions", EndpointKind::Completions),
             ("/v1/responses", EndpointKind::Responses),
             ("/v1/messages", EndpointKind::Messages),
             ("/v1/messages/batches", EndpointKind::Batches),
-            ("/v1/messages/batches/msgbatch_1/results", EndpointKind::Batches),
+            (
+                "/v1/messages/batches/msgbatch_1/results",
+                EndpointKind::Batches,
+            ),
             ("/v1/messages/count_tokens", EndpointKind::Other),
             ("/v1/embeddings", EndpointKind::Embeddings),
             ("/v1/batches", EndpointKind::Batches),
             ("/v1/batches/batch_1/cancel", EndpointKind::Batches),
             ("/v1/files", EndpointKind::Files),
             ("/v1/files/file-1/content", EndpointKind::Files),
-            ("/v1beta/models/gemini-2.0-flash:generateContent", EndpointKind::GenerateContent),
-            ("/v1beta/models/text-embedding-004:batchEmbedContents", EndpointKind::Embeddings),
+            (
+                "/v1beta/models/gemini-2.0-flash:generateContent",
+                EndpointKind::GenerateContent,
+            ),
+            (
+                "/v1beta/models/text-embedding-004:batchEmbedContents",
+                EndpointKind::Embeddings,
+            ),
             ("/v1/models", EndpointKind::Other),
             ("/", EndpointKind::Other),
         ];

@@ -21,14 +21,18 @@ mod tests {
 
     #[test]
     fn seeded_generators_repeat() {
-        let a: Vec<u32> = (0..4).map({
-            let mut rng = super::seeded(7);
-            move |_| rng.random()
-        }).collect();
-        let b: Vec<u32> = (0..4).map({
-            let mut rng = super::seeded(7);
-            move |_| rng.random()
-        }).collect();
+        let a: Vec<u32> = (0..4)
+            .map({
+                let mut rng = super::seeded(7);
+                move |_| rng.random()
+            })
+            .collect();
+        let b: Vec<u32> = (0..4)
+            .map({
+                let mut rng = super::seeded(7);
+                move |_| rng.random()
+            })
+            .collect();
         assert_eq!(a, b);
     }
 }

@@ -18,7 +18,12 @@ fn learn(uri: &str, headers: &[(&str, &str)], body: &str) -> LlmRequest {
         builder = builder.header(*name, *value);
     }
     let (parts, ()) = builder.body(()).unwrap().into_parts();
-    annotate(&parts, &Bytes::copy_from_slice(body.as_bytes()), None, &HeuristicEstimator)
+    annotate(
+        &parts,
+        &Bytes::copy_from_slice(body.as_bytes()),
+        None,
+        &HeuristicEstimator,
+    )
 }
 
 #[test]
@@ -60,7 +65,10 @@ fn responses_api_and_legacy_completions() {
         &[],
         r#"{"model":"m","prompt":"Say this is a test","max_tokens":7}"#,
     );
-    assert_eq!((r.provider, r.endpoint), (Provider::OpenAiCompatible, EndpointKind::Completions));
+    assert_eq!(
+        (r.provider, r.endpoint),
+        (Provider::OpenAiCompatible, EndpointKind::Completions)
+    );
     assert_eq!((r.max_output_tokens, r.input_tokens_estimate), (Some(7), 5));
 }
 
@@ -68,13 +76,22 @@ fn responses_api_and_legacy_completions() {
 fn anthropic_messages_with_an_image() {
     let r = learn(
         "https://api.anthropic.com/v1/messages",
-        &[("x-api-key", "sk-ant-test"), ("anthropic-version", "2023-06-01")],
+        &[
+            ("x-api-key", "sk-ant-test"),
+            ("anthropic-version", "2023-06-01"),
+        ],
         r#"{"model":"claude-sonnet-4-5","max_tokens":1024,"system":[{"type":"text","text":"You are a cat.","cache_control":{"type":"ephemeral"}}],
             "messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="}},
             {"type":"text","text":"What is in this image?"}]}]}"#,
     );
-    assert_eq!((r.provider, r.endpoint), (Provider::Anthropic, EndpointKind::Messages));
-    assert_eq!(r.credential, Some(CredentialId::from_secret(b"sk-ant-test")));
+    assert_eq!(
+        (r.provider, r.endpoint),
+        (Provider::Anthropic, EndpointKind::Messages)
+    );
+    assert_eq!(
+        r.credential,
+        Some(CredentialId::from_secret(b"sk-ant-test"))
+    );
     assert_eq!(r.max_output_tokens, Some(1024));
     // system block 4 framing + "You are a cat." 4; message 4 framing + image 1000 + text 6.
     assert_eq!(r.input_tokens_estimate, 4 + 4 + 4 + 1000 + 6);
@@ -90,7 +107,8 @@ fn embeddings_count_inputs_of_every_shape() {
         ("[]", 0, 0),
     ];
     for (input, inputs, tokens) in cases {
-        let body = format!(r#"{{"model":"text-embedding-3-small","input":{input},"dimensions":256}}"#);
+        let body =
+            format!(r#"{{"model":"text-embedding-3-small","input":{input},"dimensions":256}}"#);
         let r = learn("https://api.openai.com/v1/embeddings", &[], &body);
         assert_eq!(r.endpoint, EndpointKind::Embeddings);
         assert_eq!(r.embedding_inputs, Some(inputs), "{input}");
@@ -105,11 +123,17 @@ fn gemini_reads_the_model_from_the_path() {
         &[],
         r#"{"contents":[{"role":"user","parts":[{"text":"Write a haiku"}]}],"generationConfig":{"maxOutputTokens":64,"temperature":0.2,"candidateCount":1}}"#,
     );
-    assert_eq!((r.provider, r.endpoint), (Provider::Gemini, EndpointKind::GenerateContent));
+    assert_eq!(
+        (r.provider, r.endpoint),
+        (Provider::Gemini, EndpointKind::GenerateContent)
+    );
     assert_eq!(r.model.as_deref(), Some("gemini-2.0-flash"));
     assert_eq!(r.credential, Some(CredentialId::from_secret(b"AIza-test")));
     assert!(r.stream);
-    assert_eq!((r.max_output_tokens, r.temperature, r.n), (Some(64), Some(0.2), Some(1)));
+    assert_eq!(
+        (r.max_output_tokens, r.temperature, r.n),
+        (Some(64), Some(0.2), Some(1))
+    );
     assert_eq!(r.input_tokens_estimate, 4 + 4);
 }
 
@@ -122,22 +146,40 @@ fn azure_uses_the_deployment_as_the_model() {
     );
     assert_eq!(r.provider, Provider::AzureOpenAi);
     assert_eq!(r.model.as_deref(), Some("gpt4o-prod"));
-    assert_eq!(r.credential, Some(CredentialId::from_secret(b"azure-secret")));
+    assert_eq!(
+        r.credential,
+        Some(CredentialId::from_secret(b"azure-secret"))
+    );
 }
 
 #[test]
 fn odd_bodies_keep_what_can_be_learned() {
-    let r = learn("https://api.openai.com/v1/chat/completions", &[], "not json at all");
+    let r = learn(
+        "https://api.openai.com/v1/chat/completions",
+        &[],
+        "not json at all",
+    );
     assert!(!r.json_body);
     assert_eq!(
         (r.provider, r.endpoint, r.model.as_ref()),
         (Provider::OpenAi, EndpointKind::ChatCompletions, None)
     );
 
-    let r = learn("https://api.openai.com/v1/chat/completions", &[], r#"[{"model":"x"}]"#);
+    let r = learn(
+        "https://api.openai.com/v1/chat/completions",
+        &[],
+        r#"[{"model":"x"}]"#,
+    );
     assert!(!r.json_body);
-    let r = learn("https://api.openai.com/v1/chat/completions", &[], r#"{"model":"x""#);
-    assert!(!r.json_body && r.model.is_none(), "a truncated body teaches nothing");
+    let r = learn(
+        "https://api.openai.com/v1/chat/completions",
+        &[],
+        r#"{"model":"x""#,
+    );
+    assert!(
+        !r.json_body && r.model.is_none(),
+        "a truncated body teaches nothing"
+    );
 
     // Wrong types are ignored field by field, not fatal.
     let r = learn(
@@ -147,7 +189,14 @@ fn odd_bodies_keep_what_can_be_learned() {
     );
     assert!(r.json_body);
     assert_eq!(
-        (r.model, r.max_output_tokens, r.stream, r.temperature, r.seed, r.n),
+        (
+            r.model,
+            r.max_output_tokens,
+            r.stream,
+            r.temperature,
+            r.seed,
+            r.n
+        ),
         (None, None, false, None, None, None)
     );
 
@@ -156,7 +205,10 @@ fn odd_bodies_keep_what_can_be_learned() {
         &[],
         r#"{"model":"gpt-4o\u002dmini","max_tokens":1024.0}"#,
     );
-    assert_eq!((r.model.as_deref(), r.max_output_tokens), (Some("gpt-4o-mini"), Some(1024)));
+    assert_eq!(
+        (r.model.as_deref(), r.max_output_tokens),
+        (Some("gpt-4o-mini"), Some(1024))
+    );
 }
 
 #[tokio::test]
@@ -173,7 +225,11 @@ async fn the_layer_forwards_the_body_unchanged_with_the_annotation() {
         .unwrap();
     let (llm, forwarded) = layer.layer(inner).oneshot(request).await.unwrap();
     let llm = llm.expect("annotated");
-    assert_eq!(llm.provider, Provider::Groq, "the configured provider wins over detection");
+    assert_eq!(
+        llm.provider,
+        Provider::Groq,
+        "the configured provider wins over detection"
+    );
     assert_eq!(forwarded, body.as_bytes());
 
     // A provider in the request extensions wins over the layer's.
@@ -181,7 +237,9 @@ async fn the_layer_forwards_the_body_unchanged_with_the_annotation() {
         .body(Full::new(Bytes::from("{}")))
         .unwrap();
     request.extensions_mut().insert(Provider::Anthropic);
-    request.extensions_mut().insert(CredentialId::named("team-a"));
+    request
+        .extensions_mut()
+        .insert(CredentialId::named("team-a"));
     let inner = service_fn(|request: Request<Full<Bytes>>| async move {
         Ok::<_, Infallible>(request.extensions().get::<LlmRequest>().cloned().unwrap())
     });
@@ -200,7 +258,11 @@ impl http_body::Body for Chunks {
         mut self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        std::task::Poll::Ready(self.0.pop_front().map(|chunk| Ok(http_body::Frame::data(chunk))))
+        std::task::Poll::Ready(
+            self.0
+                .pop_front()
+                .map(|chunk| Ok(http_body::Frame::data(chunk))),
+        )
     }
 }
 
@@ -218,37 +280,52 @@ async fn oversize_bodies_fail_and_send_nothing() {
         .body(Full::new(Bytes::from("x".repeat(11))))
         .unwrap();
     let error = service.into_inner().oneshot(request).await.unwrap_err();
-    assert_eq!(error.downcast_ref::<BodyTooLarge>(), Some(&BodyTooLarge { limit: 10 }));
-    assert_eq!(error.to_string(), "request body is larger than the 10 byte limit");
+    assert_eq!(
+        error.downcast_ref::<BodyTooLarge>(),
+        Some(&BodyTooLarge { limit: 10 })
+    );
+    assert_eq!(
+        error.to_string(),
+        "request body is larger than the 10 byte limit"
+    );
     // The service is gone: the mock's queue ends without ever having held a request.
     assert!(handle.next_request().await.is_none(), "nothing was sent");
 
     // Unknown size: rejected while reading.
     let inner = service_fn(|_: Request<Full<Bytes>>| async { Ok::<_, Infallible>(()) });
-    let request = Request::post("/").body(chunks(&["12345", "67890", "1"])).unwrap();
+    let request = Request::post("/")
+        .body(chunks(&["12345", "67890", "1"]))
+        .unwrap();
     let error = layer.layer(inner).oneshot(request).await.unwrap_err();
     assert!(error.is::<BodyTooLarge>(), "{error}");
 
     // Exactly at the cap is fine.
     let inner = service_fn(|_: Request<Full<Bytes>>| async { Ok::<_, Infallible>(()) });
-    let request = Request::post("/").body(chunks(&["12345", "67890"])).unwrap();
+    let request = Request::post("/")
+        .body(chunks(&["12345", "67890"]))
+        .unwrap();
     layer.layer(inner).oneshot(request).await.unwrap();
 }
 
 #[tokio::test]
 async fn the_mock_sees_the_annotated_request() {
-    let (mut service, mut handle) =
-        tower_test::mock::spawn_layer::<Request<Full<Bytes>>, &'static str, _>(AnnotateLayer::new());
+    let (mut service, mut handle) = tower_test::mock::spawn_layer::<
+        Request<Full<Bytes>>,
+        &'static str,
+        _,
+    >(AnnotateLayer::new());
     handle.allow(1);
     tokio_test::assert_ready_ok!(service.poll_ready::<Request<Full<Bytes>>>());
     // The body is buffered inside the response future, so the inner call happens when it runs.
-    let response = tokio::spawn(service.call(
-        Request::post("https://api.anthropic.com/v1/messages")
-            .body(Full::new(Bytes::from(
-                r#"{"model":"claude-haiku-4-5","max_tokens":5,"messages":[]}"#,
-            )))
-            .unwrap(),
-    ));
+    let response = tokio::spawn(
+        service.call(
+            Request::post("https://api.anthropic.com/v1/messages")
+                .body(Full::new(Bytes::from(
+                    r#"{"model":"claude-haiku-4-5","max_tokens":5,"messages":[]}"#,
+                )))
+                .unwrap(),
+        ),
+    );
     let (request, send) = handle.next_request().await.unwrap();
     let llm = request.extensions().get::<LlmRequest>().unwrap();
     assert_eq!(llm.model.as_deref(), Some("claude-haiku-4-5"));
@@ -306,7 +383,9 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         Just(serde_json::Value::Null),
         any::<bool>().prop_map(serde_json::Value::from),
         any::<i64>().prop_map(serde_json::Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(serde_json::Value::from),
         ".{0,20}".prop_map(serde_json::Value::from),
     ];
     leaf.prop_recursive(4, 64, 8, move |inner| {

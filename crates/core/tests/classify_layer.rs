@@ -25,7 +25,12 @@ struct Scripted(VecDeque<Result<Frame<Bytes>, io::Error>>);
 
 impl Scripted {
     fn chunks(chunks: &[&str]) -> Self {
-        Self(chunks.iter().map(|c| Ok(Frame::data(Bytes::copy_from_slice(c.as_bytes())))).collect())
+        Self(
+            chunks
+                .iter()
+                .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c.as_bytes()))))
+                .collect(),
+        )
     }
 
     fn then_error(mut self, kind: io::ErrorKind) -> Self {
@@ -38,16 +43,26 @@ impl Body for Scripted {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         Poll::Ready(self.0.pop_front())
     }
 }
 
 async fn classify(response: Response<Scripted>) -> Response<ObservedBody<Scripted>> {
-    classify_with(response, LlmRequest::new(Provider::OpenAi, EndpointKind::ChatCompletions)).await
+    classify_with(
+        response,
+        LlmRequest::new(Provider::OpenAi, EndpointKind::ChatCompletions),
+    )
+    .await
 }
 
-async fn classify_with(response: Response<Scripted>, llm: LlmRequest) -> Response<ObservedBody<Scripted>> {
+async fn classify_with(
+    response: Response<Scripted>,
+    llm: LlmRequest,
+) -> Response<ObservedBody<Scripted>> {
     let response = Mutex::new(Some(response));
     let inner = service_fn(move |_: Request<()>| {
         let response = response.lock().unwrap().take().unwrap();
@@ -55,7 +70,11 @@ async fn classify_with(response: Response<Scripted>, llm: LlmRequest) -> Respons
     });
     let mut request = Request::new(());
     request.extensions_mut().insert(llm);
-    ClassifyLayer::new().layer(inner).oneshot(request).await.unwrap()
+    ClassifyLayer::new()
+        .layer(inner)
+        .oneshot(request)
+        .await
+        .unwrap()
 }
 
 /// Registers a hook that records every report it gets.
@@ -89,10 +108,16 @@ async fn success_carries_outcome_snapshot_and_usage_at_the_end() {
         .unwrap();
     let before = tokio::time::Instant::now();
     let response = classify(response).await;
-    assert_eq!(response.extensions().get::<Outcome>().unwrap().kind, OutcomeKind::Success);
+    assert_eq!(
+        response.extensions().get::<Outcome>().unwrap().kind,
+        OutcomeKind::Success
+    );
     let snapshot = response.extensions().get::<RateLimitSnapshot>().unwrap();
     let requests = snapshot.requests.expect("requests window");
-    assert_eq!((requests.limit, requests.remaining), (Some(5000), Some(4999)));
+    assert_eq!(
+        (requests.limit, requests.remaining),
+        (Some(5000), Some(4999))
+    );
     assert_eq!(requests.reset, Some(Duration::from_millis(12)));
     assert_eq!(snapshot.sent_at, Some(before));
 
@@ -146,7 +171,10 @@ async fn a_long_error_body_is_peeked_only_up_to_the_limit() {
         .oneshot(Request::new(()))
         .await
         .unwrap();
-    assert_eq!(response.extensions().get::<Outcome>().unwrap().kind, OutcomeKind::Overloaded);
+    assert_eq!(
+        response.extensions().get::<Outcome>().unwrap().kind,
+        OutcomeKind::Overloaded
+    );
     let read = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(read, chunks.concat().as_bytes());
 }
@@ -158,18 +186,28 @@ async fn a_broken_error_body_replays_the_prefix_then_the_error() {
         .body(Scripted::chunks(&["partial "]).then_error(io::ErrorKind::ConnectionReset))
         .unwrap();
     let response = classify(response).await;
-    assert_eq!(response.extensions().get::<Outcome>().unwrap().kind, OutcomeKind::Overloaded);
+    assert_eq!(
+        response.extensions().get::<Outcome>().unwrap().kind,
+        OutcomeKind::Overloaded
+    );
     let seen = record(&response);
     let mut body = response.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(first, "partial ");
     let error = body.frame().await.unwrap().unwrap_err();
-    assert_eq!(error.downcast_ref::<io::Error>().unwrap().kind(), io::ErrorKind::ConnectionReset);
+    assert_eq!(
+        error.downcast_ref::<io::Error>().unwrap().kind(),
+        io::ErrorKind::ConnectionReset
+    );
     let end = one(&seen);
     assert_eq!(end.reason, EndReason::Failed);
     assert_eq!(end.error.map(|o| o.kind), Some(OutcomeKind::ConnectError));
     drop(body);
-    assert_eq!(seen.lock().unwrap().len(), 1, "dropping after the end reports nothing more");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "dropping after the end reports nothing more"
+    );
 }
 
 #[tokio::test]
@@ -199,13 +237,19 @@ async fn an_sse_error_after_a_200_is_reported_at_the_end() {
 async fn dropping_the_body_early_reports_dropped() {
     let response = Response::builder()
         .header("content-type", "text/event-stream")
-        .body(Scripted::chunks(&["data: {\"choices\":[]}\n\n", "data: [DONE]\n\n"]))
+        .body(Scripted::chunks(&[
+            "data: {\"choices\":[]}\n\n",
+            "data: [DONE]\n\n",
+        ]))
         .unwrap();
     let response = classify(response).await;
     let seen = record(&response);
     let mut body = response.into_body();
     body.frame().await.unwrap().unwrap();
-    assert!(seen.lock().unwrap().is_empty(), "nothing reported mid-stream");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reported mid-stream"
+    );
     drop(body);
     assert_eq!(one(&seen).reason, EndReason::Dropped);
 }
@@ -227,7 +271,11 @@ async fn an_empty_body_that_is_never_polled_still_completes() {
     let inner = service_fn(|_: Request<()>| async {
         Ok::<_, io::Error>(Response::new(http_body_util::Empty::<Bytes>::new()))
     });
-    let response = ClassifyLayer::new().layer(inner).oneshot(Request::new(())).await.unwrap();
+    let response = ClassifyLayer::new()
+        .layer(inner)
+        .oneshot(Request::new(()))
+        .await
+        .unwrap();
     let end = response.extensions().get::<EndOfStream>().unwrap().clone();
     assert!(response.body().is_end_stream());
     drop(response);
@@ -239,9 +287,16 @@ async fn transport_errors_pass_through_unchanged() {
     let inner = service_fn(|_: Request<()>| async {
         Err::<Response<Scripted>, _>(io::Error::from(io::ErrorKind::ConnectionRefused))
     });
-    let error = ClassifyLayer::new().layer(inner).oneshot(Request::new(())).await.unwrap_err();
+    let error = ClassifyLayer::new()
+        .layer(inner)
+        .oneshot(Request::new(()))
+        .await
+        .unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
-    assert_eq!(tollgate_core::classify::classify_error(&error).kind, OutcomeKind::ConnectError);
+    assert_eq!(
+        tollgate_core::classify::classify_error(&error).kind,
+        OutcomeKind::ConnectError
+    );
 }
 
 #[tokio::test]
@@ -251,8 +306,16 @@ async fn a_429_names_its_dimension_and_wait() {
         .status(StatusCode::TOO_MANY_REQUESTS)
         .body(Scripted::chunks(&[body]))
         .unwrap();
-    let outcome = classify(response).await.extensions().get::<Outcome>().unwrap().clone();
-    assert_eq!(outcome.kind, OutcomeKind::RateLimited(RateLimitDimension::Requests));
+    let outcome = classify(response)
+        .await
+        .extensions()
+        .get::<Outcome>()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        outcome.kind,
+        OutcomeKind::RateLimited(RateLimitDimension::Requests)
+    );
     assert_eq!(outcome.retry_after, Some(Duration::from_secs(20)));
     assert!(outcome.is_retryable());
 }

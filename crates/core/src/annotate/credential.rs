@@ -56,7 +56,14 @@ mod tests {
         assert_eq!(id_of("/", "x-api-key", "sk-secret"), want);
         assert_eq!(id_of("/", "api-key", "sk-secret"), want);
         assert_eq!(id_of("/", "x-goog-api-key", "sk-secret"), want);
-        assert_eq!(id_of("/v1beta/models/m:generateContent?alt=sse&key=sk-secret", "", ""), want);
+        assert_eq!(
+            id_of(
+                "/v1beta/models/m:generateContent?alt=sse&key=sk-secret",
+                "",
+                ""
+            ),
+            want
+        );
         assert_eq!(id_of("/", "", ""), None);
         assert_eq!(id_of("/", "authorization", "Bearer "), None);
     }

@@ -111,8 +111,7 @@ where
                         Err(error) => return Poll::Ready(Err(error)),
                     };
                     let (mut parts, mut inner) = head.take().expect("polled after completion");
-                    let llm =
-                        super::annotate(&parts, &body, config.provider, &*config.estimator.0);
+                    let llm = super::annotate(&parts, &body, config.provider, &*config.estimator.0);
                     tracing::trace!(
                         provider = %llm.provider,
                         endpoint = %llm.endpoint,

@@ -5,7 +5,7 @@
 //!
 //! Token-aware limits need the model, the output cap and an input estimate before the request
 //! is sent; retries and batching need a body they can send again. Buffering once, into
-//! [`Bytes`](bytes::Bytes) that clone for free, serves all of them; parsing once keeps the
+//! [`Bytes`] that clone for free, serves all of them; parsing once keeps the
 //! whole stack's overhead to a single pass over the JSON.
 //!
 //! A body larger than the cap (32 MiB by default) fails with

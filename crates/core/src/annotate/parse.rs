@@ -36,7 +36,12 @@ impl BodyFields {
     pub(crate) fn parse(body: &[u8], estimator: &dyn TokenEstimator) -> Option<Self> {
         let mut fields = Self::default();
         let mut de = serde_json::Deserializer::from_slice(body);
-        TopLevel { fields: &mut fields, estimator }.deserialize(&mut de).ok()?;
+        TopLevel {
+            fields: &mut fields,
+            estimator,
+        }
+        .deserialize(&mut de)
+        .ok()?;
         de.end().ok()?;
         Some(fields)
     }
@@ -75,7 +80,9 @@ impl Scalar {
             Self::Unsigned(v) => Some(u32::try_from(v).unwrap_or(u32::MAX)),
             Self::Signed(v) if v >= 0 => Some(u32::try_from(v).unwrap_or(u32::MAX)),
             // `1024.0` is a common way to write an integer in generated JSON.
-            Self::Float(v) if v >= 0.0 && v.fract() == 0.0 => Some(v.min(f64::from(u32::MAX)) as u32),
+            Self::Float(v) if v >= 0.0 && v.fract() == 0.0 => {
+                Some(v.min(f64::from(u32::MAX)) as u32)
+            }
             _ => None,
         }
     }
@@ -280,7 +287,10 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
                 Key::Seed => fields.seed = map.next_value::<Scalar>()?.as_i64(),
                 Key::Choices => fields.n = map.next_value::<Scalar>()?.as_u32(),
                 Key::StreamOptions | Key::GenerationConfig => {
-                    map.next_value_seed(Options(TopLevel { fields: &mut *fields, estimator }))?;
+                    map.next_value_seed(Options(TopLevel {
+                        fields: &mut *fields,
+                        estimator,
+                    }))?;
                 }
                 Key::Inputs => {
                     let mut text = TextCounter::new(estimator);
@@ -390,9 +400,24 @@ impl<'a> TextCounter<'a> {
 fn skipped_key(name: &str) -> bool {
     matches!(
         name,
-        "type" | "role" | "id" | "tool_call_id" | "tool_use_id" | "call_id" | "cache_control"
-            | "model" | "mime_type" | "mimeType" | "media_type" | "detail" | "format"
-            | "encoding_format" | "dimensions" | "task_type" | "taskType" | "custom_id"
+        "type"
+            | "role"
+            | "id"
+            | "tool_call_id"
+            | "tool_use_id"
+            | "call_id"
+            | "cache_control"
+            | "model"
+            | "mime_type"
+            | "mimeType"
+            | "media_type"
+            | "detail"
+            | "format"
+            | "encoding_format"
+            | "dimensions"
+            | "task_type"
+            | "taskType"
+            | "custom_id"
             | "signature"
     )
 }
@@ -400,8 +425,16 @@ fn skipped_key(name: &str) -> bool {
 fn media_key(name: &str) -> bool {
     matches!(
         name,
-        "image_url" | "image" | "source" | "inline_data" | "inlineData" | "file_data"
-            | "fileData" | "input_audio" | "file" | "image_data"
+        "image_url"
+            | "image"
+            | "source"
+            | "inline_data"
+            | "inlineData"
+            | "file_data"
+            | "fileData"
+            | "input_audio"
+            | "file"
+            | "image_data"
     )
 }
 

@@ -8,11 +8,11 @@ use std::task::{Context, Poll, ready};
 use bytes::{Bytes, BytesMut};
 use http::Response;
 use http::response::Parts;
-use http_body::{Body, Frame};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use crate::body::ObservedBody;
+use crate::body::{ObservedBody, PeekStop};
 use crate::classify::classify_response;
 use crate::{BoxError, Clock, Provider, RateLimitSnapshot};
 
@@ -94,7 +94,7 @@ where
                     body,
                     buffer,
                 } => {
-                    let (rest, inner_done) = {
+                    let stop = {
                         let reading = body.as_mut().expect("polled after completion");
                         ready!(peek(reading.as_mut(), buffer, *this.peek_limit, cx))
                     };
@@ -102,9 +102,15 @@ where
                     let reading = body.take().expect("polled after completion");
                     let prefix = std::mem::take(buffer).freeze();
                     let (observed, end) =
-                        ObservedBody::peeked(reading, prefix.clone(), rest, inner_done, &parts.headers);
-                    let mut response =
-                        finish(parts, &prefix, observed, this.provider, this.sent_at, this.clock);
+                        ObservedBody::peeked(reading, prefix.clone(), stop, &parts.headers);
+                    let mut response = finish(
+                        parts,
+                        &prefix,
+                        observed,
+                        this.provider,
+                        this.sent_at,
+                        this.clock,
+                    );
                     response.extensions_mut().insert(end);
                     return Poll::Ready(Ok(response));
                 }
@@ -120,27 +126,50 @@ fn peek<RB>(
     buffer: &mut BytesMut,
     limit: usize,
     cx: &mut Context<'_>,
-) -> Poll<(Option<Result<Frame<Bytes>, BoxError>>, bool)>
+) -> Poll<PeekStop>
 where
     RB: Body<Data = Bytes>,
     RB::Error: Into<BoxError>,
 {
     while buffer.len() < limit {
         match ready!(body.as_mut().poll_frame(cx)) {
-            None => return Poll::Ready((None, true)),
-            Some(Err(error)) => return Poll::Ready((Some(Err(error.into())), true)),
+            None => {
+                return Poll::Ready(PeekStop {
+                    rest: None,
+                    body_done: true,
+                });
+            }
+            Some(Err(error)) => {
+                let rest = Some(Err(error.into()));
+                return Poll::Ready(PeekStop {
+                    rest,
+                    body_done: true,
+                });
+            }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     buffer.extend_from_slice(&data);
                     if body.is_end_stream() {
-                        return Poll::Ready((None, true));
+                        return Poll::Ready(PeekStop {
+                            rest: None,
+                            body_done: true,
+                        });
                     }
                 }
-                Err(trailers) => return Poll::Ready((Some(Ok(trailers)), true)),
+                Err(trailers) => {
+                    let rest = Some(Ok(trailers));
+                    return Poll::Ready(PeekStop {
+                        rest,
+                        body_done: true,
+                    });
+                }
             },
         }
     }
-    Poll::Ready((None, false))
+    Poll::Ready(PeekStop {
+        rest: None,
+        body_done: false,
+    })
 }
 
 fn finish<B, C: Clock>(

@@ -108,6 +108,12 @@ where
         let provider = request.extensions().get::<LlmRequest>().map(|r| r.provider);
         let sent_at = self.clock.now();
         let future = self.inner.call(request);
-        ClassifyFuture::new(future, provider, sent_at, self.clock.clone(), self.peek_limit)
+        ClassifyFuture::new(
+            future,
+            provider,
+            sent_at,
+            self.clock.clone(),
+            self.peek_limit,
+        )
     }
 }

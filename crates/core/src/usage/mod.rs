@@ -4,8 +4,12 @@
 //! provider actually counted. Usage arrives in the body: a `usage` object in OpenAI and
 //! Anthropic JSON, `usageMetadata` in Gemini's, the last chunk of an OpenAI stream with
 //! `stream_options.include_usage`, Anthropic's `message_start` and `message_delta` events.
-//! [`UsageTracker`] finds it in a body fed chunk by chunk, whatever the chunking.
+//! [`ObservedBody`](crate::body::ObservedBody) finds it as the body passes, chunk by chunk,
+//! whatever the chunking, and [`SseParser`] is the incremental SSE parser it reads streams with.
 
+mod fields;
+mod json;
+mod lenient;
 mod scanner;
 mod sse;
 
