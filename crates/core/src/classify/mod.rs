@@ -20,6 +20,10 @@
 //! assert_eq!(outcome.kind, OutcomeKind::QuotaExhausted);
 //! assert!(!outcome.is_retryable());
 //! ```
+//!
+//! The rest of this page is `docs/outcomes.md`: the full contract.
+//!
+#![doc = include_str!("../../../../docs/outcomes.md")]
 
 pub mod future;
 mod layer;

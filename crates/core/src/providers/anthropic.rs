@@ -12,34 +12,34 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use super::{MINUTE, contains_any, header_count, header_str, response_date, window};
 use crate::duration::parse_rfc3339;
 use crate::{RateLimitDimension, RateLimitSnapshot, RateLimitWindow};
 
 /// `[limit, remaining, reset]` header names of one limit.
-type Names = [&'static str; 3];
+type Names = [HeaderName; 3];
 
 const REQUESTS: Names = [
-    "anthropic-ratelimit-requests-limit",
-    "anthropic-ratelimit-requests-remaining",
-    "anthropic-ratelimit-requests-reset",
+    HeaderName::from_static("anthropic-ratelimit-requests-limit"),
+    HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-requests-reset"),
 ];
 const TOKENS: Names = [
-    "anthropic-ratelimit-tokens-limit",
-    "anthropic-ratelimit-tokens-remaining",
-    "anthropic-ratelimit-tokens-reset",
+    HeaderName::from_static("anthropic-ratelimit-tokens-limit"),
+    HeaderName::from_static("anthropic-ratelimit-tokens-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-tokens-reset"),
 ];
 const INPUT_TOKENS: Names = [
-    "anthropic-ratelimit-input-tokens-limit",
-    "anthropic-ratelimit-input-tokens-remaining",
-    "anthropic-ratelimit-input-tokens-reset",
+    HeaderName::from_static("anthropic-ratelimit-input-tokens-limit"),
+    HeaderName::from_static("anthropic-ratelimit-input-tokens-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-input-tokens-reset"),
 ];
 const OUTPUT_TOKENS: Names = [
-    "anthropic-ratelimit-output-tokens-limit",
-    "anthropic-ratelimit-output-tokens-remaining",
-    "anthropic-ratelimit-output-tokens-reset",
+    HeaderName::from_static("anthropic-ratelimit-output-tokens-limit"),
+    HeaderName::from_static("anthropic-ratelimit-output-tokens-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-output-tokens-reset"),
 ];
 
 /// Fills every window from the `anthropic-ratelimit-*` headers (all per minute). Resets are
@@ -48,12 +48,12 @@ pub(super) fn read(headers: &HeaderMap, now: SystemTime, snapshot: &mut RateLimi
     let base = response_date(headers).unwrap_or(now);
     let read = |names: Names| -> Option<RateLimitWindow> {
         let [limit, remaining, reset] = names;
-        let reset = header_str(headers, reset)
+        let reset = header_str(headers, &reset)
             .and_then(parse_rfc3339)
             .map(|at| at.duration_since(base).unwrap_or(Duration::ZERO));
         window(
-            header_count(headers, limit),
-            header_count(headers, remaining),
+            header_count(headers, &limit),
+            header_count(headers, &remaining),
             reset,
             MINUTE,
         )

@@ -12,8 +12,8 @@ use crate::RateLimitSnapshot;
 pub(super) fn read(headers: &HeaderMap, snapshot: &mut RateLimitSnapshot) {
     snapshot.tokens = snapshot.tokens.or_else(|| {
         window(
-            header_count(headers, "x-ratelimitbysize-limit-minute"),
-            header_count(headers, "x-ratelimitbysize-remaining-minute"),
+            header_count(headers, name!("x-ratelimitbysize-limit-minute")),
+            header_count(headers, name!("x-ratelimitbysize-remaining-minute")),
             None,
             MINUTE,
         )

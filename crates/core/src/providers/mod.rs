@@ -10,6 +10,13 @@
 //! Header parsing runs on every response, so it allocates nothing; error bodies are parsed only
 //! for failed responses. Nothing here fails: a value that does not parse is ignored.
 
+/// A header name built at compile time: a lookup by it skips parsing the name.
+macro_rules! name {
+    ($name:literal) => {
+        &const { http::HeaderName::from_static($name) }
+    };
+}
+
 mod anthropic;
 mod azure;
 mod error_body;
@@ -20,7 +27,7 @@ mod together;
 
 use std::time::{Duration, SystemTime};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use crate::duration::{parse_decimal, parse_go_duration, parse_millis, parse_retry_after};
 use crate::{Provider, RateLimitDimension, RateLimitSnapshot, RateLimitWindow};
@@ -80,19 +87,19 @@ pub(crate) fn snapshot_from_headers(
 /// assert_eq!(retry_after(&headers, SystemTime::now()), Some(Duration::from_millis(1500)));
 /// ```
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    header_str(headers, "retry-after-ms")
+    header_str(headers, name!("retry-after-ms"))
         .and_then(parse_millis)
-        .or_else(|| header_str(headers, "x-ms-retry-after-ms").and_then(parse_millis))
+        .or_else(|| header_str(headers, name!("x-ms-retry-after-ms")).and_then(parse_millis))
         .or_else(|| {
             let base = response_date(headers).unwrap_or(now);
-            parse_retry_after(header_str(headers, "retry-after")?, base)
+            parse_retry_after(header_str(headers, name!("retry-after"))?, base)
         })
 }
 
 /// The provider's `x-should-retry` verdict (`true` or `false`, any case), which overrides the
 /// status-code rule in [`Outcome::is_retryable`](crate::Outcome::is_retryable).
 pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
-    let value = header_str(headers, "x-should-retry")?;
+    let value = header_str(headers, name!("x-should-retry"))?;
     if value.eq_ignore_ascii_case("true") {
         Some(true)
     } else if value.eq_ignore_ascii_case("false") {
@@ -160,12 +167,12 @@ fn find_ignore_ascii_case(haystack: &str, needle: &str) -> Option<usize> {
 }
 
 /// A header's value without surrounding whitespace, if it is visible ASCII.
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name)?.to_str().ok().map(str::trim)
 }
 
 /// A count header: a non-negative integer (a decimal is truncated; Azure's `-1` is `None`).
-fn header_count(headers: &HeaderMap, name: &str) -> Option<u64> {
+fn header_count(headers: &HeaderMap, name: &HeaderName) -> Option<u64> {
     let value = header_str(headers, name)?;
     value.parse().ok().or_else(|| {
         let (int, frac) = value.split_once('.')?;
@@ -177,7 +184,7 @@ fn header_count(headers: &HeaderMap, name: &str) -> Option<u64> {
 
 /// The response's `date` header.
 fn response_date(headers: &HeaderMap) -> Option<SystemTime> {
-    httpdate::parse_http_date(header_str(headers, "date")?).ok()
+    httpdate::parse_http_date(header_str(headers, name!("date"))?).ok()
 }
 
 /// A window over `period`, unless nothing about it is known.
@@ -217,7 +224,7 @@ mod tests {
             ("e", "1.x"),
         ]);
         let got: Vec<_> = ["a", "b", "c", "d", "e", "f"]
-            .map(|n| header_count(&map, n))
+            .map(|n| header_count(&map, &HeaderName::from_static(n)))
             .to_vec();
         assert_eq!(got, [Some(42), Some(7), None, None, None, None]);
     }

@@ -26,17 +26,17 @@ pub(super) fn read(
 ) {
     snapshot.requests = snapshot.requests.or_else(|| {
         window(
-            header_count(headers, "x-ratelimit-limit-requests"),
-            header_count(headers, "x-ratelimit-remaining-requests"),
-            header_str(headers, "x-ratelimit-reset-requests").and_then(parse_go_duration),
+            header_count(headers, name!("x-ratelimit-limit-requests")),
+            header_count(headers, name!("x-ratelimit-remaining-requests")),
+            header_str(headers, name!("x-ratelimit-reset-requests")).and_then(parse_go_duration),
             requests_period,
         )
     });
     snapshot.tokens = snapshot.tokens.or_else(|| {
         window(
-            header_count(headers, "x-ratelimit-limit-tokens"),
-            header_count(headers, "x-ratelimit-remaining-tokens"),
-            header_str(headers, "x-ratelimit-reset-tokens").and_then(parse_go_duration),
+            header_count(headers, name!("x-ratelimit-limit-tokens")),
+            header_count(headers, name!("x-ratelimit-remaining-tokens")),
+            header_str(headers, name!("x-ratelimit-reset-tokens")).and_then(parse_go_duration),
             MINUTE,
         )
     });

@@ -14,16 +14,16 @@ use crate::duration::parse_reset_lenient;
 pub(super) fn read(headers: &HeaderMap, snapshot: &mut RateLimitSnapshot) {
     snapshot.requests = snapshot.requests.or_else(|| {
         window(
-            header_count(headers, "x-ratelimit-limit"),
-            header_count(headers, "x-ratelimit-remaining"),
-            header_str(headers, "x-ratelimit-reset").and_then(parse_reset_lenient),
+            header_count(headers, name!("x-ratelimit-limit")),
+            header_count(headers, name!("x-ratelimit-remaining")),
+            header_str(headers, name!("x-ratelimit-reset")).and_then(parse_reset_lenient),
             SECOND,
         )
     });
     snapshot.tokens = snapshot.tokens.or_else(|| {
         window(
-            header_count(headers, "x-tokenlimit-limit"),
-            header_count(headers, "x-tokenlimit-remaining"),
+            header_count(headers, name!("x-tokenlimit-limit")),
+            header_count(headers, name!("x-tokenlimit-remaining")),
             None,
             SECOND,
         )
