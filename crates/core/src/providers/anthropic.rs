@@ -94,13 +94,7 @@ pub(super) fn dimension_from_message(message: &str) -> Option<RateLimitDimension
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|&(name, value)| (name.parse().unwrap(), value.parse().unwrap()))
-            .collect()
-    }
+    use crate::providers::tests::headers;
 
     #[test]
     fn resets_are_relative_to_the_date_header_and_never_negative() {

@@ -207,7 +207,8 @@ fn window(
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    /// A header map from pairs, for the provider modules' tests too.
+    pub(super) fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs
             .iter()
             .map(|&(name, value)| (name.parse().unwrap(), value.parse().unwrap()))
