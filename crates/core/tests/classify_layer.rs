@@ -319,3 +319,70 @@ async fn a_429_names_its_dimension_and_wait() {
     assert_eq!(outcome.retry_after, Some(Duration::from_secs(20)));
     assert!(outcome.is_retryable());
 }
+
+/// Polls a future that never waits (every body here is scripted and ready).
+fn now_or_never<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("scripted services never wait"),
+    }
+}
+
+/// What the end-of-stream hook reports for `stream` cut at `cuts`, read through the layer.
+fn end_of(stream: &[u8], cuts: &[proptest::sample::Index]) -> StreamEnd {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut frames = VecDeque::new();
+    let mut start = 0;
+    for cut in cuts.into_iter().chain([stream.len()]) {
+        frames.push_back(Ok(Frame::data(Bytes::copy_from_slice(&stream[start..cut]))));
+        start = cut;
+    }
+    let response = Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Scripted(frames))
+        .unwrap();
+    let response = now_or_never(classify(response));
+    let seen = record(&response);
+    now_or_never(response.into_body().collect()).unwrap();
+    one(&seen)
+}
+
+const OPENAI_STREAM: &str = concat!(
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"}}],\"usage\":null}\n\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,\"total_tokens\":15,\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\n",
+    "data: [DONE]\n\n",
+);
+
+const ANTHROPIC_STREAM: &str = concat!(
+    "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":472,\"cache_read_input_tokens\":100,\"output_tokens\":2}}}\r\n\r\n",
+    "event: ping\r\ndata: {\"type\":\"ping\"}\r\n\r\n",
+    "event: content_block_delta\r\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"usage: \\\"usage\\\"\"}}\r\n\r\n",
+    "event: message_delta\r\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":89}}\r\n\r\n",
+    "event: error\r\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\r\n\r\n",
+);
+
+proptest::proptest! {
+    #[test]
+    fn every_chunking_of_a_stream_reports_the_same_end(
+        cuts in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..40),
+    ) {
+        let openai = end_of(OPENAI_STREAM.as_bytes(), &cuts);
+        let mut want = Usage::new(12, 3);
+        want.cache_read_input_tokens = 4;
+        proptest::prop_assert_eq!(openai.usage, Some(want));
+        proptest::prop_assert_eq!(openai.error, None);
+        proptest::prop_assert_eq!(openai.bytes, OPENAI_STREAM.len() as u64);
+
+        let anthropic = end_of(ANTHROPIC_STREAM.as_bytes(), &cuts);
+        let mut want = Usage::new(572, 89);
+        want.cache_read_input_tokens = 100;
+        proptest::prop_assert_eq!(anthropic.usage, Some(want));
+        proptest::prop_assert_eq!(anthropic.error.map(|o| o.kind), Some(OutcomeKind::Overloaded));
+        proptest::prop_assert_eq!(anthropic.reason, EndReason::Complete);
+    }
+}

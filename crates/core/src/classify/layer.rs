@@ -14,6 +14,10 @@ use crate::{BoxError, Clock, LlmRequest, TokioClock};
 pub const DEFAULT_PEEK_LIMIT: usize = 64 * 1024;
 
 /// Classifies every response and wraps its body; see the [module docs](super).
+///
+/// For a non-2xx response the future reads up to the peek limit of the body before it
+/// resolves, so a server that sends error headers and then stalls stalls the call: keep a
+/// timeout outside this layer (the standard stack has one).
 #[derive(Clone, Debug)]
 pub struct ClassifyLayer<C = TokioClock> {
     clock: C,
