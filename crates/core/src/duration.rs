@@ -19,6 +19,56 @@ const MAX_FRACTION_DIGITS: usize = 18;
 /// The longest wait a provider can plausibly mean; anything longer is garbage (a week).
 const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
+/// Formats a duration the way Go's `Duration.String` does, as OpenAI sends
+/// `x-ratelimit-reset-*`: `0s`, `12ms`, `1.5µs`, `7.66s`, `6m0s`, `2m59.56s`, `1h2m3s`.
+///
+/// [`parse_go_duration`] reads every output back exactly.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate_core::duration::format_go_duration;
+///
+/// assert_eq!(format_go_duration(Duration::from_millis(179_560)), "2m59.56s");
+/// assert_eq!(format_go_duration(Duration::from_secs(360)), "6m0s");
+/// assert_eq!(format_go_duration(Duration::from_micros(1_500)), "1.5ms");
+/// ```
+pub fn format_go_duration(duration: Duration) -> String {
+    let nanos = duration.as_nanos();
+    // Below a second Go picks the largest unit that keeps an integer part.
+    let (unit_nanos, unit) = match nanos {
+        0 => return "0s".to_owned(),
+        1..1_000 => return format!("{nanos}ns"),
+        1_000..1_000_000 => (1_000, "µs"),
+        1_000_000..1_000_000_000 => (1_000_000, "ms"),
+        _ => (NANOS_PER_SEC, "s"),
+    };
+    let mut out = String::new();
+    let secs = duration.as_secs();
+    if unit == "s" {
+        if secs >= 3_600 {
+            out.push_str(&format!("{}h", secs / 3_600));
+        }
+        if secs >= 60 {
+            out.push_str(&format!("{}m", secs / 60 % 60));
+        }
+    }
+    let whole = if unit == "s" {
+        u128::from(secs % 60)
+    } else {
+        nanos / unit_nanos
+    };
+    let fraction = nanos % unit_nanos;
+    out.push_str(&whole.to_string());
+    if fraction > 0 {
+        let width = unit_nanos.ilog10() as usize;
+        let digits = format!("{fraction:0width$}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out.push_str(unit);
+    out
+}
+
 /// Parses a Go `time.Duration` string, as OpenAI and Groq send in `x-ratelimit-reset-*`.
 ///
 /// Accepts a sequence of decimal numbers, each with an optional fraction and a unit (`ns`,
@@ -223,6 +273,28 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(parse_go_duration(input), Some(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn go_durations_format_as_go_does() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(10), "10ns"),
+            (Duration::from_nanos(1_050), "1.05µs"),
+            (ms(12), "12ms"),
+            (Duration::from_micros(1_500), "1.5ms"),
+            (ms(1_000), "1s"),
+            (ms(7_660), "7.66s"),
+            (ms(360_000), "6m0s"),
+            (ms(179_560), "2m59.56s"),
+            (ms(3_723_000), "1h2m3s"),
+            (ms(3_600_000), "1h0m0s"),
+            (Duration::new(1, 1), "1.000000001s"),
+        ];
+        for (duration, want) in cases {
+            assert_eq!(format_go_duration(duration), want);
+            assert_eq!(parse_go_duration(want), Some(duration), "{want}");
         }
     }
 

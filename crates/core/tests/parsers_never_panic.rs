@@ -7,7 +7,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use proptest::prelude::*;
 use tollgate_core::classify::{classify_response, classify_stream_error};
 use tollgate_core::duration::{
-    parse_go_duration, parse_protobuf_duration, parse_retry_after, parse_rfc3339,
+    format_go_duration, parse_go_duration, parse_protobuf_duration, parse_retry_after,
+    parse_rfc3339,
 };
 use tollgate_core::providers::{retry_after, should_retry};
 use tollgate_core::{OutcomeKind, Provider, RateLimitSnapshot};
@@ -112,39 +113,6 @@ fn provider() -> impl Strategy<Value = Option<Provider>> {
     prop::option::of(prop::sample::select(&Provider::ALL[..]))
 }
 
-/// A duration the way Go's `Duration.String` writes it.
-fn go_format(d: Duration) -> String {
-    let nanos = d.as_nanos();
-    if nanos == 0 {
-        return "0s".into();
-    }
-    if nanos < 1_000 {
-        return format!("{nanos}ns");
-    }
-    if nanos < 1_000_000 {
-        return format!("{}.{:03}µs", nanos / 1_000, nanos % 1_000).replace(".000", "");
-    }
-    if nanos < 1_000_000_000 {
-        return format!("{}.{:06}ms", nanos / 1_000_000, nanos % 1_000_000).replace(".000000", "");
-    }
-    let secs = d.as_secs();
-    let mut out = String::new();
-    if secs >= 3_600 {
-        out += &format!("{}h", secs / 3_600);
-    }
-    if secs >= 60 {
-        out += &format!("{}m", secs / 60 % 60);
-    }
-    let fraction = format!("{:09}", d.subsec_nanos());
-    let fraction = fraction.trim_end_matches('0');
-    if fraction.is_empty() {
-        out += &format!("{}s", secs % 60);
-    } else {
-        out += &format!("{}.{fraction}s", secs % 60);
-    }
-    out
-}
-
 proptest! {
     #[test]
     fn classify_response_never_panics(
@@ -195,7 +163,7 @@ proptest! {
     #[test]
     fn go_durations_round_trip(nanos in any::<u64>()) {
         let d = Duration::from_nanos(nanos);
-        prop_assert_eq!(parse_go_duration(&go_format(d)), Some(d), "{}", go_format(d));
+        prop_assert_eq!(parse_go_duration(&format_go_duration(d)), Some(d), "{}", format_go_duration(d));
     }
 
     #[test]
