@@ -5,6 +5,7 @@
 //! errors raised by the limiter, the breaker and the throttle alike
 //! (see [`retry_after_of`]).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -128,24 +129,29 @@ impl std::error::Error for RetriesExhausted {}
 /// A configuration value is invalid; the message names the field and the value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
-    field: &'static str,
+    field: Cow<'static, str>,
     value: String,
     reason: &'static str,
 }
 
 impl ConfigError {
-    /// An error for `field` set to `value`, which is wrong because of `reason`.
-    pub fn new(field: &'static str, value: impl fmt::Display, reason: &'static str) -> Self {
+    /// An error for `field` (a dotted path such as `faults.error_rate`) set to `value`, which
+    /// is wrong because of `reason`.
+    pub fn new(
+        field: impl Into<Cow<'static, str>>,
+        value: impl fmt::Display,
+        reason: &'static str,
+    ) -> Self {
         Self {
-            field,
+            field: field.into(),
             value: value.to_string(),
             reason,
         }
     }
 
     /// The name of the offending field.
-    pub const fn field(&self) -> &'static str {
-        self.field
+    pub fn field(&self) -> &str {
+        &self.field
     }
 }
 

@@ -1,0 +1,463 @@
+//! The simulator's configuration: keys and their limits, latency, failure modes and scripted
+//! phases. Loads from TOML (see `docs/scenarios/`); durations are human-readable (`"250ms"`).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use tollgate_core::error::ConfigError;
+
+/// Everything the simulator does, as one value. `SimConfig::default()` is a healthy, instant
+/// provider that accepts any key with generous limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimConfig {
+    /// Seeds every random choice (latency tails, failures, generated text): the same seed and
+    /// the same sequence of requests give the same responses.
+    pub seed: u64,
+    /// Whether a key that is not in [`keys`](Self::keys) is accepted (with the default
+    /// [`limits`](Self::limits)) or refused with a 401. Defaults to accepting any key when no
+    /// keys are configured, and to refusing unknown keys when some are.
+    pub allow_unknown_keys: Option<bool>,
+    /// The limits of every key that does not set its own.
+    pub limits: Limits,
+    /// Configured API keys.
+    pub keys: Vec<KeyConfig>,
+    /// How long responses take.
+    pub latency: Latency,
+    /// How long generated answers are.
+    pub output: Output,
+    /// Failure modes.
+    pub faults: Faults,
+    /// Scripted phases over time (healthy → overloaded → recovering ...), from the start.
+    pub phases: Vec<Phase>,
+    /// Whether the phases start over after the last one (else the last one lasts forever).
+    pub repeat_phases: bool,
+    /// Batch API behaviour.
+    pub batch: BatchConfig,
+    /// The largest request body accepted; a larger one is a 413.
+    pub max_body_bytes: usize,
+    /// How many requests the request log keeps (the oldest are dropped first).
+    pub log_capacity: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            allow_unknown_keys: None,
+            limits: Limits::default(),
+            keys: Vec::new(),
+            latency: Latency::default(),
+            output: Output::default(),
+            faults: Faults::default(),
+            phases: Vec::new(),
+            repeat_phases: false,
+            batch: BatchConfig::default(),
+            max_body_bytes: 32 * 1024 * 1024,
+            log_capacity: 10_000,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Parses and validates a TOML scenario.
+    ///
+    /// # Errors
+    ///
+    /// A TOML syntax or type error (with its line), or a value out of range (naming the field).
+    pub fn from_toml(text: &str) -> Result<Self, tollgate_core::BoxError> {
+        let config: Self = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; called by [`from_toml`](Self::from_toml) and by the simulator on
+    /// start.
+    ///
+    /// # Errors
+    ///
+    /// The first invalid field, by name.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits.validate("limits")?;
+        for (i, key) in self.keys.iter().enumerate() {
+            if key.key.is_empty() {
+                return Err(ConfigError::new(
+                    format!("keys[{i}].key"),
+                    "\"\"",
+                    "must not be empty",
+                ));
+            }
+            key.limits_over(&self.limits)
+                .validate(&format!("keys[{i}]"))?;
+        }
+        self.latency.validate("latency")?;
+        self.faults.validate("faults")?;
+        self.output.validate()?;
+        for phase in &self.phases {
+            if phase.duration.is_zero() {
+                return Err(ConfigError::new(
+                    "phases.duration",
+                    "0s",
+                    "must be positive",
+                ));
+            }
+            if let Some(faults) = &phase.faults {
+                faults.validate("phases.faults")?;
+            }
+            if let Some(latency) = &phase.latency {
+                latency.validate("phases.latency")?;
+            }
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::new("max_body_bytes", 0, "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Whether keys that are not configured are accepted.
+    pub fn accepts_unknown_keys(&self) -> bool {
+        self.allow_unknown_keys.unwrap_or(self.keys.is_empty())
+    }
+}
+
+/// Per-key limits, enforced the way the providers do.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Requests per minute (`None`: unlimited).
+    pub requests_per_minute: Option<u64>,
+    /// Input plus output tokens per minute (OpenAI's TPM).
+    pub tokens_per_minute: Option<u64>,
+    /// Input tokens per minute (Anthropic's ITPM).
+    pub input_tokens_per_minute: Option<u64>,
+    /// Output tokens per minute (Anthropic's OTPM).
+    pub output_tokens_per_minute: Option<u64>,
+    /// How a limit is counted: a token bucket (the default, as OpenAI and Anthropic do), or
+    /// Azure-style fixed windows of a few seconds holding the per-minute quota scaled down.
+    pub window: Window,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: Some(10_000),
+            tokens_per_minute: Some(10_000_000),
+            input_tokens_per_minute: None,
+            output_tokens_per_minute: None,
+            window: Window::TokenBucket,
+        }
+    }
+}
+
+impl Limits {
+    fn validate(&self, table: &str) -> Result<(), ConfigError> {
+        let fields = [
+            (self.requests_per_minute, "requests_per_minute"),
+            (self.tokens_per_minute, "tokens_per_minute"),
+            (self.input_tokens_per_minute, "input_tokens_per_minute"),
+            (self.output_tokens_per_minute, "output_tokens_per_minute"),
+        ];
+        for (value, field) in fields {
+            if value == Some(0) {
+                return Err(ConfigError::new(
+                    field,
+                    0,
+                    "must be at least 1 (omit it for no limit)",
+                ));
+            }
+        }
+        if let Window::Fixed(window) = self.window
+            && (window.is_zero() || window > Duration::from_secs(60))
+        {
+            let shown = humantime::format_duration(window);
+            return Err(ConfigError::new(
+                field(table, "window"),
+                shown,
+                "must be between 1ms and 60s",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How a per-minute limit is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Window {
+    /// A bucket holding a minute's quota, refilled continuously (OpenAI, Anthropic).
+    #[default]
+    TokenBucket,
+    /// Fixed windows of this length, each allowing the per-minute quota scaled to it (Azure
+    /// enforces RPM over 1 s or 10 s windows).
+    Fixed(Duration),
+}
+
+impl<'de> Deserialize<'de> for Window {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == "token_bucket" {
+            return Ok(Self::TokenBucket);
+        }
+        humantime::parse_duration(&text)
+            .map(Self::Fixed)
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "window must be \"token_bucket\" or a duration such as \"10s\", not {text:?}"
+                ))
+            })
+    }
+}
+
+/// One configured API key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The secret clients send (`Authorization: Bearer ...` or `x-api-key`).
+    pub key: String,
+    /// A name for stats and logs (the secret never appears there); defaults to the key's
+    /// [`CredentialId`](tollgate_core::CredentialId).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Overrides `limits.requests_per_minute`.
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Overrides `limits.tokens_per_minute`.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    /// Overrides `limits.input_tokens_per_minute`.
+    #[serde(default)]
+    pub input_tokens_per_minute: Option<u64>,
+    /// Overrides `limits.output_tokens_per_minute`.
+    #[serde(default)]
+    pub output_tokens_per_minute: Option<u64>,
+    /// Overrides `limits.window`.
+    #[serde(default)]
+    pub window: Option<Window>,
+    /// Every request with this key is a 429 `insufficient_quota`.
+    #[serde(default)]
+    pub quota_exhausted: bool,
+    /// The key is revoked (every request is a 401) from this long after the start on.
+    #[serde(default, with = "humantime_serde")]
+    pub revoked_after: Option<Duration>,
+}
+
+impl KeyConfig {
+    /// A key with the default limits.
+    pub fn new(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            name: None,
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            input_tokens_per_minute: None,
+            output_tokens_per_minute: None,
+            window: None,
+            quota_exhausted: false,
+            revoked_after: None,
+        }
+    }
+
+    /// This key's limits: its own where set, `defaults` elsewhere.
+    pub fn limits_over(&self, defaults: &Limits) -> Limits {
+        Limits {
+            requests_per_minute: self.requests_per_minute.or(defaults.requests_per_minute),
+            tokens_per_minute: self.tokens_per_minute.or(defaults.tokens_per_minute),
+            input_tokens_per_minute: self
+                .input_tokens_per_minute
+                .or(defaults.input_tokens_per_minute),
+            output_tokens_per_minute: self
+                .output_tokens_per_minute
+                .or(defaults.output_tokens_per_minute),
+            window: self.window.unwrap_or(defaults.window),
+        }
+    }
+}
+
+/// How long a response takes: time to first token, then time per output token, with a tail.
+#[derive(Clone, Copy, Debug, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Latency {
+    /// Before the response headers (and the first token of a stream).
+    #[serde(with = "humantime_serde")]
+    pub time_to_first_token: Duration,
+    /// Per generated token (between stream chunks; added up for a JSON response).
+    #[serde(with = "humantime_serde")]
+    pub per_output_token: Duration,
+    /// The share of requests that are slow (0.0–1.0).
+    pub tail_probability: f64,
+    /// How much slower a tail request is (≥ 1).
+    pub tail_multiplier: f64,
+}
+
+impl Latency {
+    fn validate(&self, table: &str) -> Result<(), ConfigError> {
+        check_rate(self.tail_probability, field(table, "tail_probability"))?;
+        if self.tail_probability > 0.0
+            && !(self.tail_multiplier >= 1.0 && self.tail_multiplier.is_finite())
+        {
+            return Err(ConfigError::new(
+                field(table, "tail_multiplier"),
+                self.tail_multiplier,
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How long generated answers are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Output {
+    /// The shortest natural answer, in tokens.
+    pub min_tokens: u32,
+    /// The longest natural answer, in tokens (a request's `max_tokens` cuts it shorter).
+    pub max_tokens: u32,
+    /// The output cap assumed for a request that sets none (OpenAI charges its TPM estimate
+    /// with it).
+    pub default_max_tokens: u32,
+    /// Vector size for embeddings when the request does not ask for `dimensions`.
+    pub embedding_dimensions: u32,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Self {
+            min_tokens: 16,
+            max_tokens: 64,
+            default_max_tokens: 4_096,
+            embedding_dimensions: 1_536,
+        }
+    }
+}
+
+impl Output {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.min_tokens == 0 || self.min_tokens > self.max_tokens {
+            return Err(ConfigError::new(
+                "output.min_tokens",
+                self.min_tokens,
+                "must be between 1 and output.max_tokens",
+            ));
+        }
+        if self.default_max_tokens == 0 {
+            return Err(ConfigError::new(
+                "output.default_max_tokens",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if !(1..=8_192).contains(&self.embedding_dimensions) {
+            return Err(ConfigError::new(
+                "output.embedding_dimensions",
+                self.embedding_dimensions,
+                "must be between 1 and 8192",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Failure modes, each off by default.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Hidden concurrency capacity: beyond this many requests in flight (streams count until
+    /// their last byte), requests are refused as overloaded.
+    pub capacity: Option<u32>,
+    /// How an overload is answered: 529 `overloaded_error` (Anthropic), 500 "Overloaded", or
+    /// 503.
+    pub overload_status: u16,
+    /// The share of requests answered with a 500 `server_error`.
+    pub error_rate: f64,
+    /// The share of requests that never get a response (until the client gives up).
+    pub hang_rate: f64,
+    /// The share of streams cut off mid-way (the connection drops).
+    pub stream_disconnect_rate: f64,
+    /// The share of streams that end with an error event after a 200.
+    pub stream_error_rate: f64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            capacity: None,
+            overload_status: 529,
+            error_rate: 0.0,
+            hang_rate: 0.0,
+            stream_disconnect_rate: 0.0,
+            stream_error_rate: 0.0,
+        }
+    }
+}
+
+impl Faults {
+    fn validate(&self, table: &str) -> Result<(), ConfigError> {
+        if self.capacity == Some(0) {
+            return Err(ConfigError::new(
+                field(table, "capacity"),
+                0,
+                "must be at least 1 (omit it for no limit)",
+            ));
+        }
+        if !matches!(self.overload_status, 500 | 503 | 529) {
+            return Err(ConfigError::new(
+                field(table, "overload_status"),
+                self.overload_status,
+                "must be 529, 500 or 503",
+            ));
+        }
+        check_rate(self.error_rate, field(table, "error_rate"))?;
+        check_rate(self.hang_rate, field(table, "hang_rate"))?;
+        check_rate(
+            self.stream_disconnect_rate,
+            field(table, "stream_disconnect_rate"),
+        )?;
+        check_rate(self.stream_error_rate, field(table, "stream_error_rate"))
+    }
+}
+
+/// One scripted phase: for `duration`, these faults and latency replace the base ones.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    /// A name for logs and stats.
+    pub name: String,
+    /// How long the phase lasts.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    /// The faults during the phase (the base faults when absent).
+    #[serde(default)]
+    pub faults: Option<Faults>,
+    /// The latency during the phase (the base latency when absent).
+    #[serde(default)]
+    pub latency: Option<Latency>,
+}
+
+/// How the Batch APIs behave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// How long after creation a batch completes.
+    #[serde(with = "humantime_serde")]
+    pub completion_delay: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            completion_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+fn field(table: &str, name: &str) -> String {
+    format!("{table}.{name}")
+}
+
+fn check_rate(rate: f64, field: String) -> Result<(), ConfigError> {
+    if (0.0..=1.0).contains(&rate) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, rate, "must be between 0 and 1"))
+    }
+}

@@ -1,0 +1,354 @@
+//! The request pipeline of the generation and embeddings endpoints: authenticate, read,
+//! validate, decide (quota, size, faults, capacity, rate limits), wait, answer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use rand::RngExt as _;
+use serde_json::Value;
+use tokio::time::Instant;
+use tollgate_core::BoxError;
+
+use crate::answer::{Answer, Break};
+use crate::ask::{self, Ask};
+use crate::body::SimBody;
+use crate::dialect::{Dialect, Refuse};
+use crate::limiter::Charge;
+use crate::state::{InFlight, KeyRefusal, Shared};
+use crate::stats::{LogEntry, Rejection};
+use crate::{anthropic, openai, text};
+
+/// The endpoints served by this pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Chat,
+    Messages,
+    Embeddings,
+}
+
+impl Endpoint {
+    fn dialect(self) -> Dialect {
+        match self {
+            Self::Messages => Dialect::Anthropic,
+            Self::Chat | Self::Embeddings => Dialect::OpenAi,
+        }
+    }
+}
+
+/// Every random draw of one request, made up front in a fixed order so that the outcome of
+/// request `n` under a seed never depends on which branch an earlier draw took.
+struct Draws {
+    natural_tokens: u32,
+    hang: bool,
+    error: bool,
+    tail: bool,
+    disconnect: bool,
+    stream_error: bool,
+    break_at: f64,
+}
+
+/// The `Authorization: Bearer`, `x-api-key` or `api-key` secret.
+pub(crate) fn api_key(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
+}
+
+/// Serves one generation or embeddings request. A request that hangs never completes: its
+/// future holds an in-flight slot until the client gives up and the connection drops it.
+pub(crate) async fn generate<B>(
+    shared: &Arc<Shared>,
+    endpoint: Endpoint,
+    parts: &Parts,
+    body: B,
+    entry: &mut LogEntry,
+) -> Response<SimBody>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let dialect = endpoint.dialect();
+    let seq = entry.seq;
+    let now = Instant::now();
+    let elapsed = shared.elapsed(now);
+    let config = &shared.config;
+
+    let key = match shared
+        .lock()
+        .key(api_key(&parts.headers), config, now, elapsed)
+    {
+        Ok(key) => key,
+        Err(refusal) => {
+            let missing = refusal == KeyRefusal::Missing;
+            return refuse(
+                shared,
+                dialect,
+                Refuse::Unauthorized { missing },
+                entry,
+                HeaderMap::new(),
+            );
+        }
+    };
+    entry.key = Some(shared.lock().key_state(key).name.clone());
+
+    let bytes = match Limited::new(body, config.max_body_bytes).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<LengthLimitError>() => {
+            let refusal = Refuse::BodyTooLarge(config.max_body_bytes);
+            return refuse(shared, dialect, refusal, entry, HeaderMap::new());
+        }
+        Err(error) => {
+            let refusal = Refuse::BadRequest(format!("could not read the request body: {error}"));
+            return refuse(shared, dialect, refusal, entry, HeaderMap::new());
+        }
+    };
+    let parsed = serde_json::from_slice::<Value>(&bytes)
+        .map_err(|e| format!("We could not parse the JSON body of your request ({e})."))
+        .and_then(|json| match endpoint {
+            Endpoint::Chat => ask::chat(&json, &config.output),
+            Endpoint::Messages => ask::messages(&json),
+            Endpoint::Embeddings => ask::embeddings(&json, &config.output),
+        });
+    let ask = match parsed {
+        Ok(ask) => ask,
+        Err(message) => {
+            return refuse(
+                shared,
+                dialect,
+                Refuse::BadRequest(message),
+                entry,
+                HeaderMap::new(),
+            );
+        }
+    };
+    entry.model = Some(ask.model.clone());
+    entry.stream = ask.stream;
+
+    let conditions = shared.conditions(now);
+    let (faults, latency) = (conditions.faults, conditions.latency);
+    let mut rng = shared.rng(seq);
+    let draws = Draws {
+        natural_tokens: rng.random_range(config.output.min_tokens..=config.output.max_tokens),
+        hang: rng.random_bool(faults.hang_rate),
+        error: rng.random_bool(faults.error_rate),
+        tail: rng.random_bool(latency.tail_probability),
+        disconnect: rng.random_bool(faults.stream_disconnect_rate),
+        stream_error: rng.random_bool(faults.stream_error_rate),
+        break_at: rng.random_range(0.0..1.0),
+    };
+    let output_tokens = if ask.embeddings.is_some() {
+        0
+    } else {
+        u64::from(draws.natural_tokens).min(ask.max_tokens)
+    };
+    let broken = if !ask.stream || output_tokens == 0 {
+        None
+    } else {
+        let at = (draws.break_at * output_tokens as f64) as usize;
+        if draws.disconnect {
+            Some(Break::Disconnect(at))
+        } else if draws.stream_error {
+            Some(Break::ErrorEvent(at))
+        } else {
+            None
+        }
+    };
+    let sent_tokens = match broken {
+        Some(Break::Disconnect(at) | Break::ErrorEvent(at)) => at as u64,
+        None => output_tokens,
+    };
+
+    // Decide under the lock, and read the headers in the same critical section.
+    let charge = Charge {
+        input: ask.prompt_tokens,
+        output: ask.max_tokens,
+    };
+    let mut headers = HeaderMap::new();
+    let decision = {
+        let mut state = shared.lock();
+        let in_flight = state.stats.in_flight;
+        let key_state = state.key_state(key);
+        let decision = if key_state.quota_exhausted {
+            Err(Refuse::QuotaExhausted)
+        } else if let Some(refusal) = key_state.limiter.too_large(charge) {
+            Err(Refuse::TooLarge {
+                model: ask.model.clone(),
+                refusal,
+            })
+        } else if draws.hang {
+            Ok(None)
+        } else if draws.error {
+            Err(Refuse::ServerError)
+        } else if faults
+            .capacity
+            .is_some_and(|capacity| in_flight >= u64::from(capacity))
+        {
+            let status = StatusCode::from_u16(faults.overload_status)
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            Err(Refuse::Overloaded(status))
+        } else {
+            match key_state.limiter.admit(charge, now) {
+                Ok(()) => Ok(Some(())),
+                Err(refusal) => {
+                    let view = key_state.limiter.view(refusal.dimension, now);
+                    let used = view.map_or(0, |v| v.limit.saturating_sub(v.remaining));
+                    dialect.retry_headers(&mut headers, refusal.wait);
+                    Err(Refuse::RateLimited {
+                        model: ask.model.clone(),
+                        refusal,
+                        used,
+                    })
+                }
+            }
+        };
+        let wall = shared.wall(now);
+        dialect.limit_headers(&mut headers, &mut state.key_state(key).limiter, now, wall);
+        match decision {
+            Ok(Some(())) => {
+                let unused = Charge {
+                    input: 0,
+                    output: ask.max_tokens - sent_tokens,
+                };
+                match broken {
+                    Some(Break::Disconnect(_)) => state.stats.streams_disconnected += 1,
+                    Some(Break::ErrorEvent(_)) => state.stats.stream_errors += 1,
+                    None => {}
+                }
+                Ok(Some(InFlight::start(shared, &mut state, key, unused)))
+            }
+            Ok(None) => {
+                state.stats.hung += 1;
+                Ok(None)
+            }
+            Err(refusal) => Err(refusal),
+        }
+    };
+    let in_flight = match decision {
+        Ok(Some(in_flight)) => in_flight,
+        Ok(None) => {
+            // Hold a slot, as a stuck request does, until the client gives up and drops us.
+            let _slot = InFlight::start(
+                shared,
+                &mut shared.lock(),
+                key,
+                Charge {
+                    input: 0,
+                    output: 0,
+                },
+            );
+            shared.lock().record(entry.clone(), config.log_capacity);
+            std::future::pending::<()>().await;
+            unreachable!("a hung request never completes");
+        }
+        Err(refusal) => return refuse(shared, dialect, refusal, entry, headers),
+    };
+    entry.input_tokens = ask.prompt_tokens;
+    entry.output_tokens = sent_tokens;
+
+    let slow = if draws.tail {
+        latency.tail_multiplier
+    } else {
+        1.0
+    };
+    let time_to_first_token = latency.time_to_first_token.mul_f64(slow);
+    let per_token = latency.per_output_token.mul_f64(slow);
+    let answer = Answer {
+        seq,
+        created: shared
+            .wall(now)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        model: ask.model.clone(),
+        prompt_tokens: ask.prompt_tokens,
+        words: text::answer(u32::try_from(output_tokens).unwrap_or(u32::MAX), &mut rng),
+        truncated: u64::from(draws.natural_tokens) > ask.max_tokens,
+        per_token,
+        broken,
+    };
+    let (body, content_type) = if ask.stream {
+        tokio::time::sleep(time_to_first_token).await;
+        let (events, ending) = match dialect {
+            Dialect::OpenAi => openai::completion_stream(&answer, ask.include_usage),
+            Dialect::Anthropic => anthropic::message_stream(&answer),
+        };
+        (
+            SimBody::script(events, ending),
+            "text/event-stream; charset=utf-8",
+        )
+    } else {
+        let generation = per_token.saturating_mul(u32::try_from(output_tokens).unwrap_or(u32::MAX));
+        tokio::time::sleep(time_to_first_token + generation).await;
+        let bytes = match (&ask, dialect) {
+            (
+                Ask {
+                    embeddings: Some(inputs),
+                    ..
+                },
+                _,
+            ) => openai::embeddings(&ask.model, inputs, ask.prompt_tokens, config.seed),
+            (_, Dialect::OpenAi) => openai::completion(&answer),
+            (_, Dialect::Anthropic) => anthropic::message(&answer),
+        };
+        (SimBody::full(bytes), "application/json")
+    };
+    let mut response = Response::new(body.holding(Some(in_flight)));
+    finish_headers(shared, dialect, seq, headers, content_type, &mut response);
+    response
+}
+
+fn finish_headers(
+    shared: &Shared,
+    dialect: Dialect,
+    seq: u64,
+    mut headers: HeaderMap,
+    content_type: &'static str,
+    response: &mut Response<SimBody>,
+) {
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let date = httpdate::fmt_http_date(shared.wall(Instant::now()));
+    if let Ok(date) = HeaderValue::from_str(&date) {
+        headers.insert(header::DATE, date);
+    }
+    dialect.request_id(&mut headers, seq);
+    *response.headers_mut() = headers;
+}
+
+/// A refusal as a response, counted in the stats.
+pub(crate) fn refuse(
+    shared: &Shared,
+    dialect: Dialect,
+    refusal: Refuse,
+    entry: &mut LogEntry,
+    headers: HeaderMap,
+) -> Response<SimBody> {
+    let (status, bytes) = dialect.render(&refusal, entry.seq);
+    entry.rejection = Some(match refusal {
+        Refuse::BadRequest(_) => Rejection::BadRequest,
+        Refuse::Unauthorized { .. } => Rejection::Unauthorized,
+        Refuse::NotFound(_) => Rejection::NotFound,
+        Refuse::BodyTooLarge(_) | Refuse::TooLarge { .. } => Rejection::TooLarge,
+        Refuse::QuotaExhausted => Rejection::QuotaExhausted,
+        Refuse::RateLimited { .. } => Rejection::RateLimited,
+        Refuse::ServerError => Rejection::ServerError,
+        Refuse::Overloaded(_) => Rejection::Overloaded,
+    });
+    let mut response = Response::new(SimBody::full(bytes));
+    *response.status_mut() = status;
+    finish_headers(
+        shared,
+        dialect,
+        entry.seq,
+        headers,
+        "application/json",
+        &mut response,
+    );
+    response
+}

@@ -1,0 +1,58 @@
+//! A simulated LLM provider that behaves like the real ones under load.
+//!
+//! Every Tollgate layer is tested and benchmarked against it. It speaks the OpenAI API
+//! (`/v1/chat/completions` with JSON and SSE streaming, `/v1/embeddings`, files and batches)
+//! and the Anthropic Messages API (`/v1/messages`, message batches), with each provider's exact
+//! rate-limit headers and error bodies, and it fails the way they fail:
+//!
+//! - per-key limits on requests, tokens, input and output tokens per minute, charged at
+//!   admission on the estimate (prompt + `max_tokens`) and corrected by the actual answer;
+//! - 429s with `retry-after`, `insufficient_quota` keys, "Request too large", 401 for unknown
+//!   or revoked keys;
+//! - a hidden concurrency capacity beyond which requests are 529 `overloaded_error` (or 500
+//!   "Overloaded", or 503), random 5xx, hangs, streams cut off or ended by an error event;
+//! - a latency model (time to first token, time per output token, a tail), and scripted phases
+//!   (healthy → overloaded → recovering) from a TOML scenario (`docs/scenarios/`).
+//!
+//! Everything random is drawn from a seeded generator, per request in arrival order; every
+//! delay is `tokio::time`, so in-process tests with paused time are exact and instant.
+//!
+//! ```no_run
+//! use tollgate_sim::{Sim, SimConfig};
+//!
+//! # async fn demo() -> Result<(), tollgate_core::BoxError> {
+//! let sim = Sim::start(SimConfig::from_toml(r#"
+//!     [[keys]]
+//!     key = "sk-test"
+//!     requests_per_minute = 60
+//!     tokens_per_minute = 40000
+//! "#)?).await?;
+//! println!("POST {}/v1/chat/completions", sim.url());
+//! // ... drive traffic ...
+//! println!("{:?}", sim.stats());
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod answer;
+mod anthropic;
+mod ask;
+mod batch;
+mod body;
+pub mod config;
+mod dialect;
+mod generate;
+mod limiter;
+mod openai;
+mod server;
+mod service;
+mod state;
+mod stats;
+mod text;
+
+pub use self::body::SimBody;
+pub use self::config::SimConfig;
+pub use self::server::{Sim, SimHandle};
+pub use self::service::SimService;
+pub use self::stats::{KeyUsage, LogEntry, Rejection, SimStats};
