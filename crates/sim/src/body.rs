@@ -37,6 +37,8 @@ enum Kind {
         sleep: Pin<Box<Sleep>>,
         waiting: bool,
         ending: Ending,
+        // A disconnect first lets the server flush what was sent, as a real one would have.
+        flushed: bool,
     },
 }
 
@@ -57,6 +59,7 @@ impl SimBody {
                 sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
                 waiting: false,
                 ending,
+                flushed: false,
             },
             in_flight: None,
         }
@@ -85,10 +88,16 @@ impl Body for SimBody {
                 sleep,
                 waiting,
                 ending,
+                flushed,
             } => loop {
                 let Some((delay, _)) = chunks.front() else {
                     break match ending {
                         Ending::Finish => None,
+                        Ending::Disconnect if !*flushed => {
+                            *flushed = true;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
                         Ending::Disconnect => {
                             *ending = Ending::Finish;
                             Some(Err(io::Error::new(

@@ -217,16 +217,17 @@ pub struct KeyConfig {
     /// [`CredentialId`](tollgate_core::CredentialId).
     #[serde(default)]
     pub name: Option<String>,
-    /// Overrides `limits.requests_per_minute`.
+    /// Requests per minute. A key that sets any of its four limits has exactly those it sets;
+    /// one that sets none has the `[limits]` table's.
     #[serde(default)]
     pub requests_per_minute: Option<u64>,
-    /// Overrides `limits.tokens_per_minute`.
+    /// Input plus output tokens per minute.
     #[serde(default)]
     pub tokens_per_minute: Option<u64>,
-    /// Overrides `limits.input_tokens_per_minute`.
+    /// Input tokens per minute.
     #[serde(default)]
     pub input_tokens_per_minute: Option<u64>,
-    /// Overrides `limits.output_tokens_per_minute`.
+    /// Output tokens per minute.
     #[serde(default)]
     pub output_tokens_per_minute: Option<u64>,
     /// Overrides `limits.window`.
@@ -256,18 +257,29 @@ impl KeyConfig {
         }
     }
 
-    /// This key's limits: its own where set, `defaults` elsewhere.
+    /// This key's limits. A key that sets any of the four per-minute limits has exactly the
+    /// ones it sets (an Anthropic-style key with input and output limits has no combined one);
+    /// a key that sets none has `defaults`.
     pub fn limits_over(&self, defaults: &Limits) -> Limits {
+        let own = [
+            self.requests_per_minute,
+            self.tokens_per_minute,
+            self.input_tokens_per_minute,
+            self.output_tokens_per_minute,
+        ];
+        let window = self.window.unwrap_or(defaults.window);
+        if own.iter().all(Option::is_none) {
+            return Limits {
+                window,
+                ..*defaults
+            };
+        }
         Limits {
-            requests_per_minute: self.requests_per_minute.or(defaults.requests_per_minute),
-            tokens_per_minute: self.tokens_per_minute.or(defaults.tokens_per_minute),
-            input_tokens_per_minute: self
-                .input_tokens_per_minute
-                .or(defaults.input_tokens_per_minute),
-            output_tokens_per_minute: self
-                .output_tokens_per_minute
-                .or(defaults.output_tokens_per_minute),
-            window: self.window.unwrap_or(defaults.window),
+            requests_per_minute: self.requests_per_minute,
+            tokens_per_minute: self.tokens_per_minute,
+            input_tokens_per_minute: self.input_tokens_per_minute,
+            output_tokens_per_minute: self.output_tokens_per_minute,
+            window,
         }
     }
 }

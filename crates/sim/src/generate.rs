@@ -152,7 +152,8 @@ where
     let broken = if !ask.stream || output_tokens == 0 {
         None
     } else {
-        let at = (draws.break_at * output_tokens as f64) as usize;
+        // At least one token goes out before a stream breaks.
+        let at = 1 + (draws.break_at * (output_tokens - 1) as f64) as usize;
         if draws.disconnect {
             Some(Break::Disconnect(at))
         } else if draws.stream_error {
