@@ -2,12 +2,14 @@
 //!
 //! Subcommands:
 //! - `tollgate classify [FILE] [--json]`: how Tollgate reads one captured provider response.
+//! - `tollgate sim [--config FILE] [--port N]`: the simulated provider on loopback.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod classify;
+mod sim;
 
 /// Tollgate: call LLM APIs at volume without 429 storms.
 #[derive(Debug, Parser)]
@@ -21,12 +23,15 @@ struct Cli {
 enum Command {
     /// Classify one captured HTTP response (status line, headers, blank line, body).
     Classify(classify::Args),
+    /// Serve the simulated LLM provider (OpenAI and Anthropic APIs) until stopped.
+    Sim(sim::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Classify(args) => classify::run(&args),
+        Command::Sim(args) => sim::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

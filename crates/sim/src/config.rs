@@ -66,7 +66,18 @@ impl SimConfig {
     ///
     /// A TOML syntax or type error (with its line), or a value out of range (naming the field).
     pub fn from_toml(text: &str) -> Result<Self, tollgate_core::BoxError> {
-        let config: Self = toml::from_str(text)?;
+        let config: Self = toml::from_str(text).map_err(|error| {
+            // toml's own Display draws the source over several lines; one line reads better
+            // in logs and CLI errors.
+            let line = error
+                .span()
+                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            let message = error.message().trim_end();
+            match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message.to_owned(),
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }

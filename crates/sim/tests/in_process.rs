@@ -388,5 +388,21 @@ fn bad_scenarios_name_the_field() {
     for (toml, field) in cases {
         let error = SimConfig::from_toml(toml).unwrap_err().to_string();
         assert!(error.contains(field), "{toml:?}: {error}");
+        assert!(!error.contains('\n'), "one line: {error}");
     }
+}
+
+#[test]
+fn every_documented_scenario_loads() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/scenarios");
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            SimConfig::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            loaded += 1;
+        }
+    }
+    assert_eq!(loaded, 4);
 }
