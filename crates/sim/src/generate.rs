@@ -275,7 +275,7 @@ where
         broken,
     };
     let (body, content_type) = if ask.stream {
-        tokio::time::sleep(time_to_first_token).await;
+        wait(time_to_first_token).await;
         let (events, ending) = match dialect {
             Dialect::OpenAi => openai::completion_stream(&answer, ask.include_usage),
             Dialect::Anthropic => anthropic::message_stream(&answer),
@@ -286,7 +286,7 @@ where
         )
     } else {
         let generation = per_token.saturating_mul(u32::try_from(output_tokens).unwrap_or(u32::MAX));
-        tokio::time::sleep(time_to_first_token + generation).await;
+        wait(time_to_first_token + generation).await;
         let bytes = match (&ask, dialect) {
             (
                 Ask {
@@ -303,6 +303,14 @@ where
     let mut response = Response::new(body.holding(Some(in_flight)));
     finish_headers(shared, dialect, seq, headers, content_type, &mut response);
     response
+}
+
+/// Sleeps for `duration`; a zero duration does not touch the timer (a zero sleep would still
+/// wait for the timer's next tick, a millisecond).
+async fn wait(duration: std::time::Duration) {
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
+    }
 }
 
 fn finish_headers(
