@@ -2,8 +2,14 @@
 //! Tollgate learned from it — the outcome, the provider's rate-limit headers, and the actual
 //! token usage reported when the stream ended.
 //!
-//! Works against any OpenAI-compatible server over plain HTTP (a local vLLM, Ollama or
-//! llama.cpp server, or `tollgate sim` once it lands):
+//! Without arguments it starts `tollgate-sim` on loopback and calls that:
+//!
+//! ```sh
+//! cargo run -p example-hyper-client
+//! ```
+//!
+//! It works as well against any OpenAI-compatible server over plain HTTP (a local vLLM,
+//! Ollama or llama.cpp server, or `tollgate sim` in another terminal):
 //!
 //! ```sh
 //! TOLLGATE_BASE_URL=http://127.0.0.1:11434/v1 TOLLGATE_MODEL=llama3.2 \
@@ -21,13 +27,21 @@ use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::body::EndOfStream;
 use tollgate_core::classify::{ClassifyLayer, classify_error};
 use tollgate_core::{BoxError, Outcome, RateLimitSnapshot};
+use tollgate_sim::{Sim, SimConfig};
 use tower::{ServiceBuilder, ServiceExt};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let base =
-        std::env::var("TOLLGATE_BASE_URL").unwrap_or_else(|_| "http://127.0.0.1:11434/v1".into());
-    let model = std::env::var("TOLLGATE_MODEL").unwrap_or_else(|_| "llama3.2".into());
+    let model = std::env::var("TOLLGATE_MODEL").unwrap_or_else(|_| "gpt-4o-mini".into());
+    // Keep the simulator (when we start one) alive until the end of main.
+    let (base, _sim) = match std::env::var("TOLLGATE_BASE_URL") {
+        Ok(base) => (base, None),
+        Err(_) => {
+            let sim = Sim::start(SimConfig::default()).await?;
+            println!("started tollgate-sim at {}", sim.url());
+            (format!("{}/v1", sim.url()), Some(sim))
+        }
+    };
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let llm = ServiceBuilder::new()
@@ -41,7 +55,11 @@ async fn main() -> Result<(), BoxError> {
     );
     let mut request = http::Request::post(format!("{base}/chat/completions"))
         .header("content-type", "application/json");
-    if let Ok(key) = std::env::var("OPENAI_API_KEY") {
+    // The simulator accepts any key; a real server gets the one from the environment.
+    let key = std::env::var("OPENAI_API_KEY")
+        .ok()
+        .or_else(|| _sim.as_ref().map(|_| "sk-example".to_owned()));
+    if let Some(key) = key {
         request = request.header("authorization", format!("Bearer {key}"));
     }
     let request = request.body(Full::new(Bytes::from(body)))?;
