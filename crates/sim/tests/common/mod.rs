@@ -89,30 +89,25 @@ pub async fn send(
     client: &Client<HttpConnector, Full<Bytes>>,
     request: Request<Full<Bytes>>,
 ) -> Reply {
-    let response = client
-        .request(request)
-        .await
-        .expect("the simulator answers");
-    let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .expect("the body arrives whole")
-        .to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    read(
+        client
+            .request(request)
+            .await
+            .expect("the simulator answers"),
+    )
+    .await
 }
 
 /// Calls the simulator in-process and reads the whole response.
 pub async fn call(sim: &SimService, request: Request<Full<Bytes>>) -> Reply {
-    let response = sim
-        .clone()
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|e: Infallible| match e {});
+    let response = sim.clone().oneshot(request).await;
+    read(response.unwrap_or_else(|e: Infallible| match e {})).await
+}
+
+async fn read<B: http_body::Body>(response: http::Response<B>) -> Reply
+where
+    B::Error: std::fmt::Debug,
+{
     let (parts, body) = response.into_parts();
     let body = body
         .collect()
