@@ -23,13 +23,15 @@ pub enum Provider {
     Groq,
     /// `api.together.xyz`.
     Together,
+    /// Meta's Llama API (`api.llama.com`), through its OpenAI-compatible endpoints.
+    Llama,
     /// Any other server that speaks the OpenAI API (vLLM, Ollama, a gateway, tollgate-sim).
     OpenAiCompatible,
 }
 
 impl Provider {
     /// Every provider, in declaration order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::OpenAi,
         Self::AzureOpenAi,
         Self::Anthropic,
@@ -37,11 +39,12 @@ impl Provider {
         Self::Mistral,
         Self::Groq,
         Self::Together,
+        Self::Llama,
         Self::OpenAiCompatible,
     ];
 
     /// The stable snake_case name: `"openai"`, `"azure_openai"`, `"anthropic"`, `"gemini"`,
-    /// `"mistral"`, `"groq"`, `"together"`, `"openai_compatible"`.
+    /// `"mistral"`, `"groq"`, `"together"`, `"llama"`, `"openai_compatible"`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::OpenAi => "openai",
@@ -51,6 +54,7 @@ impl Provider {
             Self::Mistral => "mistral",
             Self::Groq => "groq",
             Self::Together => "together",
+            Self::Llama => "llama",
             Self::OpenAiCompatible => "openai_compatible",
         }
     }
@@ -65,6 +69,7 @@ impl Provider {
             "api.mistral.ai" => Self::Mistral,
             "api.groq.com" => Self::Groq,
             "api.together.xyz" | "api.together.ai" => Self::Together,
+            "api.llama.com" => Self::Llama,
             h if h.ends_with(".openai.azure.com")
                 || h.ends_with(".cognitiveservices.azure.com")
                 || h.ends_with(".services.ai.azure.com") =>
@@ -124,7 +129,7 @@ impl fmt::Display for UnknownProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown provider {:?} (expected one of openai, azure_openai, anthropic, gemini, mistral, groq, together, openai_compatible)",
+            "unknown provider {:?} (expected one of openai, azure_openai, anthropic, gemini, mistral, groq, together, llama, openai_compatible)",
             self.0
         )
     }

@@ -396,3 +396,155 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         ]
     })
 }
+
+/// One row per request shape of every provider: what annotate must learn from it.
+#[test]
+fn every_provider_request_shape() {
+    struct Row {
+        uri: &'static str,
+        header: (&'static str, &'static str),
+        body: &'static str,
+        provider: Provider,
+        endpoint: EndpointKind,
+        model: Option<&'static str>,
+        max_output: Option<u32>,
+        stream: bool,
+        inputs: Option<u32>,
+        estimate: u32,
+    }
+    let rows = [
+        Row {
+            uri: "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent",
+            header: ("x-goog-api-key", "AIza-1"),
+            body: r#"{"systemInstruction":{"parts":[{"text":"Be terse."}]},"contents":[{"role":"user","parts":[{"text":"Hello!"},{"inlineData":{"mimeType":"image/png","data":"iVBOR"}}]}],"generationConfig":{"maxOutputTokens":100}}"#,
+            provider: Provider::Gemini,
+            endpoint: EndpointKind::GenerateContent,
+            model: Some("gemini-2.0-flash"),
+            max_output: Some(100),
+            stream: false,
+            inputs: None,
+            // "Be terse." 3 + "Hello!" 2 + one content's framing 4 + the image 1000.
+            estimate: 3 + 2 + 4 + 1000,
+        },
+        Row {
+            uri: "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+            header: ("x-goog-api-key", "AIza-1"),
+            body: r#"{"contents":[{"parts":[{"text":"Hi"}]}]}"#,
+            provider: Provider::Gemini,
+            endpoint: EndpointKind::GenerateContent,
+            model: Some("gemini-2.5-pro"),
+            max_output: None,
+            stream: true,
+            inputs: None,
+            estimate: 1 + 4,
+        },
+        Row {
+            uri: "https://generativelanguage.googleapis.com/v1beta/models/text-embedding-004:embedContent?key=AIza-2",
+            header: ("content-type", "application/json"),
+            body: r#"{"model":"models/text-embedding-004","content":{"parts":[{"text":"an embedding"}]},"outputDimensionality":256}"#,
+            provider: Provider::Gemini,
+            endpoint: EndpointKind::Embeddings,
+            model: Some("text-embedding-004"),
+            max_output: None,
+            stream: false,
+            inputs: Some(1),
+            estimate: 3,
+        },
+        Row {
+            uri: "https://generativelanguage.googleapis.com/v1beta/models/text-embedding-004:batchEmbedContents",
+            header: ("x-goog-api-key", "AIza-2"),
+            body: r#"{"requests":[{"model":"models/text-embedding-004","content":{"parts":[{"text":"one"}]}},{"model":"models/text-embedding-004","content":{"parts":[{"text":"two"}]}}]}"#,
+            provider: Provider::Gemini,
+            endpoint: EndpointKind::Embeddings,
+            model: Some("text-embedding-004"),
+            max_output: None,
+            stream: false,
+            inputs: Some(2),
+            estimate: 4 + 1 + 4 + 1,
+        },
+        Row {
+            uri: "https://res.openai.azure.com/openai/deployments/gpt4o-eu/chat/completions?api-version=2024-10-21",
+            header: ("api-key", "azure-1"),
+            body: r#"{"messages":[{"role":"user","content":"Hello!"}],"max_tokens":64,"stream":true}"#,
+            provider: Provider::AzureOpenAi,
+            endpoint: EndpointKind::ChatCompletions,
+            model: Some("gpt4o-eu"),
+            max_output: Some(64),
+            stream: true,
+            inputs: None,
+            estimate: 2 + 4,
+        },
+        Row {
+            uri: "https://res.openai.azure.com/openai/deployments/embed-small/embeddings?api-version=2024-10-21",
+            header: ("api-key", "azure-1"),
+            body: r#"{"input":["a","b","c"]}"#,
+            provider: Provider::AzureOpenAi,
+            endpoint: EndpointKind::Embeddings,
+            model: Some("embed-small"),
+            max_output: None,
+            stream: false,
+            inputs: Some(3),
+            estimate: 3,
+        },
+        Row {
+            uri: "https://api.mistral.ai/v1/chat/completions",
+            header: ("authorization", "Bearer mistral-1"),
+            body: r#"{"model":"mistral-small-latest","messages":[{"role":"user","content":"Hello!"}],"max_tokens":32,"temperature":0.3}"#,
+            provider: Provider::Mistral,
+            endpoint: EndpointKind::ChatCompletions,
+            model: Some("mistral-small-latest"),
+            max_output: Some(32),
+            stream: false,
+            inputs: None,
+            estimate: 2 + 4,
+        },
+        Row {
+            uri: "https://api.mistral.ai/v1/embeddings",
+            header: ("authorization", "Bearer mistral-1"),
+            body: r#"{"model":"mistral-embed","input":["alpha","beta"]}"#,
+            provider: Provider::Mistral,
+            endpoint: EndpointKind::Embeddings,
+            model: Some("mistral-embed"),
+            max_output: None,
+            stream: false,
+            inputs: Some(2),
+            estimate: 2 + 1,
+        },
+        Row {
+            uri: "https://api.llama.com/compat/v1/chat/completions",
+            header: ("authorization", "Bearer llama-1"),
+            body: r#"{"model":"Llama-4-Maverick-17B-128E-Instruct-FP8","messages":[{"role":"user","content":"Hello!"}],"max_completion_tokens":256,"stream":true}"#,
+            provider: Provider::Llama,
+            endpoint: EndpointKind::ChatCompletions,
+            model: Some("Llama-4-Maverick-17B-128E-Instruct-FP8"),
+            max_output: Some(256),
+            stream: true,
+            inputs: None,
+            estimate: 2 + 4,
+        },
+    ];
+    for row in rows {
+        let r = learn(row.uri, &[row.header], row.body);
+        let what = row.uri;
+        assert_eq!(
+            (r.provider, r.endpoint),
+            (row.provider, row.endpoint),
+            "{what}"
+        );
+        assert_eq!(r.model.as_deref(), row.model, "{what}");
+        assert_eq!(r.max_output_tokens, row.max_output, "{what}");
+        assert_eq!(r.stream, row.stream, "{what}");
+        assert_eq!(r.embedding_inputs, row.inputs, "{what}");
+        assert_eq!(r.input_tokens_estimate, row.estimate, "{what}");
+        let credential = r.credential.clone().expect("every row carries a key");
+        for secret in ["AIza-1", "AIza-2", "azure-1", "mistral-1", "llama-1"] {
+            assert!(!credential.to_string().contains(secret), "{what}");
+            assert!(
+                !r.scope().to_string().contains(secret),
+                "{what}: {}",
+                r.scope()
+            );
+            assert!(!format!("{r:?}").contains(secret), "{what}");
+        }
+    }
+}

@@ -699,3 +699,18 @@ async fn errors() {
     );
     assert_eq!(classify_error(&std::fmt::Error), Outcome::new(ConnectError));
 }
+
+/// Gemini refuses a bad key with a 400 `INVALID_ARGUMENT` whose `ErrorInfo` says why: that is
+/// an auth error, not a client error to be fixed in the request.
+#[test]
+fn gemini_invalid_key_is_an_auth_error() {
+    let body = br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com","metadata":{"service":"generativelanguage.googleapis.com"}}]}}"#;
+    let outcome = tollgate_core::classify::classify_response(
+        http::StatusCode::BAD_REQUEST,
+        &http::HeaderMap::new(),
+        body,
+        std::time::SystemTime::UNIX_EPOCH,
+    );
+    assert_eq!(outcome.kind, tollgate_core::OutcomeKind::AuthError);
+    assert!(!outcome.is_retryable());
+}

@@ -88,6 +88,11 @@ pub fn annotate(
     request.stream = path.ends_with(":streamGenerateContent");
     if let Some(fields) = parse::BodyFields::parse(body, estimator) {
         fields.apply(&mut request);
+        // Gemini's `:embedContent` embeds its one `content`; `:batchEmbedContents` counts its
+        // `requests` like OpenAI's `input` array.
+        if request.json_body && path.ends_with(":embedContent") {
+            request.embedding_inputs = Some(1);
+        }
     }
     request
 }

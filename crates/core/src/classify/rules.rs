@@ -48,7 +48,8 @@ const MAX_SOURCE_DEPTH: usize = 32;
 ///    header that is 0, else [`Unknown`](RateLimitDimension::Unknown).
 /// 4. 413 is `RequestTooLarge`; 401 and 403 are [`AuthError`](OutcomeKind::AuthError); 408 and
 ///    504 are [`Timeout`](OutcomeKind::Timeout); 503 and 529 are `Overloaded`.
-/// 5. Another 4xx whose type is `authentication_error` or `permission_error` is `AuthError`;
+/// 5. Another 4xx whose type is `authentication_error` or `permission_error`, or whose Gemini
+///    `ErrorInfo` reason is `API_KEY_INVALID` (Gemini answers a bad key with a 400), is `AuthError`;
 ///    a 400 or 422 whose code is `context_length_exceeded` or whose message says so ("maximum
 ///    context length", "prompt is too long", "context window", Gemini's "input token count ...
 ///    exceeds the maximum number of tokens") is
@@ -146,7 +147,13 @@ fn response_kind(
         401 | 403 => OutcomeKind::AuthError,
         408 | 504 => OutcomeKind::Timeout,
         503 | 529 => OutcomeKind::Overloaded,
-        400..=499 if is("authentication_error") || is("permission_error") => OutcomeKind::AuthError,
+        400..=499
+            if is("authentication_error")
+                || is("permission_error")
+                || error.is_some_and(ErrorBody::rejects_key) =>
+        {
+            OutcomeKind::AuthError
+        }
         400 | 422 if error.is_some_and(is_context_length_exceeded) => {
             OutcomeKind::ContextLengthExceeded
         }

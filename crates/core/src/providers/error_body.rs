@@ -91,6 +91,11 @@ impl ErrorBody {
         })
     }
 
+    /// Whether a Gemini `ErrorInfo` says the API key was refused.
+    pub(crate) fn rejects_key(&self) -> bool {
+        gemini::rejects_key(&self.details)
+    }
+
     /// Whether a Gemini quota violation is per day.
     pub(crate) fn is_daily_quota(&self) -> bool {
         gemini::is_daily(&self.details)

@@ -30,6 +30,9 @@ pub(super) struct Detail {
     violations: Vec<Violation>,
     #[serde(rename = "retryDelay", deserialize_with = "text")]
     retry_delay: Option<String>,
+    /// `ErrorInfo.reason` (`API_KEY_INVALID`, ...).
+    #[serde(deserialize_with = "text")]
+    reason: Option<String>,
 }
 
 /// One `QuotaFailure` violation.
@@ -53,6 +56,17 @@ pub(super) fn retry_delay(details: &[Detail]) -> Option<Duration> {
                 .is_none_or(|t| t.ends_with("google.rpc.RetryInfo"))
         })
         .find_map(|d| d.retry_delay.as_deref().and_then(parse_protobuf_duration))
+}
+
+/// Whether an `ErrorInfo` detail says the API key was refused: Gemini answers a bad key with a
+/// 400 `INVALID_ARGUMENT`, not a 401.
+pub(super) fn rejects_key(details: &[Detail]) -> bool {
+    details.iter().any(|d| {
+        matches!(
+            d.reason.as_deref(),
+            Some("API_KEY_INVALID" | "API_KEY_EXPIRED" | "API_KEY_SERVICE_BLOCKED")
+        )
+    })
 }
 
 /// Whether any violated quota is per day.
@@ -109,6 +123,12 @@ mod tests {
         assert_eq!(dimension(&d), Some(RateLimitDimension::Requests));
         assert!(is_daily(&d));
         assert_eq!(retry_delay(&d), None, "only RetryInfo carries the wait");
+        assert!(!rejects_key(&d));
+
+        let d = details(
+            r#"[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com"}]"#,
+        );
+        assert!(rejects_key(&d));
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub(crate) fn snapshot_from_headers(
 ) -> RateLimitSnapshot {
     let mut snapshot = RateLimitSnapshot::default();
     match provider {
-        Some(Provider::OpenAi | Provider::AzureOpenAi) => {
+        Some(Provider::OpenAi | Provider::AzureOpenAi | Provider::Llama) => {
             openai::read(headers, MINUTE, &mut snapshot)
         }
         Some(Provider::Groq) => openai::read(headers, DAY, &mut snapshot),
