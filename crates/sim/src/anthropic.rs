@@ -12,7 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::answer::{Answer, Break};
 use crate::body::Ending;
 use crate::limiter::{Dimension, MeterView, Refusal};
-use crate::openai::round_millis;
+use crate::openai::whole_seconds;
 
 fn error_body(kind: &str, message: &str, seq: u64) -> Bytes {
     let body = json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id(seq)});
@@ -68,6 +68,7 @@ pub(crate) fn quota_exhausted(seq: u64) -> (StatusCode, Bytes) {
 
 fn per_minute(dimension: Dimension) -> &'static str {
     match dimension {
+        Dimension::RequestsPerDay => "requests per day",
         Dimension::Requests => "requests per minute",
         Dimension::Tokens => "tokens per minute",
         Dimension::InputTokens => "input tokens per minute",
@@ -144,6 +145,8 @@ pub(crate) fn limit_headers(
             Dimension::Tokens => ("tokens", true),
             Dimension::InputTokens => ("input-tokens", true),
             Dimension::OutputTokens => ("output-tokens", true),
+            // Anthropic has no per-day limit, so no header for one.
+            Dimension::RequestsPerDay => continue,
         };
         let remaining = if rounded {
             view.remaining / 1_000 * 1_000
@@ -166,13 +169,9 @@ pub(crate) fn limit_headers(
     }
 }
 
-/// `retry-after` in whole seconds, rounded up.
+/// `retry-after` in whole seconds, rounded up (Mistral's 429 carries the same).
 pub(crate) fn retry_headers(headers: &mut HeaderMap, wait: Duration) {
-    let secs = round_millis(wait).as_millis().div_ceil(1_000);
-    headers.insert(
-        "retry-after",
-        HeaderValue::from(u64::try_from(secs).unwrap_or(u64::MAX)),
-    );
+    headers.insert("retry-after", HeaderValue::from(whole_seconds(wait)));
 }
 
 fn stop_reason(answer: &Answer) -> &'static str {

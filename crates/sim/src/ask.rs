@@ -1,9 +1,13 @@
 //! What a request asks of the simulated model, read from its JSON body.
 
+mod gemini;
+
 use serde_json::Value;
 
 use crate::config::Output;
 use crate::text::{count_prompt, count_tokens};
+
+pub(crate) use self::gemini::{batch_embed, embed, generate};
 
 /// A parsed request to a generation or embeddings endpoint.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +27,16 @@ pub(crate) struct Embeddings {
     pub(crate) inputs: Vec<String>,
     pub(crate) dimensions: u32,
     pub(crate) base64: bool,
+    /// Per-input vector sizes, when each input sets its own (Gemini's batch); empty: every
+    /// vector has `dimensions`.
+    pub(crate) sizes: Vec<u32>,
+}
+
+impl Embeddings {
+    /// The vector size of input `i`.
+    pub(crate) fn size(&self, i: usize) -> u32 {
+        self.sizes.get(i).copied().unwrap_or(self.dimensions)
+    }
 }
 
 /// OpenAI's limits on one embeddings request.
@@ -166,6 +180,7 @@ pub(crate) fn embeddings(body: &Value, output: &Output) -> Result<Ask, String> {
             inputs,
             dimensions,
             base64,
+            sizes: Vec::new(),
         }),
     })
 }

@@ -37,7 +37,8 @@ use tollgate_core::BoxError;
 
 use crate::body::SimBody;
 use crate::dialect::{Dialect, Refuse};
-use crate::generate::{api_key, refuse};
+use crate::respond::refuse;
+use crate::route::api_key;
 use crate::state::{KeyRefusal, Shared};
 use crate::stats::{LogEntry, Rejection};
 
@@ -150,7 +151,7 @@ fn authenticate(shared: &Shared, parts: &Parts, entry: &mut LogEntry) -> Result<
     let now = Instant::now();
     let mut state = shared.lock();
     let key = state.key(
-        api_key(&parts.headers),
+        api_key(parts).as_deref(),
         &shared.config,
         now,
         shared.elapsed(now),
@@ -206,8 +207,11 @@ fn missing(
 ) -> Response<SimBody> {
     entry.rejection = Some(Rejection::NotFound);
     let body = match dialect {
-        Dialect::OpenAi => json!({"error": {"message": message,
-            "type": "invalid_request_error", "param": null, "code": null}}),
+        // Batches are served in OpenAI's and Anthropic's dialects only.
+        Dialect::OpenAi | Dialect::Azure | Dialect::Mistral | Dialect::Gemini => {
+            json!({"error": {"message": message,
+            "type": "invalid_request_error", "param": null, "code": null}})
+        }
         Dialect::Anthropic => json!({"type": "error",
             "error": {"type": "not_found_error", "message": message},
             "request_id": crate::anthropic::request_id(entry.seq)}),

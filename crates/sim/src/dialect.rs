@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
+use crate::config::OpenAiFlavor;
 use crate::limiter::{Dimension, KeyLimiter, Refusal};
-use crate::{anthropic, openai};
+use crate::{anthropic, azure, gemini, mistral, openai};
 use tokio::time::Instant;
 
 /// The provider a route imitates.
@@ -14,9 +15,12 @@ use tokio::time::Instant;
 pub(crate) enum Dialect {
     OpenAi,
     Anthropic,
+    Gemini,
+    Azure,
+    Mistral,
 }
 
-/// A refusal before the answer, in words both dialects can render.
+/// A refusal before the answer, in words every dialect can render.
 #[derive(Clone, Debug)]
 pub(crate) enum Refuse {
     BadRequest(String),
@@ -39,52 +43,47 @@ pub(crate) enum Refuse {
     Overloaded(StatusCode),
 }
 
+/// What a refusal's body may name besides the refusal itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Context<'a> {
+    /// The request number (Anthropic puts a request id in its bodies).
+    pub(crate) seq: u64,
+    /// Azure's `api-version`, which its 429 message quotes.
+    pub(crate) api_version: &'a str,
+    /// Azure's operation name (`ChatCompletions_Create`), which its 429 message quotes.
+    pub(crate) operation: &'a str,
+}
+
 impl Dialect {
-    /// The dialect of a path: Anthropic's routes start with `/v1/messages`.
-    pub(crate) fn of_path(path: &str) -> Self {
+    /// The dialect of a path that names no call (for its 404): Anthropic's routes start with
+    /// `/v1/messages`, Azure's with `/openai/`, Gemini's with `/v1beta/`; the others are the
+    /// OpenAI flavor's.
+    pub(crate) fn of_path(path: &str, flavor: OpenAiFlavor) -> Self {
         if path.starts_with("/v1/messages") {
             Self::Anthropic
+        } else if path.starts_with("/openai/") {
+            Self::Azure
+        } else if crate::route::is_gemini(path) {
+            Self::Gemini
+        } else if flavor == OpenAiFlavor::Mistral {
+            Self::Mistral
         } else {
             Self::OpenAi
         }
     }
 
     /// The status and body of a refusal.
-    pub(crate) fn render(self, refuse: &Refuse, seq: u64) -> (StatusCode, Bytes) {
-        match (self, refuse) {
-            (Self::OpenAi, Refuse::BadRequest(message)) => openai::bad_request(message),
-            (Self::OpenAi, Refuse::Unauthorized { missing }) => openai::unauthorized(*missing),
-            (Self::OpenAi, Refuse::NotFound(route)) => openai::not_found(route),
-            (Self::OpenAi, Refuse::BodyTooLarge(limit)) => openai::body_too_large(*limit),
-            (Self::OpenAi, Refuse::QuotaExhausted) => openai::quota_exhausted(),
-            (Self::OpenAi, Refuse::TooLarge { model, refusal }) => {
-                openai::too_large(model, refusal)
-            }
-            (
-                Self::OpenAi,
-                Refuse::RateLimited {
-                    model,
-                    refusal,
-                    used,
-                },
-            ) => openai::rate_limited(model, refusal, *used),
-            (Self::OpenAi, Refuse::ServerError) => openai::server_error(),
-            (Self::OpenAi, Refuse::Overloaded(status)) => openai::overloaded(*status),
-            (Self::Anthropic, Refuse::BadRequest(message)) => anthropic::bad_request(message, seq),
-            (Self::Anthropic, Refuse::Unauthorized { .. }) => anthropic::unauthorized(seq),
-            (Self::Anthropic, Refuse::NotFound(route)) => anthropic::not_found(route, seq),
-            (Self::Anthropic, Refuse::BodyTooLarge(_)) => anthropic::body_too_large(seq),
-            (Self::Anthropic, Refuse::QuotaExhausted) => anthropic::quota_exhausted(seq),
-            (
-                Self::Anthropic,
-                Refuse::TooLarge { refusal, .. } | Refuse::RateLimited { refusal, .. },
-            ) => anthropic::rate_limited(refusal, seq),
-            (Self::Anthropic, Refuse::ServerError) => anthropic::server_error(seq),
-            (Self::Anthropic, Refuse::Overloaded(status)) => anthropic::overloaded(*status, seq),
+    pub(crate) fn render(self, refuse: &Refuse, context: Context<'_>) -> (StatusCode, Bytes) {
+        match self {
+            Self::OpenAi => render_openai(refuse),
+            Self::Anthropic => render_anthropic(refuse, context.seq),
+            Self::Gemini => gemini::render(refuse),
+            Self::Azure => azure::render(refuse, context),
+            Self::Mistral => mistral::render(refuse),
         }
     }
 
-    /// The key's rate-limit headers, in this dialect's names and formats.
+    /// The key's rate-limit headers, in this dialect's names and formats (Gemini sends none).
     pub(crate) fn limit_headers(
         self,
         headers: &mut HeaderMap,
@@ -93,10 +92,14 @@ impl Dialect {
         wall: SystemTime,
     ) {
         match self {
-            Self::OpenAi => {
+            Self::OpenAi | Self::Azure => {
                 let requests = limiter.view(Dimension::Requests, now);
                 let tokens = limiter.view(Dimension::Tokens, now);
-                openai::limit_headers(headers, requests, tokens);
+                if self == Self::Azure {
+                    azure::limit_headers(headers, requests, tokens);
+                } else {
+                    openai::limit_headers(headers, requests, tokens);
+                }
             }
             Self::Anthropic => {
                 let views: Vec<_> = [
@@ -110,25 +113,76 @@ impl Dialect {
                 .collect();
                 anthropic::limit_headers(headers, &views, wall);
             }
+            Self::Mistral => mistral::limit_headers(headers, limiter.view(Dimension::Tokens, now)),
+            Self::Gemini => {}
         }
     }
 
-    /// The wait headers of a 429.
+    /// The wait headers of a 429 (Gemini puts the wait in the body only).
     pub(crate) fn retry_headers(self, headers: &mut HeaderMap, wait: Duration) {
         match self {
             Self::OpenAi => openai::retry_headers(headers, wait),
-            Self::Anthropic => anthropic::retry_headers(headers, wait),
+            Self::Anthropic | Self::Mistral => anthropic::retry_headers(headers, wait),
+            Self::Azure => azure::retry_headers(headers, wait),
+            Self::Gemini => {}
         }
     }
 
-    /// The request-id header.
+    /// The request-id headers.
     pub(crate) fn request_id(self, headers: &mut HeaderMap, seq: u64) {
-        let (name, id) = match self {
-            Self::OpenAi => ("x-request-id", format!("req_sim{seq:016}")),
-            Self::Anthropic => ("request-id", anthropic::request_id(seq)),
+        let uuid = format!("00000000-0000-4000-8000-{seq:012x}");
+        let ids: &[(&str, String)] = match self {
+            Self::OpenAi => &[("x-request-id", format!("req_sim{seq:016}"))],
+            Self::Anthropic => &[("request-id", anthropic::request_id(seq))],
+            Self::Azure => &[("apim-request-id", uuid.clone()), ("x-request-id", uuid)],
+            Self::Mistral => &[("mistral-correlation-id", uuid)],
+            Self::Gemini => &[],
         };
-        if let Ok(id) = HeaderValue::from_str(&id) {
-            headers.insert(name, id);
+        for (name, id) in ids {
+            if let Ok(id) = HeaderValue::from_str(id) {
+                headers.insert(*name, id);
+            }
         }
+    }
+
+    /// The content type of a JSON body.
+    pub(crate) fn json_content_type(self) -> &'static str {
+        match self {
+            Self::Gemini => "application/json; charset=UTF-8",
+            _ => "application/json",
+        }
+    }
+}
+
+fn render_openai(refuse: &Refuse) -> (StatusCode, Bytes) {
+    match refuse {
+        Refuse::BadRequest(message) => openai::bad_request(message),
+        Refuse::Unauthorized { missing } => openai::unauthorized(*missing),
+        Refuse::NotFound(route) => openai::not_found(route),
+        Refuse::BodyTooLarge(limit) => openai::body_too_large(*limit),
+        Refuse::QuotaExhausted => openai::quota_exhausted(),
+        Refuse::TooLarge { model, refusal } => openai::too_large(model, refusal),
+        Refuse::RateLimited {
+            model,
+            refusal,
+            used,
+        } => openai::rate_limited(model, refusal, *used),
+        Refuse::ServerError => openai::server_error(),
+        Refuse::Overloaded(status) => openai::overloaded(*status),
+    }
+}
+
+fn render_anthropic(refuse: &Refuse, seq: u64) -> (StatusCode, Bytes) {
+    match refuse {
+        Refuse::BadRequest(message) => anthropic::bad_request(message, seq),
+        Refuse::Unauthorized { .. } => anthropic::unauthorized(seq),
+        Refuse::NotFound(route) => anthropic::not_found(route, seq),
+        Refuse::BodyTooLarge(_) => anthropic::body_too_large(seq),
+        Refuse::QuotaExhausted => anthropic::quota_exhausted(seq),
+        Refuse::TooLarge { refusal, .. } | Refuse::RateLimited { refusal, .. } => {
+            anthropic::rate_limited(refusal, seq)
+        }
+        Refuse::ServerError => anthropic::server_error(seq),
+        Refuse::Overloaded(status) => anthropic::overloaded(*status, seq),
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use rand::RngExt as _;
@@ -16,28 +16,14 @@ use tollgate_core::BoxError;
 use crate::answer::{Answer, Break};
 use crate::ask::{self, Ask};
 use crate::body::SimBody;
-use crate::dialect::{Dialect, Refuse};
+use crate::config::Output;
+use crate::dialect::Refuse;
 use crate::limiter::Charge;
+use crate::respond::{finish_headers, refuse_with};
+use crate::route::{Call, Operation, api_key};
 use crate::state::{InFlight, KeyRefusal, Shared};
-use crate::stats::{LogEntry, Rejection};
-use crate::{anthropic, openai, text};
-
-/// The endpoints served by this pipeline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Endpoint {
-    Chat,
-    Messages,
-    Embeddings,
-}
-
-impl Endpoint {
-    fn dialect(self) -> Dialect {
-        match self {
-            Self::Messages => Dialect::Anthropic,
-            Self::Chat | Self::Embeddings => Dialect::OpenAi,
-        }
-    }
-}
+use crate::stats::LogEntry;
+use crate::{anthropic, gemini, openai, text};
 
 /// Every random draw of one request, made up front in a fixed order so that the outcome of
 /// request `n` under a seed never depends on which branch an earlier draw took.
@@ -51,22 +37,34 @@ struct Draws {
     break_at: f64,
 }
 
-/// The `Authorization: Bearer`, `x-api-key` or `api-key` secret.
-pub(crate) fn api_key(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
-    bearer
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
+/// Reads what `call` asks from its JSON body. The model the URL names (an Azure deployment, a
+/// Gemini model) wins over the body's.
+fn parse(call: &Call, mut json: Value, output: &Output) -> Result<Ask, String> {
+    let model = call.model.as_deref().unwrap_or_default();
+    match call.operation {
+        Operation::Chat | Operation::Embeddings => {
+            if let (Some(model), Some(body)) = (&call.model, json.as_object_mut()) {
+                body.insert("model".to_owned(), Value::String(model.clone()));
+            }
+            if call.operation == Operation::Chat {
+                ask::chat(&json, output)
+            } else {
+                ask::embeddings(&json, output)
+            }
+        }
+        Operation::Messages => ask::messages(&json),
+        Operation::GenerateContent => ask::generate(&json, model, output, false),
+        Operation::StreamGenerateContent { .. } => ask::generate(&json, model, output, true),
+        Operation::EmbedContent => ask::embed(&json, model, output),
+        Operation::BatchEmbedContents => ask::batch_embed(&json, model, output),
+    }
 }
 
 /// Serves one generation or embeddings request. A request that hangs never completes: its
 /// future holds an in-flight slot until the client gives up and the connection drops it.
 pub(crate) async fn generate<B>(
     shared: &Arc<Shared>,
-    endpoint: Endpoint,
+    call: &Call,
     parts: &Parts,
     body: B,
     entry: &mut LogEntry,
@@ -75,26 +73,22 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let dialect = endpoint.dialect();
+    let dialect = call.dialect;
     let seq = entry.seq;
+    let context = call.context(seq);
+    let refuse = |refusal, entry: &mut LogEntry, headers| {
+        refuse_with(shared, dialect, context, refusal, entry, headers)
+    };
     let now = Instant::now();
     let elapsed = shared.elapsed(now);
     let config = &shared.config;
 
-    let key = match shared
-        .lock()
-        .key(api_key(&parts.headers), config, now, elapsed)
-    {
+    let secret = api_key(parts);
+    let key = match shared.lock().key(secret.as_deref(), config, now, elapsed) {
         Ok(key) => key,
         Err(refusal) => {
             let missing = refusal == KeyRefusal::Missing;
-            return refuse(
-                shared,
-                dialect,
-                Refuse::Unauthorized { missing },
-                entry,
-                HeaderMap::new(),
-            );
+            return refuse(Refuse::Unauthorized { missing }, entry, HeaderMap::new());
         }
     };
     entry.key = Some(shared.lock().key_state(key).name.clone());
@@ -103,31 +97,19 @@ where
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<LengthLimitError>() => {
             let refusal = Refuse::BodyTooLarge(config.max_body_bytes);
-            return refuse(shared, dialect, refusal, entry, HeaderMap::new());
+            return refuse(refusal, entry, HeaderMap::new());
         }
         Err(error) => {
             let refusal = Refuse::BadRequest(format!("could not read the request body: {error}"));
-            return refuse(shared, dialect, refusal, entry, HeaderMap::new());
+            return refuse(refusal, entry, HeaderMap::new());
         }
     };
     let parsed = serde_json::from_slice::<Value>(&bytes)
         .map_err(|e| format!("We could not parse the JSON body of your request ({e})."))
-        .and_then(|json| match endpoint {
-            Endpoint::Chat => ask::chat(&json, &config.output),
-            Endpoint::Messages => ask::messages(&json),
-            Endpoint::Embeddings => ask::embeddings(&json, &config.output),
-        });
+        .and_then(|json| parse(call, json, &config.output));
     let ask = match parsed {
         Ok(ask) => ask,
-        Err(message) => {
-            return refuse(
-                shared,
-                dialect,
-                Refuse::BadRequest(message),
-                entry,
-                HeaderMap::new(),
-            );
-        }
+        Err(message) => return refuse(Refuse::BadRequest(message), entry, HeaderMap::new()),
     };
     entry.model = Some(ask.model.clone());
     entry.stream = ask.stream;
@@ -249,7 +231,7 @@ where
             std::future::pending::<()>().await;
             unreachable!("a hung request never completes");
         }
-        Err(refusal) => return refuse(shared, dialect, refusal, entry, headers),
+        Err(refusal) => return refuse(refusal, entry, headers),
     };
     entry.input_tokens = ask.prompt_tokens;
     entry.output_tokens = sent_tokens;
@@ -276,29 +258,40 @@ where
     };
     let (body, content_type) = if ask.stream {
         wait(time_to_first_token).await;
-        let (events, ending) = match dialect {
-            Dialect::OpenAi => openai::completion_stream(&answer, ask.include_usage),
-            Dialect::Anthropic => anthropic::message_stream(&answer),
+        let (events, ending, content_type) = match call.operation {
+            Operation::StreamGenerateContent { sse: true } => {
+                let (events, ending) = gemini::generate_stream(&answer, true);
+                (events, ending, "text/event-stream")
+            }
+            Operation::StreamGenerateContent { sse: false } => {
+                let (events, ending) = gemini::generate_stream(&answer, false);
+                (events, ending, dialect.json_content_type())
+            }
+            Operation::Messages => {
+                let (events, ending) = anthropic::message_stream(&answer);
+                (events, ending, "text/event-stream; charset=utf-8")
+            }
+            _ => {
+                let (events, ending) = openai::completion_stream(&answer, ask.include_usage);
+                (events, ending, "text/event-stream; charset=utf-8")
+            }
         };
-        (
-            SimBody::script(events, ending),
-            "text/event-stream; charset=utf-8",
-        )
+        (SimBody::script(events, ending), content_type)
     } else {
         let generation = per_token.saturating_mul(u32::try_from(output_tokens).unwrap_or(u32::MAX));
         wait(time_to_first_token + generation).await;
-        let bytes = match (&ask, dialect) {
-            (
-                Ask {
-                    embeddings: Some(inputs),
-                    ..
-                },
-                _,
-            ) => openai::embeddings(&ask.model, inputs, ask.prompt_tokens, config.seed),
-            (_, Dialect::OpenAi) => openai::completion(&answer),
-            (_, Dialect::Anthropic) => anthropic::message(&answer),
+        let seed = config.seed;
+        let bytes = match (&ask.embeddings, call.operation) {
+            (Some(inputs), Operation::EmbedContent) => gemini::embedding_one(inputs, seed),
+            (Some(inputs), Operation::BatchEmbedContents) => gemini::embedding_batch(inputs, seed),
+            (Some(inputs), _) => openai::embeddings(&ask.model, inputs, ask.prompt_tokens, seed),
+            (None, Operation::GenerateContent | Operation::StreamGenerateContent { .. }) => {
+                gemini::generate(&answer)
+            }
+            (None, Operation::Messages) => anthropic::message(&answer),
+            (None, _) => openai::completion(&answer),
         };
-        (SimBody::full(bytes), "application/json")
+        (SimBody::full(bytes), dialect.json_content_type())
     };
     let mut response = Response::new(body.holding(Some(in_flight)));
     finish_headers(shared, dialect, seq, headers, content_type, &mut response);
@@ -311,53 +304,4 @@ async fn wait(duration: std::time::Duration) {
     if !duration.is_zero() {
         tokio::time::sleep(duration).await;
     }
-}
-
-fn finish_headers(
-    shared: &Shared,
-    dialect: Dialect,
-    seq: u64,
-    mut headers: HeaderMap,
-    content_type: &'static str,
-    response: &mut Response<SimBody>,
-) {
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    let date = httpdate::fmt_http_date(shared.wall(Instant::now()));
-    if let Ok(date) = HeaderValue::from_str(&date) {
-        headers.insert(header::DATE, date);
-    }
-    dialect.request_id(&mut headers, seq);
-    *response.headers_mut() = headers;
-}
-
-/// A refusal as a response, counted in the stats.
-pub(crate) fn refuse(
-    shared: &Shared,
-    dialect: Dialect,
-    refusal: Refuse,
-    entry: &mut LogEntry,
-    headers: HeaderMap,
-) -> Response<SimBody> {
-    let (status, bytes) = dialect.render(&refusal, entry.seq);
-    entry.rejection = Some(match refusal {
-        Refuse::BadRequest(_) => Rejection::BadRequest,
-        Refuse::Unauthorized { .. } => Rejection::Unauthorized,
-        Refuse::NotFound(_) => Rejection::NotFound,
-        Refuse::BodyTooLarge(_) | Refuse::TooLarge { .. } => Rejection::TooLarge,
-        Refuse::QuotaExhausted => Rejection::QuotaExhausted,
-        Refuse::RateLimited { .. } => Rejection::RateLimited,
-        Refuse::ServerError => Rejection::ServerError,
-        Refuse::Overloaded(_) => Rejection::Overloaded,
-    });
-    let mut response = Response::new(SimBody::full(bytes));
-    *response.status_mut() = status;
-    finish_headers(
-        shared,
-        dialect,
-        entry.seq,
-        headers,
-        "application/json",
-        &mut response,
-    );
-    response
 }

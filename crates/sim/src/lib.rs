@@ -1,14 +1,28 @@
 //! A simulated LLM provider that behaves like the real ones under load.
 //!
-//! Every Tollgate layer is tested and benchmarked against it. It speaks the OpenAI API
-//! (`/v1/chat/completions` with JSON and SSE streaming, `/v1/embeddings`, files and batches)
-//! and the Anthropic Messages API (`/v1/messages`, message batches), with each provider's exact
-//! rate-limit headers and error bodies, and it fails the way they fail:
+//! Every Tollgate layer is tested and benchmarked against it. It speaks five providers' APIs at
+//! once, each with its exact rate-limit headers and error bodies (see `docs/scenarios/README.md`
+//! for the routes):
 //!
-//! - per-key limits on requests, tokens, input and output tokens per minute, charged at
-//!   admission on the estimate (prompt + `max_tokens`) and corrected by the actual answer;
-//! - 429s with `retry-after`, `insufficient_quota` keys, "Request too large", 401 for unknown
-//!   or revoked keys;
+//! - OpenAI: `/v1/chat/completions` with JSON and SSE streaming, `/v1/embeddings`, files and
+//!   batches; or Mistral on the same routes with `openai_flavor = "mistral"`
+//!   (`x-ratelimitbysize-*-minute` headers, `{"object":"error",...}` bodies);
+//! - Anthropic: the Messages API (`/v1/messages`) and message batches;
+//! - Gemini's native API: `/v1beta/models/{model}:generateContent`, `:streamGenerateContent`
+//!   (SSE or a streamed JSON array), `:embedContent`, `:batchEmbedContents`, keys in
+//!   `x-goog-api-key` or `?key=`, no rate-limit headers, 429s naming the quota hit
+//!   (per minute or per day) with a `RetryInfo`;
+//! - Azure OpenAI: `/openai/deployments/{deployment}/chat/completions` and `.../embeddings`
+//!   with a required `api-version`, only `x-ratelimit-remaining-*` headers, and 429s with
+//!   `retry-after`, `retry-after-ms` and `x-ms-retry-after-ms`.
+//!
+//! And it fails the way they fail:
+//!
+//! - per-key limits on requests, tokens, input and output tokens per minute and requests per
+//!   day, charged at admission on the estimate (prompt + `max_tokens`) and corrected by the
+//!   actual answer; token buckets, or Azure-style fixed windows of a few seconds;
+//! - 429s with the wait rounded up (a client that waits exactly as told is admitted),
+//!   exhausted quotas, "Request too large", 401 for unknown or revoked keys;
 //! - a hidden concurrency capacity beyond which requests are 529 `overloaded_error` (or 500
 //!   "Overloaded", or 503), random 5xx, hangs, streams cut off or ended by an error event;
 //! - a latency model (time to first token, time per output token, a tail), and scripted phases
@@ -38,13 +52,18 @@
 mod answer;
 mod anthropic;
 mod ask;
+mod azure;
 mod batch;
 mod body;
 pub mod config;
 mod dialect;
+mod gemini;
 mod generate;
 mod limiter;
+mod mistral;
 mod openai;
+mod respond;
+mod route;
 mod server;
 mod service;
 mod state;

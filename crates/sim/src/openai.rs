@@ -1,5 +1,6 @@
 //! The OpenAI dialect: response bodies, SSE chunks, error bodies and `x-ratelimit-*` headers
-//! exactly as `shared/reference/providers.md` records them.
+//! exactly as `shared/reference/providers.md` records them. Azure and Mistral answer with the
+//! same bodies; only their errors and headers differ.
 
 use std::time::Duration;
 
@@ -70,6 +71,7 @@ pub(crate) fn quota_exhausted() -> (StatusCode, Bytes) {
 
 fn per_minute(dimension: Dimension) -> (&'static str, &'static str) {
     match dimension {
+        Dimension::RequestsPerDay => ("requests", "requests per day (RPD)"),
         Dimension::Requests => ("requests", "requests per min (RPM)"),
         Dimension::Tokens => ("tokens", "tokens per min (TPM)"),
         Dimension::InputTokens => ("input_tokens", "input tokens per min (ITPM)"),
@@ -156,17 +158,20 @@ pub(crate) fn limit_headers(
     }
 }
 
+/// `wait` in whole seconds, rounded up.
+pub(crate) fn whole_seconds(wait: Duration) -> u64 {
+    u64::try_from(round_millis(wait).as_millis().div_ceil(1_000)).unwrap_or(u64::MAX)
+}
+
+/// `wait` in whole milliseconds, rounded up.
+pub(crate) fn whole_millis(wait: Duration) -> u64 {
+    u64::try_from(round_millis(wait).as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `retry-after` (whole seconds, rounded up) and `retry-after-ms` on a 429.
 pub(crate) fn retry_headers(headers: &mut HeaderMap, wait: Duration) {
-    let millis = round_millis(wait).as_millis();
-    headers.insert(
-        "retry-after",
-        HeaderValue::from(u64::try_from(millis.div_ceil(1_000)).unwrap_or(u64::MAX)),
-    );
-    headers.insert(
-        "retry-after-ms",
-        HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
-    );
+    headers.insert("retry-after", HeaderValue::from(whole_seconds(wait)));
+    headers.insert("retry-after-ms", HeaderValue::from(whole_millis(wait)));
 }
 
 fn usage(answer: &Answer, output_tokens: usize) -> Value {

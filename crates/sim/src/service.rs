@@ -18,7 +18,9 @@ use tower::Service;
 use crate::body::SimBody;
 use crate::config::SimConfig;
 use crate::dialect::{Dialect, Refuse};
-use crate::generate::{Endpoint, generate, refuse};
+use crate::generate::generate;
+use crate::respond::refuse;
+use crate::route::route;
 use crate::state::Shared;
 use crate::stats::{LogEntry, SimStats};
 
@@ -132,21 +134,16 @@ impl SimService {
             output_tokens: 0,
             stream: false,
         };
-        let endpoint = match (&parts.method, path.as_str()) {
-            (&Method::POST, "/v1/chat/completions") => Some(Endpoint::Chat),
-            (&Method::POST, "/v1/messages") => Some(Endpoint::Messages),
-            (&Method::POST, "/v1/embeddings") => Some(Endpoint::Embeddings),
-            _ => None,
-        };
-        let response = match endpoint {
-            Some(endpoint) => generate(shared, endpoint, &parts, body, &mut entry).await,
+        let flavor = shared.config.openai_flavor;
+        let response = match route(&parts.method, &parts.uri, flavor) {
+            Some(call) => generate(shared, &call, &parts, body, &mut entry).await,
             None => match crate::batch::route(&parts.method, &path) {
                 Some(route) => crate::batch::handle(shared, route, &parts, body, &mut entry).await,
                 None => {
                     let refusal = Refuse::NotFound(entry.route.clone());
                     refuse(
                         shared,
-                        Dialect::of_path(&path),
+                        Dialect::of_path(&path, flavor),
                         refusal,
                         &mut entry,
                         Default::default(),

@@ -16,9 +16,9 @@ pub enum Rejection {
     RateLimited,
     /// 429 `insufficient_quota`.
     QuotaExhausted,
-    /// 401: unknown or revoked key.
+    /// 401: unknown or revoked key (Gemini: 400 `API_KEY_INVALID`, or 403 without a key).
     Unauthorized,
-    /// 529 / 500 "Overloaded" / 503: over the hidden capacity.
+    /// 529 / 500 "Overloaded" / 503: over the hidden capacity (Gemini: always 503).
     Overloaded,
     /// 500: a random server error.
     ServerError,

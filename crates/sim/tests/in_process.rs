@@ -340,6 +340,42 @@ async fn revoked_keys_and_short_windows() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn requests_per_day_in_the_openai_and_anthropic_dialects() {
+    let sim = sim("[[keys]]\nkey = \"sk\"\nrequests_per_minute = 60\nrequests_per_day = 2\n");
+    let send = |path: &'static str| {
+        let sim = sim.clone();
+        async move { call(&sim, request("http://sim", path, "sk", &chat("m", "x", 5))).await }
+    };
+    for _ in 0..2 {
+        assert_eq!(send("/v1/chat/completions").await.status, 200);
+    }
+    let reply = send("/v1/chat/completions").await;
+    assert_eq!(reply.status, 429);
+    let error = &reply.json()["error"];
+    assert_eq!(error["type"], "requests");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Rate limit reached for m in organization org-sim on requests per day (RPD): Limit 2, Used 2, Requested 1. Please try again in 12h0m0s."),
+        "{message}"
+    );
+    assert_eq!(reply.header("retry-after"), "43200");
+    assert_eq!(
+        reply.header("x-ratelimit-remaining-requests"),
+        "58",
+        "the headers stay per minute"
+    );
+    let reply = send("/v1/messages").await;
+    assert_eq!(reply.status, 429);
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("of 2 requests per day"), "{message}");
+    tokio::time::sleep(Duration::from_secs(12 * 3600)).await;
+    assert_eq!(send("/v1/chat/completions").await.status, 200);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_request_log_remembers_without_secrets() {
     let sim = sim("log_capacity = 2\n[[keys]]\nkey = \"sk-secret-1\"\nname = \"batch-jobs\"\n");
     for _ in 0..3 {
@@ -384,6 +420,12 @@ fn bad_scenarios_name_the_field() {
             "phases.duration",
         ),
         ("[latency]\nbogus = 1", "bogus"),
+        (
+            "[[keys]]\nkey = \"k\"\nrequests_per_day = 0",
+            "keys[0].requests_per_day",
+        ),
+        ("[limits]\nrequests_per_day = 0", "limits.requests_per_day"),
+        ("openai_flavor = \"groq\"", "openai_flavor"),
     ];
     for (toml, field) in cases {
         let error = SimConfig::from_toml(toml).unwrap_err().to_string();
@@ -404,5 +446,5 @@ fn every_documented_scenario_loads() {
             loaded += 1;
         }
     }
-    assert_eq!(loaded, 4);
+    assert_eq!(loaded, 6);
 }

@@ -6,7 +6,20 @@
 use http::HeaderMap;
 
 use super::{MINUTE, header_count, window};
-use crate::RateLimitSnapshot;
+use crate::{RateLimitDimension, RateLimitSnapshot};
+
+/// The dimension in Mistral's 429 messages: "Requests rate limit exceeded", "Tokens rate limit
+/// exceeded".
+pub(super) fn dimension_from_message(message: &str) -> Option<RateLimitDimension> {
+    let message = message.trim_start();
+    if message.starts_with("Tokens rate limit") {
+        Some(RateLimitDimension::Tokens)
+    } else if message.starts_with("Requests rate limit") {
+        Some(RateLimitDimension::Requests)
+    } else {
+        None
+    }
+}
 
 /// Fills the token window (per minute, no reset) from the `x-ratelimitbysize-*-minute` headers.
 pub(super) fn read(headers: &HeaderMap, snapshot: &mut RateLimitSnapshot) {
@@ -26,6 +39,22 @@ mod tests {
 
     use super::*;
     use crate::RateLimitWindow;
+
+    #[test]
+    fn rate_limit_messages_name_the_dimension() {
+        assert_eq!(
+            dimension_from_message("Tokens rate limit exceeded"),
+            Some(RateLimitDimension::Tokens)
+        );
+        assert_eq!(
+            dimension_from_message("Requests rate limit exceeded"),
+            Some(RateLimitDimension::Requests)
+        );
+        assert_eq!(
+            dimension_from_message("Service tier capacity exceeded"),
+            None
+        );
+    }
 
     #[test]
     fn reads_the_minute_and_ignores_the_month() {

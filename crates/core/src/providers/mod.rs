@@ -115,6 +115,7 @@ pub(crate) fn dimension_from_message(message: &str) -> Option<RateLimitDimension
     anthropic::dimension_from_message(message)
         .or_else(|| openai::dimension_from_message(message))
         .or_else(|| azure::dimension_from_message(message))
+        .or_else(|| mistral::dimension_from_message(message))
 }
 
 /// The wait an error message asks for: OpenAI's "Please try again in 1.146s", then Azure's

@@ -17,7 +17,7 @@ use super::store::{Phase, Timeline};
 use super::{bad_request, json_ok, missing, read_json, respond, rfc3339, run, unix};
 use crate::body::SimBody;
 use crate::dialect::{Dialect, Refuse};
-use crate::generate::refuse;
+use crate::respond::refuse;
 use crate::state::Shared;
 use crate::stats::LogEntry;
 

@@ -15,7 +15,7 @@ use super::store::StoredFile;
 use super::{bad_request, json_ok, missing, read_body, respond, unix};
 use crate::body::SimBody;
 use crate::dialect::{Dialect, Refuse};
-use crate::generate::refuse;
+use crate::respond::refuse;
 use crate::state::Shared;
 use crate::stats::LogEntry;
 

@@ -17,7 +17,7 @@ use super::store::{Phase, StoredFile, Timeline};
 use super::{bad_request, files, json_ok, missing, read_json, run, unix};
 use crate::body::SimBody;
 use crate::dialect::{Dialect, Refuse};
-use crate::generate::refuse;
+use crate::respond::refuse;
 use crate::state::Shared;
 use crate::stats::LogEntry;
 

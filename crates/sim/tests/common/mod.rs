@@ -47,9 +47,11 @@ impl Reply {
             .unwrap()
     }
 
-    /// The SSE events: (event name, data) pairs.
+    /// The SSE events: (event name, data) pairs. Lines may end in `\r\n` (Gemini's do).
     pub fn events(&self) -> Vec<(String, String)> {
-        let text = std::str::from_utf8(&self.body).unwrap();
+        let text = std::str::from_utf8(&self.body)
+            .unwrap()
+            .replace("\r\n", "\n");
         text.split("\n\n")
             .filter(|block| !block.trim().is_empty())
             .map(|block| {
@@ -79,6 +81,23 @@ pub fn request(base: &str, path: &str, key: &str, body: &Value) -> Request<Full<
     } else {
         builder.header("authorization", format!("Bearer {key}"))
     };
+    builder
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// A POST of `body` to `base` + `path` (which may carry a query) with exactly `headers`.
+pub fn post(
+    base: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> Request<Full<Bytes>> {
+    let mut builder =
+        Request::post(format!("{base}{path}")).header("content-type", "application/json");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
     builder
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap()
