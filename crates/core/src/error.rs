@@ -58,6 +58,30 @@ impl fmt::Display for RateLimited {
 
 impl std::error::Error for RateLimited {}
 
+/// A request that can never fit a limit, however long it waits: its estimate alone exceeds the
+/// quota. Nothing was sent; retrying cannot help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExceedsLimit {
+    /// The limit it exceeds.
+    pub dimension: RateLimitDimension,
+    /// What the request needs.
+    pub requested: u64,
+    /// The most the limit ever allows at once.
+    pub limit: u64,
+}
+
+impl fmt::Display for ExceedsLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "request needs {} {} but the limit allows at most {}",
+            self.requested, self.dimension, self.limit
+        )
+    }
+}
+
+impl std::error::Error for ExceedsLimit {}
+
 /// The circuit breaker is open: the upstream is failing and calls fail fast.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CircuitOpen {
@@ -182,7 +206,7 @@ pub(crate) fn local_outcome(error: &(dyn std::error::Error + 'static)) -> Option
         Some(Outcome::new(OutcomeKind::Overloaded).with_retry_after(e.retry_after))
     } else if error.is::<QueueTimeout>() {
         Some(Outcome::new(OutcomeKind::Timeout))
-    } else if error.is::<BodyTooLarge>() {
+    } else if error.is::<BodyTooLarge>() || error.is::<ExceedsLimit>() {
         Some(Outcome::new(OutcomeKind::RequestTooLarge))
     } else {
         error
@@ -231,6 +255,19 @@ mod tests {
             last: Outcome::new(OutcomeKind::Timeout),
         };
         assert_eq!(retry_after_of(&exhausted), None);
+        let never = ExceedsLimit {
+            dimension: RateLimitDimension::Tokens,
+            requested: 9,
+            limit: 5,
+        };
+        assert_eq!(
+            never.to_string(),
+            "request needs 9 tokens but the limit allows at most 5"
+        );
+        assert_eq!(
+            local_outcome(&never).unwrap().kind,
+            OutcomeKind::RequestTooLarge
+        );
         assert!(!local_outcome(&exhausted).unwrap().is_retryable());
     }
 }

@@ -48,6 +48,6 @@ pub use self::error::BoxError;
 pub use self::outcome::{Outcome, OutcomeKind, RateLimitDimension};
 pub use self::provider::{EndpointKind, Provider, UnknownProvider};
 pub use self::ratelimit::{RateLimitSnapshot, RateLimitWindow};
-pub use self::request::LlmRequest;
+pub use self::request::{Deadline, LlmRequest};
 pub use self::scope::{CredentialId, Scope};
 pub use self::usage::Usage;

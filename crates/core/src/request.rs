@@ -1,8 +1,29 @@
 //! [`LlmRequest`]: what every layer needs to know about a request, parsed once.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::{CredentialId, EndpointKind, Provider, Scope};
+
+/// The moment by which a request must be done, across every attempt and every wait: a request
+/// extension read by the rate limiter (a wait that would pass it fails at once), the retry layer
+/// and the timeouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline(pub Instant);
+
+impl Deadline {
+    /// The deadline `budget` from now.
+    pub fn after(budget: Duration) -> Self {
+        Self(Instant::now() + budget)
+    }
+
+    /// The time left at `now` (zero once passed).
+    pub fn remaining(self, now: Instant) -> Duration {
+        self.0.saturating_duration_since(now)
+    }
+}
 
 /// The facts about one LLM request that the layers act on, parsed once by
 /// [`AnnotateLayer`](crate::annotate::AnnotateLayer) and stored in the request extensions.

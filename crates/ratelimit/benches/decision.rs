@@ -1,0 +1,2 @@
+//! Placeholder until the decision bench lands.
+fn main() {}

@@ -1,0 +1,296 @@
+//! The response future of [`RateLimit`](crate::RateLimit), and the ticket that keeps a
+//! reservation honest.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tollgate_core::body::{EndOfStream, StreamEnd};
+use tollgate_core::classify::{classify_error, classify_response};
+use tollgate_core::error::{ExceedsLimit, RateLimited};
+use tollgate_core::{BoxError, OutcomeKind, Provider, RateLimitSnapshot};
+use tower::Service;
+
+use crate::layer::Config;
+use crate::quota::Dimension;
+use crate::store::{Charges, Refusal, Store};
+
+pin_project! {
+    /// Waits for the request's turn, then runs the inner service and settles the reservation
+    /// with what the response says.
+    pub struct RateLimitFuture<S, St, B>
+    where
+        S: Service<Request<B>>,
+        St: Store,
+    {
+        #[pin]
+        state: State<St::Reserve, S::Future>,
+        inner: S,
+        request: Option<Request<B>>,
+        ticket: Option<Ticket<St>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<R, F> {
+        Reserving { #[pin] reserve: R },
+        Waiting { #[pin] sleep: Sleep },
+        Readying,
+        Calling { #[pin] future: F },
+    }
+}
+
+impl<S, St, B> RateLimitFuture<S, St, B>
+where
+    S: Service<Request<B>>,
+    St: Store,
+{
+    pub(crate) fn new(
+        reserve: St::Reserve,
+        inner: S,
+        request: Request<B>,
+        ticket: Ticket<St>,
+    ) -> Self {
+        Self {
+            state: State::Reserving { reserve },
+            inner,
+            request: Some(request),
+            ticket: Some(ticket),
+        }
+    }
+}
+
+impl<S, St, B, RB> Future for RateLimitFuture<S, St, B>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    St: Store,
+{
+    type Output = Result<Response<RB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Reserving { reserve } => match ready!(reserve.poll(cx)) {
+                    Ok(departure) => {
+                        if let Some(ticket) = this.ticket.as_mut() {
+                            ticket.reserved = true;
+                        }
+                        if departure > Instant::now() {
+                            let sleep = tokio::time::sleep_until(departure);
+                            this.state.set(State::Waiting { sleep });
+                        } else {
+                            this.state.set(State::Readying);
+                        }
+                    }
+                    Err(refusal) => {
+                        let provider_dimension = |d: Dimension| d.to_core();
+                        let error: BoxError = match refusal {
+                            Refusal::Wait { dimension, wait } => Box::new(RateLimited {
+                                dimension: provider_dimension(dimension),
+                                retry_after: Some(wait),
+                            }),
+                            Refusal::Never {
+                                dimension,
+                                requested,
+                                limit,
+                            } => Box::new(ExceedsLimit {
+                                dimension: provider_dimension(dimension),
+                                requested,
+                                limit,
+                            }),
+                        };
+                        return Poll::Ready(Err(error));
+                    }
+                },
+                StateProj::Waiting { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Readying);
+                }
+                StateProj::Readying => {
+                    // A failure here drops the ticket, which gives the reservation back.
+                    ready!(this.inner.poll_ready(cx)).map_err(Into::into)?;
+                    let request = this.request.take().expect("polled after completion");
+                    if let Some(ticket) = this.ticket.as_mut() {
+                        ticket.sent_at = Some(Instant::now());
+                    }
+                    let future = this.inner.call(request);
+                    this.state.set(State::Calling { future });
+                }
+                StateProj::Calling { future } => {
+                    let result = ready!(future.poll(cx));
+                    let ticket = this.ticket.take();
+                    return Poll::Ready(match result {
+                        Ok(response) => {
+                            if let Some(ticket) = ticket {
+                                ticket.settle_response(&response);
+                            }
+                            Ok(response)
+                        }
+                        Err(error) => {
+                            let error = error.into();
+                            if let Some(ticket) = ticket {
+                                ticket.settle_error(error.as_ref());
+                            }
+                            Err(error)
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl<S, St, B> fmt::Debug for RateLimitFuture<S, St, B>
+where
+    S: Service<Request<B>>,
+    St: Store,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitFuture").finish_non_exhaustive()
+    }
+}
+
+/// A reservation in flight. Dropped before the request was sent (the caller gave up while
+/// waiting, or the inner service failed to become ready), it gives everything back.
+pub(crate) struct Ticket<St: Store> {
+    store: St,
+    scope: Arc<St::Scope>,
+    charges: Charges,
+    provider: Option<Provider>,
+    config: Arc<Config>,
+    reserved: bool,
+    sent_at: Option<Instant>,
+}
+
+impl<St: Store> Ticket<St> {
+    pub(crate) fn new(
+        store: St,
+        scope: Arc<St::Scope>,
+        charges: Charges,
+        provider: Option<Provider>,
+        config: Arc<Config>,
+    ) -> Self {
+        Self {
+            store,
+            scope,
+            charges,
+            provider,
+            config,
+            reserved: false,
+            sent_at: None,
+        }
+    }
+
+    /// Learns from the response, and settles the reservation now (a refusal) or when the body
+    /// ends (a success, from the usage it reports).
+    fn settle_response<RB>(mut self, response: &Response<RB>) {
+        let now = Instant::now();
+        let extensions = response.extensions();
+        let outcome = extensions
+            .get::<tollgate_core::Outcome>()
+            .cloned()
+            .unwrap_or_else(|| {
+                classify_response(
+                    response.status(),
+                    response.headers(),
+                    &[],
+                    SystemTime::now(),
+                )
+            });
+        if self.config.header_sync {
+            let mut snapshot = extensions
+                .get::<RateLimitSnapshot>()
+                .cloned()
+                .unwrap_or_else(|| {
+                    RateLimitSnapshot::from_headers(
+                        response.headers(),
+                        self.provider,
+                        SystemTime::now(),
+                    )
+                });
+            snapshot.sent_at = snapshot.sent_at.or(self.sent_at);
+            if !snapshot.is_empty() {
+                self.store
+                    .observe(&self.scope, &snapshot, self.config.learn, now);
+            }
+        }
+        match outcome.kind {
+            OutcomeKind::Success => {
+                if let Some(end) = extensions.get::<EndOfStream>() {
+                    let store = self.store.clone();
+                    let scope = self.scope.clone();
+                    let (reserved, provider) = (self.charges, self.provider);
+                    end.on_end(move |end| reconcile(&store, &scope, reserved, provider, end));
+                }
+            }
+            OutcomeKind::RateLimited(dimension) => {
+                if let Some(wait) = outcome.retry_after {
+                    tracing::debug!(%dimension, ?wait, "provider rate limit: pausing the scope");
+                    let dimensions = Dimension::from_core(dimension);
+                    self.store
+                        .pause(&self.scope, dimensions, now + wait, self.charges);
+                }
+                self.store.release(&self.scope, self.charges.tokens_only());
+            }
+            // A refused request used no tokens; its request still counts, as providers count it.
+            _ => self.store.release(&self.scope, self.charges.tokens_only()),
+        }
+        self.reserved = false;
+    }
+
+    /// A request that failed without a response: if it never left, nothing was used.
+    fn settle_error(mut self, error: &(dyn std::error::Error + Send + Sync + 'static)) {
+        if classify_error(error).kind == OutcomeKind::ConnectError {
+            self.store.release(&self.scope, self.charges);
+        }
+        self.reserved = false;
+    }
+}
+
+/// Settles a successful request with the usage its body reported: refunds the estimate's
+/// excess, charges its shortfall, and feeds the scope's estimate counters.
+fn reconcile<St: Store>(
+    store: &St,
+    scope: &St::Scope,
+    reserved: Charges,
+    provider: Option<Provider>,
+    end: &StreamEnd,
+) {
+    let Some(usage) = end.usage else {
+        // No usage reported: keep the reservation, the provider may well have counted it.
+        return;
+    };
+    // Anthropic does not count prompt-cache reads against its input-token limit.
+    let counted_input = match provider {
+        Some(Provider::Anthropic) => usage
+            .input_tokens
+            .saturating_sub(usage.cache_read_input_tokens),
+        _ => usage.input_tokens,
+    };
+    let used = Charges::request(counted_input, usage.output_tokens).tokens_only();
+    let held = reserved.tokens_only();
+    store.release(scope, held.saturating_sub(used));
+    store.charge(scope, used.saturating_sub(held));
+    St::stats(scope).record(
+        held.get(Dimension::Tokens),
+        used.get(Dimension::Tokens),
+        usage.output_tokens,
+    );
+}
+
+impl<St: Store> Drop for Ticket<St> {
+    fn drop(&mut self) {
+        if self.reserved && self.sent_at.is_none() {
+            self.store.release(&self.scope, self.charges);
+        }
+    }
+}

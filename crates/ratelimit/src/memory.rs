@@ -1,0 +1,326 @@
+//! [`MemoryStore`]: limit state in this process, lock-free per decision.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{Ready, ready};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tollgate_core::{RateLimitSnapshot, RateLimitWindow, Scope};
+
+use crate::gcra::{Denied, Gcra, View};
+use crate::quota::{Dimension, Quota, QuotaTable, Quotas};
+use crate::store::{Charges, Refusal, ScopeStats, Store};
+
+/// Limit state in memory: one GCRA cell per scope and dimension.
+///
+/// Decisions are lock-free (an atomic compare-exchange per limited dimension). Finding a
+/// scope's state takes a read lock on a map that is written only when a new scope appears;
+/// past `max_scopes`, scopes whose every bucket is full again (idle long enough that
+/// forgetting them loses nothing) are evicted.
+///
+/// # Clone
+///
+/// Clones share the same state.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    epoch: Instant,
+    table: QuotaTable,
+    scopes: RwLock<HashMap<Scope, Arc<MemoryScope>>>,
+    max_scopes: usize,
+}
+
+/// The state of one scope in a [`MemoryStore`].
+#[derive(Debug)]
+pub struct MemoryScope {
+    epoch: Instant,
+    dims: [OnceLock<Gcra>; 5],
+    stats: ScopeStats,
+}
+
+/// The default bound on the number of scopes kept.
+pub const DEFAULT_MAX_SCOPES: usize = 10_000;
+
+impl MemoryStore {
+    /// A store where every scope gets `table`'s quotas.
+    pub fn new(table: QuotaTable) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                epoch: Instant::now(),
+                table,
+                scopes: RwLock::new(HashMap::new()),
+                max_scopes: DEFAULT_MAX_SCOPES,
+            }),
+        }
+    }
+
+    /// Keeps at most about `max_scopes` scopes (idle ones are evicted first).
+    pub fn with_max_scopes(self, max_scopes: usize) -> Self {
+        let inner = Inner {
+            epoch: self.inner.epoch,
+            table: self.inner.table.clone(),
+            scopes: RwLock::new(HashMap::new()),
+            max_scopes: max_scopes.max(1),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The quotas it gives scopes.
+    pub fn table(&self) -> &QuotaTable {
+        &self.inner.table
+    }
+
+    /// How many scopes are held now.
+    pub fn len(&self) -> usize {
+        self.inner
+            .scopes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no scope is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("table", &self.inner.table)
+            .field("scopes", &self.len())
+            .field("max_scopes", &self.inner.max_scopes)
+            .finish()
+    }
+}
+
+pub(crate) fn nanos_since(epoch: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl MemoryScope {
+    pub(crate) fn new(quotas: Quotas, epoch: Instant) -> Self {
+        let dims = Dimension::ALL.map(|dimension| {
+            let cell = OnceLock::new();
+            if let Some(quota) = quotas.get(dimension) {
+                let _ = cell.set(Gcra::new(quota));
+            }
+            cell
+        });
+        Self {
+            epoch,
+            dims,
+            stats: ScopeStats::default(),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        nanos_since(self.epoch, at)
+    }
+
+    fn cells(&self) -> impl Iterator<Item = (Dimension, &Gcra)> {
+        Dimension::ALL
+            .into_iter()
+            .filter_map(|d| self.dims[d.index()].get().map(|cell| (d, cell)))
+    }
+
+    /// Whether every bucket is full again at `now`: forgetting the scope loses nothing.
+    fn is_idle(&self, now: Instant) -> bool {
+        let now = self.nanos(now);
+        self.cells()
+            .all(|(_, cell)| cell.view(now).reset_nanos == 0)
+    }
+
+    pub(crate) fn reserve(
+        &self,
+        charges: Charges,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Result<Instant, Refusal> {
+        let at = self.nanos(now);
+        let max_wait_nanos = u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX);
+        let mut departure = at;
+        for (i, (dimension, cell)) in self.cells().enumerate() {
+            let units = charges.get(dimension);
+            if units == 0 {
+                continue;
+            }
+            match cell.reserve(units, at, max_wait_nanos) {
+                Ok(go) => departure = departure.max(go),
+                Err(denied) => {
+                    // All or nothing: give back what the earlier dimensions took.
+                    for (dimension, cell) in self.cells().take(i) {
+                        cell.release(charges.get(dimension));
+                    }
+                    return Err(match denied {
+                        Denied::Wait(wait) => Refusal::Wait {
+                            dimension,
+                            wait: Duration::from_nanos(wait),
+                        },
+                        Denied::Never => Refusal::Never {
+                            dimension,
+                            requested: units,
+                            limit: cell.quota().limit(),
+                        },
+                    });
+                }
+            }
+        }
+        Ok(self.epoch + Duration::from_nanos(departure))
+    }
+
+    pub(crate) fn release(&self, charges: Charges) {
+        for (dimension, cell) in self.cells() {
+            cell.release(charges.get(dimension));
+        }
+    }
+
+    pub(crate) fn charge(&self, charges: Charges) {
+        for (dimension, cell) in self.cells() {
+            cell.charge(charges.get(dimension));
+        }
+    }
+
+    pub(crate) fn observe(&self, snapshot: &RateLimitSnapshot, learn: bool, now: Instant) {
+        let at = self.nanos(snapshot.sent_at.unwrap_or(now));
+        let windows = [
+            (Dimension::Requests, snapshot.requests),
+            (Dimension::Tokens, snapshot.tokens),
+            (Dimension::InputTokens, snapshot.input_tokens),
+            (Dimension::OutputTokens, snapshot.output_tokens),
+        ];
+        for (dimension, window) in windows {
+            let Some(window) = window else { continue };
+            let cell = &self.dims[dimension.index()];
+            if learn
+                && cell.get().is_none()
+                && let Some(quota) = learned(dimension, &window)
+            {
+                let _ = cell.set(Gcra::new(quota));
+            }
+            if let (Some(cell), Some(remaining)) = (cell.get(), window.remaining) {
+                // A window of another period (Groq's requests per day) says nothing about
+                // this per-minute bucket.
+                if window.period.is_none_or(|p| p == cell.quota().period()) {
+                    cell.tighten(remaining, at);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn pause(&self, dimensions: &[Dimension], until: Instant, charges: Charges) {
+        let until = self.nanos(until);
+        for dimension in dimensions {
+            if let Some(cell) = self.dims[dimension.index()].get() {
+                cell.pause_until(until, charges.get(*dimension));
+            }
+        }
+    }
+
+    pub(crate) fn view(&self, dimension: Dimension, now: Instant) -> Option<View> {
+        let now = self.nanos(now);
+        self.dims[dimension.index()]
+            .get()
+            .map(|cell| cell.view(now))
+    }
+
+    pub(crate) fn stats(&self) -> &ScopeStats {
+        &self.stats
+    }
+}
+
+/// The quota a provider's header reports for a dimension nobody configured.
+fn learned(dimension: Dimension, window: &RateLimitWindow) -> Option<Quota> {
+    let limit = std::num::NonZeroU64::new(window.limit?)?;
+    let period = window.period.unwrap_or(Duration::from_secs(60));
+    (dimension != Dimension::RequestsPerDay).then(|| Quota::new(limit, period))
+}
+
+impl Store for MemoryStore {
+    type Scope = MemoryScope;
+    type Reserve = Ready<Result<Instant, Refusal>>;
+
+    fn scope(&self, scope: &Scope, now: Instant) -> Arc<MemoryScope> {
+        let inner = &*self.inner;
+        if let Some(found) = inner
+            .scopes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(scope)
+        {
+            return found.clone();
+        }
+        let mut scopes = inner.scopes.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = scopes.get(scope) {
+            return found.clone();
+        }
+        if scopes.len() >= inner.max_scopes {
+            // Forget the scopes whose buckets are all full again: nothing is lost.
+            scopes.retain(|_, state| Arc::strong_count(state) > 1 || !state.is_idle(now));
+            if scopes.len() >= inner.max_scopes {
+                tracing::warn!(
+                    scopes = scopes.len(),
+                    max_scopes = inner.max_scopes,
+                    "rate limiter holds more active scopes than max_scopes"
+                );
+            }
+        }
+        let state = Arc::new(MemoryScope::new(inner.table.quotas_for(scope), inner.epoch));
+        scopes.insert(scope.clone(), state.clone());
+        state
+    }
+
+    fn stats(scope: &MemoryScope) -> &ScopeStats {
+        scope.stats()
+    }
+
+    fn reserve(
+        &self,
+        scope: &Arc<MemoryScope>,
+        charges: Charges,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Self::Reserve {
+        ready(scope.reserve(charges, now, max_wait))
+    }
+
+    fn release(&self, scope: &MemoryScope, charges: Charges) {
+        scope.release(charges);
+    }
+
+    fn charge(&self, scope: &MemoryScope, charges: Charges) {
+        scope.charge(charges);
+    }
+
+    fn observe(
+        &self,
+        scope: &MemoryScope,
+        snapshot: &RateLimitSnapshot,
+        learn: bool,
+        now: Instant,
+    ) {
+        scope.observe(snapshot, learn, now);
+    }
+
+    fn pause(
+        &self,
+        scope: &MemoryScope,
+        dimensions: &[Dimension],
+        until: Instant,
+        charges: Charges,
+    ) {
+        scope.pause(dimensions, until, charges);
+    }
+
+    fn view(&self, scope: &MemoryScope, dimension: Dimension, now: Instant) -> Option<View> {
+        scope.view(dimension, now)
+    }
+}
