@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tollgate_core::body::{EndOfStream, StreamEnd};
 use tollgate_core::classify::{classify_error, classify_response};
 use tollgate_core::error::{ExceedsLimit, RateLimited};
@@ -37,11 +37,14 @@ pin_project! {
     }
 }
 
+/// The slow path: waiting in line for capacity (boxed: only a request that waits pays for it).
+type Line = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
 pin_project! {
     #[project = StateProj]
     enum State<R, F> {
         Reserving { #[pin] reserve: R },
-        Waiting { #[pin] sleep: Sleep },
+        Queued { line: Line },
         Readying,
         Calling { #[pin] future: F },
     }
@@ -52,7 +55,8 @@ where
     S: Service<Request<B>>,
     St: Store,
 {
-    pub(crate) fn new(
+    /// A request that may go now if capacity allows (`reserve` asks for it without waiting).
+    pub(crate) fn reserving(
         reserve: St::Reserve,
         inner: S,
         request: Request<B>,
@@ -60,6 +64,17 @@ where
     ) -> Self {
         Self {
             state: State::Reserving { reserve },
+            inner,
+            request: Some(request),
+            ticket: Some(ticket),
+        }
+    }
+
+    /// A request that joins the line behind others already waiting.
+    pub(crate) fn queued(inner: S, request: Request<B>, ticket: Ticket<St>) -> Self {
+        let line = ticket.wait_in_line();
+        Self {
+            state: State::Queued { line },
             inner,
             request: Some(request),
             ticket: Some(ticket),
@@ -80,39 +95,24 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Reserving { reserve } => match ready!(reserve.poll(cx)) {
-                    Ok(departure) => {
+                    Ok(_) => {
                         if let Some(ticket) = this.ticket.as_mut() {
                             ticket.reserved = true;
                         }
-                        if departure > Instant::now() {
-                            let sleep = tokio::time::sleep_until(departure);
-                            this.state.set(State::Waiting { sleep });
-                        } else {
-                            this.state.set(State::Readying);
-                        }
+                        this.state.set(State::Readying);
                     }
-                    Err(refusal) => {
-                        let provider_dimension = |d: Dimension| d.to_core();
-                        let error: BoxError = match refusal {
-                            Refusal::Wait { dimension, wait } => Box::new(RateLimited {
-                                dimension: provider_dimension(dimension),
-                                retry_after: Some(wait),
-                            }),
-                            Refusal::Never {
-                                dimension,
-                                requested,
-                                limit,
-                            } => Box::new(ExceedsLimit {
-                                dimension: provider_dimension(dimension),
-                                requested,
-                                limit,
-                            }),
-                        };
-                        return Poll::Ready(Err(error));
+                    Err(Refusal::Wait { .. }) => {
+                        let ticket = this.ticket.as_ref().expect("polled after completion");
+                        let line = ticket.wait_in_line();
+                        this.state.set(State::Queued { line });
                     }
+                    Err(refusal) => return Poll::Ready(Err(refusal_error(refusal))),
                 },
-                StateProj::Waiting { sleep } => {
-                    ready!(sleep.poll(cx));
+                StateProj::Queued { line } => {
+                    ready!(line.as_mut().poll(cx))?;
+                    if let Some(ticket) = this.ticket.as_mut() {
+                        ticket.reserved = true;
+                    }
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {
@@ -159,6 +159,25 @@ where
     }
 }
 
+/// The error a refusal becomes.
+fn refusal_error(refusal: Refusal) -> BoxError {
+    match refusal {
+        Refusal::Wait { dimension, wait } => Box::new(RateLimited {
+            dimension: dimension.to_core(),
+            retry_after: Some(wait),
+        }),
+        Refusal::Never {
+            dimension,
+            requested,
+            limit,
+        } => Box::new(ExceedsLimit {
+            dimension: dimension.to_core(),
+            requested,
+            limit,
+        }),
+    }
+}
+
 /// A reservation in flight. Dropped before the request was sent (the caller gave up while
 /// waiting, or the inner service failed to become ready), it gives everything back.
 pub(crate) struct Ticket<St: Store> {
@@ -167,6 +186,8 @@ pub(crate) struct Ticket<St: Store> {
     charges: Charges,
     provider: Option<Provider>,
     config: Arc<Config>,
+    /// When a waiting request gives up (its max wait, its deadline).
+    give_up_at: Option<Instant>,
     reserved: bool,
     sent_at: Option<Instant>,
 }
@@ -178,6 +199,7 @@ impl<St: Store> Ticket<St> {
         charges: Charges,
         provider: Option<Provider>,
         config: Arc<Config>,
+        give_up_at: Option<Instant>,
     ) -> Self {
         Self {
             store,
@@ -185,8 +207,75 @@ impl<St: Store> Ticket<St> {
             charges,
             provider,
             config,
+            give_up_at,
             reserved: false,
             sent_at: None,
+        }
+    }
+
+    /// Waits in line, in arrival order, until the request's charges fit, or fails when that
+    /// would be after `give_up_at`. Only the head of the line watches the limits: it sleeps
+    /// until the capacity it needs has refilled, or until capacity is given back sooner.
+    ///
+    /// Waiting requests reserve nothing: capacity refunded by answers that used less than
+    /// their estimate goes to the head of the line at once, instead of being held by
+    /// reservations made for the future.
+    fn wait_in_line(&self) -> Line {
+        let (store, scope, charges, give_up_at) = (
+            self.store.clone(),
+            self.scope.clone(),
+            self.charges,
+            self.give_up_at,
+        );
+        Box::pin(async move {
+            let local = St::stats(&scope);
+            let head = match give_up_at {
+                Some(at) => tokio::time::timeout_at(at, local.head.acquire())
+                    .await
+                    .map_err(|_| {
+                        // Still behind others when its time ran out.
+                        Box::new(RateLimited {
+                            dimension: Dimension::Requests.to_core(),
+                            retry_after: None,
+                        }) as BoxError
+                    })?,
+                None => local.head.acquire().await,
+            };
+            let _head = head.map_err(|_| -> BoxError { "rate limiter closed".into() })?;
+            loop {
+                let released = local.released.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                match store
+                    .reserve(&scope, charges, Instant::now(), std::time::Duration::ZERO)
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    Err(Refusal::Wait { dimension, wait }) => {
+                        let at = Instant::now() + wait;
+                        if give_up_at.is_some_and(|limit| at > limit) {
+                            return Err(refusal_error(Refusal::Wait { dimension, wait }));
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep_until(at) => {}
+                            () = &mut released => {}
+                        }
+                    }
+                    Err(refusal) => return Err(refusal_error(refusal)),
+                }
+            }
+        })
+    }
+
+    pub(crate) fn scope(&self) -> &Arc<St::Scope> {
+        &self.scope
+    }
+
+    /// Gives `charges` back, and tells the head of the line.
+    fn give_back(&self, charges: Charges) {
+        if !charges.is_zero() {
+            self.store.release(&self.scope, charges);
+            St::stats(&self.scope).released.notify_waiters();
         }
     }
 
@@ -239,10 +328,10 @@ impl<St: Store> Ticket<St> {
                     self.store
                         .pause(&self.scope, dimensions, now + wait, self.charges);
                 }
-                self.store.release(&self.scope, self.charges.tokens_only());
+                self.give_back(self.charges.tokens_only());
             }
             // A refused request used no tokens; its request still counts, as providers count it.
-            _ => self.store.release(&self.scope, self.charges.tokens_only()),
+            _ => self.give_back(self.charges.tokens_only()),
         }
         self.reserved = false;
     }
@@ -250,7 +339,7 @@ impl<St: Store> Ticket<St> {
     /// A request that failed without a response: if it never left, nothing was used.
     fn settle_error(mut self, error: &(dyn std::error::Error + Send + Sync + 'static)) {
         if classify_error(error).kind == OutcomeKind::ConnectError {
-            self.store.release(&self.scope, self.charges);
+            self.give_back(self.charges);
         }
         self.reserved = false;
     }
@@ -278,7 +367,11 @@ fn reconcile<St: Store>(
     };
     let used = Charges::request(counted_input, usage.output_tokens).tokens_only();
     let held = reserved.tokens_only();
-    store.release(scope, held.saturating_sub(used));
+    let refund = held.saturating_sub(used);
+    if !refund.is_zero() {
+        store.release(scope, refund);
+        St::stats(scope).released.notify_waiters();
+    }
     store.charge(scope, used.saturating_sub(held));
     St::stats(scope).record(
         held.get(Dimension::Tokens),
@@ -290,7 +383,7 @@ fn reconcile<St: Store>(
 impl<St: Store> Drop for Ticket<St> {
     fn drop(&mut self) {
         if self.reserved && self.sent_at.is_none() {
-            self.store.release(&self.scope, self.charges);
+            self.give_back(self.charges);
         }
     }
 }

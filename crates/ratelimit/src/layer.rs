@@ -29,6 +29,7 @@ pub(crate) struct Config {
     pub(crate) default_output_tokens: u64,
     pub(crate) header_sync: bool,
     pub(crate) learn: bool,
+    pub(crate) per_model: bool,
 }
 
 impl RateLimitLayer<MemoryStore> {
@@ -64,6 +65,7 @@ impl<St: Store> RateLimitLayer<St> {
                 default_output_tokens: DEFAULT_OUTPUT_TOKENS,
                 header_sync: true,
                 learn: true,
+                per_model: true,
             }),
         }
     }
@@ -98,6 +100,14 @@ impl<St: Store> RateLimitLayer<St> {
     /// yes). Learned once per scope.
     pub fn with_learning(mut self, enabled: bool) -> Self {
         self.config_mut().learn = enabled;
+        self
+    }
+
+    /// Whether each model of a key has its own limits (the default: OpenAI, Anthropic and
+    /// Gemini limit per model), or all the models of a key share them (a gateway or a
+    /// self-hosted server that limits per key).
+    pub fn with_per_model_limits(mut self, per_model: bool) -> Self {
+        self.config_mut().per_model = per_model;
         self
     }
 

@@ -102,7 +102,11 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let now = Instant::now();
         let llm = request.extensions().get::<LlmRequest>();
-        let scope = llm.map_or_else(|| Scope::new(Provider::OpenAiCompatible), LlmRequest::scope);
+        let mut scope =
+            llm.map_or_else(|| Scope::new(Provider::OpenAiCompatible), LlmRequest::scope);
+        if !self.config.per_model {
+            scope = scope.with_model(None);
+        }
         let provider = llm.map(|r| r.provider);
         let state = self.store.scope(&scope, now);
         let config = &self.config;
@@ -115,9 +119,24 @@ where
         if let Some(deadline) = request.extensions().get::<Deadline>() {
             max_wait = max_wait.min(deadline.remaining(now));
         }
-        let reserve = self.store.reserve(&state, charges, now, max_wait);
-        let ticket = Ticket::new(self.store.clone(), state, charges, provider, config.clone());
-        RateLimitFuture::new(reserve, self.inner.clone(), request, ticket)
+        let give_up_at = (max_wait != Duration::MAX).then(|| now + max_wait);
+        let waiters = stats.has_waiters();
+        let ticket = Ticket::new(
+            self.store.clone(),
+            state,
+            charges,
+            provider,
+            config.clone(),
+            give_up_at,
+        );
+        if waiters {
+            // Others are already waiting: no jumping the line.
+            return RateLimitFuture::queued(self.inner.clone(), request, ticket);
+        }
+        let reserve = self
+            .store
+            .reserve(ticket.scope(), charges, now, Duration::ZERO);
+        RateLimitFuture::reserving(reserve, self.inner.clone(), request, ticket)
     }
 }
 

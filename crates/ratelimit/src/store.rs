@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tollgate_core::{RateLimitSnapshot, Scope};
 
@@ -72,13 +73,19 @@ pub enum Refusal {
     },
 }
 
-/// Counters one scope keeps about its estimates, whichever store holds its limits.
+/// What one scope keeps in this process, whichever store holds its limits: counters about its
+/// estimates, and the line of requests waiting for capacity.
 #[derive(Debug)]
 pub struct ScopeStats {
     /// A moving average of observed output tokens, ×16 fixed point; 0 until the first answer.
     output_average: AtomicU64,
     /// A moving average of the relative error of reservations, in per-mille.
     error_permille: AtomicU64,
+    /// One permit: the request at the head of the line holds it while it waits for capacity,
+    /// the others queue for it in arrival order.
+    pub(crate) head: Semaphore,
+    /// Wakes the head of the line when capacity is given back before its computed time.
+    pub(crate) released: Notify,
 }
 
 impl Default for ScopeStats {
@@ -86,6 +93,8 @@ impl Default for ScopeStats {
         Self {
             output_average: AtomicU64::new(0),
             error_permille: AtomicU64::new(0),
+            head: Semaphore::new(1),
+            released: Notify::new(),
         }
     }
 }
@@ -98,6 +107,11 @@ impl ScopeStats {
             0 => default,
             fixed => fixed.div_ceil(16),
         }
+    }
+
+    /// Whether requests are waiting for capacity (a newcomer then queues behind them).
+    pub fn has_waiters(&self) -> bool {
+        self.head.available_permits() == 0
     }
 
     /// How far off reservations have been: a moving average of |reserved − used| / used.
