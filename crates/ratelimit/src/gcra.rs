@@ -57,12 +57,14 @@ impl Gcra {
         self.quota
     }
 
+    #[inline]
     fn span(&self, units: u64) -> u64 {
         units.saturating_mul(self.interval)
     }
 
     /// Takes `units`, to go at the returned time (`now` or later, in arrival order), unless
     /// that is more than `max_wait` away or can never be.
+    #[inline]
     pub(crate) fn reserve(&self, units: u64, now: u64, max_wait: u64) -> Result<u64, Denied> {
         let span = self.span(units);
         if span > self.tolerance {

@@ -54,6 +54,8 @@ mod gcra;
 mod layer;
 mod memory;
 mod quota;
+#[cfg(feature = "redis")]
+mod redis;
 mod service;
 mod store;
 
@@ -61,5 +63,7 @@ pub use self::gcra::View;
 pub use self::layer::{DEFAULT_OUTPUT_TOKENS, RateLimitLayer};
 pub use self::memory::{DEFAULT_MAX_SCOPES, MemoryScope, MemoryStore};
 pub use self::quota::{Dimension, Quota, QuotaTable, Quotas, ScopeMatch};
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisReserve, RedisScope, RedisStore, RoundTrips};
 pub use self::service::{MaxWait, RateLimit};
 pub use self::store::{Charges, Refusal, ScopeStats, Store};

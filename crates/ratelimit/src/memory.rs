@@ -102,6 +102,7 @@ impl fmt::Debug for MemoryStore {
     }
 }
 
+#[inline]
 pub(crate) fn nanos_since(epoch: Instant, at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
@@ -122,6 +123,7 @@ impl MemoryScope {
         }
     }
 
+    #[inline]
     fn nanos(&self, at: Instant) -> u64 {
         nanos_since(self.epoch, at)
     }
@@ -139,6 +141,7 @@ impl MemoryScope {
             .all(|(_, cell)| cell.view(now).reset_nanos == 0)
     }
 
+    #[inline]
     pub(crate) fn reserve(
         &self,
         charges: Charges,
@@ -173,6 +176,9 @@ impl MemoryScope {
                     });
                 }
             }
+        }
+        if departure == at {
+            return Ok(now);
         }
         Ok(self.epoch + Duration::from_nanos(departure))
     }
@@ -322,5 +328,63 @@ impl Store for MemoryStore {
 
     fn view(&self, scope: &MemoryScope, dimension: Dimension, now: Instant) -> Option<View> {
         scope.view(dimension, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_core::Provider;
+
+    use super::*;
+
+    fn scope(model: &str) -> Scope {
+        Scope::new(Provider::OpenAi).with_model(Some(model.into()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_scopes_are_forgotten_busy_ones_kept() {
+        let store = MemoryStore::new(QuotaTable::new(Quotas::per_minute(60, 0))).with_max_scopes(2);
+        let now = Instant::now();
+        let busy = store.scope(&scope("a"), now);
+        assert!(
+            busy.reserve(Charges::request(0, 0), now, Duration::ZERO)
+                .is_ok()
+        );
+        drop(busy);
+        let _idle = store.scope(&scope("b"), now);
+        drop(_idle);
+        // "a" has a request in its bucket: it stays; "b" is full again: it goes.
+        let _c = store.scope(&scope("c"), now);
+        assert_eq!(store.len(), 2);
+        let a = store.scope(&scope("a"), now);
+        assert_eq!(
+            a.view(Dimension::Requests, now).unwrap().remaining,
+            59,
+            "a's state survived"
+        );
+        // A minute later every bucket is full: all are idle and can go.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        drop(a);
+        let _d = store.scope(&scope("d"), Instant::now());
+        assert!(store.len() <= 2, "{}", store.len());
+    }
+
+    #[test]
+    fn learned_limits_need_a_limit_and_a_per_minute_window() {
+        let window = RateLimitWindow {
+            limit: Some(500),
+            remaining: Some(10),
+            reset: None,
+            period: None,
+        };
+        assert_eq!(
+            learned(Dimension::Requests, &window).map(|q| q.limit()),
+            Some(500)
+        );
+        let none = RateLimitWindow {
+            limit: None,
+            ..window
+        };
+        assert_eq!(learned(Dimension::Tokens, &none), None);
     }
 }

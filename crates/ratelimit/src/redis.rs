@@ -1,0 +1,310 @@
+//! [`RedisStore`]: limit state shared through Redis by a fleet of processes that use one
+//! provider key.
+
+mod cell;
+mod clock;
+mod lease;
+mod options;
+mod reserve;
+mod scope;
+mod script;
+mod store;
+mod worker;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tollgate_core::{BoxError, Scope};
+
+use self::clock::Clock;
+use self::options::Settings;
+use self::script::Change;
+use self::worker::{Health, guarded};
+use crate::gcra::View;
+use crate::quota::{Dimension, QuotaTable};
+
+pub use self::reserve::RedisReserve;
+pub use self::scope::RedisScope;
+
+/// Round trips a [`RedisStore`] made, from [`RedisStore::round_trips`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoundTrips {
+    /// Reservations the lease could not serve: a request waited on Redis for each.
+    pub reservations: u64,
+    /// Releases, charges, provider counts, pauses and returned leases, sent in the background
+    /// (those a reservation carried are not counted again).
+    pub updates: u64,
+}
+
+/// How long connecting (or reconnecting) may take.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Limit state in Redis, shared by every process that uses the same Redis and key prefix: a
+/// fleet behind one provider key stays within that key's limits.
+///
+/// ```no_run
+/// use tollgate_ratelimit::{QuotaTable, Quotas, RateLimitLayer, RedisStore};
+///
+/// # async fn demo() -> Result<(), tollgate_core::BoxError> {
+/// let table = QuotaTable::new(Quotas::per_minute(500, 200_000));
+/// let store = RedisStore::connect("redis://:password@redis.internal:6379", table)
+///     .await?
+///     .with_local_share(1.0 / 4.0); // four processes: a quarter each if Redis goes away
+/// let layer = RateLimitLayer::from_store(store);
+/// # Ok(()) }
+/// ```
+///
+/// # Cells and time
+///
+/// Each limited dimension of a scope is a GCRA cell, as in [`MemoryStore`](crate::MemoryStore),
+/// whose TAT lives in the Redis key `prefix:{scope}:dimension` (`tollgate:rl` by default; the
+/// scope names its key by id, never by secret). A key expires one period after its TAT, so idle
+/// scopes leave nothing behind. One atomic Lua script applies the changes queued for a scope,
+/// then reserves every dimension of a request at once: all or nothing, refused with the
+/// dimension and its wait, or never when the request exceeds a quota; its arithmetic is the
+/// in-memory cells', to the nanosecond. Time is the caller's, `wall clock at start + tokio's
+/// elapsed time` (one start per process), so the machines of a fleet agree within their NTP
+/// skew and paused-time tests work; Redis `TIME` is never read.
+///
+/// # Leases
+///
+/// A round trip reserves the request's units plus, as far as they fit at that moment, a lease
+/// of [`lease_fraction`](Self::with_lease_fraction) of each quota (2 %), which this process
+/// then spends with a compare-exchange: below the limit, most requests never wait on Redis.
+/// Leased units are a real reservation in Redis; those not spent within
+/// [`lease_hold`](Self::with_lease_hold) of the grant (1 s) go back, so a quiet process does
+/// not sit on the fleet's quota. Since a leased unit may be spent up to that hold after it was
+/// granted, a dimension with leases keeps a hold's worth of refill in reserve (its burst is
+/// `hold × rate` smaller: 1/60 of a per-minute quota), and however the leases are spent the
+/// fleet never exceeds the quota. At the limit there is nothing to lease: each grant is a round
+/// trip, but a retry that Redis would surely refuse (judging by the state it last reported and
+/// this process's own changes since) is refused locally. A fraction of 0 turns leases off: one
+/// round trip per reservation, exactly the in-memory limits.
+///
+/// # Consistency
+///
+/// Releases, charges, provider counts and 429 pauses never wait on Redis. A charge is taken
+/// from the lease when it can; everything else is queued for its scope, in order, and sent
+/// with the scope's next reservation that asks Redis, or by a background task within a few
+/// milliseconds. Redis sees them that much later: meanwhile the fleet errs towards caution
+/// after a refund and towards optimism after a charge, as it would anyway while a response is
+/// in flight. A process's refund always reaches Redis before its next reservation. A
+/// provider count is applied minus this process's unspent lease (the provider counts those
+/// units as unused, Redis as taken); a pause gives the lease back first.
+///
+/// # When Redis is unreachable
+///
+/// A command fails after [`command_timeout`](Self::with_command_timeout) of wall-clock time
+/// (250 ms), or at once when the connection is refused. The store says so once
+/// (`tracing::warn!`) and then, fail-open (the default), limits each scope locally to
+/// [`local_share`](Self::with_local_share) of its quotas, starting from that share of what
+/// Redis last reported; fail-closed, it refuses with a wait of one retry interval, so requests
+/// wait in line for Redis up to their max wait or deadline and then fail with
+/// [`RateLimited`](tollgate_core::error::RateLimited). Changes made meanwhile stay local, and
+/// those queued when Redis failed are dropped. Every
+/// [`retry_interval`](Self::with_retry_interval) (1 s) it tries Redis on a fresh connection
+/// and goes back to the shared limits when it answers.
+///
+/// The command timeout is kept by a parked blocking-pool thread rather than a tokio timer: a
+/// network round trip takes real time even when tokio's clock is paused. Under a paused clock
+/// that thread also keeps the clock from jumping ahead while Redis answers, so in tests a round
+/// trip takes no simulated time.
+///
+/// # Clone
+///
+/// Clones share everything: the connection, the scopes and their leases, and the options (an
+/// option set on one clone applies to all; set them before the first request).
+#[derive(Clone)]
+pub struct RedisStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Replaced by a fresh connection when Redis answers again after an outage.
+    conn: RwLock<ConnectionManager>,
+    client: redis::Client,
+    /// The URL without its password.
+    url: String,
+    clock: Clock,
+    table: QuotaTable,
+    settings: RwLock<Settings>,
+    scopes: RwLock<HashMap<Scope, Arc<RedisScope>>>,
+    health: Health,
+    /// Wakes the worker when a change is queued.
+    wake: Arc<Notify>,
+    reservation_trips: AtomicU64,
+    update_trips: AtomicU64,
+}
+
+impl RedisStore {
+    /// Connects to Redis at `url` (`redis://[:password@]host:port[/db]`); every scope gets its
+    /// quotas from `table`.
+    ///
+    /// # Errors
+    ///
+    /// When the URL is invalid or Redis does not answer: a fleet that starts without its shared
+    /// limits is a configuration error, surfaced at startup.
+    pub async fn connect(url: &str, table: QuotaTable) -> Result<Self, BoxError> {
+        let shown = redact(url);
+        let client =
+            redis::Client::open(url).map_err(|e| format!("invalid redis url {shown}: {e}"))?;
+        let conn = guarded(CONNECTION_TIMEOUT, open(&client))
+            .await
+            .map_err(|e| format!("cannot reach redis at {shown}: {e}"))?;
+        let wake = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            conn: RwLock::new(conn),
+            client,
+            url: shown,
+            clock: Clock::new(),
+            table,
+            settings: RwLock::new(Settings::default()),
+            scopes: RwLock::new(HashMap::new()),
+            health: Health::default(),
+            wake: wake.clone(),
+            reservation_trips: AtomicU64::new(0),
+            update_trips: AtomicU64::new(0),
+        });
+        tokio::spawn(worker::run(Arc::downgrade(&shared), wake));
+        Ok(Self { shared })
+    }
+
+    /// The quotas it gives scopes.
+    pub fn table(&self) -> &QuotaTable {
+        &self.shared.table
+    }
+
+    /// Whether Redis is unreachable (limits are local until it answers again).
+    pub fn is_degraded(&self) -> bool {
+        self.shared.health.is_degraded()
+    }
+
+    /// Script calls made to Redis so far by this store (and its clones).
+    pub fn round_trips(&self) -> RoundTrips {
+        RoundTrips {
+            reservations: self.shared.reservation_trips.load(Ordering::Relaxed),
+            updates: self.shared.update_trips.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until every release, charge, provider count and pause made so far has been sent
+    /// to Redis (or dropped, Redis being unreachable).
+    pub async fn flush(&self) {
+        // Every scope: one whose changes the worker is sending has none pending, but its turn.
+        for scope in self.shared.scopes_to_send(true) {
+            self.shared.send(&scope).await;
+        }
+    }
+
+    /// How `dimension` of `scope` stands in Redis now, for the whole fleet (this process's
+    /// unspent lease counts as used): one round trip.
+    ///
+    /// # Errors
+    ///
+    /// When Redis does not answer.
+    pub async fn fleet_view(
+        &self,
+        scope: &RedisScope,
+        dimension: Dimension,
+    ) -> Result<Option<View>, BoxError> {
+        let Some(cell) = scope.cell(dimension) else {
+            return Ok(None);
+        };
+        let (clock, now) = (&self.shared.clock, Instant::now());
+        let frame = clock.frame(now);
+        let mut conn = self.shared.conn();
+        let timeout = self.shared.settings().command_timeout;
+        let tat = guarded(timeout, script::read_tat(&mut conn, &frame, &cell.key)).await?;
+        let tat = tat.map_or(0, |at| clock.local(at));
+        Ok(Some(cell::view(cell, tat, clock.local(now), 0)))
+    }
+}
+
+/// A connection that fails fast: no retries (the store probes on its own schedule), no
+/// response timeout (each command runs under [`guarded`]'s).
+async fn open(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_number_of_retries(0)
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_response_timeout(None);
+    ConnectionManager::new_with_config(client.clone(), config).await
+}
+
+impl Shared {
+    fn conn(&self) -> ConnectionManager {
+        self.conn
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn failed(&self, error: &dyn fmt::Display) {
+        let settings = self.settings();
+        let retry = u64::try_from(settings.retry_interval.as_nanos()).unwrap_or(u64::MAX);
+        let retry_at = self.clock.local(Instant::now()).saturating_add(retry);
+        if self.health.failed(error, retry_at, settings.fail_open) && settings.fail_open {
+            // The local limits start from what Redis last said, not from full buckets.
+            let now = Instant::now();
+            let scopes = self.scopes.read().unwrap_or_else(PoisonError::into_inner);
+            for scope in scopes.values() {
+                scope.seed_fallback(now, self.clock.local(now), settings.local_share);
+            }
+        }
+    }
+
+    /// Queues `change` for Redis, without waiting.
+    fn change(&self, scope: &RedisScope, dimension: Dimension, change: Change) {
+        scope.push(dimension, change);
+        self.wake.notify_one();
+    }
+
+    /// Queues a release (`sign` −1) or a charge (+1) of `units`.
+    fn add(&self, scope: &RedisScope, dimension: Dimension, units: u64, sign: i64) {
+        if units > 0 {
+            let units = i64::try_from(units).unwrap_or(i64::MAX);
+            self.change(scope, dimension, Change::Add(sign * units));
+        }
+    }
+}
+
+/// `url` without its password (and without a query, where a unix socket's would be).
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(unparsable url)".into();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(name, _)| name);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => format!("{scheme}://{authority}{path}"),
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = &self.shared;
+        f.debug_struct("RedisStore")
+            .field("url", &shared.url)
+            .field("table", &shared.table)
+            .field("settings", &shared.settings())
+            .field("scopes", &shared.scopes.read().map_or(0, |s| s.len()))
+            .field("degraded", &shared.health.is_degraded())
+            .finish()
+    }
+}

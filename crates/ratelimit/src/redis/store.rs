@@ -1,0 +1,161 @@
+//! [`Store`] for [`RedisStore`]: the scope map, and where each change goes.
+
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tollgate_core::{RateLimitSnapshot, Scope};
+
+use super::script::Change;
+use super::{RedisReserve, RedisScope, RedisStore};
+use crate::gcra::View;
+use crate::quota::Dimension;
+use crate::store::{Charges, ScopeStats, Store};
+
+impl Store for RedisStore {
+    type Scope = RedisScope;
+    type Reserve = RedisReserve;
+
+    fn scope(&self, scope: &Scope, now: Instant) -> Arc<RedisScope> {
+        let _ = now;
+        let shared = &*self.shared;
+        if let Some(found) = shared
+            .scopes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(scope)
+        {
+            return found.clone();
+        }
+        let settings = shared.settings();
+        let mut scopes = shared
+            .scopes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = scopes.get(scope) {
+            return found.clone();
+        }
+        if scopes.len() >= settings.max_scopes {
+            // Forget the scopes nobody holds and that hold no lease: their state is in Redis.
+            scopes.retain(|_, state| Arc::strong_count(state) > 1 || !state.is_idle());
+            if scopes.len() >= settings.max_scopes {
+                tracing::warn!(
+                    scopes = scopes.len(),
+                    max_scopes = settings.max_scopes,
+                    "rate limiter holds more active scopes than max_scopes"
+                );
+            }
+        }
+        let quotas = shared.table.quotas_for(scope);
+        let state = Arc::new(RedisScope::new(
+            scope,
+            quotas,
+            &settings,
+            shared.clock.instant(0),
+        ));
+        scopes.insert(scope.clone(), state.clone());
+        state
+    }
+
+    fn stats(scope: &RedisScope) -> &ScopeStats {
+        scope.stats()
+    }
+
+    fn reserve(
+        &self,
+        scope: &Arc<RedisScope>,
+        charges: Charges,
+        now: Instant,
+        max_wait: Duration,
+    ) -> RedisReserve {
+        self.shared.reserve(scope, charges, now, max_wait)
+    }
+
+    fn release(&self, scope: &RedisScope, charges: Charges) {
+        let shared = &self.shared;
+        if shared.health.is_degraded() {
+            return scope.fallback().release(charges);
+        }
+        // To Redis, not into the lease: a refund is the provider's at the moment it is made,
+        // and a lease may only hold units granted within its hold.
+        for (dimension, _) in scope.cells() {
+            shared.add(scope, dimension, charges.get(dimension), -1);
+        }
+    }
+
+    fn charge(&self, scope: &RedisScope, charges: Charges) {
+        let shared = &self.shared;
+        if shared.health.is_degraded() {
+            return scope.fallback().charge(charges);
+        }
+        let now = shared.clock.local(Instant::now());
+        for (dimension, cell) in scope.cells() {
+            let units = charges.get(dimension);
+            if units > 0 && cell.take(units, now).is_none() {
+                shared.add(scope, dimension, units, 1);
+            }
+        }
+    }
+
+    fn observe(&self, scope: &RedisScope, snapshot: &RateLimitSnapshot, learn: bool, now: Instant) {
+        let shared = &self.shared;
+        // The fallback follows the provider too, so it starts informed.
+        scope.fallback().observe(snapshot, learn, now);
+        let at = snapshot.sent_at.unwrap_or(now);
+        let windows = [
+            (Dimension::Requests, snapshot.requests),
+            (Dimension::Tokens, snapshot.tokens),
+            (Dimension::InputTokens, snapshot.input_tokens),
+            (Dimension::OutputTokens, snapshot.output_tokens),
+        ];
+        for (dimension, window) in windows {
+            let Some(window) = window else { continue };
+            if learn {
+                scope.learn(dimension, &window);
+            }
+            let (Some(cell), Some(remaining)) = (scope.cell(dimension), window.remaining) else {
+                continue;
+            };
+            // A window of another period (Groq's requests per day) says nothing about this one.
+            if shared.health.is_degraded()
+                || window.period.is_some_and(|p| p != cell.quota.period())
+            {
+                continue;
+            }
+            // The provider counts this process's unspent lease as unused; Redis as taken.
+            let leased = cell.spendable(shared.clock.local(now));
+            let remaining = remaining.saturating_sub(leased);
+            shared.change(scope, dimension, Change::Tighten { remaining, at });
+        }
+    }
+
+    fn pause(
+        &self,
+        scope: &RedisScope,
+        dimensions: &[Dimension],
+        until: Instant,
+        charges: Charges,
+    ) {
+        let shared = &self.shared;
+        scope.fallback().pause(dimensions, until, charges);
+        if shared.health.is_degraded() {
+            return;
+        }
+        for dimension in dimensions {
+            if let Some(cell) = scope.cell(*dimension) {
+                // Nobody here spends the lease during the pause: it goes back first.
+                shared.add(scope, *dimension, cell.drain(), -1);
+                let units = charges.get(*dimension);
+                shared.change(scope, *dimension, Change::Pause { until, units });
+            }
+        }
+    }
+
+    fn view(&self, scope: &RedisScope, dimension: Dimension, now: Instant) -> Option<View> {
+        if self.shared.health.is_degraded() {
+            return scope.fallback().view(dimension, now);
+        }
+        let now = self.shared.clock.local(now);
+        scope.cell(dimension).map(|cell| cell.view(now))
+    }
+}
