@@ -11,9 +11,6 @@
 //! `redis.rs` check exact departures the same way).
 #![cfg(feature = "redis")]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,53 +31,9 @@ const PER_STACK: usize = 600;
 const RPM: u64 = 600;
 const TPM: u64 = 100_000;
 
-/// A redis-server on a free port, killed on drop.
-struct RedisServer(Child, u16);
+mod common;
 
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}): install it (apt-get install redis-server)")
-            });
-        let server = Self(child, port);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !server.answers() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server is not answering"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        server
-    }
-
-    fn answers(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.1)) else {
-            return false;
-        };
-        let mut reply = [0; 8];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream
-                .read(&mut reply)
-                .is_ok_and(|n| reply[..n].starts_with(b"+PONG"))
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::RedisServer;
 
 /// A deterministic mix: short and long prompts, small and large output caps, a fifth streamed,
 /// a tenth embeddings.
@@ -166,8 +119,8 @@ async fn send(stack: Stack, i: usize) -> Result<(), BoxError> {
 
 #[tokio::test(start_paused = true)]
 async fn four_stacks_share_one_key_through_redis() {
-    let redis = RedisServer::start();
-    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let redis = RedisServer::start(&[]);
+    let url = redis.url();
     let sim = simulator(RPM, TPM);
     let mut stores = Vec::new();
     let mut tasks = Vec::new();
@@ -250,8 +203,8 @@ async fn four_stacks_share_one_key_through_redis() {
 #[tokio::test(start_paused = true)]
 async fn below_the_limit_most_requests_never_ask_redis() {
     let (rpm, tpm) = (6_000, 2_000_000);
-    let redis = RedisServer::start();
-    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let redis = RedisServer::start(&[]);
+    let url = redis.url();
     let sim = simulator(rpm, tpm);
     let mut stores = Vec::new();
     let mut tasks = Vec::new();
