@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::{Ready, ready};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ struct Inner {
 pub struct MemoryScope {
     epoch: Instant,
     dims: [OnceLock<Gcra>; 5],
+    /// One bit per dimension that has a cell: decisions visit only those.
+    limited: AtomicU8,
     stats: ScopeStats,
 }
 
@@ -109,16 +112,19 @@ pub(crate) fn nanos_since(epoch: Instant, at: Instant) -> u64 {
 
 impl MemoryScope {
     pub(crate) fn new(quotas: Quotas, epoch: Instant) -> Self {
+        let mut limited = 0;
         let dims = Dimension::ALL.map(|dimension| {
             let cell = OnceLock::new();
             if let Some(quota) = quotas.get(dimension) {
                 let _ = cell.set(Gcra::new(quota));
+                limited |= 1 << dimension.index();
             }
             cell
         });
         Self {
             epoch,
             dims,
+            limited: AtomicU8::new(limited),
             stats: ScopeStats::default(),
         }
     }
@@ -128,10 +134,19 @@ impl MemoryScope {
         nanos_since(self.epoch, at)
     }
 
+    #[inline]
     fn cells(&self) -> impl Iterator<Item = (Dimension, &Gcra)> {
-        Dimension::ALL
-            .into_iter()
-            .filter_map(|d| self.dims[d.index()].get().map(|cell| (d, cell)))
+        let mut mask = self.limited.load(Ordering::Acquire);
+        std::iter::from_fn(move || {
+            while mask != 0 {
+                let index = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                if let Some(cell) = self.dims[index].get() {
+                    return Some((Dimension::ALL[index], cell));
+                }
+            }
+            None
+        })
     }
 
     /// Whether every bucket is full again at `now`: forgetting the scope loses nothing.
@@ -211,6 +226,8 @@ impl MemoryScope {
                 && let Some(quota) = learned(dimension, &window)
             {
                 let _ = cell.set(Gcra::new(quota));
+                self.limited
+                    .fetch_or(1 << dimension.index(), Ordering::Release);
             }
             if let (Some(cell), Some(remaining)) = (cell.get(), window.remaining) {
                 // A window of another period (Groq's requests per day) says nothing about
