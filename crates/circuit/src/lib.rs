@@ -1,0 +1,61 @@
+//! A circuit breaker per scope for LLM APIs, driven by classified outcomes.
+//!
+//! When a provider, a key or a model is down, every call to it times out or fails after
+//! seconds; a breaker notices and fails fast instead — with a
+//! [`CircuitOpen { retry_after }`](tollgate_core::error::CircuitOpen) that tells a retry layer
+//! exactly how long to wait — then lets a few probes through to find out when it is back.
+//!
+//! - **What counts** is a [`FailurePolicy`] over [`Outcome`](tollgate_core::Outcome)s: by
+//!   default overloaded, server errors, timeouts and connect errors; not a 429 (the rate limiter
+//!   handles those), never a client error, an exhausted quota or an oversize request.
+//! - **When it trips**: [`CircuitConfig`] — N consecutive failures (5 by default), a failure
+//!   rate over a count or time window with a minimum number of calls, or a slow-call rate
+//!   (time to first byte for a stream: a long answer is not a slow one).
+//! - **How long it stays open**: 30 s by default, growing on repeated trips (capped, jittered),
+//!   or the provider's `retry-after` when the tripping failure carried one. Then half-open admits
+//!   exactly N probes (3), never more, and closes only when all succeed.
+//! - **Streams** count when they end: an `event: error` after a 200 is a failure, a caller who
+//!   walks away is neither.
+//! - **Per scope** (one circuit per provider, key and model) with bounded state, or one shared
+//!   circuit; [`Mode`]s forced-open, disabled and metrics-only; a [`CircuitHandle`] to steer
+//!   them by hand, read their counters and subscribe to their [`CircuitEvent`]s (also logged as
+//!   `tracing` events).
+//!
+//! The closed path is lock-free: admitting a call is an atomic load; recording it an atomic
+//! increment or two in a ring of recent calls.
+//!
+//! ```
+//! use tollgate_circuit::{CircuitBreakerLayer, CircuitConfig};
+//! use tower::ServiceBuilder;
+//!
+//! # fn wrap<S>(client: S) -> Result<impl Sized, tollgate_core::error::ConfigError> {
+//! let breaker = CircuitBreakerLayer::new(CircuitConfig::default())?;
+//! let health = breaker.handle();
+//! let stack = ServiceBuilder::new()
+//!     .layer(tollgate_core::annotate::AnnotateLayer::new())
+//!     .layer(breaker)
+//!     .layer(tollgate_core::classify::ClassifyLayer::new())
+//!     .service(client);
+//! # let _ = health; Ok(stack) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod breaker;
+mod config;
+pub mod future;
+mod handle;
+mod layer;
+mod policy;
+mod registry;
+mod service;
+mod state;
+mod window;
+
+pub use self::config::{CircuitConfig, Mode, Window};
+pub use self::handle::CircuitHandle;
+pub use self::layer::CircuitBreakerLayer;
+pub use self::policy::{DefaultPolicy, FailurePolicy};
+pub use self::registry::DEFAULT_MAX_SCOPES;
+pub use self::service::CircuitBreaker;
+pub use self::state::{CircuitEvent, CircuitMetrics, CircuitState, Reason};
+pub use self::window::WindowCounts;
