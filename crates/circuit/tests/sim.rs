@@ -1,4 +1,5 @@
-//! The breaker against tollgate-sim scripted healthy 20 s → outage 30 s → healthy: during the
+//! The breaker against tollgate-sim scripted healthy 20 s → overloaded 30 s (every request a
+//! 529) → healthy: during the
 //! outage at most (threshold + probes per open period) requests reach the simulator, and after
 //! recovery the circuit closes within one open period. In-process simulator, paused time.
 
@@ -36,10 +37,11 @@ async fn run(config: CircuitConfig) -> Run {
             name = "healthy"
             duration = "20s"
             [[phases]]
-            name = "outage"
+            name = "overloaded"
             duration = "30s"
             [phases.faults]
-            error_rate = 1.0
+            overload_rate = 1.0
+            overload_status = 529
             [[phases]]
             name = "healthy again"
             duration = "120s"

@@ -260,6 +260,9 @@ pub struct Faults {
     pub overload_status: u16,
     /// The share of requests answered with a 500 `server_error`.
     pub error_rate: f64,
+    /// The share of requests answered as overloaded (with `overload_status`), whatever the
+    /// load: a provider whose fleet is saturated by others.
+    pub overload_rate: f64,
     /// The share of requests that never get a response (until the client gives up).
     pub hang_rate: f64,
     /// The share of streams cut off mid-way (the connection drops).
@@ -274,6 +277,7 @@ impl Default for Faults {
             capacity: None,
             overload_status: 529,
             error_rate: 0.0,
+            overload_rate: 0.0,
             hang_rate: 0.0,
             stream_disconnect_rate: 0.0,
             stream_error_rate: 0.0,
@@ -298,6 +302,7 @@ impl Faults {
             ));
         }
         check_rate(self.error_rate, field(table, "error_rate"))?;
+        check_rate(self.overload_rate, field(table, "overload_rate"))?;
         check_rate(self.hang_rate, field(table, "hang_rate"))?;
         check_rate(
             self.stream_disconnect_rate,

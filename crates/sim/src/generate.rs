@@ -35,6 +35,7 @@ struct Draws {
     disconnect: bool,
     stream_error: bool,
     break_at: f64,
+    overload: bool,
 }
 
 /// Reads what `call` asks from its JSON body. The model the URL names (an Azure deployment, a
@@ -125,6 +126,8 @@ where
         disconnect: rng.random_bool(faults.stream_disconnect_rate),
         stream_error: rng.random_bool(faults.stream_error_rate),
         break_at: rng.random_range(0.0..1.0),
+        // Drawn last, so that adding it changed no earlier draw of any seed.
+        overload: rng.random_bool(faults.overload_rate),
     };
     let output_tokens = if ask.embeddings.is_some() {
         0
@@ -170,9 +173,10 @@ where
             Ok(None)
         } else if draws.error {
             Err(Refuse::ServerError)
-        } else if faults
-            .capacity
-            .is_some_and(|capacity| in_flight >= u64::from(capacity))
+        } else if draws.overload
+            || faults
+                .capacity
+                .is_some_and(|capacity| in_flight >= u64::from(capacity))
         {
             let status = StatusCode::from_u16(faults.overload_status)
                 .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
