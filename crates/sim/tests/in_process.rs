@@ -452,7 +452,11 @@ fn every_documented_scenario_loads() {
 #[tokio::test(start_paused = true)]
 async fn an_overload_rate_refuses_whatever_the_load() {
     let sim = sim("[faults]\noverload_rate = 1.0\noverload_status = 529\n");
-    let reply = call(&sim, request("http://sim", "/v1/messages", "sk", &chat("claude", "x", 5))).await;
+    let reply = call(
+        &sim,
+        request("http://sim", "/v1/messages", "sk", &chat("claude", "x", 5)),
+    )
+    .await;
     assert_eq!(reply.status.as_u16(), 529);
     assert_eq!(reply.json()["error"]["type"], "overloaded_error");
     assert_eq!(sim.stats().rejected(Rejection::Overloaded), 1);

@@ -1,0 +1,286 @@
+//! The response future of [`Retry`](crate::Retry).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tollgate_core::classify::{classify_error, classify_response};
+use tollgate_core::rng::Rng;
+use tollgate_core::{BoxError, Outcome};
+use tower::{Service, ServiceExt};
+
+use crate::layer::Shared;
+use crate::policy::RetryPolicy;
+
+/// What the retries of a request came to, in the final response's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retried {
+    /// Attempts made, the first included (a hedge's backup counts as one more).
+    pub attempts: u32,
+    /// Time spent waiting between attempts.
+    pub waited: Duration,
+}
+
+type Attempt<RB> = Pin<Box<dyn Future<Output = Result<Response<RB>, BoxError>> + Send>>;
+
+pin_project! {
+    /// Runs attempts until one succeeds, one cannot be retried, or the attempts, the budget or
+    /// the deadline run out.
+    pub struct RetryFuture<S, B, P>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S::Future, S::Response>,
+        service: S,
+        template: Request<B>,
+        shared: Arc<Shared<P>>,
+        rng: Rng,
+        deadline: Option<Instant>,
+        hedge: Option<Duration>,
+        attempts: u32,
+        waited: Duration,
+        previous: Duration,
+        started: Instant,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, R> {
+        Calling { #[pin] future: F },
+        Hedging { attempt: Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>> },
+        Waiting { #[pin] sleep: Sleep },
+        Readying,
+    }
+}
+
+/// The outcome of an attempt, from the response's extensions or classified here.
+fn outcome_of<RB>(result: &Result<Response<RB>, BoxError>) -> Outcome {
+    match result {
+        Ok(response) => response
+            .extensions()
+            .get::<Outcome>()
+            .cloned()
+            .unwrap_or_else(|| {
+                classify_response(
+                    response.status(),
+                    response.headers(),
+                    &[],
+                    SystemTime::now(),
+                )
+            }),
+        Err(error) => classify_error(error.as_ref()),
+    }
+}
+
+impl<S, B, P, RB> RetryFuture<S, B, P>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Clone + Send + 'static,
+    RB: Send + 'static,
+    P: RetryPolicy,
+{
+    pub(crate) fn start(
+        mut service: S,
+        request: Request<B>,
+        shared: Arc<Shared<P>>,
+        rng: Rng,
+        deadline: Option<Instant>,
+        hedge: Option<Duration>,
+        now: Instant,
+    ) -> Self {
+        let template = request.clone();
+        let state = match hedge {
+            Some(delay) => State::Hedging {
+                attempt: hedged(service.clone(), request, delay, shared.clone()),
+            },
+            None => State::Calling {
+                future: service.call(request),
+            },
+        };
+        Self {
+            state,
+            service,
+            template,
+            shared,
+            rng,
+            deadline,
+            hedge,
+            attempts: 1,
+            waited: Duration::ZERO,
+            previous: Duration::ZERO,
+            started: now,
+        }
+    }
+}
+
+/// One attempt with a backup: if the first call has not answered after `delay`, a second is
+/// sent (budget permitting); the first success wins and the other is cancelled (dropped).
+fn hedged<S, B, P, RB>(
+    service: S,
+    request: Request<B>,
+    delay: Duration,
+    shared: Arc<Shared<P>>,
+) -> Attempt<RB>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Clone + Send + 'static,
+    RB: Send + 'static,
+    P: RetryPolicy,
+{
+    Box::pin(async move {
+        let started = Instant::now();
+        let send = |service: S, request: Request<B>| async move {
+            service
+                .oneshot(request)
+                .await
+                .map_err(Into::<BoxError>::into)
+        };
+        let primary = send(service.clone(), request.clone());
+        tokio::pin!(primary);
+        tokio::select! {
+            result = &mut primary => return result,
+            () = tokio::time::sleep(delay) => {}
+        }
+        if !shared.budget.withdraw(Instant::now()) {
+            return primary.await;
+        }
+        tracing::debug!(after = ?started.elapsed(), "sending a hedged attempt");
+        let backup = send(service, request);
+        tokio::pin!(backup);
+        let succeeded = |result: &Result<Response<RB>, BoxError>| outcome_of(result).is_success();
+        tokio::select! {
+            result = &mut primary => {
+                if succeeded(&result) { return result; }
+                backup.await
+            }
+            result = &mut backup => {
+                if succeeded(&result) { return result; }
+                primary.await
+            }
+        }
+    })
+}
+
+impl<S, B, P, RB> Future for RetryFuture<S, B, P>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Clone + Send + 'static,
+    RB: Send + 'static,
+    P: RetryPolicy,
+{
+    type Output = Result<Response<RB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let result = match this.state.as_mut().project() {
+                StateProj::Calling { future } => ready!(future.poll(cx)).map_err(Into::into),
+                StateProj::Hedging { attempt } => ready!(attempt.as_mut().poll(cx)),
+                StateProj::Waiting { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Readying);
+                    continue;
+                }
+                StateProj::Readying => {
+                    ready!(this.service.poll_ready(cx)).map_err(Into::into)?;
+                    let request = this.template.clone();
+                    let next = match *this.hedge {
+                        Some(delay) => State::Hedging {
+                            attempt: hedged(
+                                this.service.clone(),
+                                request,
+                                delay,
+                                this.shared.clone(),
+                            ),
+                        },
+                        None => State::Calling {
+                            future: this.service.call(request),
+                        },
+                    };
+                    this.state.set(next);
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            let outcome = outcome_of(&result);
+            if outcome.is_success() && this.shared.config.hedge.is_some() {
+                this.shared.latencies.record(now - *this.started);
+            }
+            let shared = &**this.shared;
+            let config = &shared.config;
+            let finish = |result: Result<Response<RB>, BoxError>, why: &'static str| {
+                let retried = Retried {
+                    attempts: *this.attempts,
+                    waited: *this.waited,
+                };
+                if retried.attempts > 1 {
+                    tracing::debug!(attempts = retried.attempts, waited = ?retried.waited, outcome = %outcome, why, "retries done");
+                }
+                result.map(|mut response| {
+                    response.extensions_mut().insert(retried);
+                    response
+                })
+            };
+            if outcome.is_success() {
+                return Poll::Ready(finish(result, "success"));
+            }
+            if !shared.policy.should_retry(&outcome) {
+                return Poll::Ready(finish(result, "not retryable"));
+            }
+            if *this.attempts >= config.max_attempts {
+                return Poll::Ready(finish(result, "attempts exhausted"));
+            }
+            let wait = match outcome.retry_after {
+                Some(asked) => asked.min(config.max_retry_after),
+                None => config
+                    .backoff
+                    .delay(*this.attempts, *this.previous, this.rng),
+            };
+            if this.deadline.is_some_and(|deadline| now + wait >= deadline) {
+                return Poll::Ready(finish(result, "the wait would pass the deadline"));
+            }
+            if !shared.budget.withdraw(now) {
+                return Poll::Ready(finish(result, "retry budget exhausted"));
+            }
+            tracing::debug!(attempt = *this.attempts, ?wait, outcome = %outcome, "retrying");
+            drop(result);
+            *this.attempts += 1;
+            *this.waited += wait;
+            *this.previous = wait;
+            *this.started = now + wait;
+            if wait.is_zero() {
+                this.state.set(State::Readying);
+            } else {
+                this.state.set(State::Waiting {
+                    sleep: tokio::time::sleep(wait),
+                });
+            }
+        }
+    }
+}
+
+impl<S, B, P> fmt::Debug for RetryFuture<S, B, P>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryFuture")
+            .field("attempts", &self.attempts)
+            .field("waited", &self.waited)
+            .finish_non_exhaustive()
+    }
+}
