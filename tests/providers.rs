@@ -1,6 +1,7 @@
-//! Gemini, Mistral, the Llama API and Azure OpenAI end to end: requests through the layers that
-//! exist (Annotate → Classify) against the simulator's mode for each provider. Each provider's
-//! 429 is waited out exactly as it asked, and a failure that cannot succeed is not retried.
+//! Gemini, Mistral, the Llama API and Azure OpenAI end to end: requests through Annotate →
+//! Classify against the simulator's mode for each provider. Each provider's 429 is waited out
+//! exactly as it asked, and a failure that cannot succeed is not retried — first by a plain
+//! client loop that shows each wait, then by `tollgate-retry` itself.
 
 use std::time::Duration;
 
@@ -308,5 +309,90 @@ async fn every_mode_over_loopback() {
             "{provider}: usage at the end"
         );
         sim.shutdown().await;
+    }
+}
+
+/// The same, with `RetryLayer` doing the waiting: for each provider, a request that meets the
+/// provider's 429 succeeds on its second attempt, after exactly the wait the 429 named (the
+/// simulator admits it then and not a moment sooner: a shorter wait would have met a second
+/// 429), and a permanent failure is tried once.
+#[tokio::test(start_paused = true)]
+async fn the_retry_layer_waits_as_each_provider_asks() {
+    use tollgate_core::annotate::AnnotateLayer;
+    use tollgate_core::classify::ClassifyLayer;
+    use tollgate_retry::{Retried, RetryLayer};
+    use tower::ServiceBuilder;
+
+    let cases = [
+        (
+            "[[keys]]\nkey = \"k\"\nrequests_per_minute = 1\n",
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent",
+            "x-goog-api-key",
+            json!({"contents": [{"parts": [{"text": "Hi"}]}]}),
+        ),
+        (
+            "openai_flavor = \"mistral\"\n[[keys]]\nkey = \"k\"\nrequests_per_minute = 1\n",
+            "https://api.mistral.ai/v1/chat/completions",
+            "authorization",
+            json!({"model": "mistral-small-latest", "messages": [{"role": "user", "content": "Hi"}]}),
+        ),
+        (
+            "[[keys]]\nkey = \"k\"\nrequests_per_minute = 1\n",
+            "https://api.llama.com/compat/v1/chat/completions",
+            "authorization",
+            json!({"model": "Llama-4-Scout", "messages": [{"role": "user", "content": "Hi"}]}),
+        ),
+        (
+            "[[keys]]\nkey = \"k\"\nrequests_per_minute = 6\nwindow = \"10s\"\n",
+            "https://res.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21",
+            "api-key",
+            json!({"messages": [{"role": "user", "content": "Hi"}]}),
+        ),
+    ];
+    for (toml, uri, header, body) in cases {
+        let sim = sim(toml);
+        let retry = RetryLayer::new()
+            .with_seed(9)
+            .with_max_retry_after(Duration::from_secs(120));
+        let stack = ServiceBuilder::new()
+            .layer(AnnotateLayer::new())
+            .layer(retry)
+            .layer(ClassifyLayer::new())
+            .service(sim.clone());
+        let key = if header == "authorization" {
+            "Bearer k"
+        } else {
+            "k"
+        };
+        // Spend the quota, then one more request meets the 429 and waits it out.
+        let first = stack
+            .clone()
+            .oneshot(post(uri, (header, key), &body))
+            .await
+            .unwrap();
+        assert!(first.status().is_success(), "{uri}: {}", first.status());
+        let response = stack
+            .clone()
+            .oneshot(post(uri, (header, key), &body))
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{uri}: {}",
+            response.status()
+        );
+        let retried = *response.extensions().get::<Retried>().unwrap();
+        assert_eq!(retried.attempts, 2, "{uri}: {retried:?}");
+        let log = sim.log();
+        assert_eq!(log.len(), 3, "{uri}: one 429, then the retry");
+        assert_eq!(
+            log[2].at - log[1].at,
+            retried.waited,
+            "{uri}: the retry came exactly after the wait"
+        );
+        assert!(
+            retried.waited > Duration::from_secs(1),
+            "{uri}: {retried:?}"
+        );
     }
 }
