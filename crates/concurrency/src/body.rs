@@ -7,16 +7,18 @@ use pin_project_lite::pin_project;
 use tokio::sync::OwnedSemaphorePermit;
 
 pin_project! {
-    /// A response body that holds its call's permit until the body ends, fails or is dropped.
-    pub struct PermitBody<B> {
+    /// A response body that holds its call's permit (any guard `P`) until the body ends, fails
+    /// or is dropped.
+    pub struct PermitBody<B, P = OwnedSemaphorePermit> {
         #[pin]
         inner: B,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<P>,
     }
 }
 
-impl<B> PermitBody<B> {
-    pub(crate) fn new(inner: B, permit: OwnedSemaphorePermit) -> Self {
+impl<B, P> PermitBody<B, P> {
+    /// Wraps `inner`, holding `permit` until it ends.
+    pub fn new(inner: B, permit: P) -> Self {
         Self {
             inner,
             permit: Some(permit),
@@ -29,7 +31,7 @@ impl<B> PermitBody<B> {
     }
 }
 
-impl<B: Body> Body for PermitBody<B> {
+impl<B: Body, P> Body for PermitBody<B, P> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -55,7 +57,7 @@ impl<B: Body> Body for PermitBody<B> {
     }
 }
 
-impl<B> fmt::Debug for PermitBody<B> {
+impl<B, P> fmt::Debug for PermitBody<B, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PermitBody")
             .field("holds_permit", &self.permit.is_some())
