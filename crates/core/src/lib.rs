@@ -41,6 +41,7 @@ pub mod ratelimit;
 pub mod request;
 pub mod rng;
 mod scope;
+mod scope_map;
 pub mod usage;
 
 pub use self::clock::{Clock, TokioClock};
@@ -50,4 +51,5 @@ pub use self::provider::{EndpointKind, Provider, UnknownProvider};
 pub use self::ratelimit::{RateLimitSnapshot, RateLimitWindow};
 pub use self::request::{Deadline, LlmRequest};
 pub use self::scope::{CredentialId, Scope};
+pub use self::scope_map::ScopeMap;
 pub use self::usage::Usage;
