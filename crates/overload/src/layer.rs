@@ -1,0 +1,289 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tollgate_core::{LlmRequest, Provider, Scope, ScopeMap};
+use tower::Layer;
+
+use crate::algorithm::{Aimd, LimitAlgorithm};
+use crate::controller::{Controller, OverloadEvent};
+use crate::detector::DetectorConfig;
+use crate::handle::OverloadHandle;
+use crate::service::Overload;
+use crate::throttle::ThrottleConfig;
+
+/// Scopes kept at most by default; idle ones are forgotten beyond it.
+pub const DEFAULT_MAX_SCOPES: usize = 10_000;
+
+/// What latency a sample carries: LLM latency grows with the answer's length, so the raw time
+/// of a call says little about load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LatencyMeasure {
+    /// Time to the response headers: time to first token for a stream (the default; streams
+    /// are recorded when they end, so a stream that fails midway counts as failed).
+    #[default]
+    FirstByte,
+    /// Time to the body's end divided by the output tokens the provider reported (the whole
+    /// time when it reported none): for non-streamed calls, whose headers come only once the
+    /// answer is written.
+    PerOutputToken,
+}
+
+/// Tells whether a scope's circuit breaker is open, for the batch-size signal.
+pub type BreakerProbe = Arc<dyn Fn(&Scope) -> bool + Send + Sync>;
+
+pub(crate) struct Settings {
+    pub(crate) algorithm: Box<dyn LimitAlgorithm>,
+    pub(crate) detector: DetectorConfig,
+    pub(crate) throttle: Option<ThrottleConfig>,
+    pub(crate) queue_timeout: Option<Duration>,
+    pub(crate) latency: LatencyMeasure,
+    pub(crate) shared: bool,
+    pub(crate) max_scopes: usize,
+    pub(crate) breaker: Option<BreakerProbe>,
+}
+
+impl Clone for Settings {
+    fn clone(&self) -> Self {
+        Self {
+            algorithm: self.algorithm.boxed_clone(),
+            detector: self.detector.clone(),
+            throttle: self.throttle.clone(),
+            queue_timeout: self.queue_timeout,
+            latency: self.latency,
+            shared: self.shared,
+            max_scopes: self.max_scopes,
+            breaker: self.breaker.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("algorithm", &self.algorithm)
+            .field("detector", &self.detector)
+            .field("throttle", &self.throttle)
+            .field("queue_timeout", &self.queue_timeout)
+            .field("latency", &self.latency)
+            .field("shared", &self.shared)
+            .field("max_scopes", &self.max_scopes)
+            .field("breaker", &self.breaker.is_some())
+            .finish()
+    }
+}
+
+/// The controllers of every scope, or the one shared controller.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    pub(crate) settings: Settings,
+    epoch: Instant,
+    events: broadcast::Sender<OverloadEvent>,
+    shared: Option<Arc<Controller>>,
+    scopes: ScopeMap<Controller>,
+}
+
+pub(crate) fn shared_scope() -> Scope {
+    Scope::new(Provider::OpenAiCompatible)
+}
+
+impl Registry {
+    fn new(settings: Settings) -> Self {
+        let epoch = Instant::now();
+        let (events, _) = broadcast::channel(256);
+        let shared = settings.shared.then(|| {
+            Arc::new(Controller::new(
+                shared_scope(),
+                &settings,
+                epoch,
+                events.clone(),
+            ))
+        });
+        Self {
+            scopes: ScopeMap::new(settings.max_scopes),
+            settings,
+            epoch,
+            events,
+            shared,
+        }
+    }
+
+    fn make(&self, scope: &Scope) -> Controller {
+        Controller::new(
+            scope.clone(),
+            &self.settings,
+            self.epoch,
+            self.events.clone(),
+        )
+    }
+
+    /// The controller of a request (of the shared scope when it has no [`LlmRequest`]).
+    pub(crate) fn for_request(&self, llm: Option<&LlmRequest>) -> Arc<Controller> {
+        match (&self.shared, llm) {
+            (Some(shared), _) => shared.clone(),
+            (None, Some(llm)) => {
+                self.scopes
+                    .get_for(llm, |scope| self.make(scope), Controller::is_idle)
+            }
+            (None, None) => self.get(&shared_scope()),
+        }
+    }
+
+    pub(crate) fn get(&self, scope: &Scope) -> Arc<Controller> {
+        match &self.shared {
+            Some(shared) => shared.clone(),
+            None => self
+                .scopes
+                .get(scope, |scope| self.make(scope), Controller::is_idle),
+        }
+    }
+
+    pub(crate) fn find(&self, scope: &Scope) -> Option<Arc<Controller>> {
+        match &self.shared {
+            Some(shared) => Some(shared.clone()),
+            None => self.scopes.find(scope),
+        }
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<Controller>> {
+        match &self.shared {
+            Some(shared) => vec![shared.clone()],
+            None => self.scopes.all().into_iter().map(|(_, c)| c).collect(),
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<OverloadEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// Adaptive concurrency, overload detection and client-side throttling; see the
+/// [crate docs](crate).
+///
+/// # Clone
+///
+/// Clones share their state (limits, detectors, throttles): one view of the upstream for every
+/// clone. Each builder method starts the state afresh, so configure first, then take the
+/// [`handle`](Self::handle) and build services.
+#[derive(Clone, Debug)]
+pub struct OverloadLayer {
+    pub(crate) registry: Arc<Registry>,
+}
+
+impl Default for OverloadLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OverloadLayer {
+    /// [`Aimd`] limits, the default detector and throttle, one state per scope (provider,
+    /// credential, model).
+    pub fn new() -> Self {
+        Self::from_settings(Settings {
+            algorithm: Box::new(Aimd::new()),
+            detector: DetectorConfig::default(),
+            throttle: Some(ThrottleConfig::default()),
+            queue_timeout: None,
+            latency: LatencyMeasure::default(),
+            shared: false,
+            max_scopes: DEFAULT_MAX_SCOPES,
+            breaker: None,
+        })
+    }
+
+    fn from_settings(settings: Settings) -> Self {
+        Self {
+            registry: Arc::new(Registry::new(settings)),
+        }
+    }
+
+    fn with(&self, change: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = self.registry.settings.clone();
+        change(&mut settings);
+        Self::from_settings(settings)
+    }
+
+    /// The limit algorithm (a fresh copy per scope).
+    pub fn with_algorithm(self, algorithm: impl LimitAlgorithm) -> Self {
+        self.with(|s| s.algorithm = Box::new(algorithm))
+    }
+
+    /// The detector's thresholds.
+    ///
+    /// # Panics
+    ///
+    /// When [`DetectorConfig::validate`] refuses them.
+    pub fn with_detector(self, detector: DetectorConfig) -> Self {
+        if let Err(error) = detector.validate() {
+            panic!("invalid detector config: {error}");
+        }
+        self.with(|s| s.detector = detector)
+    }
+
+    /// The throttle's settings.
+    ///
+    /// # Panics
+    ///
+    /// When [`ThrottleConfig::validate`] refuses them.
+    pub fn with_throttle(self, throttle: ThrottleConfig) -> Self {
+        if let Err(error) = throttle.validate() {
+            panic!("invalid throttle config: {error}");
+        }
+        self.with(|s| s.throttle = Some(throttle))
+    }
+
+    /// No client-side throttling: every request waits for a permit.
+    pub fn without_throttle(self) -> Self {
+        self.with(|s| s.throttle = None)
+    }
+
+    /// Gives up on a request that waited `timeout` for a permit (or past its
+    /// [`Deadline`](tollgate_core::Deadline), whichever is first), with
+    /// [`QueueTimeout`](tollgate_core::error::QueueTimeout).
+    pub fn with_queue_timeout(self, timeout: Duration) -> Self {
+        self.with(|s| s.queue_timeout = Some(timeout))
+    }
+
+    /// What latency the algorithm and the detector see.
+    pub fn with_latency(self, measure: LatencyMeasure) -> Self {
+        self.with(|s| s.latency = measure)
+    }
+
+    /// One state for every request, whatever its scope.
+    pub fn shared(self) -> Self {
+        self.with(|s| s.shared = true)
+    }
+
+    /// Keeps at most `max` scopes (idle ones are forgotten to make room).
+    pub fn with_max_scopes(self, max: usize) -> Self {
+        self.with(|s| s.max_scopes = max)
+    }
+
+    /// How to tell a scope's breaker is open, for
+    /// [`OverloadHandle::recommended_batch_size`] (1 while it is).
+    pub fn with_breaker_probe(
+        self,
+        probe: impl Fn(&Scope) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.with(|s| s.breaker = Some(Arc::new(probe)))
+    }
+
+    /// A handle on the state, to read limits, states and batch sizes and to subscribe to
+    /// transitions.
+    pub fn handle(&self) -> OverloadHandle {
+        OverloadHandle {
+            registry: self.registry.clone(),
+        }
+    }
+}
+
+impl<S> Layer<S> for OverloadLayer {
+    type Service = Overload<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Overload::new(inner, self.registry.clone())
+    }
+}
