@@ -238,8 +238,11 @@ impl LimitAlgorithm for Aimd {
 /// sat at its minimum for 5 intervals: the limit drops to `min_concurrency` (3) until
 /// `min_rtt_samples` (50) calls have finished, and their median becomes `min_rtt`.
 ///
-/// A drop in an interval makes it count as the worst gradient (0.5): LLM providers shed load
-/// (529) rather than queue it, and a shed call has no latency to compare.
+/// A drop ends the interval at once with the worst gradient (0.5): LLM providers shed load
+/// (529) rather than queue it, and a shed call has no latency to compare. Against such a
+/// provider latency stays flat up to the capacity, so the gradient keeps overshooting and
+/// halving; [`Aimd`] is the better fit there (see `docs/overload-limit.svg`). Gradient suits
+/// upstreams that queue — a self-hosted model server, a gateway — where latency rises first.
 #[derive(Clone, Debug)]
 pub struct Gradient {
     limit: f64,
@@ -464,7 +467,9 @@ impl LimitAlgorithm for Gradient {
                     self.samples.push(sample.latency);
                 }
                 let start = *self.window_start.get_or_insert(now);
-                if now.saturating_duration_since(start) >= self.interval {
+                // A drop closes the interval at once: a shedding upstream gives no latency
+                // to wait for.
+                if sample.dropped || now.saturating_duration_since(start) >= self.interval {
                     self.close_window(now);
                 }
             }
