@@ -1,9 +1,12 @@
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use rand::RngExt as _;
 
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+use tollgate_core::rng::{self, Rng};
 use tollgate_core::{LlmRequest, Provider, Scope, ScopeMap};
 use tower::Layer;
 
@@ -43,6 +46,7 @@ pub(crate) struct Settings {
     pub(crate) shared: bool,
     pub(crate) max_scopes: usize,
     pub(crate) breaker: Option<BreakerProbe>,
+    pub(crate) seed: Option<u64>,
 }
 
 impl Clone for Settings {
@@ -56,6 +60,7 @@ impl Clone for Settings {
             shared: self.shared,
             max_scopes: self.max_scopes,
             breaker: self.breaker.clone(),
+            seed: self.seed,
         }
     }
 }
@@ -71,6 +76,7 @@ impl fmt::Debug for Settings {
             .field("shared", &self.shared)
             .field("max_scopes", &self.max_scopes)
             .field("breaker", &self.breaker.is_some())
+            .field("seed", &self.seed)
             .finish()
     }
 }
@@ -83,6 +89,8 @@ pub(crate) struct Registry {
     events: broadcast::Sender<OverloadEvent>,
     shared: Option<Arc<Controller>>,
     scopes: ScopeMap<Controller>,
+    /// The throttle's draws, when seeded (the thread's generator otherwise).
+    rng: Option<Mutex<Rng>>,
 }
 
 pub(crate) fn shared_scope() -> Scope {
@@ -102,6 +110,7 @@ impl Registry {
             ))
         });
         Self {
+            rng: settings.seed.map(|seed| Mutex::new(rng::seeded(seed))),
             scopes: ScopeMap::new(settings.max_scopes),
             settings,
             epoch,
@@ -154,6 +163,17 @@ impl Registry {
         }
     }
 
+    /// A uniform draw in [0, 1) for the throttle.
+    pub(crate) fn draw(&self) -> f64 {
+        match &self.rng {
+            Some(rng) => rng
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .random::<f64>(),
+            None => rand::rng().random::<f64>(),
+        }
+    }
+
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<OverloadEvent> {
         self.events.subscribe()
     }
@@ -191,6 +211,7 @@ impl OverloadLayer {
             shared: false,
             max_scopes: DEFAULT_MAX_SCOPES,
             breaker: None,
+            seed: None,
         })
     }
 
@@ -269,6 +290,11 @@ impl OverloadLayer {
         probe: impl Fn(&Scope) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.with(|s| s.breaker = Some(Arc::new(probe)))
+    }
+
+    /// Seeds the throttle's random draws (repeatable runs and tests).
+    pub fn with_seed(self, seed: u64) -> Self {
+        self.with(|s| s.seed = Some(seed))
     }
 
     /// A handle on the state, to read limits, states and batch sizes and to subscribe to

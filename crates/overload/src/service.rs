@@ -2,7 +2,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use rand::RngExt as _;
 use tokio::time::Instant;
 use tollgate_concurrency::{PermitBody, Priority};
 use tollgate_core::{BoxError, Deadline, LlmRequest};
@@ -74,7 +73,7 @@ where
         if settings.throttle.is_some() {
             let batch = request.extensions().get::<Priority>() == Some(&Priority::Batch);
             let p = controller.rejection_probability(batch);
-            if p > 0.0 && rand::rng().random::<f64>() < p {
+            if p > 0.0 && self.registry.draw() < p {
                 controller.rejected(Instant::now());
                 return ResponseFuture::shed();
             }

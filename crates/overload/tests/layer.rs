@@ -282,7 +282,10 @@ async fn under_sustained_shedding_the_throttle_sheds_batch_first() {
         window: Duration::from_secs(10),
         ..DetectorConfig::default()
     };
-    let layer = OverloadLayer::new().shared().with_detector(detector);
+    let layer = OverloadLayer::new()
+        .shared()
+        .with_seed(7)
+        .with_detector(detector);
     let (stack, upstream, handle) = stack(layer);
     let mut events = handle.subscribe();
     for _ in 0..20 {
@@ -324,6 +327,9 @@ async fn under_sustained_shedding_the_throttle_sheds_batch_first() {
             batch += 1;
         }
     }
+    println!(
+        "shed locally, upstream Critical: interactive {interactive} of 200, batch {batch} of 200"
+    );
     assert!(interactive > 20, "interactive shed {interactive} of 200");
     assert!(
         batch > interactive + 20,
