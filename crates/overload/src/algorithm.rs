@@ -259,6 +259,8 @@ pub struct Gradient {
     phase: Phase,
     samples: Vec<Duration>,
     drops: usize,
+    /// The most calls in flight seen in the interval.
+    busiest: usize,
     window_start: Option<Instant>,
     next_min_rtt: Option<Instant>,
     at_min: u32,
@@ -300,6 +302,7 @@ impl Gradient {
             phase: Phase::MeasuringMinRtt { resume: 10.0 },
             samples: Vec::new(),
             drops: 0,
+            busiest: 0,
             window_start: None,
             next_min_rtt: None,
             at_min: 0,
@@ -412,9 +415,12 @@ impl Gradient {
             Self::median(&mut self.samples)
         };
         if let Some(sample_rtt) = sample_rtt {
-            let next = Self::next_limit(self.limit, min_rtt, self.buffer, sample_rtt);
+            let mut next = Self::next_limit(self.limit, min_rtt, self.buffer, sample_rtt);
             if next < self.limit {
                 self.last_decrease = Some(now);
+            } else if (self.busiest * 2) < self.limit() {
+                // Less than half of it was used: the limit is not what holds calls back.
+                next = self.limit;
             }
             self.limit = next.clamp(1.0, self.max as f64);
             self.at_min = if self.limit() <= self.min_concurrency {
@@ -425,6 +431,7 @@ impl Gradient {
         }
         self.samples.clear();
         self.drops = 0;
+        self.busiest = 0;
         self.window_start = Some(now);
         if self.at_min >= 5 || self.next_min_rtt.is_some_and(|at| now >= at) {
             self.at_min = 0;
@@ -461,6 +468,7 @@ impl LimitAlgorithm for Gradient {
                 }
             }
             Phase::Running => {
+                self.busiest = self.busiest.max(sample.in_flight);
                 if sample.dropped {
                     self.drops += 1;
                 } else {
@@ -620,7 +628,7 @@ mod tests {
         let at = |now: Instant, latency_ms: u64| Sample {
             started: now,
             latency: ms(latency_ms),
-            in_flight: 2,
+            in_flight: 20,
             dropped: false,
         };
         for latency in [100, 110, 90, 100, 120] {
@@ -650,5 +658,16 @@ mod tests {
         );
         let expected = before * 0.5 + (before * 0.5).sqrt();
         assert_eq!(gradient.limit(), expected as usize);
+        // An interval at the ideal latency with one call in flight: no growth.
+        let idle = gradient.limit();
+        now += ms(1100);
+        gradient.update(
+            &Sample {
+                in_flight: 1,
+                ..at(now, 100)
+            },
+            now,
+        );
+        assert_eq!(gradient.limit(), idle, "a limit not in use does not grow");
     }
 }
