@@ -15,13 +15,26 @@ pub struct Weight {
     pub tokens: u64,
 }
 
+/// One member's share of a merged response.
+#[derive(Debug)]
+pub enum Part {
+    /// Its response body.
+    Body(Bytes),
+    /// Its share could not be cut out.
+    Failed(BoxError),
+    /// Its share is missing or malformed in a way a request of its own may fix (a packed
+    /// prompt the model did not answer): the batcher sends it again, alone.
+    Resend,
+}
+
 /// How N requests become one upstream request and its response N responses.
 ///
 /// The batcher calls [`admit`](Self::admit) on every request; those with the same key wait
 /// together until a flush, then [`merge`](Self::merge) builds one body, the first member's
 /// method, URI, headers and extensions carry it, and a successful response is cut back with
-/// [`split`](Self::split). A member whose share cannot be cut out gets an error; a failed
-/// merged call gives every member the same failure.
+/// [`split`](Self::split). A member whose share cannot be cut out gets an error or, when a
+/// request of its own may do better, is sent again alone; a failed merged call gives every
+/// member the same failure.
 pub trait BatchCodec: Send + Sync + 'static {
     /// What must be equal for requests to merge (URI, credential, model, options).
     type Key: Hash + Eq + Clone + Send + Sync + 'static;
@@ -39,8 +52,8 @@ pub trait BatchCodec: Send + Sync + 'static {
     /// The body of one request doing the work of all `members` (at least two, one key).
     fn merge(&self, members: &[&Self::Member]) -> Result<Bytes, BoxError>;
 
-    /// Cuts a successful merged response body into one body per member, in order.
-    fn split(&self, body: &[u8], members: &[&Self::Member]) -> Vec<Result<Bytes, BoxError>>;
+    /// Cuts a successful merged response body into one part per member, in order.
+    fn split(&self, body: &[u8], members: &[&Self::Member]) -> Vec<Part>;
 
     /// The most items one merged request may hold (the provider's own cap).
     fn max_items(&self) -> u32;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tollgate_core::{BoxError, CredentialId, EndpointKind, LlmRequest};
 
-use crate::codec::{BatchCodec, Weight};
+use crate::codec::{BatchCodec, Part, Weight};
 
 /// OpenAI's cap on inputs in one embeddings request.
 pub const MAX_INPUTS: u32 = 2_048;
@@ -186,9 +186,12 @@ impl BatchCodec for EmbeddingsCodec {
         Ok(Bytes::from(body))
     }
 
-    fn split(&self, body: &[u8], members: &[&EmbeddingsMember]) -> Vec<Result<Bytes, BoxError>> {
-        let failed = |error: String| -> Vec<Result<Bytes, BoxError>> {
-            members.iter().map(|_| Err(error.clone().into())).collect()
+    fn split(&self, body: &[u8], members: &[&EmbeddingsMember]) -> Vec<Part> {
+        let failed = |error: String| -> Vec<Part> {
+            members
+                .iter()
+                .map(|_| Part::Failed(error.clone().into()))
+                .collect()
         };
         let mut response: EmbeddingsResponse = match serde_json::from_slice(body) {
             Ok(response) => response,
@@ -236,7 +239,7 @@ impl BatchCodec for EmbeddingsCodec {
                     );
                 }
                 out.push('}');
-                Ok(Bytes::from(out))
+                Part::Body(Bytes::from(out))
             })
             .collect()
     }
@@ -304,12 +307,16 @@ mod tests {
             {"object":"embedding","index":1,"embedding":[2.0]}],
             "model":"m-1","usage":{"prompt_tokens":7,"total_tokens":7}}"#;
         let parts = EmbeddingsCodec.split(response.as_bytes(), &[&a, &b]);
+        let body = |part: &Part| match part {
+            Part::Body(body) => body.clone(),
+            other => panic!("{other:?}"),
+        };
         assert_eq!(
-            parts[0].as_ref().unwrap(),
+            body(&parts[0]),
             r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[1.0]}],"model":"m-1","usage":{"prompt_tokens":4,"total_tokens":4}}"#
         );
         assert_eq!(
-            parts[1].as_ref().unwrap(),
+            body(&parts[1]),
             r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[2.0]},{"object":"embedding","index":1,"embedding":[3.0]}],"model":"m-1","usage":{"prompt_tokens":3,"total_tokens":3}}"#
         );
         let short = r#"{"data":[{"index":0,"embedding":[1.0]}]}"#;
@@ -317,7 +324,7 @@ mod tests {
             EmbeddingsCodec
                 .split(short.as_bytes(), &[&a, &b])
                 .iter()
-                .all(Result::is_err)
+                .all(|p| matches!(p, Part::Failed(_)))
         );
     }
 

@@ -11,7 +11,9 @@
 //! How requests merge is a [`BatchCodec`]. [`EmbeddingsCodec`] merges OpenAI-style
 //! `/v1/embeddings` requests with identical model and options into one array request (up to
 //! 2,048 inputs and 300,000 tokens) and splits the vectors back by index and the usage in
-//! proportion.
+//! proportion. [`PromptPackingCodec`] (opt-in) packs short, independent chat prompts into one
+//! call that answers them as a JSON array, validated on the way back; a member whose answer is
+//! missing is sent again alone.
 //!
 //! The queue is bounded: `poll_ready` waits for room, or with [`WhenFull::Fail`] a request fails
 //! at once with [`QueueFull`]. The batch size can follow a per-scope signal — tollgate-overload's
@@ -42,13 +44,15 @@ mod codec;
 mod embeddings;
 mod error;
 mod layer;
+mod packing;
 mod service;
 mod worker;
 
-pub use self::codec::{BatchCodec, Weight};
+pub use self::codec::{BatchCodec, Part, Weight};
 pub use self::embeddings::{
     EmbeddingsCodec, EmbeddingsKey, EmbeddingsMember, MAX_INPUTS, MAX_TOKENS,
 };
 pub use self::error::{BatchFailed, BatcherClosed, QueueFull};
 pub use self::layer::{BatchConfig, BatchLayer, SizeSignal, WhenFull};
+pub use self::packing::{PackingKey, PackingMember, PromptPackingCodec};
 pub use self::service::{Batch, BatchBody, ResponseFuture};

@@ -13,7 +13,7 @@ use tokio::time::{Instant, sleep_until};
 use tollgate_core::{BoxError, Deadline, EndpointKind, LlmRequest};
 use tower::{Service, ServiceExt};
 
-use crate::codec::{BatchCodec, Weight};
+use crate::codec::{BatchCodec, Part, Weight};
 use crate::error::BatchFailed;
 use crate::layer::BatchLayer;
 
@@ -184,24 +184,20 @@ where
 /// Sends one flush and answers its members.
 async fn send<S, C, RB>(inner: S, codec: Arc<C>, mut items: Vec<Item<C>>)
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Send,
+    S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
-    RB: http_body::Body<Data = Bytes> + Send,
+    RB: http_body::Body<Data = Bytes> + Send + 'static,
     RB::Error: Into<BoxError>,
     C: BatchCodec,
 {
     if items.len() == 1 {
         // Alone: sent as it came.
         let item = items.pop().expect("one item");
-        let request = Request::from_parts(item.head, Full::new(item.body));
-        let reply = match inner.oneshot(request).await.map_err(Into::into) {
-            Ok(response) => whole(response).await,
-            Err(error) => Err(error),
-        };
-        let _ = item.reply.send(reply);
+        let _ = item.reply.send(alone(inner, item.head, item.body).await);
         return;
     }
+    let again = inner.clone();
     let members: Vec<&C::Member> = items.iter().map(|i| &i.member).collect();
     let body = match codec.merge(&members) {
         Ok(body) => body,
@@ -230,9 +226,48 @@ where
         return;
     }
     let members: Vec<&C::Member> = items.iter().map(|i| &i.member).collect();
-    let bodies = codec.split(&bytes, &members);
-    for (item, body) in items.into_iter().zip(bodies) {
-        let _ = item.reply.send(body.map(|b| rebuild(&parts, b)));
+    let shares = codec.split(&bytes, &members);
+    let mut resend = Vec::new();
+    for (item, share) in items.into_iter().zip(shares) {
+        match share {
+            Part::Body(body) => {
+                let _ = item.reply.send(Ok(rebuild(&parts, body)));
+            }
+            Part::Failed(error) => {
+                let _ = item.reply.send(Err(error));
+            }
+            Part::Resend => resend.push(item),
+        }
+    }
+    if !resend.is_empty() {
+        tracing::debug!(members = resend.len(), "batch members sent again alone");
+    }
+    for item in resend {
+        let inner = again.clone();
+        tokio::spawn(async move {
+            if item.reply.is_closed() {
+                return;
+            }
+            let _ = item.reply.send(alone(inner, item.head, item.body).await);
+        });
+    }
+}
+
+/// Sends one request as it came, reading its whole answer.
+async fn alone<S, RB>(inner: S, head: request::Parts, body: Bytes) -> Reply
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: http_body::Body<Data = Bytes>,
+    RB::Error: Into<BoxError>,
+{
+    let sent = inner
+        .oneshot(Request::from_parts(head, Full::new(body)))
+        .await
+        .map_err(Into::into);
+    match sent {
+        Ok(response) => whole(response).await,
+        Err(error) => Err(error),
     }
 }
 
