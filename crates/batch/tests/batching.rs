@@ -376,3 +376,51 @@ fn the_layer_makes_a_clone_sync_service() {
     fn assert_service<S: Service<Request<Full<Bytes>>> + Clone + Send + Sync>() {}
     assert_service::<Annotate<Batch<Inner, EmbeddingsCodec>>>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn batches_follow_the_overload_signal() {
+    use std::sync::atomic::AtomicBool;
+    use tollgate_overload::OverloadLayer;
+
+    let start = Instant::now();
+    let (inner, upstream) = upstream(start);
+    let open = Arc::new(AtomicBool::new(false));
+    let probe = open.clone();
+    let overload = OverloadLayer::new().with_breaker_probe(move |_| probe.load(Ordering::SeqCst));
+    let handle = overload.handle();
+    let stack = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(AnnotateLayer::new())
+            .layer(
+                BatchLayer::with_config(EmbeddingsCodec, config(8, 10)).with_size_signal(
+                    move |scope, max| handle.recommended_batch_size(scope, max as usize) as u32,
+                ),
+            )
+            .layer(overload)
+            .service(inner),
+    );
+    let burst = || {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(stack.clone().oneshot(embed("m", "x"))))
+            .collect();
+        async move {
+            for task in tasks {
+                let response = task.await.unwrap().unwrap();
+                assert_eq!(response.status(), 200);
+                response.into_body().collect().await.unwrap();
+            }
+        }
+    };
+    burst().await;
+    assert_eq!(
+        upstream.calls.lock().unwrap().len(),
+        1,
+        "healthy: one batch of 8"
+    );
+    // The breaker opens: one request per call.
+    open.store(true, Ordering::SeqCst);
+    burst().await;
+    let calls = upstream.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 9);
+    assert!(calls[1..].iter().all(|(_, body)| inputs_of(body) == 1));
+}
