@@ -52,6 +52,14 @@ pub trait BatchCodec: Send + Sync + 'static {
     /// The body of one request doing the work of all `members` (at least two, one key).
     fn merge(&self, members: &[&Self::Member]) -> Result<Bytes, BoxError>;
 
+    /// Adjusts the merged request's head (the first member's), when the merged call goes
+    /// elsewhere (Gemini's `:embedContent` becomes `:batchEmbedContents`). Does nothing by
+    /// default.
+    fn merged_head(&self, head: &mut request::Parts) -> Result<(), BoxError> {
+        let _ = head;
+        Ok(())
+    }
+
     /// Cuts a successful merged response body into one part per member, in order.
     fn split(&self, body: &[u8], members: &[&Self::Member]) -> Vec<Part>;
 

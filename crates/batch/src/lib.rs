@@ -11,7 +11,8 @@
 //! How requests merge is a [`BatchCodec`]. [`EmbeddingsCodec`] merges OpenAI-style
 //! `/v1/embeddings` requests with identical model and options into one array request (up to
 //! 2,048 inputs and 300,000 tokens) and splits the vectors back by index and the usage in
-//! proportion. [`PromptPackingCodec`] (opt-in) packs short, independent chat prompts into one
+//! proportion. [`GeminiEmbeddingsCodec`] merges Gemini `:embedContent` calls into one
+//! `:batchEmbedContents` call of up to 100 requests. [`PromptPackingCodec`] (opt-in) packs short, independent chat prompts into one
 //! call that answers them as a JSON array, validated on the way back; a member whose answer is
 //! missing is sent again alone.
 //!
@@ -43,6 +44,7 @@
 mod codec;
 mod embeddings;
 mod error;
+mod gemini;
 mod layer;
 mod packing;
 mod service;
@@ -53,6 +55,7 @@ pub use self::embeddings::{
     EmbeddingsCodec, EmbeddingsKey, EmbeddingsMember, MAX_INPUTS, MAX_TOKENS,
 };
 pub use self::error::{BatchFailed, BatcherClosed, QueueFull};
+pub use self::gemini::{GEMINI_MAX_REQUESTS, GeminiEmbeddingsCodec, GeminiKey, GeminiMember};
 pub use self::layer::{BatchConfig, BatchLayer, SizeSignal, WhenFull};
 pub use self::packing::{PackingKey, PackingMember, PromptPackingCodec};
 pub use self::service::{Batch, BatchBody, ResponseFuture};

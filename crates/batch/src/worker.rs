@@ -203,7 +203,10 @@ where
         Ok(body) => body,
         Err(error) => return fan_out(items, &BatchFailed::new(error)),
     };
-    let head = merged_head(&items, body.len());
+    let mut head = merged_head(&items, body.len());
+    if let Err(error) = codec.merged_head(&mut head) {
+        return fan_out(items, &BatchFailed::new(error));
+    }
     let sent = inner
         .oneshot(Request::from_parts(head, Full::new(body)))
         .await

@@ -124,3 +124,65 @@ async fn ten_thousand_requests_in_at_most_fifty_calls() {
     assert!(upstream.len() <= 50, "{} upstream calls", upstream.len());
     assert!(p50 <= MAX_WAIT, "p50 added latency {p50:?}");
 }
+
+fn gemini_embed(input: &str) -> Request<Full<Bytes>> {
+    let body = json!({"content": {"parts": [{"text": input}]}, "taskType": "RETRIEVAL_DOCUMENT"});
+    Request::post(
+        "https://generativelanguage.googleapis.com/v1beta/models/text-embedding-004:embedContent",
+    )
+    .header("x-goog-api-key", "AIza-batch")
+    .header("content-type", "application/json")
+    .body(Full::new(Bytes::from(body.to_string())))
+    .unwrap()
+}
+
+async fn gemini_vector<S, B>(service: S, input: &str) -> Value
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let response = service.oneshot(gemini_embed(input)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    body["embedding"]["values"].clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn gemini_embed_content_calls_become_batch_embed_contents() {
+    let sim = new_sim();
+    let stack = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(AnnotateLayer::new())
+            .layer(BatchLayer::new(tollgate_batch::GeminiEmbeddingsCodec))
+            .service(sim.clone()),
+    );
+    let callers: Vec<_> = (0..250)
+        .map(|i| {
+            let stack = stack.clone();
+            tokio::spawn(async move {
+                let input = format!("passage {i}");
+                let vector = gemini_vector(stack, &input).await;
+                (input, vector)
+            })
+        })
+        .collect();
+    let alone = new_sim();
+    for caller in callers {
+        let (input, vector) = caller.await.unwrap();
+        assert!(vector.as_array().is_some_and(|v| !v.is_empty()));
+        assert_eq!(
+            vector,
+            gemini_vector(alone.clone(), &input).await,
+            "{input}"
+        );
+    }
+    let log = sim.log();
+    assert_eq!(log.len(), 3, "100 + 100 + 50");
+    assert!(
+        log.iter().all(|e| e.route.ends_with(":batchEmbedContents")),
+        "{log:?}"
+    );
+}
