@@ -18,7 +18,8 @@ use tower::Service;
 use crate::body::PermitBody;
 
 /// The slow path: waiting in line for a permit (boxed: only a request that waits pays for it).
-type Waiting = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, BoxError>> + Send>>;
+pub type WaitForPermit =
+    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, BoxError>> + Send>>;
 
 pin_project! {
     /// Takes a permit (waiting in line if need be), then runs the inner call; the permit moves
@@ -38,7 +39,7 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        Waiting { waiting: Waiting },
+        Waiting { waiting: WaitForPermit },
         Readying,
         Calling { #[pin] future: F },
     }
@@ -58,7 +59,7 @@ where
             Ok(permit) => (State::Readying, Some(permit)),
             Err(_) => (
                 State::Waiting {
-                    waiting: wait(semaphore, timeout),
+                    waiting: wait_for_permit(semaphore, timeout),
                 },
                 None,
             ),
@@ -72,7 +73,9 @@ where
     }
 }
 
-fn wait(semaphore: Arc<Semaphore>, timeout: Option<Duration>) -> Waiting {
+/// Waits in line (FIFO) for a permit of `semaphore`, giving up after `timeout` with
+/// [`QueueTimeout`].
+pub fn wait_for_permit(semaphore: Arc<Semaphore>, timeout: Option<Duration>) -> WaitForPermit {
     Box::pin(async move {
         let started = Instant::now();
         let acquire = semaphore.acquire_owned();
@@ -88,7 +91,7 @@ fn wait(semaphore: Arc<Semaphore>, timeout: Option<Duration>) -> Waiting {
             }
             None => acquire.await,
         };
-        acquired.map_err(|_| -> BoxError { "concurrency limit closed".into() })
+        acquired.map_err(|_| -> BoxError { "the limit was closed".into() })
     })
 }
 

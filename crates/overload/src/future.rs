@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::OwnedSemaphorePermit;
 use tollgate_concurrency::PermitBody;
+use tollgate_concurrency::future::{WaitForPermit, wait_for_permit};
 use tollgate_core::body::{EndOfStream, EndReason, StreamEnd};
 use tollgate_core::classify::{classify_error, classify_response};
 use tollgate_core::error::{CircuitOpen, Overloaded, QueueTimeout, RateLimited};
@@ -21,9 +21,6 @@ use tower::Service;
 pub use crate::controller::Lease;
 use crate::controller::{Controller, Ending, Ticket};
 use crate::layer::LatencyMeasure;
-
-/// The slow path: waiting in line for a permit (boxed: only a request that waits pays for it).
-type Waiting = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, BoxError>> + Send>>;
 
 pin_project! {
     /// Takes a permit (waiting in line if need be), runs the inner call, and records how it
@@ -47,7 +44,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Shed,
-        Waiting { waiting: Waiting },
+        Waiting { waiting: WaitForPermit },
         Readying,
         Calling { #[pin] future: F },
     }
@@ -69,7 +66,7 @@ where
             Ok(permit) => (State::Readying, Some(permit)),
             Err(_) => (
                 State::Waiting {
-                    waiting: wait(semaphore, timeout),
+                    waiting: wait_for_permit(semaphore, timeout),
                 },
                 None,
             ),
@@ -96,26 +93,6 @@ where
             latency: LatencyMeasure::default(),
         }
     }
-}
-
-fn wait(semaphore: Arc<Semaphore>, timeout: Option<Duration>) -> Waiting {
-    Box::pin(async move {
-        let started = Instant::now();
-        let acquire = semaphore.acquire_owned();
-        let acquired = match timeout {
-            Some(timeout) => {
-                tokio::time::timeout(timeout, acquire)
-                    .await
-                    .map_err(|_| -> BoxError {
-                        Box::new(QueueTimeout {
-                            waited: started.elapsed(),
-                        })
-                    })?
-            }
-            None => acquire.await,
-        };
-        acquired.map_err(|_| -> BoxError { "overload limit closed".into() })
-    })
 }
 
 impl<S, B, RB> Future for ResponseFuture<S, B>
