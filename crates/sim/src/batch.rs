@@ -8,18 +8,35 @@
 //! - a batch's status is a function of `tokio::time` since its creation (validating for a tenth
 //!   of [`BatchConfig::completion_delay`](crate::config::BatchConfig), then in progress, then
 //!   done once the delay has passed), so paused-time tests step through it with `advance`;
-//! - the results are computed once, when first looked at after completion, from the seed, the
-//!   batch's number and each request's line — never from the live request counter — so the same
-//!   seed and the same sequence of batches give the same answers whatever else the simulator
-//!   served in between;
-//! - batch calls are authenticated like every other call, but consume no per-minute limit.
+//! - a batch that would take longer than
+//!   [`BatchConfig::expire_after`](crate::config::BatchConfig::expire_after) ends `expired` at
+//!   that age instead (Anthropic: `ended`), with partial results as the providers give them:
+//!   the first ⌊requests × `expire_after` / `completion_delay`⌋ requests ran, every later one is
+//!   expired (OpenAI: a `batch_expired` line in the error file; Anthropic: an `expired`
+//!   result) — the case a durable client must resubmit from;
+//! - the results are computed once, when first looked at after the batch ended, from the seed,
+//!   the batch's number and each request's line — never from the live request counter — so the
+//!   same seed and the same sequence of batches give the same answers whatever else the
+//!   simulator served in between;
+//! - both APIs list their batches newest first, a page at a time (OpenAI: `limit` up to 100
+//!   and an `after` cursor; Anthropic: `limit` up to 1000 and `after_id` or `before_id`), so a
+//!   client that lost its state can find its batches again (OpenAI's carry the `metadata` they
+//!   were created with; Anthropic's carry none, so a client matches on the ids it stored);
+//! - a share of file uploads
+//!   ([`BatchConfig::upload_error_rate`](crate::config::BatchConfig::upload_error_rate)) fail
+//!   with a 500 and store nothing, drawn from the seed like the other faults;
+//! - batch calls are authenticated like every other call, but consume no per-minute limit;
+//! - [`SimService::batches`](crate::SimService::batches) shows a test every batch and the
+//!   `custom_id`s it holds, without going through the API.
 
 mod anthropic;
 mod files;
 mod jsonl;
+mod list;
 mod openai;
 mod run;
 mod store;
+mod summary;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -43,6 +60,8 @@ use crate::state::{KeyRefusal, Shared};
 use crate::stats::{LogEntry, Rejection};
 
 pub(crate) use self::store::Store;
+pub(crate) use self::summary::summaries;
+pub use self::summary::{BatchApi, BatchSummary};
 
 /// A batch endpoint, with the id it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,12 +74,16 @@ pub(crate) enum Route {
     FileContent(String),
     /// `POST /v1/batches`
     CreateBatch,
+    /// `GET /v1/batches`
+    ListBatches,
     /// `GET /v1/batches/{id}`
     Batch(String),
     /// `POST /v1/batches/{id}/cancel`
     CancelBatch(String),
     /// `POST /v1/messages/batches`
     CreateMessageBatch,
+    /// `GET /v1/messages/batches`
+    ListMessageBatches,
     /// `GET /v1/messages/batches/{id}`
     MessageBatch(String),
     /// `GET /v1/messages/batches/{id}/results`
@@ -73,6 +96,7 @@ impl Route {
     fn dialect(&self) -> Dialect {
         match self {
             Self::CreateMessageBatch
+            | Self::ListMessageBatches
             | Self::MessageBatch(_)
             | Self::MessageBatchResults(_)
             | Self::CancelMessageBatch(_) => Dialect::Anthropic,
@@ -94,9 +118,11 @@ pub(crate) fn route(method: &Method, path: &str) -> Option<Route> {
         (&Method::GET, ["files", file]) => Route::File(id(file)),
         (&Method::GET, ["files", file, "content"]) => Route::FileContent(id(file)),
         (&Method::POST, ["batches"]) => Route::CreateBatch,
+        (&Method::GET, ["batches"]) => Route::ListBatches,
         (&Method::GET, ["batches", batch]) => Route::Batch(id(batch)),
         (&Method::POST, ["batches", batch, "cancel"]) => Route::CancelBatch(id(batch)),
         (&Method::POST, ["messages", "batches"]) => Route::CreateMessageBatch,
+        (&Method::GET, ["messages", "batches"]) => Route::ListMessageBatches,
         (&Method::GET, ["messages", "batches", batch]) => Route::MessageBatch(id(batch)),
         (&Method::GET, ["messages", "batches", batch, "results"]) => {
             Route::MessageBatchResults(id(batch))
@@ -136,9 +162,11 @@ where
         Route::File(id) => files::retrieve(shared, &id, entry),
         Route::FileContent(id) => files::content(shared, &id, entry),
         Route::CreateBatch => openai::create(shared, quota_exhausted, body, entry).await,
+        Route::ListBatches => list::batches(shared, &parts.uri, entry, now),
         Route::Batch(id) => openai::retrieve(shared, &id, entry, now),
         Route::CancelBatch(id) => openai::cancel(shared, &id, entry, now),
         Route::CreateMessageBatch => anthropic::create(shared, quota_exhausted, body, entry).await,
+        Route::ListMessageBatches => list::message_batches(shared, &parts.uri, entry, now),
         Route::MessageBatch(id) => anthropic::retrieve(shared, &id, entry, now),
         Route::MessageBatchResults(id) => anthropic::results(shared, &id, entry, now),
         Route::CancelMessageBatch(id) => anthropic::cancel(shared, &id, entry, now),
@@ -294,6 +322,13 @@ mod tests {
             route(&Method::POST, "/v1/messages/batches/msgbatch_1/cancel"),
             Some(Route::CancelMessageBatch("msgbatch_1".into()))
         );
+        assert_eq!(route(&Method::GET, "/v1/batches"), Some(Route::ListBatches));
+        assert_eq!(
+            route(&Method::GET, "/v1/messages/batches"),
+            Some(Route::ListMessageBatches)
+        );
+        assert_eq!(Route::ListMessageBatches.dialect(), Dialect::Anthropic);
+        assert_eq!(Route::ListBatches.dialect(), Dialect::OpenAi);
         assert_eq!(route(&Method::GET, "/v1/batches/"), None);
         assert_eq!(route(&Method::DELETE, "/v1/batches/batch_1"), None);
         assert_eq!(route(&Method::POST, "/v1/messages"), None);

@@ -127,6 +127,7 @@ impl SimConfig {
                 latency.validate("phases.latency")?;
             }
         }
+        self.batch.validate()?;
         if self.max_body_bytes == 0 {
             return Err(ConfigError::new("max_body_bytes", 0, "must be at least 1"));
         }
@@ -330,19 +331,58 @@ pub struct Phase {
 }
 
 /// How the Batch APIs behave.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatchConfig {
     /// How long after creation a batch completes.
     #[serde(with = "humantime_serde")]
     pub completion_delay: Duration,
+    /// How long after creation a batch expires, standing in for the providers' 24 h
+    /// completion window (and shown as its `expires_at`). A batch whose
+    /// [`completion_delay`](Self::completion_delay) is longer ends `expired` at this age, with
+    /// the results of the first ⌊requests × `expire_after` / `completion_delay`⌋ requests and
+    /// every later one marked expired. `None` (the default): batches never expire.
+    #[serde(with = "humantime_serde")]
+    pub expire_after: Option<Duration>,
+    /// The share of file uploads (`POST /v1/files`) answered with a 500 `server_error` and
+    /// stored nowhere (0.0–1.0), drawn from the seed and the request's number like the other
+    /// faults. A malformed upload is a 400 whatever the rate.
+    pub upload_error_rate: f64,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
             completion_delay: Duration::from_secs(2),
+            expire_after: None,
+            upload_error_rate: 0.0,
         }
+    }
+}
+
+impl BatchConfig {
+    /// The longest [`expire_after`](Self::expire_after): the providers' completion window.
+    const MAX_EXPIRE_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(expire_after) = self.expire_after {
+            let value = || humantime::format_duration(expire_after);
+            if expire_after.is_zero() {
+                return Err(ConfigError::new(
+                    "batch.expire_after",
+                    value(),
+                    "must be positive (omit it for batches that never expire)",
+                ));
+            }
+            if expire_after > Self::MAX_EXPIRE_AFTER {
+                return Err(ConfigError::new(
+                    "batch.expire_after",
+                    value(),
+                    "must be at most 24h, the providers' completion window",
+                ));
+            }
+        }
+        check_rate(self.upload_error_rate, "batch.upload_error_rate".into())
     }
 }
 

@@ -25,6 +25,7 @@
 //!   exhausted quotas, "Request too large", 401 for unknown or revoked keys;
 //! - a hidden concurrency capacity beyond which requests are 529 `overloaded_error` (or 500
 //!   "Overloaded", or 503), random 5xx, hangs, streams cut off or ended by an error event;
+//! - batches that expire with partial results, and file uploads that fail with a 500;
 //! - a latency model (time to first token, time per output token, a tail), and scripted phases
 //!   (healthy → overloaded → recovering) from a TOML scenario (`docs/scenarios/`).
 //!
@@ -70,6 +71,7 @@ mod state;
 mod stats;
 mod text;
 
+pub use self::batch::{BatchApi, BatchSummary};
 pub use self::body::SimBody;
 pub use self::config::SimConfig;
 pub use self::server::{Sim, SimHandle};

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tollgate_core::BoxError;
 
+use crate::batch::BatchSummary;
 use crate::config::SimConfig;
 use crate::service::SimService;
 use crate::stats::{LogEntry, SimStats};
@@ -117,7 +118,13 @@ impl SimHandle {
         self.service.log()
     }
 
-    /// Clears the counters and the log and refills every key's limits.
+    /// Every batch created so far, oldest first (see [`SimService::batches`]).
+    pub fn batches(&self) -> Vec<BatchSummary> {
+        self.service.batches()
+    }
+
+    /// Clears the counters and the log and refills every key's limits (files and batches
+    /// stay).
     pub fn reset(&self) {
         self.service.reset();
     }

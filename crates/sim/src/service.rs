@@ -15,6 +15,7 @@ use tollgate_core::BoxError;
 use tollgate_core::error::ConfigError;
 use tower::Service;
 
+use crate::batch::BatchSummary;
 use crate::body::SimBody;
 use crate::config::SimConfig;
 use crate::dialect::{Dialect, Refuse};
@@ -72,7 +73,16 @@ impl SimService {
         self.shared.lock().log()
     }
 
-    /// Clears the counters and the log and refills every key's limits.
+    /// Every batch created so far through either Batch API, oldest first: its id, API, status
+    /// now and the `custom_id`s of its requests in input order. A test checks with it what a
+    /// client submitted (every job in exactly one batch, say) without listing through HTTP.
+    /// [`reset`](Self::reset) keeps the batches.
+    pub fn batches(&self) -> Vec<BatchSummary> {
+        crate::batch::summaries(&self.shared.lock().batches, Instant::now())
+    }
+
+    /// Clears the counters and the log and refills every key's limits (files and batches
+    /// stay).
     pub fn reset(&self) {
         self.shared
             .lock()

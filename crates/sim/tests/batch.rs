@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Reply, call, chat, client, request, send};
+use common::{Reply, call, chat, client, jsonl as lines, request, send, upload};
 use http::Request;
 use http_body_util::Full;
 use serde_json::{Value, json};
@@ -48,20 +48,6 @@ fn get(path: &str, key: &str) -> Request<Full<Bytes>> {
     builder.body(Full::default()).unwrap()
 }
 
-/// A `multipart/form-data` upload of `content` as the `file` field.
-fn upload(base: &str, key: &str, purpose: &str, content: &str) -> Request<Full<Bytes>> {
-    let body = format!(
-        "--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{purpose}\r\n\
-         --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"input.jsonl\"\r\n\
-         Content-Type: application/jsonl\r\n\r\n{content}\r\n--XyZ--\r\n"
-    );
-    Request::post(format!("{base}/v1/files"))
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "multipart/form-data; boundary=XyZ")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap()
-}
-
 fn line(custom_id: &str, body: &Value) -> String {
     json!({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body})
         .to_string()
@@ -82,14 +68,6 @@ fn input() -> String {
         line("bad-1", &json!({"model": "gpt-4o-mini", "messages": []})),
     );
     lines.join("\n") + "\n"
-}
-
-fn lines(reply: &Reply) -> Vec<Value> {
-    std::str::from_utf8(&reply.body)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn create(file_id: &str) -> Value {

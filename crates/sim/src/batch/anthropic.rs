@@ -1,6 +1,7 @@
 //! Anthropic's Message Batches: inline `{custom_id, params}` requests, `in_progress` until the
-//! completion delay has passed, then `ended` with JSONL results in request order. Each
-//! request's params are checked only when it runs, so a bad one is `errored` on its own.
+//! completion delay has passed (or the batch expired), then `ended` with JSONL results in
+//! request order (listing is in `list.rs`). Each request's params are checked only when it
+//! runs, so a bad one is `errored` on its own; those the batch expired before are `expired`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,8 +13,9 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tollgate_core::BoxError;
 
-use super::run::Tally;
+use super::run::{Ending, Tally};
 use super::store::{Phase, Timeline};
+use super::summary::{BatchApi, BatchSummary};
 use super::{bad_request, json_ok, missing, read_json, respond, rfc3339, run, unix};
 use crate::body::SimBody;
 use crate::dialect::{Dialect, Refuse};
@@ -28,7 +30,7 @@ const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
 
 /// One message batch.
 pub(super) struct MessageBatch {
-    ordinal: u64,
+    pub(super) ordinal: u64,
     timeline: Timeline,
     /// `(custom_id, params)`, in request order.
     requests: Arc<Vec<(String, Value)>>,
@@ -42,19 +44,35 @@ struct Outcome {
 }
 
 impl MessageBatch {
-    /// The `message_batch` object at `now`.
-    fn object(&self, id: &str, now: Instant) -> Value {
-        let t = &self.timeline;
-        let phase = t.phase(now);
-        let status = match phase {
+    /// Its `processing_status` at `now`.
+    fn status(&self, now: Instant) -> &'static str {
+        match self.timeline.phase(now) {
             Phase::Validating | Phase::InProgress => "in_progress",
             Phase::Canceling => "canceling",
-            Phase::Done | Phase::Canceled => "ended",
-        };
-        let ended_at = t.completed_at(now).or_else(|| t.canceled_at(now));
+            Phase::Done | Phase::Canceled | Phase::Expired => "ended",
+        }
+    }
+
+    /// What [`SimService::batches`](crate::SimService::batches) shows of it, with its number.
+    pub(super) fn summary(&self, id: &str, now: Instant) -> (u64, BatchSummary) {
+        let custom_ids = self.requests.iter().map(|(custom_id, _)| custom_id.clone());
+        let summary = BatchSummary::new(
+            id.to_owned(),
+            BatchApi::Anthropic,
+            self.status(now),
+            custom_ids.collect(),
+        );
+        (self.ordinal, summary)
+    }
+
+    /// The `message_batch` object at `now`.
+    pub(super) fn object(&self, id: &str, now: Instant) -> Value {
+        let t = &self.timeline;
+        let status = self.status(now);
+        let ended_at = t.ended_at(now);
         let counts = match &self.outcome {
             Some(Outcome { tally: t, .. }) => json!({"processing": 0, "succeeded": t.succeeded,
-                "errored": t.failed, "canceled": t.canceled, "expired": 0}),
+                "errored": t.failed, "canceled": t.canceled, "expired": t.expired}),
             None => json!({"processing": self.requests.len(), "succeeded": 0, "errored": 0,
                 "canceled": 0, "expired": 0}),
         };
@@ -263,21 +281,24 @@ fn not_found(shared: &Shared, id: &str, entry: &mut LogEntry) -> Response<SimBod
 
 /// Computes the results of a batch that has just ended, outside the lock; the first to store
 /// them wins (any other computed the same bytes).
-fn settle(shared: &Shared, id: &str, now: Instant) {
+pub(super) fn settle(shared: &Shared, id: &str, now: Instant) {
     let job = {
         let state = shared.lock();
         state.batches.message_batches.get(id).and_then(|batch| {
             let t = &batch.timeline;
-            let ended = t.completed_at(now).or_else(|| t.canceled_at(now));
-            let canceled = t.cancel_initiated_at().is_some();
-            let ended = ended.filter(|_| batch.outcome.is_none())?;
-            Some((batch.ordinal, batch.requests.clone(), unix(ended), canceled))
+            let ended = t.ended_at(now).filter(|_| batch.outcome.is_none())?;
+            let ending = match t.phase(now) {
+                Phase::Canceled => Ending::Canceled,
+                Phase::Expired => Ending::Expired(t.processed(batch.requests.len())),
+                _ => Ending::Completed,
+            };
+            Some((batch.ordinal, batch.requests.clone(), unix(ended), ending))
         })
     };
-    let Some((ordinal, requests, created, canceled)) = job else {
+    let Some((ordinal, requests, created, ending)) = job else {
         return;
     };
-    let (tally, results) = run::message_batch(shared, ordinal, &requests, created, canceled);
+    let (tally, results) = run::message_batch(shared, ordinal, &requests, created, ending);
     let outcome = Outcome {
         tally,
         results: Bytes::from(results),

@@ -1,5 +1,7 @@
 //! OpenAI's Files API, as far as batches need it: upload a JSONL input (`purpose=batch`),
-//! read a file's object and its content (inputs, outputs and error files alike).
+//! read a file's object and its content (inputs, outputs and error files alike). A malformed
+//! upload is a 400; a well-formed one fails with a 500, storing nothing, at
+//! [`BatchConfig::upload_error_rate`](crate::config::BatchConfig::upload_error_rate).
 
 use std::sync::Arc;
 
@@ -7,6 +9,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Response, StatusCode, header};
 use http_body::Body;
+use rand::RngExt as _;
 use tokio::time::Instant;
 use tollgate_core::BoxError;
 
@@ -22,7 +25,8 @@ use crate::stats::LogEntry;
 /// Room for the multipart framing around a file of the largest size.
 const FORM_OVERHEAD: usize = 1024 * 1024;
 
-/// `POST /v1/files`: stores a batch input file once every line checks out.
+/// `POST /v1/files`: stores a batch input file once every line checks out (unless the upload
+/// draws a server error).
 pub(super) async fn upload<B>(
     shared: &Arc<Shared>,
     parts: &Parts,
@@ -79,6 +83,17 @@ where
         Err(message) => return bad_request(shared, dialect, entry, message),
     };
     entry.model.clone_from(&input.model);
+    // Drawn from the request's own number, as the synchronous endpoints draw their faults.
+    let rate = shared.config.batch.upload_error_rate;
+    if rate > 0.0 && shared.rng(entry.seq).random_bool(rate) {
+        return refuse(
+            shared,
+            dialect,
+            Refuse::ServerError,
+            entry,
+            HeaderMap::new(),
+        );
+    }
     let now = Instant::now();
     let object = {
         let mut state = shared.lock();

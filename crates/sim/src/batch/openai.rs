@@ -1,6 +1,7 @@
 //! OpenAI's Batch API: create a batch from an uploaded file, poll it through `validating`,
-//! `in_progress` and `completed`, cancel it. Successful results go to the output file, refused
-//! requests to the error file, both in input order.
+//! `in_progress` and `completed` (or `expired`), cancel it (listing is in `list.rs`). Successful
+//! results go to the output file, refused and expired requests to the error file, both in input
+//! order.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use tollgate_core::BoxError;
 use super::jsonl::Input;
 use super::run::Tally;
 use super::store::{Phase, StoredFile, Timeline};
+use super::summary::{BatchApi, BatchSummary};
 use super::{bad_request, files, json_ok, missing, read_json, run, unix};
 use crate::body::SimBody;
 use crate::dialect::{Dialect, Refuse};
@@ -27,7 +29,7 @@ const ENDPOINTS: [&str; 2] = ["/v1/chat/completions", "/v1/embeddings"];
 /// One OpenAI batch.
 pub(super) struct Batch {
     id: String,
-    ordinal: u64,
+    pub(super) ordinal: u64,
     timeline: Timeline,
     endpoint: String,
     input_file_id: String,
@@ -47,18 +49,34 @@ struct Outcome {
 
 impl Batch {
     fn status(&self, now: Instant) -> &'static str {
+        let validated = || self.timeline.validated_at(now).is_some();
         match (self.timeline.phase(now), self.errors.is_some()) {
             (Phase::Validating, _) => "validating",
             (Phase::Canceling, _) => "cancelling",
             (Phase::Canceled, _) => "cancelled",
             (Phase::InProgress | Phase::Done, true) => "failed",
+            // A batch that failed validation stays failed; one still validating expires.
+            (Phase::Expired, true) if validated() => "failed",
+            (Phase::Expired, _) => "expired",
             (Phase::InProgress, false) => "in_progress",
             (Phase::Done, false) => "completed",
         }
     }
 
+    /// What [`SimService::batches`](crate::SimService::batches) shows of it, with its number.
+    pub(super) fn summary(&self, now: Instant) -> (u64, BatchSummary) {
+        let custom_ids = self.input.requests.iter().map(|r| r.custom_id.clone());
+        let summary = BatchSummary::new(
+            self.id.clone(),
+            BatchApi::OpenAi,
+            self.status(now),
+            custom_ids.collect(),
+        );
+        (self.ordinal, summary)
+    }
+
     /// The `batch` object at `now`.
-    fn object(&self, now: Instant) -> Value {
+    pub(super) fn object(&self, now: Instant) -> Value {
         let t = &self.timeline;
         let at = |time: Option<std::time::SystemTime>| time.map(unix);
         let validated = at(t.validated_at(now));
@@ -67,6 +85,8 @@ impl Batch {
             None => (validated, None),
         };
         let completed_at = at(t.completed_at(now)).filter(|_| self.errors.is_none());
+        let status = self.status(now);
+        let expired_at = at(t.expired_at(now)).filter(|_| status == "expired");
         let outcome = self.outcome.as_ref();
         let count = |f: fn(&Tally) -> u64| outcome.map_or(0, |o| f(&o.tally));
         let (input_tokens, output_tokens) = (count(|t| t.input_tokens), count(|t| t.output_tokens));
@@ -78,7 +98,7 @@ impl Batch {
             "errors": self.errors,
             "input_file_id": self.input_file_id,
             "completion_window": "24h",
-            "status": self.status(now),
+            "status": status,
             "output_file_id": outcome.and_then(|o| o.output_file_id.clone()),
             "error_file_id": outcome.and_then(|o| o.error_file_id.clone()),
             "created_at": unix(t.created_at()),
@@ -87,13 +107,14 @@ impl Batch {
             "finalizing_at": completed_at,
             "completed_at": completed_at,
             "failed_at": failed_at,
-            "expired_at": null,
+            "expired_at": expired_at,
             "cancelling_at": at(t.cancel_initiated_at()),
             "cancelled_at": at(t.canceled_at(now)),
             "request_counts": {
                 "total": self.input.requests.len(),
                 "completed": count(|t| t.succeeded),
-                "failed": count(|t| t.failed),
+                // Every line of the error file: refused, or expired before it ran.
+                "failed": count(|t| t.failed + t.expired),
             },
             "usage": {
                 "input_tokens": input_tokens,
@@ -267,27 +288,36 @@ fn not_found(shared: &Shared, id: &str, entry: &mut LogEntry) -> Response<SimBod
     )
 }
 
-/// Computes the results of a batch that has just become due, outside the lock; the first to
-/// store them wins (any other computed the same bytes).
-fn settle(shared: &Shared, id: &str, now: Instant) {
+/// Computes the results of a batch that has just completed or expired, outside the lock; the
+/// first to store them wins (any other computed the same bytes).
+pub(super) fn settle(shared: &Shared, id: &str, now: Instant) {
     let job = {
         let state = shared.lock();
         state.batches.batches.get(id).and_then(|batch| {
             let due = batch.outcome.is_none() && batch.errors.is_none();
-            let completed = batch.timeline.completed_at(now).filter(|_| due)?;
+            let t = &batch.timeline;
+            let ended = t.completed_at(now).or_else(|| t.expired_at(now));
+            let ended = ended.filter(|_| due)?;
             Some((
                 batch.ordinal,
                 batch.endpoint.clone(),
                 batch.input.clone(),
-                unix(completed),
+                unix(ended),
+                t.processed(batch.input.requests.len()),
             ))
         })
     };
-    let Some((ordinal, endpoint, input, created)) = job else {
+    let Some((ordinal, endpoint, input, created, processed)) = job else {
         return;
     };
-    let (tally, output, errors) =
-        run::openai_batch(shared, ordinal, &endpoint, &input.requests, created);
+    let (tally, output, errors) = run::openai_batch(
+        shared,
+        ordinal,
+        &endpoint,
+        &input.requests,
+        created,
+        processed,
+    );
     let mut outcome = Outcome {
         tally,
         output_file_id: None,

@@ -93,6 +93,8 @@ pub(super) struct Tally {
     pub(super) succeeded: u64,
     pub(super) failed: u64,
     pub(super) canceled: u64,
+    /// Not run before the batch expired.
+    pub(super) expired: u64,
     pub(super) input_tokens: u64,
     pub(super) output_tokens: u64,
 }
@@ -105,17 +107,32 @@ impl Tally {
     }
 }
 
-/// Runs every request of OpenAI batch `ordinal`: the output lines (the successes) and the
-/// error lines (the refusals), each in input order.
+/// What OpenAI writes for a request its batch expired before running.
+const EXPIRED_MESSAGE: &str =
+    "This request could not be executed before the completion window expired.";
+
+/// Runs the first `processed` requests of OpenAI batch `ordinal` (the batch expired before
+/// the others): the output lines (the successes) and the error lines (the refusals, then the
+/// expired requests), each in input order.
 pub(super) fn openai_batch(
     shared: &Shared,
     ordinal: u64,
     endpoint: &str,
     requests: &[Request],
     created: u64,
+    processed: usize,
 ) -> (Tally, Vec<u8>, Vec<u8>) {
     let (mut tally, mut output, mut errors) = (Tally::default(), Vec::new(), Vec::new());
     for (line, request) in requests.iter().enumerate() {
+        let id = format!("batch_req_sim{ordinal:08}{line:08}");
+        if line >= processed {
+            tally.expired += 1;
+            let error = json!({"code": "batch_expired", "message": EXPIRED_MESSAGE});
+            let record = json!({"id": id, "custom_id": request.custom_id, "response": null,
+                "error": error});
+            push_line(&mut errors, &record);
+            continue;
+        }
         let key = line_key(ordinal, line);
         let (sink, status, body) = match openai(shared, key, endpoint, &request.body, created) {
             Ok(done) => {
@@ -130,7 +147,7 @@ pub(super) fn openai_batch(
             }
         };
         let record = json!({
-            "id": format!("batch_req_sim{ordinal:08}{line:08}"),
+            "id": id,
             "custom_id": request.custom_id,
             "response": {"status_code": status, "request_id": format!("req_sim{key:016x}"),
                 "body": body},
@@ -141,20 +158,34 @@ pub(super) fn openai_batch(
     (tally, output, errors)
 }
 
-/// Runs every request of message batch `ordinal` (or cancels them all): the results JSONL,
-/// in request order.
+/// How a message batch ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// Every request ran.
+    Completed,
+    /// No request ran.
+    Canceled,
+    /// Only the first this many requests ran.
+    Expired(usize),
+}
+
+/// Runs the requests of message batch `ordinal` that its `ending` let run (the others are
+/// `canceled` or `expired`): the results JSONL, in request order.
 pub(super) fn message_batch(
     shared: &Shared,
     ordinal: u64,
     requests: &[(String, Value)],
     created: u64,
-    canceled: bool,
+    ending: Ending,
 ) -> (Tally, Vec<u8>) {
     let (mut tally, mut results) = (Tally::default(), Vec::new());
     for (line, (custom_id, params)) in requests.iter().enumerate() {
-        let result = if canceled {
+        let result = if ending == Ending::Canceled {
             tally.canceled += 1;
             json!({"type": "canceled"})
+        } else if matches!(ending, Ending::Expired(processed) if line >= processed) {
+            tally.expired += 1;
+            json!({"type": "expired"})
         } else {
             match message(shared, line_key(ordinal, line), params, created) {
                 Ok(done) => {
@@ -215,5 +246,87 @@ mod tests {
         assert_eq!(e.body["data"].as_array().map(Vec::len), Some(2));
         assert!(openai(&shared, 1, "/v1/embeddings", &body, 0).is_err());
         assert!(message(&shared, 1, &body, 0).is_err());
+    }
+
+    fn jsonl(bytes: &[u8]) -> Vec<Value> {
+        std::str::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn expired_openai_requests_go_to_the_error_file_after_the_processed_ones() {
+        let shared = Shared::new(SimConfig::default());
+        let good = json!({"model": "m", "max_tokens": 3,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let bad = json!({"model": "m", "messages": []});
+        let requests: Vec<Request> = [("a", &good), ("b", &bad), ("c", &good), ("d", &good)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, body))| Request {
+                line: i + 1,
+                custom_id: id.into(),
+                url: "/v1/chat/completions".into(),
+                body: body.clone(),
+            })
+            .collect();
+        let endpoint = "/v1/chat/completions";
+        let (tally, output, errors) = openai_batch(&shared, 3, endpoint, &requests, 0, 2);
+        assert_eq!(
+            (tally.succeeded, tally.failed, tally.expired),
+            (1, 1, 2),
+            "{tally:?}"
+        );
+        let output = jsonl(&output);
+        assert_eq!(output.len(), 1);
+        assert_eq!(output[0]["custom_id"], "a");
+        let errors = jsonl(&errors);
+        let ids: Vec<&str> = errors
+            .iter()
+            .map(|e| e["custom_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["b", "c", "d"]);
+        assert_eq!(errors[0]["response"]["status_code"], 400);
+        assert_eq!(
+            errors[1],
+            json!({"id": "batch_req_sim0000000300000002", "custom_id": "c", "response": null,
+                "error": {"code": "batch_expired", "message": EXPIRED_MESSAGE}})
+        );
+
+        // The processed lines are the very ones a completed batch would have written.
+        let (_, full, _) = openai_batch(&shared, 3, endpoint, &requests, 0, 4);
+        assert_eq!(jsonl(&full)[0], output[0]);
+    }
+
+    #[test]
+    fn expired_message_requests_are_marked_expired() {
+        let shared = Shared::new(SimConfig::default());
+        let params = json!({"model": "c", "max_tokens": 2,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let requests: Vec<(String, Value)> = ["x", "y", "z"]
+            .into_iter()
+            .map(|id| (id.to_owned(), params.clone()))
+            .collect();
+        let (tally, results) = message_batch(&shared, 1, &requests, 0, Ending::Expired(1));
+        assert_eq!((tally.succeeded, tally.expired), (1, 2));
+        let results = jsonl(&results);
+        assert_eq!(results[0]["result"]["type"], "succeeded");
+        for (record, id) in results[1..].iter().zip(["y", "z"]) {
+            assert_eq!(
+                *record,
+                json!({"custom_id": id, "result": {"type": "expired"}})
+            );
+        }
+        let (tally, results) = message_batch(&shared, 1, &requests, 0, Ending::Canceled);
+        assert_eq!((tally.canceled, tally.expired), (3, 0));
+        assert!(
+            jsonl(&results)
+                .iter()
+                .all(|r| r["result"]["type"] == "canceled")
+        );
+        let (tally, _) = message_batch(&shared, 1, &requests, 0, Ending::Completed);
+        assert_eq!(tally.succeeded, 3);
     }
 }

@@ -92,15 +92,20 @@ pub(super) enum Phase {
     Canceling,
     /// Canceled, and ended.
     Canceled,
+    /// Ended at [`BatchConfig::expire_after`](crate::config::BatchConfig), before the
+    /// completion delay had passed.
+    Expired,
 }
 
-/// A batch's clock: every phase and timestamp follows from its creation, the completion delay
-/// and the moment it was canceled, if it was.
+/// A batch's clock: every phase and timestamp follows from its creation, the completion delay,
+/// the expiry and the moment it was canceled, if it was.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Timeline {
     created: Instant,
     created_wall: SystemTime,
     delay: Duration,
+    /// How long after creation it expires, if it is configured to.
+    expire_after: Option<Duration>,
     /// When it was canceled, after creation.
     canceled: Option<Duration>,
 }
@@ -112,6 +117,7 @@ impl Timeline {
             created: now,
             created_wall: shared.wall(now),
             delay: shared.config.batch.completion_delay,
+            expire_after: shared.config.batch.expire_after,
             canceled: None,
         }
     }
@@ -125,15 +131,34 @@ impl Timeline {
         now.saturating_duration_since(self.created)
     }
 
-    /// The phase at `now`.
+    /// When it expires, after creation, if that comes before its completion.
+    fn expiry(&self) -> Option<Duration> {
+        self.expire_after.filter(|&at| at < self.delay)
+    }
+
+    /// The phase at `now`. A cancellation, once asked for, outranks an expiry.
     pub(super) fn phase(&self, now: Instant) -> Phase {
         let age = self.age(now);
         match self.canceled {
             Some(at) if age >= at.saturating_add(self.settling()) => Phase::Canceled,
             Some(_) => Phase::Canceling,
+            None if self.expiry().is_some_and(|at| age >= at) => Phase::Expired,
             None if age >= self.delay => Phase::Done,
             None if age < self.settling() => Phase::Validating,
             None => Phase::InProgress,
+        }
+    }
+
+    /// How many of its first `requests` run before it ends: all of them, unless it expires
+    /// first; then the share of the completion delay that had passed, rounded down.
+    pub(super) fn processed(&self, requests: usize) -> usize {
+        match self.expiry() {
+            None => requests,
+            Some(at) => {
+                // At most `requests`, as `at < delay`; u128 holds any product of the two.
+                let share = requests as u128 * at.as_nanos() / self.delay.as_nanos();
+                usize::try_from(share).unwrap_or(requests)
+            }
         }
     }
 
@@ -158,16 +183,33 @@ impl Timeline {
         self.created_wall
     }
 
-    /// When it expires, a day after creation.
+    /// When it expires: a day after creation, or
+    /// [`expire_after`](crate::config::BatchConfig::expire_after) when that is set.
     pub(super) fn expires_at(&self) -> SystemTime {
-        self.wall(WINDOW)
+        self.wall(self.expire_after.unwrap_or(WINDOW))
     }
 
-    /// When validation ended, once it has (and if the batch was not canceled during it).
+    /// When validation ended, once it has (and if the batch was not canceled, nor did it
+    /// expire, during it).
     pub(super) fn validated_at(&self, now: Instant) -> Option<SystemTime> {
         let at = self.settling();
-        let reached = self.age(now) >= at && self.canceled.is_none_or(|c| c >= at);
+        let reached = self.age(now) >= at
+            && self.canceled.is_none_or(|c| c >= at)
+            && self.expiry().is_none_or(|e| e > at);
         reached.then(|| self.wall(at))
+    }
+
+    /// When it expired, once it has.
+    pub(super) fn expired_at(&self, now: Instant) -> Option<SystemTime> {
+        let at = self.expiry()?;
+        (self.phase(now) == Phase::Expired).then(|| self.wall(at))
+    }
+
+    /// When it ended, whichever way (completed, canceled or expired), once it has.
+    pub(super) fn ended_at(&self, now: Instant) -> Option<SystemTime> {
+        self.completed_at(now)
+            .or_else(|| self.canceled_at(now))
+            .or_else(|| self.expired_at(now))
     }
 
     /// When every result was in, once they are.
@@ -221,6 +263,66 @@ mod tests {
         assert!(!late.cancel(at(10.0)));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn an_expiry_before_completion_ends_the_batch_early() {
+        let mut config = SimConfig::default();
+        config.batch.completion_delay = Duration::from_secs(10);
+        config.batch.expire_after = Some(Duration::from_secs(4));
+        let shared = Shared::new(config);
+        let start = Instant::now();
+        let timeline = Timeline::new(&shared, start);
+        let at = |secs: f64| start + Duration::from_secs_f64(secs);
+        let created = timeline.created_at();
+        assert_eq!(timeline.expires_at(), created + Duration::from_secs(4));
+        assert_eq!(timeline.phase(at(3.9)), Phase::InProgress);
+        assert_eq!(timeline.expired_at(at(3.9)), None);
+        assert_eq!(timeline.phase(at(4.0)), Phase::Expired);
+        assert_eq!(timeline.phase(at(99.0)), Phase::Expired);
+        assert_eq!(timeline.completed_at(at(99.0)), None);
+        let expired = Some(created + Duration::from_secs(4));
+        assert_eq!(timeline.expired_at(at(99.0)), expired);
+        assert_eq!(timeline.ended_at(at(99.0)), expired);
+        assert!(timeline.validated_at(at(99.0)).is_some());
+        // 4 s of 10: the first 40 %, rounded down.
+        assert_eq!(timeline.processed(10), 4);
+        assert_eq!(timeline.processed(3), 1);
+        assert_eq!(timeline.processed(0), 0);
+        let mut over = timeline;
+        assert!(!over.cancel(at(4.0)), "an expired batch is over");
+
+        // A cancellation asked for before the expiry wins over it.
+        let mut canceled = timeline;
+        assert!(canceled.cancel(at(3.5)));
+        assert_eq!(canceled.phase(at(4.0)), Phase::Canceling);
+        assert_eq!(canceled.phase(at(4.5)), Phase::Canceled);
+        assert_eq!(canceled.expired_at(at(99.0)), None);
+
+        // An expiry during validation: never validated.
+        let mut config = SimConfig::default();
+        config.batch.completion_delay = Duration::from_secs(100);
+        config.batch.expire_after = Some(Duration::from_secs(5));
+        let early = Timeline::new(&Shared::new(config), start);
+        assert_eq!(early.phase(at(5.0)), Phase::Expired);
+        assert_eq!(early.validated_at(at(50.0)), None);
+        assert_eq!(early.processed(100), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expiry_after_completion_changes_nothing_but_expires_at() {
+        let mut config = SimConfig::default();
+        config.batch.completion_delay = Duration::from_secs(10);
+        config.batch.expire_after = Some(Duration::from_secs(10));
+        let shared = Shared::new(config);
+        let start = Instant::now();
+        let timeline = Timeline::new(&shared, start);
+        assert_eq!(timeline.phase(start + Duration::from_secs(10)), Phase::Done);
+        assert_eq!(timeline.processed(7), 7);
+        assert_eq!(
+            timeline.expires_at(),
+            timeline.created_at() + Duration::from_secs(10)
+        );
+    }
+
     #[tokio::test]
     async fn huge_delays_do_not_overflow() {
         let mut config = SimConfig::default();
@@ -231,5 +333,11 @@ mod tests {
         assert!(timeline.cancel(Instant::now()));
         assert_eq!(timeline.phase(Instant::now()), Phase::Canceling);
         assert!(timeline.expires_at() > timeline.created_at());
+
+        let mut config = SimConfig::default();
+        config.batch.completion_delay = Duration::MAX;
+        config.batch.expire_after = Some(Duration::from_secs(24 * 60 * 60));
+        let timeline = Timeline::new(&Shared::new(config), Instant::now());
+        assert_eq!(timeline.processed(100_000), 0);
     }
 }

@@ -103,6 +103,43 @@ pub fn post(
         .unwrap()
 }
 
+/// A GET of `base` + `path` (which may carry a query) with `key`: a bearer token, or
+/// `x-api-key` for `/v1/messages...`.
+pub fn get(base: &str, path: &str, key: &str) -> Request<Full<Bytes>> {
+    let builder = Request::get(format!("{base}{path}"));
+    let builder = if path.starts_with("/v1/messages") {
+        builder
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+    } else {
+        builder.header("authorization", format!("Bearer {key}"))
+    };
+    builder.body(Full::default()).unwrap()
+}
+
+/// A `multipart/form-data` upload to `/v1/files` of `content` as the `file` field.
+pub fn upload(base: &str, key: &str, purpose: &str, content: &str) -> Request<Full<Bytes>> {
+    let body = format!(
+        "--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{purpose}\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"input.jsonl\"\r\n\
+         Content-Type: application/jsonl\r\n\r\n{content}\r\n--XyZ--\r\n"
+    );
+    Request::post(format!("{base}/v1/files"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "multipart/form-data; boundary=XyZ")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+/// The JSON lines of a JSONL body.
+pub fn jsonl(reply: &Reply) -> Vec<Value> {
+    std::str::from_utf8(&reply.body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// Sends over the network and reads the whole response.
 pub async fn send(
     client: &Client<HttpConnector, Full<Bytes>>,
