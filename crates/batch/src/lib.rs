@@ -42,6 +42,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+pub mod deferred;
 mod embeddings;
 mod error;
 mod gemini;

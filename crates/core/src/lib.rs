@@ -42,6 +42,7 @@ pub mod request;
 pub mod rng;
 mod scope;
 mod scope_map;
+mod secret;
 pub mod usage;
 
 pub use self::clock::{Clock, TokioClock};
@@ -52,4 +53,5 @@ pub use self::ratelimit::{RateLimitSnapshot, RateLimitWindow};
 pub use self::request::{Deadline, LlmRequest};
 pub use self::scope::{CredentialId, Scope};
 pub use self::scope_map::ScopeMap;
+pub use self::secret::Secret;
 pub use self::usage::Usage;

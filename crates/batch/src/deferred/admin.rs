@@ -1,0 +1,97 @@
+//! The operator surface over HTTP: an axum router with `GET /admin/batch-stats` and
+//! `POST /admin/batch-process`, behind a bearer token (feature `admin`).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tollgate_core::Secret;
+
+use super::DeferredQueue;
+
+#[derive(Clone)]
+struct Admin {
+    queue: DeferredQueue,
+    token: Secret,
+}
+
+/// The router: `GET /admin/batch-stats` answers the queue's [stats](DeferredQueue::stats) as
+/// JSON; `POST /admin/batch-process` flushes now and answers `202`. Both need
+/// `Authorization: Bearer <token>`; anything else is `401`. Merge it into an app's router, or
+/// serve it alone.
+///
+/// ```
+/// # async fn serve(queue: tollgate_batch::deferred::DeferredQueue) {
+/// use tollgate_core::Secret;
+///
+/// let admin = tollgate_batch::deferred::admin_router(queue, Secret::new("operator-token"));
+/// let app = axum::Router::new().merge(admin);
+/// # let _ = app;
+/// # }
+/// ```
+pub fn admin_router(queue: DeferredQueue, token: Secret) -> Router {
+    Router::new()
+        .route("/admin/batch-stats", get(stats))
+        .route("/admin/batch-process", post(process))
+        .with_state(Admin { queue, token })
+}
+
+/// Compares in time independent of where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `None` when the request carries the token; the refusal otherwise.
+fn refusal(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(token) if same(token.as_bytes(), admin.token.expose().as_bytes()) => None,
+        _ => Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(json!({"error": "a valid bearer token is required"})),
+            )
+                .into_response(),
+        ),
+    }
+}
+
+async fn stats(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&admin, &headers) {
+        return refused;
+    }
+    match admin.queue.stats().await {
+        Ok(stats) => axum::Json(json!({
+            "pending": stats.pending,
+            "in_flight": stats.in_flight,
+            "done": stats.done,
+            "failed": stats.failed,
+            "oldest_age_seconds": stats.oldest_age.map(|a| a.as_secs_f64()),
+            "batched_jobs": stats.batched_jobs,
+            "batches": stats.batches,
+            "calls": stats.calls,
+            "calls_saved": stats.calls_saved,
+            "submit_failures": stats.submit_failures,
+        }))
+        .into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": error.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn process(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&admin, &headers) {
+        return refused;
+    }
+    admin.queue.flush();
+    (StatusCode::ACCEPTED, axum::Json(json!({"flushing": true}))).into_response()
+}

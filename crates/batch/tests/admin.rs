@@ -1,0 +1,98 @@
+//! The operator router: stats and a forced flush behind a bearer token.
+#![cfg(feature = "admin")]
+
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tollgate_batch::deferred::{DeferredConfig, DeferredQueue, admin_router, transport};
+use tollgate_core::Secret;
+use tollgate_sim::{SimConfig, SimService};
+use tower::ServiceExt;
+
+async fn call(
+    router: &axum::Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_and_a_forced_flush_behind_a_token() {
+    let sim = SimService::new(SimConfig::from_toml("seed = 1").unwrap()).unwrap();
+    let net = transport(
+        tower::ServiceBuilder::new()
+            .map_err(
+                |never: std::convert::Infallible| -> tollgate_core::BoxError { match never {} },
+            )
+            .service(sim.clone()),
+    );
+    let dir = std::env::temp_dir().join(format!("tollgate-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_file(dir.join("queue.redb"));
+    let queue = DeferredQueue::builder(dir.join("queue.redb"), net)
+        .config(DeferredConfig {
+            interval: Duration::from_secs(3600),
+            ..DeferredConfig::default()
+        })
+        .open()
+        .await
+        .unwrap();
+    for n in 0..3 {
+        let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("q{n}")}]});
+        queue
+            .submit(
+                Request::post("https://api.openai.com/v1/chat/completions")
+                    .header("authorization", "Bearer sk-x")
+                    .body(Bytes::from(body.to_string()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let router = admin_router(queue.clone(), Secret::new("op-token"));
+
+    let (status, body) = call(&router, "GET", "/admin/batch-stats", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "a valid bearer token is required");
+    let (status, _) = call(&router, "POST", "/admin/batch-process", Some("wrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, stats) = call(&router, "GET", "/admin/batch-stats", Some("op-token")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (stats["pending"].clone(), stats["done"].clone()),
+        (json!(3), json!(0))
+    );
+
+    let (status, body) = call(&router, "POST", "/admin/batch-process", Some("op-token")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(body["flushing"], true);
+    let mut completions = queue.completions();
+    for _ in 0..3 {
+        completions.recv().await.unwrap();
+    }
+    let (_, stats) = call(&router, "GET", "/admin/batch-stats", Some("op-token")).await;
+    assert_eq!(
+        (stats["pending"].clone(), stats["done"].clone()),
+        (json!(0), json!(3))
+    );
+    assert_eq!(stats["calls"], 3);
+    queue.shutdown().await;
+}
