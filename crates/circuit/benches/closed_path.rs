@@ -22,19 +22,16 @@
 //!
 //! First the run prints allocations per call in steady state (the scope's circuit exists, the
 //! services have run), counted by a global allocator wrapper. Last it prints each variant's
-//! overhead over `bare` and the ratio of Tollgate's to tower-resilience's (the target is 0.5 or
-//! less), measured apart from criterion: the variants in turn, batch after batch, so that a
-//! drift of the machine touches them all alike; the medians of the batches are shown.
+//! time per call, its overhead over `bare`, and both against tower-resilience's (the target is
+//! an overhead ratio of 0.5 or less), measured apart from criterion: the variants in turn,
+//! batch after batch, so that a drift of the machine touches them all alike; the medians of the
+//! batches are shown.
 //!
 //! Every circuit is asserted closed after its benchmark: every call succeeds.
 
 use std::alloc::System;
 use std::convert::Infallible;
-use std::fmt::Debug;
-use std::future::{Future, Ready, ready};
-use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::future::{Ready, ready};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -44,16 +41,16 @@ use tollgate_circuit::{
     CircuitBreaker, CircuitBreakerLayer, CircuitConfig, CircuitHandle, CircuitState, DefaultPolicy,
     Mode,
 };
-use tollgate_core::{CredentialId, EndpointKind, LlmRequest, Outcome, Provider};
+use tollgate_core::Outcome;
+use tollgate_testkit::{Comparison, chat_annotation, chat_requests, roundtrip, runtime};
 use tower::util::ServiceFn;
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, service_fn};
 use tower_resilience_circuitbreaker::{
     CircuitBreaker as PeerBreaker, CircuitBreakerLayer as PeerLayer, CircuitState as PeerState,
     DefaultClassifier, SlidingWindowType,
 };
 
-// The workspace forbids unsafe code, even in benches, and a `GlobalAlloc` needs an `unsafe
-// impl`: `stats_alloc` is that wrapper (atomic counters around `System`), and nothing more.
+// Counts allocations (why `stats_alloc`: `tollgate_testkit::alloc`).
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
@@ -61,25 +58,6 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 const BATCH: usize = 2_000;
 /// Batches per variant in the overhead summary.
 const ROUNDS: usize = 300;
-
-/// What `AnnotateLayer` would say about a chat call to gpt-4o-mini.
-fn chat_annotation() -> LlmRequest {
-    let mut llm = LlmRequest::new(Provider::OpenAi, EndpointKind::ChatCompletions);
-    llm.credential = Some(CredentialId::named("team-a"));
-    llm.model = Some("gpt-4o-mini".into());
-    llm
-}
-
-/// Makes annotated requests (for every variant, so that all drop the same); the annotation's
-/// strings are shared, not copied.
-fn chat_requests() -> impl FnMut() -> Request<()> {
-    let annotation = chat_annotation();
-    move || {
-        let mut request = Request::new(());
-        request.extensions_mut().insert(annotation.clone());
-        request
-    }
-}
 
 type Respond = fn(Request<()>) -> Ready<Result<Response<()>, Infallible>>;
 type Tollgate = CircuitBreaker<ServiceFn<Respond>, DefaultPolicy>;
@@ -139,12 +117,7 @@ impl Variants {
             disabled: CircuitBreakerLayer::shared(disabled).unwrap().layer(inner),
             peer: peer_layer().layer(inner),
         };
-        let mut requests = chat_requests();
-        roundtrip(&mut variants.bare, requests());
-        roundtrip(&mut variants.shared, requests());
-        roundtrip(&mut variants.per_scope, requests());
-        roundtrip(&mut variants.disabled, requests());
-        roundtrip(&mut variants.peer, requests());
+        variants.comparison().warm_up();
         variants.assert_closed();
         variants
     }
@@ -157,51 +130,16 @@ impl Variants {
         assert!(created.is_some(), "the scope's circuit exists");
         assert_eq!(self.peer.state_sync(), PeerState::Closed);
     }
-}
 
-fn now_or_never<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the bench services are always ready"),
+    /// Every variant, in the summaries' order, `bare` first.
+    fn comparison(&mut self) -> Comparison<'_> {
+        Comparison::new()
+            .call("bare", &mut self.bare, chat_requests())
+            .call("tollgate_shared", &mut self.shared, chat_requests())
+            .call("tollgate_per_scope", &mut self.per_scope, chat_requests())
+            .call("tollgate_disabled", &mut self.disabled, chat_requests())
+            .call("tower_resilience", &mut self.peer, chat_requests())
     }
-}
-
-/// `poll_ready`, `call`, and the response future, each polled once.
-fn roundtrip<S, R>(service: &mut S, request: R) -> S::Response
-where
-    S: Service<R>,
-    S::Error: Debug,
-{
-    now_or_never(std::future::poll_fn(|cx| service.poll_ready(cx))).unwrap();
-    now_or_never(service.call(request)).unwrap()
-}
-
-/// Allocations per call in steady state: after a warm-up, counting only inside the call.
-fn allocations_per_call<S>(service: &mut S) -> f64
-where
-    S: Service<Request<()>>,
-    S::Error: Debug,
-{
-    const CALLS: usize = 10_000;
-    let mut requests = chat_requests();
-    for _ in 0..100 {
-        drop(roundtrip(service, requests()));
-    }
-    let mut allocations = 0;
-    for _ in 0..CALLS {
-        let request = requests();
-        let before = GLOBAL.stats();
-        let response = black_box(roundtrip(service, request));
-        let after = GLOBAL.stats();
-        drop(response);
-        allocations +=
-            after.allocations + after.reallocations - (before.allocations + before.reallocations);
-    }
-    allocations as f64 / CALLS as f64
 }
 
 fn allocations(_: &mut Criterion) {
@@ -210,17 +148,8 @@ fn allocations(_: &mut Criterion) {
     println!("allocations per call in steady state (the inner service's own included)");
     for (group, respond) in groups() {
         let mut v = Variants::new(respond);
-        let rows = [
-            ("bare", allocations_per_call(&mut v.bare)),
-            ("tollgate_shared", allocations_per_call(&mut v.shared)),
-            ("tollgate_per_scope", allocations_per_call(&mut v.per_scope)),
-            ("tollgate_disabled", allocations_per_call(&mut v.disabled)),
-            ("tower_resilience", allocations_per_call(&mut v.peer)),
-        ];
+        v.comparison().print_allocations(GLOBAL, group);
         v.assert_closed();
-        for (name, per_call) in rows {
-            println!("  {:<45} {per_call:>6.2}", format!("{group}/{name}"));
-        }
     }
 }
 
@@ -272,76 +201,19 @@ fn clock(c: &mut Criterion) {
     group.finish();
 }
 
-/// Nanoseconds per call of one batch, the responses dropped after the timing (as criterion's
-/// `iter_batched` does).
-fn batch<S>(service: &mut S, requests: &mut impl FnMut() -> Request<()>) -> f64
-where
-    S: Service<Request<()>>,
-    S::Error: Debug,
-{
-    let batch: Vec<_> = (0..BATCH).map(|_| requests()).collect();
-    let mut responses = Vec::with_capacity(BATCH);
-    let start = std::time::Instant::now();
-    for request in batch {
-        responses.push(roundtrip(service, request));
-    }
-    let elapsed = start.elapsed();
-    drop(black_box(responses));
-    elapsed.as_nanos() as f64 / BATCH as f64
-}
-
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
-
 fn overhead(_: &mut Criterion) {
     let rt = runtime();
     let _guard = rt.enter();
     println!("\noverhead over bare: medians of {ROUNDS} interleaved batches of {BATCH} calls");
     for (group, respond) in groups() {
         let mut v = Variants::new(respond);
-        let mut requests = chat_requests();
-        let mut samples: [Vec<f64>; 5] = Default::default();
-        for _ in 0..ROUNDS {
-            samples[0].push(batch(&mut v.bare, &mut requests));
-            samples[1].push(batch(&mut v.shared, &mut requests));
-            samples[2].push(batch(&mut v.per_scope, &mut requests));
-            samples[3].push(batch(&mut v.disabled, &mut requests));
-            samples[4].push(batch(&mut v.peer, &mut requests));
-        }
+        // Each response is dropped after the timing, as criterion's `iter_batched` does.
+        let medians = v.comparison().medians(ROUNDS, BATCH);
         v.assert_closed();
-        let [bare, shared, per_scope, disabled, peer] = samples.map(median);
         println!("  {group}");
-        println!(
-            "    {:<20} {:>9} {:>9} {:>14}",
-            "", "ns/call", "overhead", "vs peer's"
-        );
-        let peer_overhead = peer - bare;
-        for (name, ns) in [
-            ("bare", bare),
-            ("tollgate_shared", shared),
-            ("tollgate_per_scope", per_scope),
-            ("tollgate_disabled", disabled),
-            ("tower_resilience", peer),
-        ] {
-            let over = ns - bare;
-            let ratio = if name == "bare" {
-                String::new()
-            } else {
-                format!("{:.2}", over / peer_overhead)
-            };
-            println!("    {name:<20} {ns:>9.1} {over:>9.1} {ratio:>14}");
-        }
+        medians.print("tower_resilience");
     }
     println!("  target: tollgate's overhead at most 0.5 of tower-resilience's");
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
 }
 
 criterion_group!(benches, allocations, closed_path, clock, overhead);

@@ -25,24 +25,19 @@
 
 use std::alloc::System;
 use std::convert::Infallible;
-use std::fmt::Debug;
-use std::future::{Future, Ready, ready};
-use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::future::{Ready, ready};
 
-use bytes::{Buf, Bytes};
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
-use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tollgate_concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer, Priority};
+use tollgate_testkit::{Comparison, roundtrip_drained, runtime};
 use tower::util::ServiceFn;
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, service_fn};
 
-// The workspace forbids unsafe code, even in benches, and a `GlobalAlloc` needs an `unsafe
-// impl`: `stats_alloc` is that wrapper (atomic counters around `System`), and nothing more.
+// Counts allocations (why `stats_alloc`: `tollgate_testkit::alloc`).
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
@@ -95,11 +90,9 @@ impl Variants {
             partitioned: partitioned_layer.layer(inner),
             partitioned_layer,
         };
-        let mut requests = requests();
-        happy_path(&mut variants.bare, requests());
-        happy_path(&mut variants.tower, requests());
-        happy_path(&mut variants.tollgate, requests());
-        happy_path(&mut variants.partitioned, requests());
+        variants.comparison().warm_up();
+        let read = roundtrip_drained(&mut variants.tollgate, requests()());
+        assert_eq!(read, BODY.len(), "the body is read to its end");
         variants.assert_permits_back();
         variants
     }
@@ -111,72 +104,16 @@ impl Variants {
         let (share, _) = self.partitioned_layer.sizes();
         assert_eq!(self.partitioned_layer.available(interactive), share);
     }
-}
 
-fn now_or_never<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the bench services and bodies are always ready"),
+    /// Every variant, in the summaries' order, `bare` first; a call reads the body to its end
+    /// (which gives Tollgate's permit back) and drops the response.
+    fn comparison(&mut self) -> Comparison<'_> {
+        Comparison::new()
+            .drained("bare", &mut self.bare, requests())
+            .drained("tower", &mut self.tower, requests())
+            .drained("tollgate", &mut self.tollgate, requests())
+            .drained("tollgate_partitioned", &mut self.partitioned, requests())
     }
-}
-
-/// `poll_ready`, `call`, and the response future, each polled once.
-fn roundtrip<S, R>(service: &mut S, request: R) -> S::Response
-where
-    S: Service<R>,
-    S::Error: Debug,
-{
-    now_or_never(std::future::poll_fn(|cx| service.poll_ready(cx))).unwrap();
-    now_or_never(service.call(request)).unwrap()
-}
-
-/// One call as a caller makes it: the round trip, the body read to its end (which gives
-/// Tollgate's permit back), the response dropped. Returns the bytes read.
-fn happy_path<S, B>(service: &mut S, request: Request<()>) -> usize
-where
-    S: Service<Request<()>, Response = Response<B>>,
-    S::Error: Debug,
-    B: Body,
-    B::Error: Debug,
-{
-    let mut body = pin!(roundtrip(service, request).into_body());
-    let mut read = 0;
-    while let Some(frame) = now_or_never(body.as_mut().frame()) {
-        if let Ok(data) = frame.unwrap().into_data() {
-            read += data.remaining();
-        }
-    }
-    debug_assert_eq!(read, BODY.len());
-    read
-}
-
-/// Allocations per call in steady state: after a warm-up, counting the whole happy path.
-fn allocations_per_call<S, B>(service: &mut S) -> f64
-where
-    S: Service<Request<()>, Response = Response<B>>,
-    S::Error: Debug,
-    B: Body,
-    B::Error: Debug,
-{
-    const CALLS: usize = 10_000;
-    let mut requests = requests();
-    for _ in 0..100 {
-        happy_path(service, requests());
-    }
-    let mut allocations = 0;
-    for _ in 0..CALLS {
-        let request = requests();
-        let before = GLOBAL.stats();
-        black_box(happy_path(service, request));
-        let after = GLOBAL.stats();
-        allocations +=
-            after.allocations + after.reallocations - (before.allocations + before.reallocations);
-    }
-    allocations as f64 / CALLS as f64
 }
 
 fn allocations(_: &mut Criterion) {
@@ -184,22 +121,9 @@ fn allocations(_: &mut Criterion) {
     let _guard = rt.enter();
     println!("allocations per call in steady state (the inner service's own included)");
     let mut v = Variants::new();
-    let rows = [
-        ("bare", allocations_per_call(&mut v.bare)),
-        ("tower", allocations_per_call(&mut v.tower)),
-        ("tollgate", allocations_per_call(&mut v.tollgate)),
-        (
-            "tollgate_partitioned",
-            allocations_per_call(&mut v.partitioned),
-        ),
-    ];
+    v.comparison()
+        .print_allocations(GLOBAL, "concurrency_happy_path");
     v.assert_permits_back();
-    for (name, per_call) in rows {
-        println!(
-            "  {:<45} {per_call:>6.2}",
-            format!("concurrency_happy_path/{name}")
-        );
-    }
 }
 
 fn happy_path_group(c: &mut Criterion) {
@@ -209,42 +133,9 @@ fn happy_path_group(c: &mut Criterion) {
     let mut v = Variants::new();
     // Requests are made outside the timing (they allocate nothing anyway); the body is read
     // and the response dropped inside it, as the permit must be back before the next call.
-    let small = BatchSize::SmallInput;
-    group.bench_function("bare", |b| {
-        b.iter_batched(requests(), |r| happy_path(&mut v.bare, r), small)
-    });
-    group.bench_function("tower", |b| {
-        b.iter_batched(requests(), |r| happy_path(&mut v.tower, r), small)
-    });
-    group.bench_function("tollgate", |b| {
-        b.iter_batched(requests(), |r| happy_path(&mut v.tollgate, r), small)
-    });
-    group.bench_function("tollgate_partitioned", |b| {
-        b.iter_batched(requests(), |r| happy_path(&mut v.partitioned, r), small)
-    });
+    v.comparison().bench(&mut group);
     v.assert_permits_back();
     group.finish();
-}
-
-/// Nanoseconds per call of one batch.
-fn batch<S, B>(service: &mut S, requests: &mut impl FnMut() -> Request<()>) -> f64
-where
-    S: Service<Request<()>, Response = Response<B>>,
-    S::Error: Debug,
-    B: Body,
-    B::Error: Debug,
-{
-    let batch: Vec<_> = (0..BATCH).map(|_| requests()).collect();
-    let start = std::time::Instant::now();
-    for request in batch {
-        black_box(happy_path(service, request));
-    }
-    start.elapsed().as_nanos() as f64 / BATCH as f64
-}
-
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
 }
 
 fn overhead(_: &mut Criterion) {
@@ -252,46 +143,10 @@ fn overhead(_: &mut Criterion) {
     let _guard = rt.enter();
     println!("\noverhead over bare: medians of {ROUNDS} interleaved batches of {BATCH} calls");
     let mut v = Variants::new();
-    let mut requests = requests();
-    let mut samples: [Vec<f64>; 4] = Default::default();
-    for _ in 0..ROUNDS {
-        samples[0].push(batch(&mut v.bare, &mut requests));
-        samples[1].push(batch(&mut v.tower, &mut requests));
-        samples[2].push(batch(&mut v.tollgate, &mut requests));
-        samples[3].push(batch(&mut v.partitioned, &mut requests));
-    }
+    let medians = v.comparison().medians(ROUNDS, BATCH);
     v.assert_permits_back();
-    let [bare, tower, tollgate, partitioned] = samples.map(median);
     println!("  concurrency_happy_path");
-    println!(
-        "    {:<22} {:>9} {:>9} {:>11} {:>17}",
-        "", "ns/call", "overhead", "vs tower", "overhead vs tower"
-    );
-    let tower_overhead = tower - bare;
-    for (name, ns) in [
-        ("bare", bare),
-        ("tower", tower),
-        ("tollgate", tollgate),
-        ("tollgate_partitioned", partitioned),
-    ] {
-        let over = ns - bare;
-        let (ratio, over_ratio) = if name == "bare" {
-            (String::new(), String::new())
-        } else {
-            (
-                format!("{:.2}", ns / tower),
-                format!("{:.2}", over / tower_overhead),
-            )
-        };
-        println!("    {name:<22} {ns:>9.1} {over:>9.1} {ratio:>11} {over_ratio:>17}");
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
+    medians.print("tower");
 }
 
 criterion_group!(benches, allocations, happy_path_group, overhead);

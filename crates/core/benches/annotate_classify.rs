@@ -5,45 +5,19 @@
 //! time with a no-op waker: what is measured is the layers' own work, not an executor's.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body::Body;
 use http_body_util::Full;
 use tollgate_core::annotate::{AnnotateLayer, annotate};
 use tollgate_core::classify::{ClassifyLayer, classify_response};
 use tollgate_core::estimate::HeuristicEstimator;
 use tollgate_core::{Provider, RateLimitSnapshot};
-use tower::{Layer, Service, service_fn};
-
-fn now_or_never<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the bench services are always ready"),
-    }
-}
-
-/// Reads a body to its end, as a caller would.
-fn drain<B: Body + Unpin>(mut body: B) -> usize {
-    let mut bytes = 0;
-    let mut cx = Context::from_waker(Waker::noop());
-    while let Poll::Ready(Some(Ok(frame))) = std::pin::Pin::new(&mut body).poll_frame(&mut cx) {
-        if let Ok(data) = frame.into_data() {
-            bytes += bytes::Buf::remaining(&data);
-        }
-    }
-    bytes
-}
+use tollgate_testkit::{roundtrip_drained, runtime};
+use tower::{Layer, service_fn};
 
 fn chat_request_body() -> Bytes {
     let system = "You are a careful assistant that extracts structured data from invoices. \
@@ -192,25 +166,14 @@ fn bench(c: &mut Criterion) {
 
     let mut bare = service_fn(respond.clone());
     group.bench_function("bare_service_2kb_roundtrip", |b| {
-        b.iter(|| {
-            now_or_never(ReadyNow::<Request<Full<Bytes>>>::ready_now(&mut bare)).unwrap();
-            let response = now_or_never(bare.call(make_request())).unwrap();
-            drain(response.into_body())
-        })
+        b.iter(|| roundtrip_drained(&mut bare, make_request()))
     });
 
     let mut stack = AnnotateLayer::new().layer(ClassifyLayer::new().layer(service_fn(respond)));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
     group.bench_function("annotate_classify_2kb_roundtrip", |b| {
-        b.iter(|| {
-            now_or_never(ReadyNow::<Request<Full<Bytes>>>::ready_now(&mut stack)).unwrap();
-            let response = now_or_never(stack.call(make_request())).unwrap();
-            drain(response.into_body())
-        })
+        b.iter(|| roundtrip_drained(&mut stack, make_request()))
     });
 
     #[cfg(feature = "tiktoken")]
@@ -222,15 +185,6 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 }
-
-/// `poll_ready` as a future, for services that are always ready.
-trait ReadyNow<R>: Service<R> {
-    fn ready_now(&mut self) -> impl Future<Output = Result<(), Self::Error>> {
-        std::future::poll_fn(|cx| self.poll_ready(cx))
-    }
-}
-
-impl<R, S: Service<R>> ReadyNow<R> for S {}
 
 criterion_group!(benches, bench);
 criterion_main!(benches);

@@ -30,26 +30,23 @@
 
 use std::alloc::System;
 use std::convert::Infallible;
-use std::fmt::Debug;
-use std::future::{Future, Ready, ready};
-use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::future::{Ready, ready};
 
-use bytes::{Buf, Bytes};
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
-use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tollgate_concurrency::Priority;
-use tollgate_core::{CredentialId, EndpointKind, LlmRequest, Provider, Scope};
+use tollgate_core::{Provider, Scope};
 use tollgate_overload::{Gradient, Overload, OverloadHandle, OverloadLayer, OverloadState};
+use tollgate_testkit::{
+    Comparison, chat_annotation, chat_requests, requests_with, roundtrip_drained, runtime,
+};
 use tower::util::ServiceFn;
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, service_fn};
 
-// The workspace forbids unsafe code, even in benches, and a `GlobalAlloc` needs an `unsafe
-// impl`: `stats_alloc` is that wrapper (atomic counters around `System`), and nothing more.
+// Counts allocations (why `stats_alloc`: `tollgate_testkit::alloc`).
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
@@ -70,36 +67,15 @@ fn respond(_: Request<()>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> {
     ready(Ok(Response::new(Full::new(Bytes::from_static(BODY)))))
 }
 
-/// What `AnnotateLayer` would say about a chat call to gpt-4o-mini.
-fn chat_annotation() -> LlmRequest {
-    let mut llm = LlmRequest::new(Provider::OpenAi, EndpointKind::ChatCompletions);
-    llm.credential = Some(CredentialId::named("team-a"));
-    llm.model = Some("gpt-4o-mini".into());
-    llm
-}
-
-/// The scope requests without an [`LlmRequest`] fall to.
+/// The scope requests without an [`LlmRequest`](tollgate_core::LlmRequest) fall to.
 fn default_scope() -> Scope {
     Scope::new(Provider::OpenAiCompatible)
 }
 
-/// Makes annotated requests; the annotation's strings are shared, not copied.
-fn chat_requests() -> impl FnMut() -> Request<()> {
-    let annotation = chat_annotation();
-    move || {
-        let mut request = Request::new(());
-        request.extensions_mut().insert(annotation.clone());
-        request
-    }
-}
-
-/// Makes requests without an [`LlmRequest`], carrying the default priority instead.
+/// Makes requests without an [`LlmRequest`](tollgate_core::LlmRequest), carrying the default
+/// priority instead.
 fn unannotated_requests() -> impl FnMut() -> Request<()> {
-    || {
-        let mut request = Request::new(());
-        request.extensions_mut().insert(Priority::Interactive);
-        request
-    }
+    requests_with(Priority::Interactive)
 }
 
 /// Every variant, around the same inner service.
@@ -136,13 +112,9 @@ impl Variants {
             gradient: gradient.layer(inner),
             gradient_handle: gradient.handle(),
         };
-        let mut requests = chat_requests();
-        happy_path(&mut variants.bare, requests());
-        happy_path(&mut variants.tower, requests());
-        happy_path(&mut variants.aimd, requests());
-        happy_path(&mut variants.unannotated, unannotated_requests()());
-        happy_path(&mut variants.no_throttle, requests());
-        happy_path(&mut variants.gradient, requests());
+        variants.comparison().warm_up();
+        let read = roundtrip_drained(&mut variants.aimd, chat_requests()());
+        assert_eq!(read, BODY.len(), "the body is read to its end");
         variants.assert_normal();
         variants
     }
@@ -176,6 +148,26 @@ impl Variants {
         }
     }
 
+    /// Every variant, in the summaries' order, `bare` first; a call reads the body to its end
+    /// (which gives Tollgate's permit back) and drops the response.
+    fn comparison(&mut self) -> Comparison<'_> {
+        Comparison::new()
+            .drained("bare", &mut self.bare, chat_requests())
+            .drained("tower", &mut self.tower, chat_requests())
+            .drained("tollgate_aimd", &mut self.aimd, chat_requests())
+            .drained(
+                "tollgate_aimd_unannotated",
+                &mut self.unannotated,
+                unannotated_requests(),
+            )
+            .drained(
+                "tollgate_aimd_no_throttle",
+                &mut self.no_throttle,
+                chat_requests(),
+            )
+            .drained("tollgate_gradient", &mut self.gradient, chat_requests())
+    }
+
     fn print_limits(&self) {
         for (name, handle, scope) in self.handles() {
             let limit = handle.limit(&scope).unwrap_or_default();
@@ -184,103 +176,14 @@ impl Variants {
     }
 }
 
-fn now_or_never<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the bench services and bodies are always ready"),
-    }
-}
-
-/// `poll_ready`, `call`, and the response future, each polled once.
-fn roundtrip<S, R>(service: &mut S, request: R) -> S::Response
-where
-    S: Service<R>,
-    S::Error: Debug,
-{
-    now_or_never(std::future::poll_fn(|cx| service.poll_ready(cx))).unwrap();
-    now_or_never(service.call(request)).unwrap()
-}
-
-/// One call as a caller makes it: the round trip, the body read to its end (which gives
-/// Tollgate's permit back), the response dropped. Returns the bytes read.
-fn happy_path<S, B>(service: &mut S, request: Request<()>) -> usize
-where
-    S: Service<Request<()>, Response = Response<B>>,
-    S::Error: Debug,
-    B: Body,
-    B::Error: Debug,
-{
-    let mut body = pin!(roundtrip(service, request).into_body());
-    let mut read = 0;
-    while let Some(frame) = now_or_never(body.as_mut().frame()) {
-        if let Ok(data) = frame.unwrap().into_data() {
-            read += data.remaining();
-        }
-    }
-    debug_assert_eq!(read, BODY.len());
-    read
-}
-
-/// Allocations per call in steady state: after a warm-up, counting the whole happy path.
-fn allocations_per_call<S, B>(service: &mut S, mut requests: impl FnMut() -> Request<()>) -> f64
-where
-    S: Service<Request<()>, Response = Response<B>>,
-    S::Error: Debug,
-    B: Body,
-    B::Error: Debug,
-{
-    const CALLS: usize = 10_000;
-    for _ in 0..100 {
-        happy_path(service, requests());
-    }
-    let mut allocations = 0;
-    for _ in 0..CALLS {
-        let request = requests();
-        let before = GLOBAL.stats();
-        black_box(happy_path(service, request));
-        let after = GLOBAL.stats();
-        allocations +=
-            after.allocations + after.reallocations - (before.allocations + before.reallocations);
-    }
-    allocations as f64 / CALLS as f64
-}
-
 fn allocations(_: &mut Criterion) {
     let rt = runtime();
     let _guard = rt.enter();
     println!("allocations per call in steady state (the inner service's own included)");
     let mut v = Variants::new();
-    let rows = [
-        ("bare", allocations_per_call(&mut v.bare, chat_requests())),
-        ("tower", allocations_per_call(&mut v.tower, chat_requests())),
-        (
-            "tollgate_aimd",
-            allocations_per_call(&mut v.aimd, chat_requests()),
-        ),
-        (
-            "tollgate_aimd_unannotated",
-            allocations_per_call(&mut v.unannotated, unannotated_requests()),
-        ),
-        (
-            "tollgate_aimd_no_throttle",
-            allocations_per_call(&mut v.no_throttle, chat_requests()),
-        ),
-        (
-            "tollgate_gradient",
-            allocations_per_call(&mut v.gradient, chat_requests()),
-        ),
-    ];
+    v.comparison()
+        .print_allocations(GLOBAL, "overload_happy_path");
     v.assert_normal();
-    for (name, per_call) in rows {
-        println!(
-            "  {:<45} {per_call:>6.2}",
-            format!("overload_happy_path/{name}")
-        );
-    }
 }
 
 fn happy_path_group(c: &mut Criterion) {
@@ -292,53 +195,9 @@ fn happy_path_group(c: &mut Criterion) {
     // Requests are made outside the timing; dropping them inside is the same for every variant
     // (the inner service drops them). The body is read and the response dropped inside it, as
     // the permit must be back before the next call.
-    let small = BatchSize::SmallInput;
-    group.bench_function("bare", |b| {
-        b.iter_batched(chat_requests(), |r| happy_path(&mut v.bare, r), small)
-    });
-    group.bench_function("tower", |b| {
-        b.iter_batched(chat_requests(), |r| happy_path(&mut v.tower, r), small)
-    });
-    group.bench_function("tollgate_aimd", |b| {
-        b.iter_batched(chat_requests(), |r| happy_path(&mut v.aimd, r), small)
-    });
-    group.bench_function("tollgate_aimd_unannotated", |b| {
-        let requests = unannotated_requests();
-        b.iter_batched(requests, |r| happy_path(&mut v.unannotated, r), small)
-    });
-    group.bench_function("tollgate_aimd_no_throttle", |b| {
-        b.iter_batched(
-            chat_requests(),
-            |r| happy_path(&mut v.no_throttle, r),
-            small,
-        )
-    });
-    group.bench_function("tollgate_gradient", |b| {
-        b.iter_batched(chat_requests(), |r| happy_path(&mut v.gradient, r), small)
-    });
+    v.comparison().bench(&mut group);
     v.assert_normal();
     group.finish();
-}
-
-/// Nanoseconds per call of one batch.
-fn batch<S, B>(service: &mut S, requests: &mut impl FnMut() -> Request<()>) -> f64
-where
-    S: Service<Request<()>, Response = Response<B>>,
-    S::Error: Debug,
-    B: Body,
-    B::Error: Debug,
-{
-    let batch: Vec<_> = (0..BATCH).map(|_| requests()).collect();
-    let start = std::time::Instant::now();
-    for request in batch {
-        black_box(happy_path(service, request));
-    }
-    start.elapsed().as_nanos() as f64 / BATCH as f64
-}
-
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
 }
 
 fn overhead(_: &mut Criterion) {
@@ -346,53 +205,12 @@ fn overhead(_: &mut Criterion) {
     let _guard = rt.enter();
     println!("\noverhead over bare: medians of {ROUNDS} interleaved batches of {BATCH} calls");
     let mut v = Variants::new();
-    let mut chat = chat_requests();
-    let mut unannotated = unannotated_requests();
-    let mut samples: [Vec<f64>; 6] = Default::default();
-    for _ in 0..ROUNDS {
-        samples[0].push(batch(&mut v.bare, &mut chat));
-        samples[1].push(batch(&mut v.tower, &mut chat));
-        samples[2].push(batch(&mut v.aimd, &mut chat));
-        samples[3].push(batch(&mut v.unannotated, &mut unannotated));
-        samples[4].push(batch(&mut v.no_throttle, &mut chat));
-        samples[5].push(batch(&mut v.gradient, &mut chat));
-    }
+    let medians = v.comparison().medians(ROUNDS, BATCH);
     v.assert_normal();
-    let [bare, tower, aimd, unannotated, no_throttle, gradient] = samples.map(median);
     println!("  overload_happy_path");
-    println!(
-        "    {:<27} {:>9} {:>9} {:>11} {:>17}",
-        "", "ns/call", "overhead", "vs tower", "overhead vs tower"
-    );
-    let tower_overhead = tower - bare;
-    for (name, ns) in [
-        ("bare", bare),
-        ("tower", tower),
-        ("tollgate_aimd", aimd),
-        ("tollgate_aimd_unannotated", unannotated),
-        ("tollgate_aimd_no_throttle", no_throttle),
-        ("tollgate_gradient", gradient),
-    ] {
-        let over = ns - bare;
-        let (ratio, over_ratio) = if name == "bare" {
-            (String::new(), String::new())
-        } else {
-            (
-                format!("{:.2}", ns / tower),
-                format!("{:.2}", over / tower_overhead),
-            )
-        };
-        println!("    {name:<27} {ns:>9.1} {over:>9.1} {ratio:>11} {over_ratio:>17}");
-    }
+    medians.print("tower");
     println!("  limits after the run (calls came one at a time)");
     v.print_limits();
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
 }
 
 criterion_group!(benches, allocations, happy_path_group, overhead);

@@ -23,13 +23,10 @@
 
 use std::alloc::System;
 use std::convert::Infallible;
-use std::fmt::Debug;
-use std::future::{Future, Ready, ready};
+use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,14 +39,14 @@ use http_body_util::Full;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tokio::time::Instant;
 use tollgate_core::classify::ClassifyLayer;
-use tollgate_core::{BoxError, CredentialId, EndpointKind, LlmRequest, Provider};
+use tollgate_core::{BoxError, LlmRequest};
 use tollgate_ratelimit::{
     Charges, MemoryScope, MemoryStore, QuotaTable, Quotas, RateLimitLayer, Refusal, Store,
 };
+use tollgate_testkit::{allocations_per_op, requests_with, roundtrip, roundtrip_drained, runtime};
 use tower::{Layer, Service, service_fn};
 
-// The workspace forbids unsafe code, even in benches, and a `GlobalAlloc` needs an `unsafe
-// impl`: `stats_alloc` is that wrapper (atomic counters around `System`), and nothing more.
+// Counts allocations (why `stats_alloc`: `tollgate_testkit::alloc`).
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
@@ -98,9 +95,7 @@ fn decide(
 
 /// What `AnnotateLayer` would say about a 2 KB chat call to gpt-4o-mini.
 fn chat_annotation() -> LlmRequest {
-    let mut llm = LlmRequest::new(Provider::OpenAi, EndpointKind::ChatCompletions);
-    llm.credential = Some(CredentialId::named("team-a"));
-    llm.model = Some("gpt-4o-mini".into());
+    let mut llm = tollgate_testkit::chat_annotation();
     llm.max_output_tokens = Some(256);
     llm.input_tokens_estimate = 500;
     llm
@@ -108,12 +103,7 @@ fn chat_annotation() -> LlmRequest {
 
 /// Makes annotated requests; the annotation's strings are shared, not copied.
 fn chat_requests() -> impl FnMut() -> Request<()> {
-    let annotation = chat_annotation();
-    move || {
-        let mut request = Request::new(());
-        request.extensions_mut().insert(annotation.clone());
-        request
-    }
+    requests_with(chat_annotation())
 }
 
 fn respond(_: Request<()>) -> Ready<Result<Response<()>, Infallible>> {
@@ -158,7 +148,7 @@ fn tollgate_over_classify() -> impl Service<
     let store = layer.store().clone();
     let mut service = layer.layer(ClassifyLayer::new().layer(service_fn(respond_json)));
     // The real path: the body's end reconciles the reservation with the reported usage.
-    drain(roundtrip(&mut service, chat_requests()()).into_body());
+    roundtrip_drained(&mut service, chat_requests()());
     let scope = store.scope(&LlmRequest::scope(&chat_annotation()), Instant::now());
     assert_eq!(
         MemoryStore::stats(&scope).output_estimate(0),
@@ -166,61 +156,6 @@ fn tollgate_over_classify() -> impl Service<
         "the reservation was reconciled from the usage"
     );
     service
-}
-
-fn now_or_never<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the bench services are always ready"),
-    }
-}
-
-/// `poll_ready`, `call`, and the response future, each polled once.
-fn roundtrip<S, R>(service: &mut S, request: R) -> S::Response
-where
-    S: Service<R>,
-    S::Error: Debug,
-{
-    now_or_never(std::future::poll_fn(|cx| service.poll_ready(cx))).unwrap();
-    now_or_never(service.call(request)).unwrap()
-}
-
-/// Reads a body to its end, as a caller would (which runs the end-of-stream hooks).
-fn drain<B: Body<Data = Bytes> + Unpin>(mut body: B) -> usize
-where
-    B::Error: Debug,
-{
-    let mut bytes = 0;
-    let mut cx = Context::from_waker(Waker::noop());
-    while let Poll::Ready(Some(frame)) = std::pin::Pin::new(&mut body).poll_frame(&mut cx) {
-        if let Ok(data) = frame.unwrap().into_data() {
-            bytes += data.len();
-        }
-    }
-    bytes
-}
-
-/// Allocations per `op` in steady state: after a warm-up, counting only inside `op`.
-fn allocations_per_op<I, O>(mut setup: impl FnMut() -> I, mut op: impl FnMut(I) -> O) -> f64 {
-    const OPS: usize = 10_000;
-    for _ in 0..100 {
-        drop(op(setup()));
-    }
-    let mut allocations = 0;
-    for _ in 0..OPS {
-        let input = setup();
-        let before = GLOBAL.stats();
-        let output = black_box(op(input));
-        let after = GLOBAL.stats();
-        drop(output);
-        allocations +=
-            after.allocations + after.reallocations - (before.allocations + before.reallocations);
-    }
-    allocations as f64 / OPS as f64
 }
 
 fn allocations(_: &mut Criterion) {
@@ -242,27 +177,27 @@ fn allocations(_: &mut Criterion) {
         ),
     ] {
         let (store, scope) = tollgate(quotas);
-        let per_op = allocations_per_op(|| now, |now| decide(&store, &scope, charges, now));
+        let per_op = allocations_per_op(GLOBAL, || now, |now| decide(&store, &scope, charges, now));
         rows.push((name, per_op));
     }
 
     let mut service = bare();
-    let per_op = allocations_per_op(chat_requests(), |r| roundtrip(&mut service, r));
+    let per_op = allocations_per_op(GLOBAL, chat_requests(), |r| roundtrip(&mut service, r));
     rows.push(("full_layer/bare", per_op));
     let mut service = tower_rate_limit();
-    let per_op = allocations_per_op(chat_requests(), |r| roundtrip(&mut service, r));
+    let per_op = allocations_per_op(GLOBAL, chat_requests(), |r| roundtrip(&mut service, r));
     rows.push(("full_layer/tower_rate_limit", per_op));
     let mut service = tollgate_layer();
-    let per_op = allocations_per_op(chat_requests(), |r| roundtrip(&mut service, r));
+    let per_op = allocations_per_op(GLOBAL, chat_requests(), |r| roundtrip(&mut service, r));
     rows.push(("full_layer/tollgate", per_op));
     let mut service = classify_bare();
-    let per_op = allocations_per_op(chat_requests(), |r| {
-        drain(roundtrip(&mut service, r).into_body())
+    let per_op = allocations_per_op(GLOBAL, chat_requests(), |r| {
+        roundtrip_drained(&mut service, r)
     });
     rows.push(("full_layer/classify_bare_drained", per_op));
     let mut service = tollgate_over_classify();
-    let per_op = allocations_per_op(chat_requests(), |r| {
-        drain(roundtrip(&mut service, r).into_body())
+    let per_op = allocations_per_op(GLOBAL, chat_requests(), |r| {
+        roundtrip_drained(&mut service, r)
     });
     rows.push(("full_layer/tollgate_over_classify_drained", per_op));
 
@@ -401,7 +336,7 @@ fn full_layer(c: &mut Criterion) {
     group.bench_function("classify_bare_drained", |b| {
         b.iter_batched(
             chat_requests(),
-            |r| drain(roundtrip(&mut service, r).into_body()),
+            |r| roundtrip_drained(&mut service, r),
             small,
         )
     });
@@ -409,18 +344,11 @@ fn full_layer(c: &mut Criterion) {
     group.bench_function("tollgate_over_classify_drained", |b| {
         b.iter_batched(
             chat_requests(),
-            |r| drain(roundtrip(&mut service, r).into_body()),
+            |r| roundtrip_drained(&mut service, r),
             small,
         )
     });
     group.finish();
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
 }
 
 criterion_group!(

@@ -19,10 +19,7 @@
 use std::alloc::System;
 use std::convert::Infallible;
 use std::fmt::Debug;
-use std::future::{Future, Ready, ready};
-use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::future::{Ready, ready};
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -31,11 +28,11 @@ use http_body_util::Full;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tollgate_core::Outcome;
 use tollgate_retry::RetryLayer;
+use tollgate_testkit::{allocations_per_op, median, nanos_per_op, roundtrip, runtime};
 use tower::retry::Policy;
 use tower::{Layer, Service, service_fn};
 
-// The workspace forbids unsafe code, even in benches, and a `GlobalAlloc` needs an `unsafe
-// impl`: `stats_alloc` is that wrapper (atomic counters around `System`), and nothing more.
+// Counts allocations (why `stats_alloc`: `tollgate_testkit::alloc`).
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
@@ -43,6 +40,11 @@ type Body = Full<Bytes>;
 
 const CHAT_REQUEST: &[u8] =
     br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"What is the capital of France?"}],"max_tokens":256}"#;
+
+/// Calls per batch in the summary.
+const BATCH: usize = 20_000;
+/// Batches per variant in the summary, one variant after the other.
+const ROUNDS: usize = 15;
 
 fn chat_request() -> Request<Body> {
     Request::post("https://api.openai.com/v1/chat/completions")
@@ -97,82 +99,17 @@ fn tower_retry(
     tower::retry::Retry::new(RetryErrors { remaining: 4 }, service_fn(respond))
 }
 
-fn now_or_never<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the bench services are always ready"),
-    }
-}
-
-/// `poll_ready`, `call`, and the response future, each polled once.
-fn roundtrip<S, R>(service: &mut S, request: R) -> S::Response
-where
-    S: Service<R>,
-    S::Error: Debug,
-{
-    now_or_never(std::future::poll_fn(|cx| service.poll_ready(cx))).unwrap();
-    now_or_never(service.call(request)).unwrap()
-}
-
-/// Allocations per call in steady state: after a warm-up, counting only inside the call.
-fn allocations_per_call<S>(service: &mut S) -> f64
-where
-    S: Service<Request<Body>>,
-    S::Error: Debug,
-{
-    const CALLS: usize = 10_000;
-    for _ in 0..100 {
-        drop(roundtrip(service, chat_request()));
-    }
-    let mut allocations = 0;
-    for _ in 0..CALLS {
-        let request = chat_request();
-        let before = GLOBAL.stats();
-        let response = black_box(roundtrip(service, request));
-        let after = GLOBAL.stats();
-        drop(response);
-        allocations +=
-            after.allocations + after.reallocations - (before.allocations + before.reallocations);
-    }
-    allocations as f64 / CALLS as f64
-}
-
-/// Nanoseconds per call: the median of batches timed like criterion's `iter_batched` (requests
-/// made before, responses dropped after).
-fn nanos_per_call<S>(service: &mut S) -> f64
-where
-    S: Service<Request<Body>>,
-    S::Error: Debug,
-{
-    const BATCH: usize = 20_000;
-    let mut batches: Vec<f64> = (0..15)
-        .map(|_| {
-            let requests: Vec<_> = (0..BATCH).map(|_| chat_request()).collect();
-            let mut responses = Vec::with_capacity(BATCH);
-            let start = std::time::Instant::now();
-            for request in requests {
-                responses.push(roundtrip(service, request));
-            }
-            let elapsed = start.elapsed();
-            drop(black_box(responses));
-            elapsed.as_nanos() as f64 / BATCH as f64
-        })
-        .collect();
-    batches.sort_by(f64::total_cmp);
-    batches[batches.len() / 2]
-}
-
+/// Nanoseconds per call (the median of batches timed like criterion's `iter_batched`:
+/// requests made before, responses dropped after) and allocations per call in steady state.
 fn measure<S>(mut service: S) -> (f64, f64)
 where
     S: Service<Request<Body>>,
     S::Error: Debug,
 {
-    let allocations = allocations_per_call(&mut service);
-    (nanos_per_call(&mut service), allocations)
+    let mut call = |request| roundtrip(&mut service, request);
+    let allocations = allocations_per_op(GLOBAL, chat_request, &mut call);
+    let batches = (0..ROUNDS).map(|_| nanos_per_op(BATCH, chat_request, &mut call));
+    (median(batches.collect()), allocations)
 }
 
 fn summary(_: &mut Criterion) {
@@ -246,13 +183,6 @@ fn no_retry(c: &mut Criterion) {
         });
         group.finish();
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
 }
 
 criterion_group!(benches, summary, no_retry);
