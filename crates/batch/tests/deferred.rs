@@ -449,3 +449,45 @@ async fn failed_uploads_lose_nothing() {
     assert!(sim.batches().is_empty());
     queue.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_anthropic_batch_answers_part_and_the_rest_goes_again() {
+    let sim = sim("[batch]\ncompletion_delay = \"20s\"\nexpire_after = \"10s\"\n");
+    let api = AnthropicBatchApi::new(
+        "https://api.anthropic.com",
+        Secret::new("sk-ant"),
+        net(&sim),
+    );
+    let queue = DeferredQueue::builder(store_path("anthropic-expire"), keyed(&sim))
+        .config(DeferredConfig {
+            max_attempts: 2,
+            ..config(10)
+        })
+        .batch_api(api)
+        .clock(PausedWall::new())
+        .open()
+        .await
+        .unwrap();
+    let message = |n: usize| {
+        let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 16,
+            "messages": [{"role": "user", "content": format!("note {n}")}]});
+        Request::post("https://api.anthropic.com/v1/messages")
+            .body(Bytes::from(body.to_string()))
+            .unwrap()
+    };
+    let ids = queue
+        .submit_many(
+            (0..8)
+                .map(|n| (message(n), JobOptions::default()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    for id in ids {
+        assert_eq!(queue.wait(id).await.unwrap().status, 200);
+    }
+    let stats = queue.stats().await.unwrap();
+    // 8 → 4 answered, 4 again → 2 answered; the 2 left unrun twice go alone.
+    assert_eq!((stats.batches, stats.batched_jobs, stats.calls), (2, 6, 2));
+    queue.shutdown().await;
+}
