@@ -10,8 +10,8 @@ use http::Request;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tollgate_batch::deferred::{
-    AnthropicBatchApi, DeferredConfig, DeferredQueue, JobOptions, JobStatus, OpenAiBatchApi,
-    StoreError, Transport, Via, transport,
+    AnthropicBatchApi, DeferredConfig, DeferredQueue, DeferredQueueBuilder, JobOptions, JobStatus,
+    OpenAiBatchApi, StoreError, Transport, Via, transport,
 };
 use tollgate_core::{Clock, Secret};
 use tollgate_sim::{SimConfig, SimService};
@@ -88,6 +88,39 @@ fn chat(n: usize) -> Request<Bytes> {
         .unwrap()
 }
 
+fn message(n: usize) -> Request<Bytes> {
+    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 16,
+        "messages": [{"role": "user", "content": format!("note {n}")}]});
+    Request::post("https://api.anthropic.com/v1/messages")
+        .body(Bytes::from(body.to_string()))
+        .unwrap()
+}
+
+/// Puts a Batch API on a queue's builder.
+type WithApi = Option<Box<dyn FnOnce(DeferredQueueBuilder) -> DeferredQueueBuilder>>;
+
+/// A queue at a fresh path over `sim`, flushing through `api` when given.
+async fn open(sim: &SimService, name: &str, config: DeferredConfig, api: WithApi) -> DeferredQueue {
+    let builder = DeferredQueue::builder(store_path(name), keyed(sim))
+        .config(config)
+        .clock(PausedWall::new());
+    let builder = match api {
+        Some(with_api) => with_api(builder),
+        None => builder,
+    };
+    builder.open().await.unwrap()
+}
+
+fn openai(sim: &SimService) -> WithApi {
+    let api = OpenAiBatchApi::new("https://api.openai.com", Secret::new("sk-batch"), net(sim));
+    Some(Box::new(move |b| b.batch_api(api)))
+}
+
+fn anthropic(sim: &SimService) -> WithApi {
+    let api = AnthropicBatchApi::new("https://api.anthropic.com", Secret::new("sk-ant"), net(sim));
+    Some(Box::new(move |b| b.batch_api(api)))
+}
+
 fn config(interval_s: u64) -> DeferredConfig {
     DeferredConfig {
         interval: Duration::from_secs(interval_s),
@@ -160,12 +193,7 @@ async fn jobs_wait_for_the_interval_then_go_as_calls() {
 #[tokio::test(start_paused = true)]
 async fn a_job_past_its_max_age_goes_alone() {
     let sim = sim("");
-    let queue = DeferredQueue::builder(store_path("age"), keyed(&sim))
-        .config(config(3600))
-        .clock(PausedWall::new())
-        .open()
-        .await
-        .unwrap();
+    let queue = open(&sim, "age", config(3600), None).await;
     let patient = queue.submit(chat(0)).await.unwrap();
     let urgent = queue
         .submit_with(
@@ -198,15 +226,11 @@ async fn a_job_past_its_max_age_goes_alone() {
 #[tokio::test(start_paused = true)]
 async fn not_deferred_means_sent_at_once_and_keys_make_submission_idempotent() {
     let sim = sim("");
-    let queue = DeferredQueue::builder(store_path("now"), keyed(&sim))
-        .config(DeferredConfig {
-            deferred: false,
-            ..config(3600)
-        })
-        .clock(PausedWall::new())
-        .open()
-        .await
-        .unwrap();
+    let config = DeferredConfig {
+        deferred: false,
+        ..config(3600)
+    };
+    let queue = open(&sim, "now", config, None).await;
     let options = JobOptions {
         key: Some("doc-7".into()),
         ..JobOptions::default()
@@ -228,14 +252,7 @@ async fn not_deferred_means_sent_at_once_and_keys_make_submission_idempotent() {
 #[tokio::test(start_paused = true)]
 async fn a_flush_through_the_openai_batch_api() {
     let sim = sim("[batch]\ncompletion_delay = \"20s\"\n");
-    let api = OpenAiBatchApi::new("https://api.openai.com", Secret::new("sk-batch"), net(&sim));
-    let queue = DeferredQueue::builder(store_path("openai"), keyed(&sim))
-        .config(config(10))
-        .batch_api(api)
-        .clock(PausedWall::new())
-        .open()
-        .await
-        .unwrap();
+    let queue = open(&sim, "openai", config(10), openai(&sim)).await;
     let mut completions = queue.completions();
     let ids = queue
         .submit_many((0..50).map(|n| (chat(n), JobOptions::default())).collect())
@@ -279,13 +296,6 @@ async fn a_flush_through_the_anthropic_batch_api() {
         .open()
         .await
         .unwrap();
-    let message = |n: usize| {
-        let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 16,
-            "messages": [{"role": "user", "content": format!("note {n}")}]});
-        Request::post("https://api.anthropic.com/v1/messages")
-            .body(Bytes::from(body.to_string()))
-            .unwrap()
-    };
     let ids = queue
         .submit_many(
             (0..20)
@@ -388,14 +398,7 @@ async fn a_file_that_is_not_a_queue_is_refused_and_left_alone() {
 async fn an_expired_batch_answers_part_and_the_rest_goes_again() {
     // Each batch expires halfway: half its requests are answered.
     let sim = sim("[batch]\ncompletion_delay = \"20s\"\nexpire_after = \"10s\"\n");
-    let api = OpenAiBatchApi::new("https://api.openai.com", Secret::new("sk-batch"), net(&sim));
-    let queue = DeferredQueue::builder(store_path("expire"), keyed(&sim))
-        .config(config(10))
-        .batch_api(api)
-        .clock(PausedWall::new())
-        .open()
-        .await
-        .unwrap();
+    let queue = open(&sim, "expire", config(10), openai(&sim)).await;
     let ids = queue
         .submit_many((0..20).map(|n| (chat(n), JobOptions::default())).collect())
         .await
@@ -422,17 +425,11 @@ async fn an_expired_batch_answers_part_and_the_rest_goes_again() {
 #[tokio::test(start_paused = true)]
 async fn failed_uploads_lose_nothing() {
     let sim = sim("[batch]\nupload_error_rate = 1.0\n");
-    let api = OpenAiBatchApi::new("https://api.openai.com", Secret::new("sk-batch"), net(&sim));
-    let queue = DeferredQueue::builder(store_path("upload"), keyed(&sim))
-        .config(DeferredConfig {
-            max_age: Duration::from_secs(120),
-            ..config(30)
-        })
-        .batch_api(api)
-        .clock(PausedWall::new())
-        .open()
-        .await
-        .unwrap();
+    let config = DeferredConfig {
+        max_age: Duration::from_secs(120),
+        ..config(30)
+    };
+    let queue = open(&sim, "upload", config, openai(&sim)).await;
     let ids = queue
         .submit_many((0..10).map(|n| (chat(n), JobOptions::default())).collect())
         .await
@@ -468,13 +465,6 @@ async fn an_expired_anthropic_batch_answers_part_and_the_rest_goes_again() {
         .open()
         .await
         .unwrap();
-    let message = |n: usize| {
-        let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 16,
-            "messages": [{"role": "user", "content": format!("note {n}")}]});
-        Request::post("https://api.anthropic.com/v1/messages")
-            .body(Bytes::from(body.to_string()))
-            .unwrap()
-    };
     let ids = queue
         .submit_many(
             (0..8)
