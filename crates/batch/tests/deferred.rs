@@ -284,18 +284,7 @@ async fn a_flush_through_the_openai_batch_api() {
 #[tokio::test(start_paused = true)]
 async fn a_flush_through_the_anthropic_batch_api() {
     let sim = sim("[batch]\ncompletion_delay = \"20s\"\n");
-    let api = AnthropicBatchApi::new(
-        "https://api.anthropic.com",
-        Secret::new("sk-ant"),
-        net(&sim),
-    );
-    let queue = DeferredQueue::builder(store_path("anthropic"), keyed(&sim))
-        .config(config(10))
-        .batch_api(api)
-        .clock(PausedWall::new())
-        .open()
-        .await
-        .unwrap();
+    let queue = open(&sim, "anthropic", config(10), anthropic(&sim)).await;
     let ids = queue
         .submit_many(
             (0..20)
@@ -450,21 +439,11 @@ async fn failed_uploads_lose_nothing() {
 #[tokio::test(start_paused = true)]
 async fn an_expired_anthropic_batch_answers_part_and_the_rest_goes_again() {
     let sim = sim("[batch]\ncompletion_delay = \"20s\"\nexpire_after = \"10s\"\n");
-    let api = AnthropicBatchApi::new(
-        "https://api.anthropic.com",
-        Secret::new("sk-ant"),
-        net(&sim),
-    );
-    let queue = DeferredQueue::builder(store_path("anthropic-expire"), keyed(&sim))
-        .config(DeferredConfig {
-            max_attempts: 2,
-            ..config(10)
-        })
-        .batch_api(api)
-        .clock(PausedWall::new())
-        .open()
-        .await
-        .unwrap();
+    let config = DeferredConfig {
+        max_attempts: 2,
+        ..config(10)
+    };
+    let queue = open(&sim, "anthropic-expire", config, anthropic(&sim)).await;
     let ids = queue
         .submit_many(
             (0..8)
