@@ -1,0 +1,314 @@
+//! A member's health: counters, moving averages, the 0–100 score, and cooldowns.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tollgate_core::{Outcome, OutcomeKind};
+
+/// How long each outcome takes a member out of rotation. Defaults from the seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cooldowns {
+    /// A 429 rate limit: the provider's `retry-after` (or reset) when it gave one, else this
+    /// (default 60 s).
+    pub rate_limited: Duration,
+    /// A timeout (default 10 s).
+    pub timeout: Duration,
+    /// An overload (529/503) or other server error (default none: the score drops, and retry
+    /// backs off).
+    pub server_error: Duration,
+    /// A refused credential, 401/403 (default 1 h).
+    pub auth_error: Duration,
+    /// An open breaker in the member's stack, when it gave no wait (default 30 s).
+    pub breaker_open: Duration,
+}
+
+impl Default for Cooldowns {
+    fn default() -> Self {
+        Self {
+            rate_limited: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+            server_error: Duration::ZERO,
+            auth_error: Duration::from_secs(3600),
+            breaker_open: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a member is out of rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Rate limited by the provider (429).
+    RateLimited,
+    /// Its calls timed out.
+    Timeout,
+    /// The provider failed or shed its calls.
+    ServerError,
+    /// Its credential was refused.
+    AuthError,
+    /// Its quota is exhausted.
+    QuotaExhausted,
+    /// Its breaker is open.
+    BreakerOpen,
+}
+
+/// Where a member stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberState {
+    /// In rotation.
+    Available,
+    /// Out of rotation for `left` more.
+    CoolingDown {
+        /// Why.
+        reason: Reason,
+        /// Time left.
+        left: Duration,
+    },
+    /// Out of rotation until reset by hand (an exhausted quota with no reset time).
+    Parked {
+        /// Why.
+        reason: Reason,
+    },
+}
+
+/// What happened to a member, counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Calls sent to it.
+    pub calls: u64,
+    /// Successful ones.
+    pub successes: u64,
+    /// 429s.
+    pub rate_limited: u64,
+    /// Timeouts.
+    pub timeouts: u64,
+    /// Overloads and other server errors.
+    pub server_errors: u64,
+    /// Refused credentials.
+    pub auth_errors: u64,
+    /// Exhausted quotas.
+    pub quota_exhausted: u64,
+    /// Refusals by its breaker.
+    pub breaker_open: u64,
+}
+
+/// The weight of one call in the moving averages (about the last 20 calls).
+const ALPHA: f64 = 0.05;
+
+#[derive(Debug)]
+pub(crate) struct Health {
+    pub(crate) counters: Counters,
+    success: f64,
+    rate_limited: f64,
+    timeouts: f64,
+    /// Mean latency of successes, seconds.
+    pub(crate) latency: Option<f64>,
+    pub(crate) in_flight: usize,
+    pub(crate) out: Option<(Reason, Option<Instant>)>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            counters: Counters::default(),
+            success: 1.0,
+            rate_limited: 0.0,
+            timeouts: 0.0,
+            latency: None,
+            in_flight: 0,
+            out: None,
+        }
+    }
+}
+
+fn ewma(average: &mut f64, sample: f64) {
+    *average += ALPHA * (sample - *average);
+}
+
+impl Health {
+    /// The member's state at `now` (a cooldown that ended puts it back).
+    pub(crate) fn state(&mut self, now: Instant) -> MemberState {
+        match self.out {
+            None => MemberState::Available,
+            Some((reason, None)) => MemberState::Parked { reason },
+            Some((_, Some(until))) if until <= now => {
+                self.out = None;
+                MemberState::Available
+            }
+            Some((reason, Some(until))) => MemberState::CoolingDown {
+                reason,
+                left: until - now,
+            },
+        }
+    }
+
+    /// When it is back in rotation (`None`: parked, or available now).
+    pub(crate) fn back_at(&self) -> Option<Instant> {
+        self.out.and_then(|(_, until)| until)
+    }
+
+    /// The 0–100 score: the success rate, less half the rate-limit and timeout rates, scaled
+    /// by latency against the best member's (`best`), down to half; 0 when out of rotation.
+    pub(crate) fn score(&mut self, now: Instant, best: Option<f64>) -> u8 {
+        if self.state(now) != MemberState::Available {
+            return 0;
+        }
+        let latency = match (best, self.latency) {
+            (Some(best), Some(own)) if own > 0.0 => (best / own).clamp(0.5, 1.0),
+            _ => 1.0,
+        };
+        let score = self.success * (1.0 - 0.5 * self.rate_limited) * (1.0 - 0.5 * self.timeouts)
+            * latency;
+        (score * 100.0).round().clamp(0.0, 100.0) as u8
+    }
+
+    /// Counts one call's outcome and takes the member out of rotation if it says so; returns
+    /// the reason when it does.
+    pub(crate) fn record(
+        &mut self,
+        outcome: &Outcome,
+        local_breaker: bool,
+        latency: Duration,
+        now: Instant,
+        cooldowns: &Cooldowns,
+    ) -> Option<Reason> {
+        let c = &mut self.counters;
+        c.calls += 1;
+        let kind = outcome.kind;
+        ewma(&mut self.success, f64::from(u8::from(kind == OutcomeKind::Success)));
+        ewma(
+            &mut self.rate_limited,
+            f64::from(u8::from(matches!(kind, OutcomeKind::RateLimited(_)))),
+        );
+        ewma(&mut self.timeouts, f64::from(u8::from(kind == OutcomeKind::Timeout)));
+        let (reason, cooldown) = match kind {
+            OutcomeKind::Success => {
+                c.successes += 1;
+                let secs = latency.as_secs_f64();
+                self.latency = Some(self.latency.map_or(secs, |l| l + ALPHA * (secs - l)));
+                return None;
+            }
+            OutcomeKind::RateLimited(_) => {
+                c.rate_limited += 1;
+                (
+                    Reason::RateLimited,
+                    Some(outcome.retry_after.unwrap_or(cooldowns.rate_limited)),
+                )
+            }
+            OutcomeKind::QuotaExhausted => {
+                c.quota_exhausted += 1;
+                // Until its reset, when the provider said; until reset by hand otherwise.
+                (Reason::QuotaExhausted, outcome.retry_after)
+            }
+            OutcomeKind::Timeout => {
+                c.timeouts += 1;
+                (Reason::Timeout, Some(cooldowns.timeout))
+            }
+            OutcomeKind::AuthError => {
+                c.auth_errors += 1;
+                (Reason::AuthError, Some(cooldowns.auth_error))
+            }
+            OutcomeKind::Overloaded if local_breaker => {
+                c.breaker_open += 1;
+                (
+                    Reason::BreakerOpen,
+                    Some(outcome.retry_after.unwrap_or(cooldowns.breaker_open)),
+                )
+            }
+            OutcomeKind::Overloaded | OutcomeKind::ServerError | OutcomeKind::ConnectError => {
+                c.server_errors += 1;
+                (Reason::ServerError, Some(cooldowns.server_error))
+            }
+            // The request's own fault: nothing to hold against the member.
+            _ => return None,
+        };
+        match cooldown {
+            Some(cooldown) if cooldown.is_zero() => None,
+            Some(cooldown) => {
+                let until = now + cooldown;
+                // Never shorten a longer cooldown already running.
+                let longer = match self.out {
+                    Some((_, None)) => false,
+                    Some((_, Some(current))) => until > current,
+                    None => true,
+                };
+                if longer {
+                    self.out = Some((reason, Some(until)));
+                }
+                Some(reason)
+            }
+            None => {
+                self.out = Some((reason, None));
+                Some(reason)
+            }
+        }
+    }
+
+    /// Back in rotation now.
+    pub(crate) fn reset(&mut self) {
+        self.out = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_core::RateLimitDimension;
+
+    use super::*;
+
+    #[test]
+    fn each_outcome_cools_down_for_its_time() {
+        let now = Instant::now();
+        let cooldowns = Cooldowns::default();
+        let mut health = Health::default();
+        let limited = Outcome::new(OutcomeKind::RateLimited(RateLimitDimension::Requests));
+        assert_eq!(
+            health.record(&limited, false, Duration::ZERO, now, &cooldowns),
+            Some(Reason::RateLimited)
+        );
+        assert_eq!(
+            health.state(now),
+            MemberState::CoolingDown {
+                reason: Reason::RateLimited,
+                left: Duration::from_secs(60)
+            }
+        );
+        // The provider's own wait wins.
+        let mut health = Health::default();
+        let told = limited.clone().with_retry_after(Some(Duration::from_secs(7)));
+        health.record(&told, false, Duration::ZERO, now, &cooldowns);
+        assert_eq!(health.back_at(), Some(now + Duration::from_secs(7)));
+        // A server error costs score, not rotation.
+        let mut health = Health::default();
+        let failed = Outcome::new(OutcomeKind::ServerError);
+        assert_eq!(health.record(&failed, false, Duration::ZERO, now, &cooldowns), None);
+        assert_eq!(health.state(now), MemberState::Available);
+        assert!(health.score(now, None) < 100);
+        // An exhausted quota without a reset is parked until reset by hand.
+        let mut health = Health::default();
+        health.record(&Outcome::new(OutcomeKind::QuotaExhausted), false, Duration::ZERO, now, &cooldowns);
+        assert_eq!(
+            health.state(now + Duration::from_secs(86_400)),
+            MemberState::Parked {
+                reason: Reason::QuotaExhausted
+            }
+        );
+        health.reset();
+        assert_eq!(health.state(now), MemberState::Available);
+    }
+
+    #[test]
+    fn the_score_follows_success_and_latency() {
+        let now = Instant::now();
+        let cooldowns = Cooldowns::default();
+        let mut fast = Health::default();
+        let mut slow = Health::default();
+        let ok = Outcome::new(OutcomeKind::Success);
+        for _ in 0..50 {
+            fast.record(&ok, false, Duration::from_millis(100), now, &cooldowns);
+            slow.record(&ok, false, Duration::from_millis(400), now, &cooldowns);
+        }
+        assert_eq!(fast.score(now, Some(0.1)), 100);
+        assert_eq!(slow.score(now, Some(0.1)), 50, "latency counts down to half");
+    }
+}

@@ -1,0 +1,77 @@
+//! A pool of API keys, deployments and providers, with health scores, cooldowns, failover and
+//! fallback.
+//!
+//! Each [`Member`] — an API key, an Azure deployment, another provider or model — has its own
+//! stack (breaker, rate limiter, client) as a tower service, and an [`Adapter`] that points a
+//! request at it: its key (held as a [`Secret`](tollgate_core::Secret), never in logs, `Debug`
+//! or metrics), its host, its model, its paths ([`Rewrite`]). [`Pool`] routes each request:
+//!
+//! - **Picking**: among the members in rotation in the lowest tier, by [`Policy`] — the
+//!   healthiest (a 0–100 score from the success rate, rate limits, timeouts and latency; ties
+//!   go to the least loaded, then in turn), power of two choices, weighted, or ordered.
+//! - **Cooldowns** per outcome ([`Cooldowns`], the seed's defaults): a 429 takes a member out for
+//!   the provider's `retry-after` or 60 s, a timeout 10 s, a refused key 1 h, an open breaker
+//!   until its wait; an exhausted quota parks it until its reset, or until reset by hand for
+//!   `insufficient_quota`. A server error costs score, not rotation.
+//! - **Failover**: an answer another member could do better on (rate limited, quota, auth,
+//!   overloaded, server error, timeout, connection) is retried on another member, within one
+//!   call. With `tollgate-retry` outside, its retries go back through the pool, which
+//!   remembers (by the request's `idempotency-key`) which members failed it and tries others
+//!   first.
+//! - **Fallback**: tier 1 members (a smaller model, another provider) serve only when no tier 0
+//!   member can; a context-length error moves only to members with a larger
+//!   [context window](Member::context_window).
+//! - **Exhausted**: when no member may serve, a request waits for the earliest one back (within
+//!   its [`Deadline`](tollgate_core::Deadline)) or fails at once with
+//!   [`RateLimited`](tollgate_core::error::RateLimited) ([`WhenExhausted`]).
+//! - **Reports**: [`PoolHandle::report`] gives each member's score, state, cooldown left,
+//!   calls in flight and counters; [`PoolHandle::reset`] puts one back in rotation.
+//!
+//! ```
+//! use tollgate_core::Secret;
+//! use tollgate_pool::{Auth, Member, Pool, Rewrite};
+//!
+//! # fn build<S: Clone>(client: S) -> Pool<S> {
+//! let pool = Pool::builder()
+//!     .member(Member::key("openai-a", Secret::new("sk-a")), client.clone())
+//!     .member(Member::key("openai-b", Secret::new("sk-b")), client.clone())
+//!     // Azure serves only when both OpenAI keys cannot.
+//!     .member(
+//!         Member::with_adapter(
+//!             "azure-eastus",
+//!             Rewrite::default()
+//!                 .key(Secret::new("azure-key"), Auth::ApiKey)
+//!                 .base("https://contoso.openai.azure.com")
+//!                 .azure("gpt-4o", "2024-10-21"),
+//!         )
+//!         .tier(1),
+//!         client,
+//!     )
+//!     .build();
+//! # pool }
+//! ```
+#![forbid(unsafe_code)]
+
+mod health;
+mod member;
+mod pool;
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+pub use self::health::{Cooldowns, Counters, MemberState, Reason};
+pub use self::member::{Adapter, Auth, Member, Rewrite};
+pub use self::pool::{
+    MemberReport, Policy, Pool, PoolBuilder, PoolHandle, ResponseFuture, Served, WhenExhausted,
+};
+
+/// The bytes of a buffered body (a `Full` is always ready).
+pub(crate) fn full_bytes(body: &Full<Bytes>) -> Bytes {
+    use http_body::Body as _;
+    let mut body = std::pin::pin!(body.clone());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match body.as_mut().poll_frame(&mut cx) {
+        std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+        _ => Bytes::new(),
+    }
+}

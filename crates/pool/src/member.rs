@@ -1,0 +1,262 @@
+//! A pool member's settings, and the adapter that points a request at it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderName, HeaderValue};
+use http::{Request, Uri};
+use http_body_util::Full;
+use tollgate_core::{BoxError, CredentialId, LlmRequest, Secret};
+
+/// How a member sends its key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <key>` (OpenAI, Mistral, the Llama API).
+    #[default]
+    Bearer,
+    /// `x-api-key: <key>` (Anthropic).
+    XApiKey,
+    /// `api-key: <key>` (Azure OpenAI).
+    ApiKey,
+    /// `x-goog-api-key: <key>` (Gemini).
+    GoogApiKey,
+}
+
+/// Points a request at one member: its key, its host, its model, its paths.
+pub trait Adapter: Send + Sync + 'static {
+    /// Rewrites `request` for this member.
+    ///
+    /// # Errors
+    ///
+    /// When the request cannot be sent to this member (the pool then tries another).
+    fn adapt(&self, request: &mut Request<Full<Bytes>>) -> Result<(), BoxError>;
+}
+
+/// The usual adapter: sets the key, and optionally the scheme and host (`base`), the model in
+/// the JSON body, and — for Azure OpenAI deployments — the deployment path.
+#[derive(Clone, Default)]
+pub struct Rewrite {
+    key: Option<Secret>,
+    auth: Auth,
+    base: Option<Uri>,
+    model: Option<Arc<str>>,
+    azure: Option<(Arc<str>, Arc<str>)>,
+}
+
+impl fmt::Debug for Rewrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rewrite")
+            .field("key", &self.key)
+            .field("auth", &self.auth)
+            .field("base", &self.base)
+            .field("model", &self.model)
+            .field("azure", &self.azure)
+            .finish()
+    }
+}
+
+impl Rewrite {
+    /// Sends `key` the way `auth` says, replacing whatever credential the request had.
+    pub fn key(mut self, key: Secret, auth: Auth) -> Self {
+        self.key = Some(key);
+        self.auth = auth;
+        self
+    }
+
+    /// Sends to `base`'s scheme and host (and port), keeping the path.
+    ///
+    /// # Panics
+    ///
+    /// When `base` is not an absolute URI.
+    pub fn base(mut self, base: &str) -> Self {
+        let uri: Uri = base.parse().expect("an absolute base URI");
+        assert!(
+            uri.scheme().is_some() && uri.authority().is_some(),
+            "the base needs a scheme and a host"
+        );
+        self.base = Some(uri);
+        self
+    }
+
+    /// Sets the body's `model` (a fallback model).
+    pub fn model(mut self, model: &str) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// Sends OpenAI-style paths (`/v1/chat/completions`, `/v1/embeddings`) to an Azure OpenAI
+    /// deployment: `/openai/deployments/{deployment}/...?api-version={version}`.
+    pub fn azure(mut self, deployment: &str, api_version: &str) -> Self {
+        self.azure = Some((deployment.into(), api_version.into()));
+        self
+    }
+}
+
+impl Adapter for Rewrite {
+    fn adapt(&self, request: &mut Request<Full<Bytes>>) -> Result<(), BoxError> {
+        if let Some(key) = &self.key {
+            let headers = request.headers_mut();
+            for name in ["authorization", "x-api-key", "api-key", "x-goog-api-key"] {
+                headers.remove(name);
+            }
+            let (name, value) = match self.auth {
+                Auth::Bearer => (AUTHORIZATION, format!("Bearer {}", key.expose())),
+                Auth::XApiKey => (HeaderName::from_static("x-api-key"), key.expose().to_owned()),
+                Auth::ApiKey => (HeaderName::from_static("api-key"), key.expose().to_owned()),
+                Auth::GoogApiKey => (
+                    HeaderName::from_static("x-goog-api-key"),
+                    key.expose().to_owned(),
+                ),
+            };
+            let mut value = HeaderValue::from_str(&value).map_err(|_| "a key that is not a header value")?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+            if let Some(llm) = request.extensions_mut().get_mut::<LlmRequest>() {
+                llm.credential = Some(CredentialId::from_secret(key.expose().as_bytes()));
+            }
+        }
+        if self.base.is_some() || self.azure.is_some() {
+            let mut parts = request.uri().clone().into_parts();
+            if let Some(base) = &self.base {
+                parts.scheme = base.scheme().cloned();
+                parts.authority = base.authority().cloned();
+            }
+            if let Some((deployment, version)) = &self.azure {
+                let path = parts.path_and_query.as_ref().map_or("/", |p| p.path());
+                let operation = path.strip_prefix("/v1/").unwrap_or(path.trim_start_matches('/'));
+                parts.path_and_query = Some(
+                    format!("/openai/deployments/{deployment}/{operation}?api-version={version}")
+                        .parse()?,
+                );
+            }
+            *request.uri_mut() = Uri::from_parts(parts)?;
+        }
+        if let Some(model) = &self.model {
+            let body = crate::full_bytes(request.body());
+            let mut json: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| format!("cannot set the model of a body that is not JSON: {e}"))?;
+            let object = json.as_object_mut().ok_or("the body is not a JSON object")?;
+            object.insert("model".into(), serde_json::Value::from(&**model));
+            let body = Bytes::from(serde_json::to_vec(&json)?);
+            request
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
+            *request.body_mut() = Full::new(body);
+            if let Some(llm) = request.extensions_mut().get_mut::<LlmRequest>() {
+                llm.model = Some(model.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One member of a pool: a name (for reports and logs; never a secret), how requests are
+/// pointed at it, and how the pool treats it.
+#[derive(Clone)]
+pub struct Member {
+    pub(crate) name: Arc<str>,
+    pub(crate) adapter: Arc<dyn Adapter>,
+    pub(crate) tier: u32,
+    pub(crate) weight: u32,
+    pub(crate) context_window: Option<u64>,
+}
+
+impl fmt::Debug for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Member")
+            .field("name", &self.name)
+            .field("tier", &self.tier)
+            .field("weight", &self.weight)
+            .field("context_window", &self.context_window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Member {
+    /// A member that sends `key` as a bearer token, in tier 0, weight 1.
+    pub fn key(name: &str, key: Secret) -> Self {
+        Self::with_adapter(name, Rewrite::default().key(key, Auth::Bearer))
+    }
+
+    /// A member whose requests `adapter` rewrites.
+    pub fn with_adapter(name: &str, adapter: impl Adapter) -> Self {
+        Self {
+            name: name.into(),
+            adapter: Arc::new(adapter),
+            tier: 0,
+            weight: 1,
+            context_window: None,
+        }
+    }
+
+    /// Its tier: tier 0 serves first; tier 1 only when no tier-0 member can (a fallback model
+    /// or provider), and so on.
+    pub fn tier(mut self, tier: u32) -> Self {
+        self.tier = tier;
+        self
+    }
+
+    /// Its share under [`Policy::Weighted`](crate::Policy::Weighted) (at least 1).
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight.max(1);
+        self
+    }
+
+    /// Its model's context window in tokens: a context-length error falls back only to members
+    /// with a larger one.
+    pub fn context_window(mut self, tokens: u64) -> Self {
+        self.context_window = Some(tokens);
+        self
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Request<Full<Bytes>> {
+        Request::post("https://api.openai.com/v1/chat/completions")
+            .header("authorization", "Bearer sk-caller")
+            .body(Full::new(Bytes::from_static(
+                br#"{"model":"gpt-4o","messages":[]}"#,
+            )))
+            .unwrap()
+    }
+
+    #[test]
+    fn rewrites_key_host_model_and_azure_path() {
+        let mut r = request();
+        Rewrite::default()
+            .key(Secret::new("az-key"), Auth::ApiKey)
+            .base("https://contoso.openai.azure.com")
+            .azure("gpt-4o-mini-prod", "2024-10-21")
+            .model("gpt-4o-mini")
+            .adapt(&mut r)
+            .unwrap();
+        assert_eq!(
+            r.uri(),
+            "https://contoso.openai.azure.com/openai/deployments/gpt-4o-mini-prod/chat/completions?api-version=2024-10-21"
+        );
+        assert!(r.headers().get("authorization").is_none());
+        assert_eq!(r.headers()["api-key"], "az-key");
+        assert!(r.headers()["api-key"].is_sensitive());
+        let body: serde_json::Value =
+            serde_json::from_slice(&crate::full_bytes(r.body())).unwrap();
+        assert_eq!(body["model"], "gpt-4o-mini");
+    }
+
+    #[test]
+    fn debug_never_shows_a_key() {
+        let member = Member::key("primary", Secret::new("sk-live-secret"));
+        let rewrite = Rewrite::default().key(Secret::new("sk-live-secret"), Auth::Bearer);
+        for text in [format!("{member:?}"), format!("{rewrite:?}")] {
+            assert!(!text.contains("sk-live-secret"), "{text}");
+        }
+    }
+}
