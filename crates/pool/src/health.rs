@@ -157,8 +157,8 @@ impl Health {
             (Some(best), Some(own)) if own > 0.0 => (best / own).clamp(0.5, 1.0),
             _ => 1.0,
         };
-        let score = self.success * (1.0 - 0.5 * self.rate_limited) * (1.0 - 0.5 * self.timeouts)
-            * latency;
+        let score =
+            self.success * (1.0 - 0.5 * self.rate_limited) * (1.0 - 0.5 * self.timeouts) * latency;
         (score * 100.0).round().clamp(0.0, 100.0) as u8
     }
 
@@ -175,12 +175,18 @@ impl Health {
         let c = &mut self.counters;
         c.calls += 1;
         let kind = outcome.kind;
-        ewma(&mut self.success, f64::from(u8::from(kind == OutcomeKind::Success)));
+        ewma(
+            &mut self.success,
+            f64::from(u8::from(kind == OutcomeKind::Success)),
+        );
         ewma(
             &mut self.rate_limited,
             f64::from(u8::from(matches!(kind, OutcomeKind::RateLimited(_)))),
         );
-        ewma(&mut self.timeouts, f64::from(u8::from(kind == OutcomeKind::Timeout)));
+        ewma(
+            &mut self.timeouts,
+            f64::from(u8::from(kind == OutcomeKind::Timeout)),
+        );
         let (reason, cooldown) = match kind {
             OutcomeKind::Success => {
                 c.successes += 1;
@@ -275,18 +281,29 @@ mod tests {
         );
         // The provider's own wait wins.
         let mut health = Health::default();
-        let told = limited.clone().with_retry_after(Some(Duration::from_secs(7)));
+        let told = limited
+            .clone()
+            .with_retry_after(Some(Duration::from_secs(7)));
         health.record(&told, false, Duration::ZERO, now, &cooldowns);
         assert_eq!(health.back_at(), Some(now + Duration::from_secs(7)));
         // A server error costs score, not rotation.
         let mut health = Health::default();
         let failed = Outcome::new(OutcomeKind::ServerError);
-        assert_eq!(health.record(&failed, false, Duration::ZERO, now, &cooldowns), None);
+        assert_eq!(
+            health.record(&failed, false, Duration::ZERO, now, &cooldowns),
+            None
+        );
         assert_eq!(health.state(now), MemberState::Available);
         assert!(health.score(now, None) < 100);
         // An exhausted quota without a reset is parked until reset by hand.
         let mut health = Health::default();
-        health.record(&Outcome::new(OutcomeKind::QuotaExhausted), false, Duration::ZERO, now, &cooldowns);
+        health.record(
+            &Outcome::new(OutcomeKind::QuotaExhausted),
+            false,
+            Duration::ZERO,
+            now,
+            &cooldowns,
+        );
         assert_eq!(
             health.state(now + Duration::from_secs(86_400)),
             MemberState::Parked {
@@ -309,6 +326,10 @@ mod tests {
             slow.record(&ok, false, Duration::from_millis(400), now, &cooldowns);
         }
         assert_eq!(fast.score(now, Some(0.1)), 100);
-        assert_eq!(slow.score(now, Some(0.1)), 50, "latency counts down to half");
+        assert_eq!(
+            slow.score(now, Some(0.1)),
+            50,
+            "latency counts down to half"
+        );
     }
 }

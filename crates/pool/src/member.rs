@@ -102,14 +102,18 @@ impl Adapter for Rewrite {
             }
             let (name, value) = match self.auth {
                 Auth::Bearer => (AUTHORIZATION, format!("Bearer {}", key.expose())),
-                Auth::XApiKey => (HeaderName::from_static("x-api-key"), key.expose().to_owned()),
+                Auth::XApiKey => (
+                    HeaderName::from_static("x-api-key"),
+                    key.expose().to_owned(),
+                ),
                 Auth::ApiKey => (HeaderName::from_static("api-key"), key.expose().to_owned()),
                 Auth::GoogApiKey => (
                     HeaderName::from_static("x-goog-api-key"),
                     key.expose().to_owned(),
                 ),
             };
-            let mut value = HeaderValue::from_str(&value).map_err(|_| "a key that is not a header value")?;
+            let mut value =
+                HeaderValue::from_str(&value).map_err(|_| "a key that is not a header value")?;
             value.set_sensitive(true);
             headers.insert(name, value);
             if let Some(llm) = request.extensions_mut().get_mut::<LlmRequest>() {
@@ -124,7 +128,9 @@ impl Adapter for Rewrite {
             }
             if let Some((deployment, version)) = &self.azure {
                 let path = parts.path_and_query.as_ref().map_or("/", |p| p.path());
-                let operation = path.strip_prefix("/v1/").unwrap_or(path.trim_start_matches('/'));
+                let operation = path
+                    .strip_prefix("/v1/")
+                    .unwrap_or(path.trim_start_matches('/'));
                 parts.path_and_query = Some(
                     format!("/openai/deployments/{deployment}/{operation}?api-version={version}")
                         .parse()?,
@@ -136,7 +142,9 @@ impl Adapter for Rewrite {
             let body = crate::full_bytes(request.body());
             let mut json: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| format!("cannot set the model of a body that is not JSON: {e}"))?;
-            let object = json.as_object_mut().ok_or("the body is not a JSON object")?;
+            let object = json
+                .as_object_mut()
+                .ok_or("the body is not a JSON object")?;
             object.insert("model".into(), serde_json::Value::from(&**model));
             let body = Bytes::from(serde_json::to_vec(&json)?);
             request
@@ -246,8 +254,7 @@ mod tests {
         assert!(r.headers().get("authorization").is_none());
         assert_eq!(r.headers()["api-key"], "az-key");
         assert!(r.headers()["api-key"].is_sensitive());
-        let body: serde_json::Value =
-            serde_json::from_slice(&crate::full_bytes(r.body())).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&crate::full_bytes(r.body())).unwrap();
         assert_eq!(body["model"], "gpt-4o-mini");
     }
 

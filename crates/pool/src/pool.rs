@@ -25,7 +25,8 @@ use crate::member::Member;
 /// How the pool picks among the members it may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Policy {
-    /// The highest health score; among equals the least loaded, then in turn (default).
+    /// The highest health score (scores within 10 points of the best count as equal); among
+    /// those the least loaded, then in turn (default).
     #[default]
     Healthiest,
     /// Power of two choices: of two members drawn at random, the one with fewer calls in
@@ -75,6 +76,9 @@ pub struct MemberReport {
     pub counters: Counters,
 }
 
+/// Scores this close to the best count as the best.
+const HEALTHY_BAND: u8 = 10;
+
 /// How long the pool remembers which members failed a request, for its retries.
 const REMEMBER: Duration = Duration::from_secs(60);
 /// Requests remembered at most.
@@ -118,14 +122,18 @@ impl Shared {
 
     /// Picks a member not in `skip`, counting it in flight; or the earliest moment one of
     /// them is back.
-    fn choose(&self, skip: &[usize], context_floor: Option<u64>, now: Instant) -> Result<usize, Option<Instant>> {
+    fn choose(
+        &self,
+        skip: &[usize],
+        context_floor: Option<u64>,
+        now: Instant,
+    ) -> Result<usize, Option<Instant>> {
         let mut health = self.health();
         let best = Self::best_latency(&health);
         let eligible = |i: usize| {
             !skip.contains(&i)
-                && context_floor.is_none_or(|floor| {
-                    self.members[i].context_window.is_some_and(|w| w > floor)
-                })
+                && context_floor
+                    .is_none_or(|floor| self.members[i].context_window.is_some_and(|w| w > floor))
         };
         let mut candidates: Vec<(usize, u8)> = Vec::new();
         let mut tier = u32::MAX;
@@ -159,25 +167,39 @@ impl Shared {
         let pick = match self.policy {
             Policy::Ordered => candidates[0].0,
             Policy::Healthiest => {
+                // Scores within a band of the best count as equal, so a member a few points
+                // behind is not starved; among those, the least loaded, then in turn.
                 let top = candidates.iter().map(|(_, s)| *s).max().unwrap_or(0);
+                let healthy = |s: u8| s.saturating_add(HEALTHY_BAND) >= top;
                 let least = candidates
                     .iter()
-                    .filter(|(_, s)| *s == top)
+                    .filter(|(_, s)| healthy(*s))
                     .map(|(i, _)| health[*i].in_flight)
                     .min()
                     .unwrap_or(0);
                 let tied: Vec<usize> = candidates
                     .iter()
-                    .filter(|(i, s)| *s == top && health[*i].in_flight == least)
+                    .filter(|(i, s)| healthy(*s) && health[*i].in_flight == least)
                     .map(|(i, _)| *i)
                     .collect();
-                tied[self.turn.fetch_add(1, Ordering::Relaxed) % tied.len()]
+                // In turn: the first tied member at or after a cursor that moves one member
+                // per pick (a cursor into `tied` itself would skip members in step with it).
+                let n = self.members.len();
+                let cursor = self.turn.fetch_add(1, Ordering::Relaxed) % n;
+                *tied
+                    .iter()
+                    .min_by_key(|i| (**i + n - cursor) % n)
+                    .expect("a tied member")
             }
             Policy::LeastLoaded => {
                 let mut rng = rand::rng();
                 let a = candidates[rng.random_range(0..candidates.len())].0;
                 let b = candidates[rng.random_range(0..candidates.len())].0;
-                if health[b].in_flight < health[a].in_flight { b } else { a }
+                if health[b].in_flight < health[a].in_flight {
+                    b
+                } else {
+                    a
+                }
             }
             Policy::Weighted => {
                 let total: u64 = candidates
@@ -206,9 +228,16 @@ impl Shared {
         health[member].in_flight = health[member].in_flight.saturating_sub(1);
     }
 
-    fn record(&self, member: usize, outcome: &Outcome, local_breaker: bool, latency: Duration) -> Option<Reason> {
+    fn record(
+        &self,
+        member: usize,
+        outcome: &Outcome,
+        local_breaker: bool,
+        latency: Duration,
+    ) -> Option<Reason> {
         let now = Instant::now();
-        let reason = self.health()[member].record(outcome, local_breaker, latency, now, &self.cooldowns);
+        let reason =
+            self.health()[member].record(outcome, local_breaker, latency, now, &self.cooldowns);
         if let Some(reason) = reason {
             tracing::warn!(
                 member = %self.members[member].name,
@@ -360,7 +389,10 @@ pub struct PoolBuilder<S> {
 impl<S> fmt::Debug for PoolBuilder<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PoolBuilder")
-            .field("members", &self.members.iter().map(|(m, _)| m).collect::<Vec<_>>())
+            .field(
+                "members",
+                &self.members.iter().map(|(m, _)| m).collect::<Vec<_>>(),
+            )
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
@@ -529,7 +561,11 @@ fn is_breaker(error: &(dyn std::error::Error + 'static)) -> bool {
     std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<CircuitOpen>())
 }
 
-async fn route<S, RB>(shared: Arc<Shared>, services: Arc<[S]>, request: Request<Full<Bytes>>) -> Result<Response<RB>, BoxError>
+async fn route<S, RB>(
+    shared: Arc<Shared>,
+    services: Arc<[S]>,
+    request: Request<Full<Bytes>>,
+) -> Result<Response<RB>, BoxError>
 where
     S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send,
@@ -541,7 +577,10 @@ where
         .get(&shared.idempotency_header)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let avoid = key.as_deref().map(|k| shared.remembered(k)).unwrap_or_default();
+    let avoid = key
+        .as_deref()
+        .map(|k| shared.remembered(k))
+        .unwrap_or_default();
     let mut tried: Vec<usize> = Vec::new();
     let mut context_floor: Option<u64> = None;
     let mut last: Option<Result<Response<RB>, BoxError>> = None;
@@ -595,9 +634,18 @@ where
         drop(flight);
         let (outcome, local_breaker) = match &result {
             Ok(response) => (
-                response.extensions().get::<Outcome>().cloned().unwrap_or_else(|| {
-                    classify_response(response.status(), response.headers(), &[], SystemTime::now())
-                }),
+                response
+                    .extensions()
+                    .get::<Outcome>()
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        classify_response(
+                            response.status(),
+                            response.headers(),
+                            &[],
+                            SystemTime::now(),
+                        )
+                    }),
                 false,
             ),
             Err(error) => (classify_error(error.as_ref()), is_breaker(error.as_ref())),
