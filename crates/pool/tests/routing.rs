@@ -384,3 +384,78 @@ async fn the_pool_shows_no_secret() {
     assert!(!format!("{pool:?}").contains("sk-live-XYZ"));
     assert!(!format!("{:?}", pool.handle().report()).contains("sk-live-XYZ"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn weighted_and_least_loaded_spread_the_load() {
+    let upstream = Arc::new(Upstream::default());
+    let (stack, _) = pool(
+        vec![
+            Member::key("heavy", Secret::new("k")).weight(3),
+            Member::key("light", Secret::new("k")),
+        ],
+        &upstream,
+        |b| b.policy(Policy::Weighted),
+    );
+    for _ in 0..400 {
+        send(&stack).await.unwrap();
+    }
+    let (heavy, light) = (upstream.calls("heavy"), upstream.calls("light"));
+    assert!(
+        (250..=350).contains(&heavy),
+        "3:1 by weight: {heavy} / {light}"
+    );
+
+    let upstream = Arc::new(Upstream::default());
+    let (stack, _) = pool(
+        vec![
+            Member::key("x", Secret::new("k")),
+            Member::key("y", Secret::new("k")),
+        ],
+        &upstream,
+        |b| b.policy(Policy::LeastLoaded),
+    );
+    for _ in 0..200 {
+        send(&stack).await.unwrap();
+    }
+    assert_eq!(upstream.calls("x") + upstream.calls("y"), 200);
+    assert!(upstream.calls("x") > 50 && upstream.calls("y") > 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_takes_its_member_out_until_its_wait() {
+    let open = service_fn(|_: Request<Full<Bytes>>| async {
+        Err::<Response<ObservedBody<Full<Bytes>>>, BoxError>(Box::new(
+            tollgate_core::error::CircuitOpen {
+                retry_after: Some(Duration::from_secs(5)),
+            },
+        ))
+    });
+    let upstream = Arc::new(Upstream::default());
+    let pool = Pool::builder()
+        .policy(Policy::Ordered)
+        .member(
+            Member::key("tripped", Secret::new("k")),
+            BoxCloneSyncService::new(open) as Inner,
+        )
+        .member(
+            Member::key("ok", Secret::new("k")),
+            member_stack("ok", &upstream),
+        )
+        .build();
+    let handle = pool.handle();
+    let stack: Stack = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(AnnotateLayer::new())
+            .service(pool),
+    );
+    let (status, served) = send(&stack).await.unwrap();
+    assert_eq!((status, &*served.member), (200, "ok"));
+    assert_eq!(
+        state_of(&handle, "tripped"),
+        MemberState::CoolingDown {
+            reason: Reason::BreakerOpen,
+            left: Duration::from_secs(5)
+        }
+    );
+    assert_eq!(handle.report()[0].counters.breaker_open, 1);
+}
