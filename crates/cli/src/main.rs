@@ -1,6 +1,8 @@
 //! The `tollgate` binary.
 //!
 //! Subcommands:
+//! - `tollgate demo [--requests N] [--workers N] [--json]`: the same workload through a naive
+//!   client and through the standard stack, against the built-in simulated provider.
 //! - `tollgate classify [FILE] [--json]`: how Tollgate reads one captured provider response.
 //! - `tollgate sim [--config FILE] [--port N]`: the simulated provider on loopback.
 
@@ -9,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod classify;
+mod demo;
 mod sim;
 
 /// Tollgate: call LLM APIs at volume without 429 storms.
@@ -21,6 +24,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the same workload through a naive client and through Tollgate, against the built-in
+    /// simulated provider, and compare.
+    Demo(demo::Args),
     /// Classify one captured HTTP response (status line, headers, blank line, body).
     Classify(classify::Args),
     /// Serve the simulated LLM provider (OpenAI and Anthropic APIs) until stopped.
@@ -30,6 +36,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run_demo(&args),
         Command::Classify(args) => classify::run(&args),
         Command::Sim(args) => sim::run(&args),
     };

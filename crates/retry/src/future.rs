@@ -61,6 +61,17 @@ pin_project! {
     }
 }
 
+/// Whether an error is a refusal by a layer below that sent nothing upstream.
+fn is_local_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
+    use tollgate_core::error::{CircuitOpen, Overloaded, QueueTimeout, RateLimited};
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        e.is::<CircuitOpen>()
+            || e.is::<Overloaded>()
+            || e.is::<RateLimited>()
+            || e.is::<QueueTimeout>()
+    })
+}
+
 /// The outcome of an attempt, from the response's extensions or classified here.
 fn outcome_of<RB>(result: &Result<Response<RB>, BoxError>) -> Outcome {
     match result {
@@ -253,7 +264,14 @@ where
             if this.deadline.is_some_and(|deadline| now + wait >= deadline) {
                 return Poll::Ready(finish(result, "the wait would pass the deadline"));
             }
-            if !shared.budget.withdraw(now) {
+            // The budget guards the upstream from retry storms; a refusal by a layer below (an
+            // open breaker, a local limit or throttle) never reached it, so waiting it out and
+            // trying again costs the upstream nothing.
+            let local = result
+                .as_ref()
+                .err()
+                .is_some_and(|e| is_local_refusal(e.as_ref()));
+            if !local && !shared.budget.withdraw(now) {
                 return Poll::Ready(finish(result, "retry budget exhausted"));
             }
             tracing::debug!(attempt = *this.attempts, ?wait, outcome = %outcome, "retrying");

@@ -358,3 +358,22 @@ async fn errors_from_below_are_returned_as_they_were() {
     assert!(error.is::<CircuitOpen>(), "{error}");
     assert_eq!(seen.lock().unwrap().len(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiting_out_an_open_breaker_costs_no_budget() {
+    // No budget at all: an upstream failure is not retried...
+    let layer = exact().with_budget(0.0, 0, 0);
+    let (stack, seen) = upstream(layer.clone(), vec![status(503)], status(200));
+    assert_eq!(send(&stack).await.0.unwrap(), 503);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // ...but a breaker's refusal, which sent nothing upstream, is waited out and tried again.
+    let (stack, seen) = upstream(
+        layer,
+        vec![Answer::Refused(Duration::from_secs(30))],
+        status(200),
+    );
+    let start = Instant::now();
+    assert_eq!(send(&stack).await.0.unwrap(), 200);
+    assert_eq!(start.elapsed(), Duration::from_secs(30));
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}

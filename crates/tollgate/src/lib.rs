@@ -1,0 +1,27 @@
+//! Tollgate: call LLM APIs at volume without 429 storms, retry storms or surprise bills.
+//!
+//! This facade puts the layers together. [`LlmStack`] builds the standard stack over any
+//! `tower::Service<http::Request<Full<Bytes>>>` client — a hyper-util client, another tower
+//! stack — from a [`Preset`] or a [`StackConfig`] (the seeds' keys, from TOML or JSON):
+//!
+//! ```text
+//! Annotate → Batch (embeddings) → Retry → CircuitBreaker → Overload → RateLimit
+//!          → ConcurrencyLimit → Classify → client
+//! ```
+//!
+//! Each layer is also re-exported for users composing their own stack:
+//! [`core`], [`ratelimit`], [`circuit`], [`retry`], [`concurrency`], [`overload`], [`batch`].
+#![forbid(unsafe_code)]
+
+mod config;
+mod stack;
+
+pub use self::config::{
+    BackoffSection, BatchSection, CircuitSection, ConfigError, Preset, StackConfig,
+};
+pub use self::stack::{LlmBody, LlmService, LlmStack, ScopeHealth, StackHandle};
+pub use {
+    tollgate_batch as batch, tollgate_circuit as circuit, tollgate_concurrency as concurrency,
+    tollgate_core as core, tollgate_overload as overload, tollgate_ratelimit as ratelimit,
+    tollgate_retry as retry,
+};
