@@ -1,0 +1,136 @@
+//! The standard stack over the in-process simulator: chat, a streamed chat whose usage reaches
+//! the layers when it ends, embeddings merged into one call, and a config file with the seeds'
+//! keys. Paused time.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tollgate::{LlmStack, StackConfig};
+use tollgate_core::BoxError;
+use tollgate_sim::{SimConfig, SimService};
+use tower::ServiceExt;
+
+fn sim() -> SimService {
+    SimService::new(
+        SimConfig::from_toml(
+            "seed = 2\n[latency]\ntime_to_first_token = \"200ms\"\nper_output_token = \"5ms\"\n",
+        )
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+fn post(path: &str, body: Value) -> Request<Full<Bytes>> {
+    Request::post(format!("https://api.openai.com{path}"))
+        .header("authorization", "Bearer sk-stack")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+fn client(
+    sim: SimService,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = http::Response<tollgate_sim::SimBody>,
+    Error = BoxError,
+    Future = impl Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    tower::ServiceBuilder::new()
+        .map_err(|never: std::convert::Infallible| -> BoxError { match never {} })
+        .service(sim)
+}
+
+#[tokio::test(start_paused = true)]
+async fn chat_streams_and_embeddings_through_the_stack() {
+    let sim = sim();
+    let config = StackConfig::from_toml(
+        r#"
+        preset = "balanced"
+        max_requests_per_minute = 600
+        max_concurrent_requests = 16
+        [circuit_breaker]
+        failure_threshold = 5
+        recovery_timeout = "30s"
+        [backoff_strategy]
+        max_retries = 3
+        initial_delay = 1
+        max_delay = 30
+        [batch]
+        max_batch_size = 64
+        max_wait = "20ms"
+    "#,
+    )
+    .unwrap();
+    let (llm, handle) = LlmStack::new(&config).unwrap().service(client(sim.clone()));
+
+    let chat = json!({"model": "gpt-4o-mini", "max_tokens": 32,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let response = llm
+        .clone()
+        .oneshot(post("/v1/chat/completions", chat.clone()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["object"], "chat.completion");
+
+    // A stream arrives in chunks, not at once.
+    let mut streamed = chat.clone();
+    streamed["stream"] = json!(true);
+    let response = llm
+        .clone()
+        .oneshot(post("/v1/chat/completions", streamed))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut frames = 0;
+    let mut text = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            frames += 1;
+            text.extend_from_slice(&data);
+        }
+    }
+    assert!(frames > 3, "{frames} frames");
+    assert!(String::from_utf8_lossy(&text).ends_with("data: [DONE]\n\n"));
+
+    // Twenty single-input embeddings at once: one upstream call.
+    let before = sim.log().len();
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let llm = llm.clone();
+            tokio::spawn(async move {
+                let embed = json!({"model": "text-embedding-3-small", "input": format!("doc {i}")});
+                let response = llm.oneshot(post("/v1/embeddings", embed)).await.unwrap();
+                assert_eq!(response.status(), 200);
+                let body: Value = serde_json::from_slice(
+                    &response.into_body().collect().await.unwrap().to_bytes(),
+                )
+                .unwrap();
+                body["data"].as_array().unwrap().len()
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 1);
+    }
+    assert_eq!(sim.log().len() - before, 1, "merged into one call");
+
+    let health = handle.health();
+    assert!(!health.is_empty());
+    assert!(
+        health
+            .iter()
+            .all(|h| h.circuit == tollgate::circuit::CircuitState::Closed)
+    );
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
