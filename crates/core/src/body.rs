@@ -65,7 +65,11 @@ pub struct StreamEnd {
 type Hook = Box<dyn FnOnce(&StreamEnd) + Send>;
 
 enum HookState {
-    Waiting(Vec<Hook>),
+    // `failure`: set by `EndOfStream::fail`, reported if the body is then dropped.
+    Waiting {
+        hooks: Vec<Hook>,
+        failure: Option<Outcome>,
+    },
     Ended(StreamEnd),
 }
 
@@ -82,7 +86,10 @@ pub struct EndOfStream {
 impl EndOfStream {
     fn new() -> Self {
         Self {
-            state: Arc::new(Mutex::new(HookState::Waiting(Vec::new()))),
+            state: Arc::new(Mutex::new(HookState::Waiting {
+                hooks: Vec::new(),
+                failure: None,
+            })),
         }
     }
 
@@ -92,7 +99,7 @@ impl EndOfStream {
     pub fn on_end(&self, hook: impl FnOnce(&StreamEnd) + Send + 'static) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match &mut *state {
-            HookState::Waiting(hooks) => hooks.push(Box::new(hook)),
+            HookState::Waiting { hooks, .. } => hooks.push(Box::new(hook)),
             HookState::Ended(end) => {
                 let end = end.clone();
                 drop(state);
@@ -104,22 +111,39 @@ impl EndOfStream {
     /// How the body ended, once it has.
     pub fn ended(&self) -> Option<StreamEnd> {
         match &*self.state.lock().unwrap_or_else(PoisonError::into_inner) {
-            HookState::Waiting(_) => None,
+            HookState::Waiting { .. } => None,
             HookState::Ended(end) => Some(end.clone()),
         }
     }
 
-    fn finish(&self, end: StreamEnd) {
+    /// Records that a layer outside the body gave up on it — a timeout between chunks, say —
+    /// and is about to drop it: if the body then ends by being dropped, the hooks see
+    /// [`EndReason::Failed`] with `error` instead of a caller who walked away. A body that ends
+    /// any other way keeps its own report; the first failure recorded wins.
+    pub fn fail(&self, error: Outcome) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let HookState::Waiting { failure, .. } = &mut *state {
+            failure.get_or_insert(error);
+        }
+    }
+
+    fn finish(&self, mut end: StreamEnd) {
         let hooks = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            match std::mem::replace(&mut *state, HookState::Ended(end.clone())) {
-                HookState::Waiting(hooks) => hooks,
+            let HookState::Waiting { hooks, failure } = &mut *state else {
                 // Already reported: keep the first report.
-                ended @ HookState::Ended(_) => {
-                    *state = ended;
-                    return;
-                }
+                return;
+            };
+            if end.reason == EndReason::Dropped
+                && end.error.is_none()
+                && let Some(failure) = failure.take()
+            {
+                end.reason = EndReason::Failed;
+                end.error = Some(failure);
             }
+            let hooks = std::mem::take(hooks);
+            *state = HookState::Ended(end.clone());
+            hooks
         };
         for hook in hooks {
             hook(&end);

@@ -1,0 +1,115 @@
+//! Timeouts that know LLM calls, and graceful degradation when the API is unavailable.
+//!
+//! # Timeouts
+//!
+//! One timeout per call does not fit an LLM API. A streamed answer of 4,000 tokens can take
+//! four minutes and be perfectly healthy, while a stream that has said nothing for 30 seconds
+//! is stuck; and a request that does not stream gets its headers only once the whole answer is
+//! written. [`TimeoutLayer`] gives each attempt three limits ([`TimeoutConfig`]):
+//!
+//! - **time to first byte**, for a streamed request: the response headers, then the first data,
+//!   must come within it (60 s by default);
+//! - **idle**: the longest silence between two chunks of the body (30 s);
+//! - **total**: from the call to the last byte, growing with the output the request allows —
+//!   60 s plus 50 ms per `max_tokens` by default: a long answer is not a slow answer.
+//!
+//! The request's own [`Deadline`](tollgate_core::Deadline) (shared with `tollgate-retry`, which
+//! sets it for every attempt) cuts any of them shorter, and a [`Timeouts`] request extension
+//! changes them for one request.
+//!
+//! What the caller and the other layers see depends on when the time runs out:
+//!
+//! - **before the response**: the call fails with a [`FirstByteTimeout`](error::FirstByteTimeout),
+//!   an [`Outcome`](tollgate_core::Outcome) of [`Timeout`](tollgate_core::OutcomeKind::Timeout)
+//!   to every layer above, which a retry layer may retry: nothing reached the caller;
+//! - **mid-body**: the body ends with an [`IdleTimeout`](error::IdleTimeout) or a
+//!   [`TotalTimeout`](error::TotalTimeout) the caller reads as the body's error, the upstream
+//!   body is dropped at once, and the layers that wait for the end of the stream — the breaker,
+//!   the rate limiter, the adaptive limit — see a stream that failed with a timeout.
+//!
+//! Put it just above `ClassifyLayer`, below the limits and the breaker, as the standard stack
+//! does: each attempt has its own limits, and a timeout counts against the upstream that
+//! caused it.
+//!
+//! # Graceful degradation
+//!
+//! [`FallbackLayer`] answers a call from a service of your own when the upstream is unavailable
+//! — a smaller local model, a rules or regex extractor, a canned answer, a stale cached one —
+//! and marks the answer: a [`Degraded`] response extension and an `x-tollgate-degraded` header
+//! naming the [`Trigger`]. What falls back is a [`FallbackPolicy`]; by default
+//! ([`Triggers::default`]) overloaded, circuit open, rate limited, timeouts, connect and server
+//! errors do; an exhausted quota, a refused key and an invalid request never do unless asked —
+//! the caller must see those. A stream that fails after its first byte reaches the caller as it
+//! is: part of it has been read.
+//!
+//! Put it above the retry layer (retries first, the fallback when they give up) and the
+//! breaker (an open circuit answers at once from the fallback, without an upstream call).
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//!
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tollgate_core::annotate::AnnotateLayer;
+//! use tollgate_core::classify::ClassifyLayer;
+//! use tollgate_timeout::{Degraded, FallbackLayer, TimeoutConfig, TimeoutLayer, Trigger};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), tollgate_core::BoxError> {
+//! # let config = tollgate_sim::SimConfig { faults: tollgate_sim::config::Faults {
+//! #     hang_rate: 1.0, ..Default::default() }, ..Default::default() };
+//! # let client = tollgate_sim::SimService::new(config)?; // never answers
+//! let canned = service_fn(|_request: http::Request<Full<Bytes>>| async {
+//!     let answer = r#"{"choices":[{"message":{"role":"assistant","content":"Try again soon."}}]}"#;
+//!     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(answer.as_bytes()))))
+//! });
+//! let llm = ServiceBuilder::new()
+//!     .layer(AnnotateLayer::new())
+//!     .layer(FallbackLayer::new(canned))
+//!     .layer(TimeoutLayer::new(TimeoutConfig {
+//!         first_byte: Some(Duration::from_secs(10)),
+//!         ..TimeoutConfig::default()
+//!     })?)
+//!     .layer(ClassifyLayer::new())
+//!     .service(client);
+//!
+//! let request = http::Request::post("https://api.openai.com/v1/chat/completions")
+//!     .header("authorization", "Bearer sk-example")
+//!     .body(Full::new(Bytes::from_static(
+//!         br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#,
+//!     )))?;
+//! let response = llm.oneshot(request).await?;
+//! assert_eq!(response.headers()["x-tollgate-degraded"], "timeout");
+//! let degraded = response.extensions().get::<Degraded>().unwrap();
+//! assert_eq!(degraded.trigger, Trigger::Timeout);
+//! let answer = response.into_body().collect().await?.to_bytes();
+//! assert!(answer.starts_with(b"{\"choices\""));
+//! # Ok(()) }
+//! ```
+//!
+//! # Stale answers
+//!
+//! A cache that can look up an answer past its time to live is a fallback like any other: a
+//! `Service` that answers the request from the stale entry, or fails when it has none (the
+//! caller then gets the upstream's failure). The [`Degraded`] extension on the request it is
+//! handed says why it was asked.
+#![forbid(unsafe_code)]
+
+mod body;
+mod config;
+pub mod error;
+mod fallback;
+pub mod future;
+mod layer;
+mod plan;
+mod service;
+
+pub use self::body::TimeoutBody;
+pub use self::config::{TimeoutConfig, Timeouts};
+pub use self::fallback::{
+    DEGRADED_HEADER, Degraded, Fallback, FallbackLayer, FallbackPolicy, Trigger, Triggers,
+};
+pub use self::layer::TimeoutLayer;
+pub use self::service::Timeout;
