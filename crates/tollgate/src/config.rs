@@ -102,6 +102,24 @@ pub struct BackoffSection {
     pub jitter: Option<bool>,
 }
 
+/// `timeouts.*`: the deadlines of each attempt.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutSection {
+    /// Time to the first token of a stream (default 60 s).
+    #[serde(deserialize_with = "duration")]
+    pub first_byte: Option<Duration>,
+    /// Longest silence between chunks (default 30 s).
+    #[serde(deserialize_with = "duration")]
+    pub idle: Option<Duration>,
+    /// Total time of an attempt before the allowance for output tokens (default 60 s).
+    #[serde(deserialize_with = "duration")]
+    pub total: Option<Duration>,
+    /// Added to the total per output token allowed (default 50 ms).
+    #[serde(deserialize_with = "duration")]
+    pub per_output_token: Option<Duration>,
+}
+
 /// `batch.*`: micro-batching of embeddings.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -160,6 +178,8 @@ pub struct StackConfig {
     pub backoff_strategy: BackoffSection,
     /// Micro-batching.
     pub batch: BatchSection,
+    /// Per-attempt deadlines.
+    pub timeouts: TimeoutSection,
 }
 
 impl StackConfig {

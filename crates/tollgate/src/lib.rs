@@ -6,11 +6,12 @@
 //!
 //! ```text
 //! Annotate → Batch (embeddings) → Retry → CircuitBreaker → Overload → RateLimit
-//!          → ConcurrencyLimit → Classify → client
+//!          → ConcurrencyLimit → Timeout → Classify → client
 //! ```
 //!
 //! Each layer is also re-exported for users composing their own stack:
-//! [`core`], [`ratelimit`], [`circuit`], [`retry`], [`concurrency`], [`overload`], [`batch`].
+//! [`core`], [`ratelimit`], [`circuit`], [`retry`], [`concurrency`], [`overload`], [`batch`],
+//! [`timeout`].
 #![forbid(unsafe_code)]
 
 mod config;
@@ -23,5 +24,5 @@ pub use self::stack::{LlmBody, LlmService, LlmStack, ScopeHealth, StackHandle};
 pub use {
     tollgate_batch as batch, tollgate_circuit as circuit, tollgate_concurrency as concurrency,
     tollgate_core as core, tollgate_overload as overload, tollgate_ratelimit as ratelimit,
-    tollgate_retry as retry,
+    tollgate_retry as retry, tollgate_timeout as timeout,
 };

@@ -15,6 +15,7 @@ use tollgate_core::{BoxError, Scope};
 use tollgate_overload::{Aimd, OverloadHandle, OverloadLayer, OverloadState};
 use tollgate_ratelimit::{Quotas, RateLimitLayer};
 use tollgate_retry::{Backoff, Jitter, RetryLayer};
+use tollgate_timeout::{TimeoutConfig, TimeoutLayer};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -51,6 +52,7 @@ pub(crate) struct Resolved {
     pub(crate) batch: Option<(u32, Duration)>,
     pub(crate) per_model: bool,
     pub(crate) seed: Option<u64>,
+    pub(crate) timeouts: TimeoutConfig,
 }
 
 fn preset(preset: Preset) -> Resolved {
@@ -70,6 +72,7 @@ fn preset(preset: Preset) -> Resolved {
             batch: Some((256, Duration::from_millis(50))),
             per_model: true,
             seed: None,
+            timeouts: TimeoutConfig::default(),
         },
         Preset::Balanced => Resolved {
             requests_per_minute: None,
@@ -85,6 +88,7 @@ fn preset(preset: Preset) -> Resolved {
             batch: Some((128, Duration::from_millis(10))),
             per_model: true,
             seed: None,
+            timeouts: TimeoutConfig::default(),
         },
         Preset::Aggressive => Resolved {
             requests_per_minute: None,
@@ -100,6 +104,7 @@ fn preset(preset: Preset) -> Resolved {
             batch: Some((64, Duration::from_millis(5))),
             per_model: true,
             seed: None,
+            timeouts: TimeoutConfig::default(),
         },
     }
 }
@@ -116,6 +121,11 @@ pub(crate) fn resolve(config: &StackConfig) -> Resolved {
     r.adaptive = config.adaptive_concurrency.unwrap_or(r.adaptive);
     r.per_model = config.limits_per_model.unwrap_or(r.per_model);
     r.seed = config.seed.or(r.seed);
+    let t = &config.timeouts;
+    r.timeouts.first_byte = t.first_byte.or(r.timeouts.first_byte);
+    r.timeouts.idle = t.idle.or(r.timeouts.idle);
+    r.timeouts.total = t.total.or(r.timeouts.total);
+    r.timeouts.per_output_token = t.per_output_token.or(r.timeouts.per_output_token);
     if config.request_timeout.is_some() {
         r.deadline = config.request_timeout;
     }
@@ -170,7 +180,8 @@ pub(crate) fn resolve(config: &StackConfig) -> Resolved {
 
 /// The standard stack, outermost first:
 /// Annotate → Batch (embeddings) → Retry → CircuitBreaker → Overload (adaptive limit,
-/// throttle) → RateLimit → ConcurrencyLimit → Classify → your client.
+/// throttle) → RateLimit → ConcurrencyLimit → Timeout (first token, idle, total) → Classify →
+/// your client.
 ///
 /// ```
 /// use tollgate::{LlmStack, Preset};
@@ -326,6 +337,7 @@ impl LlmStack {
             .layer(overload)
             .layer(RateLimitLayer::new(quotas).with_per_model_limits(r.per_model))
             .layer(ConcurrencyLimitLayer::new(r.concurrency))
+            .layer(TimeoutLayer::new(r.timeouts).expect("a resolved config is valid"))
             .layer(ClassifyLayer::new())
             .service(client);
         let stack = ServiceExt::<Request<Full<Bytes>>>::map_response(stack, boxed);
