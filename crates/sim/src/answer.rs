@@ -9,6 +9,8 @@ pub(crate) enum Break {
     ErrorEvent(usize),
     /// The connection drops after this many tokens.
     Disconnect(usize),
+    /// The stream goes silent after this many tokens and never ends.
+    Stall(usize),
 }
 
 /// What the simulated model answers to one request.
@@ -50,7 +52,9 @@ impl Answer {
     /// The tokens a stream actually sends before it breaks off (all, if it does not).
     pub(crate) fn streamed_tokens(&self) -> usize {
         match self.broken {
-            Some(Break::ErrorEvent(at) | Break::Disconnect(at)) => at.min(self.words.len()),
+            Some(Break::ErrorEvent(at) | Break::Disconnect(at) | Break::Stall(at)) => {
+                at.min(self.words.len())
+            }
             None => self.words.len(),
         }
     }

@@ -246,6 +246,7 @@ pub(crate) fn message_stream(answer: &Answer) -> (Vec<(Duration, Bytes)>, Ending
     }
     match answer.broken {
         Some(Break::Disconnect(_)) => return (events, Ending::Disconnect),
+        Some(Break::Stall(_)) => return (events, Ending::Stall),
         Some(Break::ErrorEvent(_)) => {
             let error = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
             events.push((answer.per_token, event("error", &error)));

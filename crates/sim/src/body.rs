@@ -21,6 +21,8 @@ pub(crate) enum Ending {
     Finish,
     /// The connection breaks (the body yields an error, and the server drops it).
     Disconnect,
+    /// Nothing more, ever: the body stays open until the client drops it.
+    Stall,
 }
 
 /// A response body of the simulator.
@@ -93,6 +95,8 @@ impl Body for SimBody {
                 let Some((delay, _)) = chunks.front() else {
                     break match ending {
                         Ending::Finish => None,
+                        // Nothing will ever wake this body: only the client's drop ends it.
+                        Ending::Stall => return Poll::Pending,
                         Ending::Disconnect if !*flushed => {
                             *flushed = true;
                             cx.waker().wake_by_ref();

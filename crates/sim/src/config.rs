@@ -270,6 +270,9 @@ pub struct Faults {
     pub stream_disconnect_rate: f64,
     /// The share of streams that end with an error event after a 200.
     pub stream_error_rate: f64,
+    /// The share of streams that go silent mid-way: some tokens, then nothing, never an end
+    /// (until the client gives up).
+    pub stream_stall_rate: f64,
 }
 
 impl Default for Faults {
@@ -282,6 +285,7 @@ impl Default for Faults {
             hang_rate: 0.0,
             stream_disconnect_rate: 0.0,
             stream_error_rate: 0.0,
+            stream_stall_rate: 0.0,
         }
     }
 }
@@ -309,7 +313,8 @@ impl Faults {
             self.stream_disconnect_rate,
             field(table, "stream_disconnect_rate"),
         )?;
-        check_rate(self.stream_error_rate, field(table, "stream_error_rate"))
+        check_rate(self.stream_error_rate, field(table, "stream_error_rate"))?;
+        check_rate(self.stream_stall_rate, field(table, "stream_stall_rate"))
     }
 }
 

@@ -241,6 +241,7 @@ pub(crate) fn generate_stream(answer: &Answer, sse: bool) -> (Vec<(Duration, Byt
     let close = || Bytes::from_static(b"]");
     match answer.broken {
         Some(Break::Disconnect(_)) => (events, Ending::Disconnect),
+        Some(Break::Stall(_)) => (events, Ending::Stall),
         Some(Break::ErrorEvent(_)) => {
             let error =
                 json!({"error": {"code": 503, "message": OVERLOADED, "status": "UNAVAILABLE"}});

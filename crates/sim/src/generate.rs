@@ -36,6 +36,7 @@ struct Draws {
     stream_error: bool,
     break_at: f64,
     overload: bool,
+    stall: bool,
 }
 
 /// Reads what `call` asks from its JSON body. The model the URL names (an Azure deployment, a
@@ -128,6 +129,8 @@ where
         break_at: rng.random_range(0.0..1.0),
         // Drawn last, so that adding it changed no earlier draw of any seed.
         overload: rng.random_bool(faults.overload_rate),
+        // After every earlier draw, for the same reason.
+        stall: rng.random_bool(faults.stream_stall_rate),
     };
     let output_tokens = if ask.embeddings.is_some() {
         0
@@ -143,12 +146,14 @@ where
             Some(Break::Disconnect(at))
         } else if draws.stream_error {
             Some(Break::ErrorEvent(at))
+        } else if draws.stall {
+            Some(Break::Stall(at))
         } else {
             None
         }
     };
     let sent_tokens = match broken {
-        Some(Break::Disconnect(at) | Break::ErrorEvent(at)) => at as u64,
+        Some(Break::Disconnect(at) | Break::ErrorEvent(at) | Break::Stall(at)) => at as u64,
         None => output_tokens,
     };
 
@@ -207,6 +212,7 @@ where
                 match broken {
                     Some(Break::Disconnect(_)) => state.stats.streams_disconnected += 1,
                     Some(Break::ErrorEvent(_)) => state.stats.stream_errors += 1,
+                    Some(Break::Stall(_)) => state.stats.streams_stalled += 1,
                     None => {}
                 }
                 Ok(Some(InFlight::start(shared, &mut state, key, unused)))

@@ -249,6 +249,7 @@ pub(crate) fn completion_stream(
     }
     match answer.broken {
         Some(Break::Disconnect(_)) => return (events, Ending::Disconnect),
+        Some(Break::Stall(_)) => return (events, Ending::Stall),
         Some(Break::ErrorEvent(_)) => {
             let error = json!({"error": {"message": "The server had an error while processing your request. Sorry about that!", "type": "server_error", "param": null, "code": null}});
             events.push((answer.per_token, sse(&error)));

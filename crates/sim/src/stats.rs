@@ -77,6 +77,8 @@ pub struct SimStats {
     pub hung: u64,
     /// Streams cut off mid-way.
     pub streams_disconnected: u64,
+    /// Streams that went silent mid-way (`stream_stall_rate`).
+    pub streams_stalled: u64,
     /// Streams that ended with an error event after a 200.
     pub stream_errors: u64,
     /// Requests in flight now (a stream until its last byte).

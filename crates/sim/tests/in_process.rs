@@ -446,7 +446,7 @@ fn every_documented_scenario_loads() {
             loaded += 1;
         }
     }
-    assert_eq!(loaded, 6);
+    assert_eq!(loaded, 7);
 }
 
 #[tokio::test(start_paused = true)]

@@ -142,3 +142,33 @@ async fn a_stream_that_stops_after_its_first_chunks_ends_with_an_idle_timeout() 
     assert_eq!(settle(&sim).await, 0, "the stalled stream was hung up on");
     sim.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_the_simulator_stalls_for_good_ends_with_an_idle_timeout() {
+    // `stream_stall_rate`: some tokens, then silence with no end.
+    let sim = sim(
+        "[latency]\ntime_to_first_token = \"200ms\"\nper_output_token = \"10ms\"\n\
+         [output]\nmin_tokens = 40\nmax_tokens = 40\n[faults]\nstream_stall_rate = 1.0\n",
+    )
+    .await;
+    let llm = ServiceBuilder::new()
+        .layer(AnnotateLayer::new().with_provider(Provider::OpenAi))
+        .layer(TimeoutLayer::new(config()).unwrap())
+        .layer(ClassifyLayer::new())
+        .service(client());
+    let response = llm.oneshot(chat(&sim, true, 40)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let (chunks, result, end) = read_observed(response).await;
+    let text = String::from_utf8_lossy(&chunks.concat()).into_owned();
+    assert!(
+        text.matches("data: ").count() >= 2,
+        "some tokens first: {text}"
+    );
+    assert!(!text.contains("[DONE]"), "never an end");
+    let error = result.unwrap_err();
+    assert!(error.is::<IdleTimeout>(), "an IdleTimeout, not {error}");
+    failed_with_timeout(&end);
+    assert_eq!(settle(&sim).await, 0, "the stalled stream was hung up on");
+    assert_eq!(sim.stats().streams_stalled, 1);
+    sim.shutdown().await;
+}
