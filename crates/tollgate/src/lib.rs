@@ -18,7 +18,7 @@ mod config;
 mod stack;
 
 pub use self::config::{
-    BackoffSection, BatchSection, CircuitSection, ConfigError, Preset, StackConfig,
+    BackoffSection, BatchSection, CircuitSection, ConfigError, Preset, StackConfig, TimeoutSection,
 };
 pub use self::stack::{LlmBody, LlmService, LlmStack, ScopeHealth, StackHandle};
 pub use {
