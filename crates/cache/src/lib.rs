@@ -1,0 +1,116 @@
+//! A bounded response cache for LLM calls: identical requests cost once.
+//!
+//! An application that asks the same question twice pays twice — for embeddings of a document
+//! it has seen, a classification at `temperature` 0, a retry of a whole pipeline. And when a
+//! hundred workers ask the same question at the same moment, it pays a hundred times.
+//! [`CacheLayer`] answers the second and later asks from memory, and lets identical requests in
+//! flight at once share one upstream call.
+//!
+//! - **What is cached** ([`policy`]): embeddings, and generation requests that ask for the
+//!   same answer every time (`temperature` 0 or a `seed`, one choice); any request with
+//!   `x-tollgate-cache: force`. `cache-control: no-cache` fetches a fresh answer (and stores
+//!   it), `no-store` leaves the cache alone. Only answers that succeeded to their last byte are
+//!   stored: a 2xx whose stream ended cleanly, without an `event: error`.
+//! - **Keys** ([`key`]): a SHA-256 of the endpoint, the model, the credential's id (or a
+//!   [`Tenant`]: one tenant never sees another's answers), a few headers that change answers,
+//!   and the body in canonical form — JSON key order and whitespace do not change the key.
+//! - **Bounded**: by entries and by bytes at once, least recently used first out, with a time
+//!   to live (an hour by default) and an optional idle timeout ([`CacheConfig`]), on
+//!   [moka](https://docs.rs/moka)'s concurrent cache. Expiry runs on tokio's clock, so tests
+//!   with paused time see it exactly.
+//! - **Streams**: a streamed answer is recorded as it passes and replayed as the same events,
+//!   frame by frame: a hit on a streamed request streams.
+//! - **Single flight**: identical cacheable requests in flight at once make one upstream call;
+//!   each gets the whole answer, a stream as it arrives. The call runs on a task of its own, so
+//!   the first caller leaving strands nobody; when every caller has left, the call is dropped.
+//! - **Fleet** (feature `redis`): a shared second level in Redis (`redis::RedisStore`).
+//! - **Observable**: every response carries a [`CacheStatus`] extension; hits and shared
+//!   answers are marked `x-tollgate-cache: hit` / `coalesced`; [`CacheHandle::stats`] counts
+//!   hits, misses, coalesced waiters, bypasses, evictions, entries and bytes.
+//!
+//! The layer sits right after [`AnnotateLayer`](tollgate_core::annotate::AnnotateLayer), which
+//! buffers the body and says what the request is; a request without its
+//! [`LlmRequest`](tollgate_core::LlmRequest) goes straight through unless forced.
+//!
+//! # What a hit looks like
+//!
+//! The stored status, headers and body, replayed: the original's `x-request-id` and rate-limit
+//! headers included, as an HTTP cache replays them (they describe the call that paid for the
+//! answer), less hop-by-hop headers, with an exact `content-length` (none for a stream), and
+//! the hit marker. Nothing was sent, so a hit carries no [`Outcome`](tollgate_core::Outcome),
+//! `RateLimitSnapshot` or `EndOfStream`: layers outside the cache that count calls do not
+//! count it.
+//!
+//! # Who a shared call belongs to
+//!
+//! The call of a flight is the first request's, made with its extensions (its `Deadline`, its
+//! priority); the others only read its answer. When it fails, a request that nobody joined
+//! gets the error as it is, and every one of several gets a [`SharedCallFailed`] with the
+//! error as its source. Each waiter's response carries a copy of the call's extensions
+//! (`Outcome`, `RateLimitSnapshot`, `EndOfStream`, whose hooks run when the upstream body
+//! ends).
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tollgate_cache::{CacheConfig, CacheLayer, CacheStatus};
+//! use tollgate_core::annotate::AnnotateLayer;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tollgate_core::BoxError> {
+//! # let client = tollgate_sim::SimService::new(Default::default())?;
+//! let cache = CacheLayer::new(CacheConfig::default())?;
+//! let stats = cache.handle();
+//! let llm = ServiceBuilder::new()
+//!     .layer(AnnotateLayer::new())
+//!     .layer(cache)
+//!     .service(client);
+//!
+//! let ask = || {
+//!     http::Request::post("https://api.openai.com/v1/chat/completions")
+//!         .header("authorization", "Bearer sk-example")
+//!         .body(Full::new(Bytes::from_static(
+//!             br#"{"model":"gpt-4o-mini","temperature":0,"messages":[{"role":"user","content":"Hi"}]}"#,
+//!         )))
+//! };
+//! let first = llm.clone().oneshot(ask()?).await?;
+//! assert_eq!(first.extensions().get(), Some(&CacheStatus::Miss));
+//! let first = first.into_body().collect().await?.to_bytes();
+//!
+//! let again = llm.clone().oneshot(ask()?).await?;
+//! assert_eq!(again.headers()["x-tollgate-cache"], "hit");
+//! assert_eq!(again.into_body().collect().await?.to_bytes(), first);
+//! assert_eq!((stats.stats().misses, stats.stats().hits), (1, 1));
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod body;
+mod call;
+mod config;
+mod entry;
+pub mod error;
+mod flight;
+pub mod future;
+mod handle;
+pub mod key;
+mod layer;
+pub mod policy;
+#[cfg(feature = "redis")]
+pub mod redis;
+mod service;
+mod stats;
+mod status;
+mod store;
+
+pub use self::body::CacheBody;
+pub use self::config::CacheConfig;
+pub use self::error::{CallLost, SharedCallFailed};
+pub use self::handle::CacheHandle;
+pub use self::key::{CacheKey, Tenant};
+pub use self::layer::{CacheLayer, DEFAULT_HEADER};
+pub use self::policy::{CachePolicy, DefaultPolicy};
+pub use self::service::Cache;
+pub use self::stats::CacheStats;
+pub use self::status::CacheStatus;

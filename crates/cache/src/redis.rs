@@ -1,0 +1,187 @@
+//! [`RedisStore`]: a second level shared by a fleet, in Redis (feature `redis`).
+//!
+//! Each process keeps its own bounded cache in memory; behind it, every answer it stores goes
+//! to Redis too, and a request that misses in memory is looked up there before it goes
+//! upstream. So an answer one process paid for serves the whole fleet. The lookup happens in
+//! the flight's task: identical requests in one process make one round trip.
+//!
+//! An entry is one Redis string under `{prefix}:1:{key in hex}` (`tollgate:cache` by
+//! default), in a small binary format (status, headers, the recorded frames, trailers), set
+//! with the time it has left to live (`SET … PX`); the time left comes back with it (`PTTL`),
+//! so an entry filled into memory from Redis expires when the original does. The idle timeout
+//! is not kept there: only memory knows who asked last.
+//!
+//! Redis is an optimisation, never a dependency: when it is unreachable or slow (a command
+//! fails after [`command_timeout`](RedisStore::with_command_timeout), 250 ms by default, on
+//! tokio's clock), a lookup is a miss and a store is skipped; the store warns once, and says
+//! when Redis answers again. The timeout is a tokio timer: under a paused clock
+//! (`start_paused` tests) it fires as soon as the runtime idles, so test against Redis on a
+//! real clock.
+
+mod codec;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use bytes::Bytes;
+use http::HeaderName;
+use tokio::time::Instant;
+use tollgate_core::BoxError;
+
+use crate::config::CacheConfig;
+use crate::entry::Entry;
+use crate::key::CacheKey;
+
+/// How long connecting may take.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The shared second level in Redis; see the [module docs](self).
+///
+/// ```no_run
+/// use tollgate_cache::{CacheConfig, CacheLayer, redis::RedisStore};
+///
+/// # async fn demo() -> Result<(), tollgate_core::BoxError> {
+/// let fleet = RedisStore::connect("redis://:password@redis.internal:6379").await?;
+/// let cache = CacheLayer::new(CacheConfig::default())?.with_second_level(fleet);
+/// # Ok(()) }
+/// ```
+///
+/// # Clone
+///
+/// Clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    command_timeout: Duration,
+    /// Host and port, never the password.
+    address: Arc<str>,
+    unreachable: Arc<AtomicBool>,
+}
+
+impl RedisStore {
+    /// Connects to Redis at `url` (`redis://[:password@]host:port[/db]`).
+    ///
+    /// # Errors
+    ///
+    /// When the URL is invalid or Redis does not answer within a second.
+    pub async fn connect(url: &str) -> Result<Self, BoxError> {
+        let client = ::redis::Client::open(url).map_err(|e| format!("invalid redis url: {e}"))?;
+        let address: Arc<str> = client.get_connection_info().addr().to_string().into();
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_response_timeout(None);
+        let conn = ConnectionManager::new_with_config(client, config);
+        let conn = tokio::time::timeout(CONNECTION_TIMEOUT, conn)
+            .await
+            .map_err(|_| {
+                format!("redis at {address} did not answer within {CONNECTION_TIMEOUT:?}")
+            })?
+            .map_err(|e| format!("cannot reach redis at {address}: {e}"))?;
+        Ok(Self {
+            conn,
+            prefix: "tollgate:cache".into(),
+            command_timeout: Duration::from_millis(250),
+            address,
+            unreachable: Arc::default(),
+        })
+    }
+
+    /// Names keys `{prefix}:1:{key}` (default `tollgate:cache`): processes that share answers
+    /// share a prefix.
+    pub fn with_prefix(mut self, prefix: impl Into<Arc<str>>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Gives up on a command after `timeout` (default 250 ms): a slow Redis is a miss.
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// The Redis key of `key`.
+    pub fn redis_key(&self, key: &CacheKey) -> String {
+        format!("{}:1:{}", self.prefix, key.to_hex())
+    }
+
+    /// The entry under `key`, with its age, if Redis has it and answers in time.
+    pub(crate) async fn get(
+        &self,
+        key: &CacheKey,
+        config: &CacheConfig,
+        marker: Option<&HeaderName>,
+    ) -> Option<Entry> {
+        let name = self.redis_key(key);
+        let mut conn = self.conn.clone();
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("GET").arg(&name).cmd("PTTL").arg(&name);
+        let query = pipe.query_async::<(Option<Vec<u8>>, i64)>(&mut conn);
+        let (bytes, left_ms) = self.answered(query).await?;
+        let recorded = codec::decode(Bytes::from(bytes?))?;
+        let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+        let age = config.time_to_live.saturating_sub(left);
+        let now = Instant::now();
+        let stored_at = now.checked_sub(age).unwrap_or(now);
+        Some(Entry::new(recorded, stored_at, now, marker))
+    }
+
+    /// Stores `entry` under `key` for the time it has left to live.
+    pub(crate) async fn put(
+        &self,
+        key: &CacheKey,
+        entry: &Entry,
+        config: &CacheConfig,
+        marker: Option<&HeaderName>,
+    ) {
+        let age = Instant::now().saturating_duration_since(entry.stored_at);
+        let left = config.time_to_live.saturating_sub(age).as_millis();
+        if left == 0 {
+            return;
+        }
+        let mut conn = self.conn.clone();
+        let mut set = ::redis::cmd("SET");
+        set.arg(self.redis_key(key))
+            .arg(codec::encode(entry, marker))
+            .arg("PX")
+            .arg(u64::try_from(left).unwrap_or(u64::MAX));
+        let _: Option<()> = self.answered(set.query_async::<()>(&mut conn)).await;
+    }
+
+    /// The command's answer, or `None` (with a warning, the first time) when Redis failed or
+    /// was too slow.
+    async fn answered<T>(
+        &self,
+        command: impl Future<Output = ::redis::RedisResult<T>>,
+    ) -> Option<T> {
+        let failure = match tokio::time::timeout(self.command_timeout, command).await {
+            Ok(Ok(answer)) => {
+                if self.unreachable.swap(false, Ordering::AcqRel) {
+                    tracing::info!(address = %self.address, "redis answers again: the cache's second level is back");
+                }
+                return Some(answer);
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {:?}", self.command_timeout),
+        };
+        if !self.unreachable.swap(true, Ordering::AcqRel) {
+            tracing::warn!(address = %self.address, error = %failure, "redis unreachable: the cache's second level is skipped until it answers");
+        }
+        None
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("address", &self.address)
+            .field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .field("unreachable", &self.unreachable.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
