@@ -102,6 +102,21 @@ pub struct BackoffSection {
     pub jitter: Option<bool>,
 }
 
+/// `cache.*`: the response cache (deterministic requests and embeddings).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSection {
+    /// Whether answers are cached (default true).
+    pub enabled: Option<bool>,
+    /// Answers kept at most (default 10,000).
+    pub max_entries: Option<u64>,
+    /// Bytes kept at most (default 256 MiB).
+    pub max_bytes: Option<u64>,
+    /// How long an answer stays fresh (default 1 h, the seed's).
+    #[serde(deserialize_with = "duration")]
+    pub ttl: Option<Duration>,
+}
+
 /// `timeouts.*`: the deadlines of each attempt.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -180,6 +195,8 @@ pub struct StackConfig {
     pub batch: BatchSection,
     /// Per-attempt deadlines.
     pub timeouts: TimeoutSection,
+    /// The response cache.
+    pub cache: CacheSection,
 }
 
 impl StackConfig {

@@ -7,6 +7,8 @@ use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use tollgate_batch::{BatchConfig, BatchLayer, EmbeddingsCodec};
+use tollgate_cache::policy::{CachePolicy, DefaultPolicy};
+use tollgate_cache::{CacheConfig, CacheHandle, CacheLayer};
 use tollgate_circuit::{CircuitBreakerLayer, CircuitConfig, CircuitHandle, CircuitState};
 use tollgate_concurrency::ConcurrencyLimitLayer;
 use tollgate_core::annotate::AnnotateLayer;
@@ -26,6 +28,16 @@ pub type LlmBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The stack as one service: `Request<Full<Bytes>>` in, a response with its body out.
 pub type LlmService = BoxCloneSyncService<Request<Full<Bytes>>, Response<LlmBody>, BoxError>;
+
+/// The cache's default policy, or nothing at all when the cache is disabled.
+#[derive(Clone, Copy, Debug)]
+struct Cacheable(bool);
+
+impl CachePolicy for Cacheable {
+    fn is_cacheable(&self, head: &http::request::Parts, llm: &tollgate_core::LlmRequest) -> bool {
+        self.0 && DefaultPolicy.is_cacheable(head, llm)
+    }
+}
 
 /// Boxes a response body.
 fn boxed<B>(response: Response<B>) -> Response<LlmBody>
@@ -53,6 +65,7 @@ pub(crate) struct Resolved {
     pub(crate) per_model: bool,
     pub(crate) seed: Option<u64>,
     pub(crate) timeouts: TimeoutConfig,
+    pub(crate) cache: Option<CacheConfig>,
 }
 
 fn preset(preset: Preset) -> Resolved {
@@ -73,6 +86,7 @@ fn preset(preset: Preset) -> Resolved {
             per_model: true,
             seed: None,
             timeouts: TimeoutConfig::default(),
+            cache: Some(CacheConfig::default()),
         },
         Preset::Balanced => Resolved {
             requests_per_minute: None,
@@ -89,6 +103,7 @@ fn preset(preset: Preset) -> Resolved {
             per_model: true,
             seed: None,
             timeouts: TimeoutConfig::default(),
+            cache: Some(CacheConfig::default()),
         },
         Preset::Aggressive => Resolved {
             requests_per_minute: None,
@@ -105,6 +120,7 @@ fn preset(preset: Preset) -> Resolved {
             per_model: true,
             seed: None,
             timeouts: TimeoutConfig::default(),
+            cache: Some(CacheConfig::default()),
         },
     }
 }
@@ -121,6 +137,16 @@ pub(crate) fn resolve(config: &StackConfig) -> Resolved {
     r.adaptive = config.adaptive_concurrency.unwrap_or(r.adaptive);
     r.per_model = config.limits_per_model.unwrap_or(r.per_model);
     r.seed = config.seed.or(r.seed);
+    let c = &config.cache;
+    r.cache = match c.enabled {
+        Some(false) => None,
+        _ => r.cache.map(|mut cache| {
+            cache.max_entries = c.max_entries.unwrap_or(cache.max_entries);
+            cache.max_bytes = c.max_bytes.unwrap_or(cache.max_bytes);
+            cache.time_to_live = c.ttl.unwrap_or(cache.time_to_live);
+            cache
+        }),
+    };
     let t = &config.timeouts;
     r.timeouts.first_byte = t.first_byte.or(r.timeouts.first_byte);
     r.timeouts.idle = t.idle.or(r.timeouts.idle);
@@ -179,7 +205,7 @@ pub(crate) fn resolve(config: &StackConfig) -> Resolved {
 }
 
 /// The standard stack, outermost first:
-/// Annotate → Batch (embeddings) → Retry → CircuitBreaker → Overload (adaptive limit,
+/// Annotate → Cache → Batch (embeddings) → Retry → CircuitBreaker → Overload (adaptive limit,
 /// throttle) → RateLimit → ConcurrencyLimit → Timeout (first token, idle, total) → Classify →
 /// your client.
 ///
@@ -200,13 +226,15 @@ pub struct LlmStack {
     resolved: Resolved,
 }
 
-/// Watches the stack: breakers, adaptive limits.
+/// Watches the stack: breakers, adaptive limits, the cache.
 #[derive(Clone, Debug)]
 pub struct StackHandle {
     /// The breakers.
     pub circuit: CircuitHandle,
     /// The adaptive limits and overload states.
     pub overload: OverloadHandle,
+    /// The response cache (`None` when disabled).
+    pub cache: Option<CacheHandle>,
 }
 
 /// One scope's health.
@@ -329,8 +357,23 @@ impl LlmStack {
         .with_size_signal(move |scope, max| {
             u32::try_from(signal.recommended_batch_size(scope, max as usize)).unwrap_or(max)
         });
+        // Disabled, the cache stores nothing: a policy that calls nothing cacheable.
+        let cache = match &r.cache {
+            Some(config) => CacheLayer::new(config.clone())
+                .expect("a resolved config is valid")
+                .with_policy(Cacheable(true)),
+            None => CacheLayer::new(CacheConfig {
+                max_entries: 1,
+                max_bytes: 1,
+                ..CacheConfig::default()
+            })
+            .expect("a minimal cache is valid")
+            .with_policy(Cacheable(false)),
+        };
+        let cache_handle = r.cache.as_ref().map(|_| cache.handle());
         let stack = ServiceBuilder::new()
             .layer(AnnotateLayer::new())
+            .layer(cache)
             .layer(batch)
             .layer(retry)
             .layer(circuit)
@@ -346,6 +389,7 @@ impl LlmStack {
             StackHandle {
                 circuit: circuit_handle,
                 overload: overload_handle,
+                cache: cache_handle,
             },
         )
     }

@@ -125,6 +125,22 @@ async fn chat_streams_and_embeddings_through_the_stack() {
     }
     assert_eq!(sim.log().len() - before, 1, "merged into one call");
 
+    // A deterministic request asked twice costs one call: the second is a cache hit.
+    let exact = json!({"model": "gpt-4o-mini", "max_tokens": 16, "temperature": 0,
+        "messages": [{"role": "user", "content": "the same question"}]});
+    let before = sim.log().len();
+    for _ in 0..2 {
+        let response = llm
+            .clone()
+            .oneshot(post("/v1/chat/completions", exact.clone()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+    }
+    assert_eq!(sim.log().len() - before, 1);
+    assert_eq!(handle.cache.as_ref().unwrap().stats().hits, 1);
+
     let health = handle.health();
     assert!(!health.is_empty());
     assert!(
