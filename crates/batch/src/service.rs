@@ -2,11 +2,10 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::Body as _;
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -86,18 +85,6 @@ impl<S: Clone, C: BatchCodec> Batch<S, C> {
     }
 }
 
-/// The bytes of a buffered body (a `Full` is always ready).
-pub(crate) fn full_bytes(body: Full<Bytes>) -> Bytes {
-    let mut body = std::pin::pin!(body);
-    match body
-        .as_mut()
-        .poll_frame(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
-        _ => Bytes::new(),
-    }
-}
-
 impl<S, C, RB> Service<Request<Full<Bytes>>> for Batch<S, C>
 where
     S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + 'static,
@@ -123,7 +110,7 @@ where
 
     fn call(&mut self, request: Request<Full<Bytes>>) -> Self::Future {
         let (head, body) = request.into_parts();
-        let body = full_bytes(body);
+        let body = tollgate_core::body::full_bytes(body);
         let layer = &self.shared.layer;
         let Some((key, weight, member)) = layer.codec.admit(&head, &body) else {
             // Not mergeable: straight through, and the queue place goes back.

@@ -220,7 +220,7 @@ where
         Err(error) => return fan_out(items, &BatchFailed::new(error)),
     };
     let (parts, body) = response.into_parts();
-    let bytes = full_bytes_of(body);
+    let bytes = tollgate_core::body::full_bytes(body);
     if !parts.status.is_success() {
         // The upstream refused the whole batch: every member gets its answer.
         for item in items {
@@ -323,10 +323,6 @@ where
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.map_err(Into::into)?.to_bytes();
     Ok(Response::from_parts(parts, Full::new(bytes)))
-}
-
-fn full_bytes_of(body: Full<Bytes>) -> Bytes {
-    crate::service::full_bytes(body)
 }
 
 /// A member's response: the merged response's status, headers and extensions, its own body.

@@ -374,3 +374,23 @@ impl<B: Body> fmt::Debug for ObservedBody<B> {
             .finish_non_exhaustive()
     }
 }
+
+/// The bytes of a buffered body. A [`Full`](http_body_util::Full) is always ready, so this
+/// polls it once; layers below [`AnnotateLayer`](crate::annotate::AnnotateLayer) get their
+/// request bodies this way without an `await`.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+///
+/// let body = Full::new(Bytes::from_static(b"{\"model\":\"m\"}"));
+/// assert_eq!(tollgate_core::body::full_bytes(body), Bytes::from_static(b"{\"model\":\"m\"}"));
+/// ```
+pub fn full_bytes(body: http_body_util::Full<bytes::Bytes>) -> bytes::Bytes {
+    let mut body = std::pin::pin!(body);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match http_body::Body::poll_frame(body.as_mut(), &mut cx) {
+        std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+        _ => bytes::Bytes::new(),
+    }
+}

@@ -56,22 +56,8 @@ mod health;
 mod member;
 mod pool;
 
-use bytes::Bytes;
-use http_body_util::Full;
-
 pub use self::health::{Cooldowns, Counters, MemberState, Reason};
 pub use self::member::{Adapter, Auth, Member, Rewrite};
 pub use self::pool::{
     MemberReport, Policy, Pool, PoolBuilder, PoolHandle, ResponseFuture, Served, WhenExhausted,
 };
-
-/// The bytes of a buffered body (a `Full` is always ready).
-pub(crate) fn full_bytes(body: &Full<Bytes>) -> Bytes {
-    use http_body::Body as _;
-    let mut body = std::pin::pin!(body.clone());
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match body.as_mut().poll_frame(&mut cx) {
-        std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
-        _ => Bytes::new(),
-    }
-}

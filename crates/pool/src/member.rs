@@ -139,7 +139,7 @@ impl Adapter for Rewrite {
             *request.uri_mut() = Uri::from_parts(parts)?;
         }
         if let Some(model) = &self.model {
-            let body = crate::full_bytes(request.body());
+            let body = tollgate_core::body::full_bytes(request.body().clone());
             let mut json: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| format!("cannot set the model of a body that is not JSON: {e}"))?;
             let object = json
@@ -254,7 +254,8 @@ mod tests {
         assert!(r.headers().get("authorization").is_none());
         assert_eq!(r.headers()["api-key"], "az-key");
         assert!(r.headers()["api-key"].is_sensitive());
-        let body: serde_json::Value = serde_json::from_slice(&crate::full_bytes(r.body())).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&tollgate_core::body::full_bytes(r.body().clone())).unwrap();
         assert_eq!(body["model"], "gpt-4o-mini");
     }
 
