@@ -5,7 +5,8 @@ use std::time::Duration;
 use tollgate_core::error::ConfigError;
 
 /// The bounds of a cache. [`Default`]: 10,000 entries and 256 MiB at most, 4 MiB per entry,
-/// one hour to live, no idle timeout, identical requests in flight coalesced.
+/// one hour to live, no idle timeout, no stale answers kept, identical requests in flight
+/// coalesced.
 ///
 /// Both bounds hold at once: every entry weighs at least `max_bytes / max_entries`, and the
 /// cache evicts the least recently used entries while the weights add up to more than
@@ -30,6 +31,13 @@ pub struct CacheConfig {
     /// How long an entry that nobody asks for is kept ("10m"; none by default).
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub time_to_idle: Option<Duration>,
+    /// How long past its time to live (and idle timeout) an entry is kept for a
+    /// [stale lookup](crate::CacheHandle::stale_lookup) to serve when the upstream is
+    /// unavailable ("10m"; 0 by default: nothing is kept past its time). Ordinary lookups
+    /// never serve such an entry. The entries kept count against `max_entries` and
+    /// `max_bytes` like fresh ones.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub max_staleness: Duration,
     /// Whether identical requests in flight at once share one upstream call.
     pub coalesce: bool,
 }
@@ -42,6 +50,7 @@ impl Default for CacheConfig {
             max_entry_bytes: 4 * 1024 * 1024,
             time_to_live: Duration::from_secs(3600),
             time_to_idle: None,
+            max_staleness: Duration::ZERO,
             coalesce: true,
         }
     }
@@ -76,7 +85,23 @@ impl CacheConfig {
         if self.time_to_idle.is_some_and(|idle| idle.is_zero()) {
             return Err(ConfigError::new("time_to_idle", "0s", "must be positive"));
         }
+        if self.time_to_live.checked_add(self.max_staleness).is_none()
+            || self
+                .time_to_idle
+                .is_some_and(|idle| idle.checked_add(self.max_staleness).is_none())
+        {
+            return Err(ConfigError::new(
+                "max_staleness",
+                format!("{:?}", self.max_staleness),
+                "is too long: the time to live plus it overflows",
+            ));
+        }
         Ok(())
+    }
+
+    /// How long an entry is kept at most: its time to live, and the staleness allowed past it.
+    pub(crate) fn retention(&self) -> Duration {
+        self.time_to_live.saturating_add(self.max_staleness)
     }
 
     /// The most an entry may weigh.
@@ -146,6 +171,13 @@ mod tests {
             }),
             "max_entries"
         );
+        assert_eq!(
+            bad(CacheConfig {
+                max_staleness: Duration::MAX,
+                ..base()
+            }),
+            "max_staleness"
+        );
     }
 
     #[test]
@@ -175,12 +207,13 @@ mod tests {
     #[test]
     fn loads_with_human_durations() {
         let config: CacheConfig = serde_json::from_str(
-            r#"{"max_entries": 500, "time_to_live": "30m", "time_to_idle": "5m"}"#,
+            r#"{"max_entries": 500, "time_to_live": "30m", "time_to_idle": "5m", "max_staleness": "10m"}"#,
         )
         .unwrap();
         assert_eq!(config.max_entries, 500);
         assert_eq!(config.time_to_live, Duration::from_secs(1800));
         assert_eq!(config.time_to_idle, Some(Duration::from_secs(300)));
+        assert_eq!(config.max_staleness, Duration::from_secs(600));
         assert_eq!(config.max_bytes, CacheConfig::default().max_bytes);
         assert!(serde_json::from_str::<CacheConfig>(r#"{"ttl": "1h"}"#).is_err());
     }

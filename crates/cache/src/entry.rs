@@ -131,6 +131,30 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// Its age at `now`, if it is no more than `max_staleness` past its time to live and its
+    /// idle timeout (a fresh entry is too). A stale answer is not a use: idleness still counts.
+    pub(crate) fn stale_age(
+        &self,
+        now: Instant,
+        ttl: Duration,
+        idle: Option<Duration>,
+        max_staleness: Duration,
+    ) -> Option<Duration> {
+        let age = now.saturating_duration_since(self.stored_at);
+        if age >= ttl.saturating_add(max_staleness) {
+            return None;
+        }
+        if let Some(idle) = idle {
+            let last = Duration::from_nanos(self.last_used.load(Ordering::Relaxed));
+            if age.saturating_sub(last) >= idle.saturating_add(max_staleness) {
+                return None;
+            }
+        }
+        Some(age)
+    }
+}
+
 fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -214,5 +238,33 @@ mod tests {
         let fresh = Entry::new(recorded(false), now, now, None);
         assert!(fresh.use_at(now + Duration::from_secs(59), ttl, None));
         assert!(!fresh.use_at(now + Duration::from_secs(60), ttl, None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn staleness_is_bounded_past_both_timeouts() {
+        let now = Instant::now();
+        let entry = Entry::new(recorded(false), now, now, None);
+        let (ttl, max) = (Duration::from_secs(60), Duration::from_secs(600));
+        let at = |secs| now + Duration::from_secs(secs);
+        assert_eq!(
+            entry.stale_age(at(30), ttl, None, max),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            entry.stale_age(at(659), ttl, None, max),
+            Some(Duration::from_secs(659))
+        );
+        assert_eq!(entry.stale_age(at(660), ttl, None, max), None);
+        assert_eq!(entry.stale_age(at(61), ttl, None, Duration::ZERO), None);
+        let idle = Some(Duration::from_secs(10));
+        assert_eq!(
+            entry.stale_age(at(609), ttl, idle, max),
+            Some(Duration::from_secs(609))
+        );
+        assert_eq!(entry.stale_age(at(610), ttl, idle, max), None);
+        assert!(
+            !entry.use_at(at(70), ttl, None),
+            "still expired for a normal lookup"
+        );
     }
 }

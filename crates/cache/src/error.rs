@@ -1,4 +1,4 @@
-//! The cache's errors: only a shared call can fail in a way of the cache's own.
+//! The cache's errors: a shared call that failed, and a stale lookup with nothing to serve.
 
 use std::error::Error;
 use std::fmt;
@@ -45,3 +45,18 @@ impl fmt::Display for CallLost {
 }
 
 impl Error for CallLost {}
+
+/// A [stale lookup](crate::CacheHandle::stale_lookup) has nothing to serve: no entry under the
+/// request's key, one past the most staleness allowed, or a request that rules the cache out
+/// (`cache-control: no-store`). Under a fallback layer, the caller then gets the upstream's
+/// own failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotCached;
+
+impl fmt::Display for NotCached {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no cached answer to serve in place of the upstream's")
+    }
+}
+
+impl Error for NotCached {}

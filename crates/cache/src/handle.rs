@@ -1,10 +1,11 @@
-//! [`CacheHandle`]: reading the counters and dropping entries by hand.
+//! [`CacheHandle`]: reading the counters, dropping entries by hand, serving stale answers.
 
 use std::fmt;
 use std::sync::Arc;
 
 use crate::key::CacheKey;
-use crate::layer::Core;
+use crate::layer::{Core, Settings};
+use crate::stale::StaleLookup;
 use crate::stats::CacheStats;
 
 /// Reads and clears the cache of a [`CacheLayer`](crate::CacheLayer).
@@ -15,6 +16,8 @@ use crate::stats::CacheStats;
 #[derive(Clone)]
 pub struct CacheHandle {
     pub(crate) core: Arc<Core>,
+    /// How the layer reads requests, for stale lookups.
+    pub(crate) settings: Arc<Settings>,
 }
 
 impl CacheHandle {
@@ -37,6 +40,14 @@ impl CacheHandle {
     /// Drops every entry (from memory).
     pub fn clear(&self) {
         self.core.store.clear();
+    }
+
+    /// A service that answers a request from its stored entry, even one past its time to live
+    /// (by up to [`max_staleness`](crate::CacheConfig::max_staleness)), and never calls
+    /// upstream: the fallback of a `FallbackLayer` above the cache, for stale-on-error (see
+    /// the [crate docs](crate#stale-on-error)).
+    pub fn stale_lookup(&self) -> StaleLookup {
+        StaleLookup::new(self.core.clone(), self.settings.clone())
     }
 
     /// Carries out the evictions and removals the cache has pending now, rather than over the

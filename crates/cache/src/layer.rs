@@ -56,6 +56,19 @@ impl Settings {
     pub(crate) fn marker(&self) -> Option<&HeaderName> {
         self.mark.then_some(&self.header)
     }
+
+    /// The key of `request`, read with its extensions.
+    pub(crate) fn key(&self, request: &Request<Full<Bytes>>) -> CacheKey {
+        let body = full_bytes(request.body().clone());
+        let source = KeySource {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+            body: &body,
+        };
+        source.key(self.tenant.as_ref(), &self.vary)
+    }
 }
 
 impl CacheLayer {
@@ -146,10 +159,13 @@ impl<P> CacheLayer<P> {
         self
     }
 
-    /// A handle to read the counters and to invalidate entries.
+    /// A handle to read the counters, to invalidate entries and to
+    /// [look up stale answers](CacheHandle::stale_lookup). It reads requests as this layer does
+    /// now: take it after the `with_*` setters.
     pub fn handle(&self) -> CacheHandle {
         CacheHandle {
             core: self.core.clone(),
+            settings: self.settings.clone(),
         }
     }
 
@@ -157,15 +173,7 @@ impl<P> CacheLayer<P> {
     /// it, say). The request is read as the layer would read it: with its
     /// [`LlmRequest`](tollgate_core::LlmRequest) and [`Tenant`] extensions.
     pub fn key(&self, request: &Request<Full<Bytes>>) -> CacheKey {
-        let body = full_bytes(request.body().clone());
-        let source = KeySource {
-            method: request.method(),
-            uri: request.uri(),
-            headers: request.headers(),
-            extensions: request.extensions(),
-            body: &body,
-        };
-        source.key(self.settings.tenant.as_ref(), &self.settings.vary)
+        self.settings.key(request)
     }
 }
 

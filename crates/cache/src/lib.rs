@@ -23,6 +23,9 @@
 //! - **Single flight**: identical cacheable requests in flight at once make one upstream call;
 //!   each gets the whole answer, a stream as it arrives. The call runs on a task of its own, so
 //!   the first caller leaving strands nobody; when every caller has left, the call is dropped.
+//! - **Stale on error**: with a [`max_staleness`](CacheConfig::max_staleness), entries are
+//!   kept past their time to live, and a [`StaleLookup`] serves them, marked stale, when the
+//!   upstream is unavailable (see [below](#stale-on-error)).
 //! - **Fleet** (feature `redis`): a shared second level in Redis (`redis::RedisStore`).
 //! - **Observable**: every response carries a [`CacheStatus`] extension; hits and shared
 //!   answers are marked `x-tollgate-cache: hit` / `coalesced`; [`CacheHandle::stats`] counts
@@ -84,6 +87,54 @@
 //! assert_eq!((stats.stats().misses, stats.stats().hits), (1, 1));
 //! # Ok(()) }
 //! ```
+//!
+//! # Stale on error
+//!
+//! An answer a little old beats no answer while the provider is down. Set
+//! [`max_staleness`](CacheConfig::max_staleness) (say ten minutes) and the cache keeps each
+//! entry that long past its time to live — ordinary lookups still treat it as expired and go
+//! upstream. Put a `FallbackLayer` (from `tollgate-timeout`) above the cache with
+//! [`CacheHandle::stale_lookup`] as its fallback: when the upstream call fails in a way the
+//! fallback's policy names (overloaded, circuit open, rate limited, timeouts, connect and
+//! server errors by default — never an exhausted quota, a refused key or an invalid request
+//! unless asked), the stored answer is replayed with `x-tollgate-cache: stale`, an `age`
+//! header, [`CacheStatus::Stale`], and the fallback's `Degraded` mark. A request never
+//! answered, one whose entry is past `time_to_live + max_staleness`, and one that says
+//! `cache-control: no-store` get [`NotCached`] from the lookup, so the caller gets the
+//! upstream's own failure.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use tollgate_cache::{CacheConfig, CacheLayer};
+//! use tollgate_core::annotate::AnnotateLayer;
+//! use tollgate_core::classify::ClassifyLayer;
+//! use tollgate_timeout::FallbackLayer;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tollgate_core::BoxError> {
+//! # let client = tollgate_sim::SimService::new(Default::default())?;
+//! let cache = CacheLayer::new(CacheConfig {
+//!     time_to_live: Duration::from_secs(60),
+//!     max_staleness: Duration::from_secs(600),
+//!     ..CacheConfig::default()
+//! })?;
+//! let stale = cache.handle().stale_lookup();
+//! let llm = ServiceBuilder::new()
+//!     .layer(AnnotateLayer::new())
+//!     .layer(FallbackLayer::new(stale))
+//!     .layer(cache)
+//!     .layer(ClassifyLayer::new())
+//!     .service(client);
+//! # let request = http::Request::post("https://api.openai.com/v1/embeddings")
+//! #     .header("authorization", "Bearer sk-example")
+//! #     .body(Full::new(Bytes::from_static(br#"{"model":"text-embedding-3-small","input":"Hi"}"#)))?;
+//! # assert!(llm.oneshot(request).await?.status().is_success());
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
 mod body;
@@ -100,17 +151,19 @@ pub mod policy;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod service;
+mod stale;
 mod stats;
 mod status;
 mod store;
 
 pub use self::body::CacheBody;
 pub use self::config::CacheConfig;
-pub use self::error::{CallLost, SharedCallFailed};
+pub use self::error::{CallLost, NotCached, SharedCallFailed};
 pub use self::handle::CacheHandle;
 pub use self::key::{CacheKey, Tenant};
 pub use self::layer::{CacheLayer, DEFAULT_HEADER};
 pub use self::policy::{CachePolicy, DefaultPolicy};
 pub use self::service::Cache;
+pub use self::stale::{StaleBody, StaleLookup};
 pub use self::stats::CacheStats;
 pub use self::status::CacheStatus;

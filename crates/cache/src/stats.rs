@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct CacheStats {
     /// Requests answered from memory.
     pub hits: u64,
+    /// Answers served past their time to live by a
+    /// [stale lookup](crate::CacheHandle::stale_lookup), the upstream being unavailable.
+    pub stale_hits: u64,
     /// Requests answered from the shared second level (Redis); always 0 without it.
     pub second_level_hits: u64,
     /// Cacheable requests that were not in memory and started a call of their own (to the
@@ -37,6 +40,7 @@ pub struct CacheStats {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) hits: AtomicU64,
+    pub(crate) stale_hits: AtomicU64,
     pub(crate) second_level_hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) coalesced: AtomicU64,
@@ -59,6 +63,7 @@ impl Counters {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         CacheStats {
             hits: read(&self.hits),
+            stale_hits: read(&self.stale_hits),
             second_level_hits: read(&self.second_level_hits),
             misses: read(&self.misses),
             coalesced: read(&self.coalesced),

@@ -13,8 +13,9 @@
 //! Freshness is decided on tokio's clock: each entry keeps the [`Instant`] it was stored and
 //! last used, and a lookup that finds it past its time to live (or idle) treats it as absent.
 //! So `#[tokio::test(start_paused = true)]` tests see entries expire exactly. Moka expires the
-//! same entries on its own (wall) clock with the same durations: that frees their memory
-//! when nobody asks for them again.
+//! same entries on its own (wall) clock with the same durations, lengthened by
+//! `max_staleness` (so that a [stale lookup](crate::CacheHandle::stale_lookup) finds them):
+//! that frees their memory when nobody asks for them again.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -41,6 +42,7 @@ pub(crate) struct Store {
     pub(crate) counters: Arc<Counters>,
     time_to_live: Duration,
     time_to_idle: Option<Duration>,
+    max_staleness: Duration,
     max_entry_bytes: u64,
 }
 
@@ -69,15 +71,16 @@ impl Store {
             // in favour of older, more popular ones, and the next identical request pays again.
             .eviction_policy(EvictionPolicy::lru())
             .eviction_listener(listener)
-            .time_to_live(config.time_to_live);
+            .time_to_live(config.retention());
         if let Some(idle) = config.time_to_idle {
-            builder = builder.time_to_idle(idle);
+            builder = builder.time_to_idle(idle.saturating_add(config.max_staleness));
         }
         Self {
             cache: builder.build(),
             counters,
             time_to_live: config.time_to_live,
             time_to_idle: config.time_to_idle,
+            max_staleness: config.max_staleness,
             max_entry_bytes: config.entry_cap(),
         }
     }
@@ -92,6 +95,28 @@ impl Store {
             Some(_) => Lookup::Expired,
             None => Lookup::Absent,
         }
+    }
+
+    /// The entry under `key` if it is at most `max_staleness` (and the configured most) past
+    /// its time at `now`, with its age; fresh entries too. It does not count as used.
+    pub(crate) fn get_stale(
+        &self,
+        key: &CacheKey,
+        now: Instant,
+        max_staleness: Duration,
+    ) -> Option<(Arc<Entry>, Duration)> {
+        let entry = self.cache.get(key)?;
+        let age = entry.stale_age(
+            now,
+            self.time_to_live,
+            self.time_to_idle,
+            max_staleness.min(self.max_staleness),
+        )?;
+        Some((entry, age))
+    }
+
+    pub(crate) fn max_staleness(&self) -> Duration {
+        self.max_staleness
     }
 
     /// Stores `entry` under `key`, unless it is larger than an entry may be.

@@ -94,7 +94,8 @@
 //! A cache that can look up an answer past its time to live is a fallback like any other: a
 //! `Service` that answers the request from the stale entry, or fails when it has none (the
 //! caller then gets the upstream's failure). The [`Degraded`] extension on the request it is
-//! handed says why it was asked.
+//! handed says why it was asked. `tollgate-cache` has one: see
+//! [Stale on error](FallbackLayer#stale-on-error).
 #![forbid(unsafe_code)]
 
 mod body;

@@ -30,6 +30,42 @@ pub const DEGRADED_HEADER: HeaderName = HeaderName::from_static("x-tollgate-degr
 /// When the fallback fails too (a stale cache with nothing to offer, say), the caller gets the
 /// upstream's failure, as without the layer.
 ///
+/// # Stale on error
+///
+/// `tollgate-cache`'s `CacheHandle::stale_lookup` is such a fallback: put this layer above the
+/// `CacheLayer`, and a request whose upstream call fails with one of the policy's triggers is
+/// answered from its cached entry even past the entry's time to live (up to the cache's
+/// `max_staleness`), marked `x-tollgate-cache: stale` with an `age` header as well as
+/// [`Degraded`]. With no entry, or one too old, the lookup fails (`NotCached`) and the caller
+/// gets the upstream's failure unchanged; with the default [`Triggers`], an exhausted quota,
+/// a refused key or an invalid request is never answered stale.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use tollgate_cache::{CacheConfig, CacheLayer};
+/// use tollgate_core::annotate::AnnotateLayer;
+/// use tollgate_core::classify::ClassifyLayer;
+/// use tollgate_timeout::FallbackLayer;
+/// use tower::ServiceBuilder;
+///
+/// # fn main() -> Result<(), tollgate_core::BoxError> {
+/// # let client = tollgate_sim::SimService::new(Default::default())?;
+/// let cache = CacheLayer::new(CacheConfig {
+///     time_to_live: Duration::from_secs(60),
+///     max_staleness: Duration::from_secs(600),
+///     ..CacheConfig::default()
+/// })?;
+/// let llm = ServiceBuilder::new()
+///     .layer(AnnotateLayer::new())
+///     .layer(FallbackLayer::new(cache.handle().stale_lookup()))
+///     .layer(cache)
+///     .layer(ClassifyLayer::new())
+///     .service(client);
+/// # drop(llm);
+/// # Ok(()) }
+/// ```
+///
 /// # Clone
 ///
 /// Clones hold clones of the fallback service (which may share state of its own).
