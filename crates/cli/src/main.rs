@@ -5,13 +5,19 @@
 //!   client and through the standard stack, against the built-in simulated provider.
 //! - `tollgate classify [FILE] [--json]`: how Tollgate reads one captured provider response.
 //! - `tollgate sim [--config FILE] [--port N]`: the simulated provider on loopback.
+//! - `tollgate proxy --config FILE`: an OpenAI- and Anthropic-compatible gateway that sends
+//!   every request through the standard stack.
+//! - `tollgate bench --target URL [--rps N] [--duration 10s] [--json]`: an open-loop load
+//!   generator.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod classify;
 mod demo;
+mod proxy;
 mod sim;
 
 /// Tollgate: call LLM APIs at volume without 429 storms.
@@ -31,6 +37,12 @@ enum Command {
     Classify(classify::Args),
     /// Serve the simulated LLM provider (OpenAI and Anthropic APIs) until stopped.
     Sim(sim::Args),
+    /// Serve an OpenAI- and Anthropic-compatible gateway: every `/v1/...` request goes through
+    /// the standard stack to the configured upstream, with the upstream's key.
+    Proxy(proxy::Args),
+    /// Send requests at a fixed rate (open loop) and report throughput, statuses and latency
+    /// percentiles.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +51,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run_demo(&args),
         Command::Classify(args) => classify::run(&args),
         Command::Sim(args) => sim::run(&args),
+        Command::Proxy(args) => proxy::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,526 @@
+//! `tollgate proxy`'s config file: where to listen, who may call, where to forward, and the
+//! stack in between (`docs/tollgate.toml` is a commented example).
+//!
+//! Every error names the field (`server.listen`, `stack.circuit_breaker.failure_threshold`)
+//! and the bad value — but never a key: keys are read into [`Secret`]s as they are parsed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue, Uri};
+use serde::{Deserialize, Deserializer};
+use sha2::{Digest, Sha256};
+use tollgate::{ConfigError, StackConfig};
+use tollgate_core::Secret;
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    server: ServerSection,
+    upstream: Option<UpstreamSection>,
+    #[serde(default)]
+    stack: StackConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<String>,
+    api_keys: Vec<Key>,
+    api_keys_env: Option<String>,
+    max_body_bytes: Option<u64>,
+    shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct UpstreamSection {
+    base_url: Option<String>,
+    key_env: Option<String>,
+    auth: Auth,
+    connect_timeout: Option<String>,
+}
+
+/// A key in the file, wrapped as soon as it is read.
+#[derive(Debug)]
+struct Key(Secret);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|key| Self(Secret::new(key)))
+    }
+}
+
+/// How the upstream key is sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub(crate) enum Auth {
+    /// `Authorization: Bearer <key>` (OpenAI and every OpenAI-compatible server).
+    #[default]
+    #[serde(rename = "bearer")]
+    Bearer,
+    /// `x-api-key: <key>` (Anthropic).
+    #[serde(rename = "x-api-key")]
+    XApiKey,
+}
+
+/// The gateway's settings, checked.
+#[derive(Debug)]
+pub(crate) struct ProxyConfig {
+    /// Where clients connect.
+    pub(crate) listen: SocketAddr,
+    /// Who may call; nobody needs a key when empty.
+    pub(crate) clients: ClientKeys,
+    /// The largest request body accepted.
+    pub(crate) max_body_bytes: usize,
+    /// How long open requests (streams) may finish after a shutdown signal.
+    pub(crate) shutdown_grace: Duration,
+    /// Where requests go.
+    pub(crate) upstream: Upstream,
+    /// The stack in between.
+    pub(crate) stack: StackConfig,
+}
+
+/// The upstream server and its key.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
+    /// A path prefix, without a trailing `/` (`""` for none).
+    pub(crate) prefix: String,
+    /// The key, if the upstream wants one.
+    pub(crate) key: Option<Secret>,
+    pub(crate) auth: Auth,
+    pub(crate) connect_timeout: Duration,
+}
+
+impl Upstream {
+    /// The header that carries the key upstream, marked sensitive (its `Debug` is
+    /// `Sensitive`; HTTP/2 never indexes it).
+    pub(crate) fn credential(&self) -> Option<(HeaderName, HeaderValue)> {
+        let key = self.key.as_ref()?;
+        let (name, value) = match self.auth {
+            Auth::Bearer => (
+                http::header::AUTHORIZATION,
+                HeaderValue::try_from(format!("Bearer {}", key.expose())),
+            ),
+            Auth::XApiKey => (
+                HeaderName::from_static("x-api-key"),
+                HeaderValue::try_from(key.expose()),
+            ),
+        };
+        // Checked when the config was loaded.
+        let mut value = value.ok()?;
+        value.set_sensitive(true);
+        Some((name, value))
+    }
+}
+
+/// The client keys, kept only as SHA-256 digests.
+pub(crate) struct ClientKeys(Vec<[u8; 32]>);
+
+impl std::fmt::Debug for ClientKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientKeys({} keys)", self.0.len())
+    }
+}
+
+impl ClientKeys {
+    fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(keys.into_iter().map(|k| Sha256::digest(k).into()).collect())
+    }
+
+    /// Whether clients must present a key.
+    pub(crate) fn required(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Whether `token` is one of the keys. The time taken does not depend on which key
+    /// matched or on how much of one did: digests are compared whole, every one of them.
+    pub(crate) fn admits(&self, token: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(token).into();
+        let mut found = 0u8;
+        for key in &self.0 {
+            let diff = key
+                .iter()
+                .zip(&digest)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            found |= u8::from(std::hint::black_box(diff) == 0);
+        }
+        found == 1
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    match text {
+        None => Ok(default),
+        Some(text) => humantime::parse_duration(text).map_err(|e| {
+            invalid(
+                field,
+                format!("{text:?} is not a duration ({e}); use \"30s\""),
+            )
+        }),
+    }
+}
+
+/// Parses and checks a config file's text; `env` reads environment variables.
+pub(crate) fn parse(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ProxyConfig, ConfigError> {
+    let file: File = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+    let server = file.server;
+    let listen = server.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    let listen = listen.parse().map_err(|_| {
+        invalid(
+            "server.listen",
+            format!(
+                "{listen:?} is not an address; use \"127.0.0.1:8080\" (port 0 picks a free one)"
+            ),
+        )
+    })?;
+    let mut keys: Vec<String> = Vec::new();
+    for (i, key) in server.api_keys.iter().enumerate() {
+        if key.0.expose().trim().is_empty() {
+            return Err(invalid(
+                &format!("server.api_keys[{i}]"),
+                "an empty key is not allowed",
+            ));
+        }
+        keys.push(key.0.expose().to_owned());
+    }
+    if let Some(name) = &server.api_keys_env {
+        let value = env(name).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+            invalid(
+                "server.api_keys_env",
+                format!("the environment variable {name:?} is not set (or is empty)"),
+            )
+        })?;
+        keys.extend(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    let max_body_bytes = match server.max_body_bytes {
+        None => tollgate_core::annotate::DEFAULT_MAX_BODY_BYTES,
+        Some(0) => return Err(invalid("server.max_body_bytes", "0 is not allowed")),
+        Some(n) => usize::try_from(n)
+            .map_err(|_| invalid("server.max_body_bytes", format!("{n} is too large")))?,
+    };
+    let shutdown_grace = duration(
+        "server.shutdown_grace",
+        server.shutdown_grace.as_deref(),
+        Duration::from_secs(30),
+    )?;
+    let upstream = file.upstream.ok_or_else(|| {
+        invalid(
+            "upstream",
+            "the [upstream] table is missing; it needs at least base_url",
+        )
+    })?;
+    let upstream = check_upstream(upstream, env)?;
+    file.stack.validate().map_err(|e| ConfigError {
+        field: format!("stack.{}", e.field),
+        message: e.message,
+    })?;
+    Ok(ProxyConfig {
+        listen,
+        clients: ClientKeys::new(keys.iter().map(String::as_str)),
+        max_body_bytes,
+        shutdown_grace,
+        upstream,
+        stack: file.stack,
+    })
+}
+
+fn check_upstream(
+    section: UpstreamSection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Upstream, ConfigError> {
+    const FIELD: &str = "upstream.base_url";
+    let text = section
+        .base_url
+        .ok_or_else(|| invalid(FIELD, "missing; e.g. \"http://127.0.0.1:9000\""))?;
+    if text.contains('@') {
+        // Not echoed: it may hold a password.
+        return Err(invalid(
+            FIELD,
+            "credentials in the URL are not supported; put the key in key_env",
+        ));
+    }
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| invalid(FIELD, format!("{text:?} is not a URL ({e})")))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
+        return Err(invalid(
+            FIELD,
+            format!("{text:?} needs a scheme and a host, e.g. \"http://127.0.0.1:9000\""),
+        ));
+    };
+    if scheme == Scheme::HTTPS {
+        return Err(invalid(
+            FIELD,
+            format!(
+                "{text:?}: https upstreams are not supported by this build yet (no TLS client); \
+                 use http:// (a local server, or a TLS-originating sidecar)"
+            ),
+        ));
+    }
+    if scheme != Scheme::HTTP {
+        return Err(invalid(FIELD, format!("{text:?}: the scheme must be http")));
+    }
+    if uri.query().is_some() {
+        return Err(invalid(FIELD, format!("{text:?}: a query is not allowed")));
+    }
+    let prefix = uri.path().trim_end_matches('/').to_owned();
+    if prefix.ends_with("/v1") {
+        return Err(invalid(
+            FIELD,
+            format!(
+                "{text:?} ends in /v1: give the server's root; the client's /v1/... path is \
+                 appended"
+            ),
+        ));
+    }
+    let key = match &section.key_env {
+        None => None,
+        Some(name) => {
+            let value = env(name).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                invalid(
+                    "upstream.key_env",
+                    format!("the environment variable {name:?} is not set (or is empty)"),
+                )
+            })?;
+            if HeaderValue::try_from(format!("Bearer {value}")).is_err() {
+                return Err(invalid(
+                    "upstream.key_env",
+                    format!("the value of {name:?} is not a valid header value"),
+                ));
+            }
+            Some(Secret::new(value))
+        }
+    };
+    Ok(Upstream {
+        scheme,
+        authority,
+        prefix,
+        key,
+        auth: section.auth,
+        connect_timeout: duration(
+            "upstream.connect_timeout",
+            section.connect_timeout.as_deref(),
+            Duration::from_secs(10),
+        )?,
+    })
+}
+
+/// A TOML error as `field (line N): message`: the field is the key on the line the error
+/// points at, under the table that line is in.
+fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim().replace('\n', "; ");
+    let Some(span) = error.span() else {
+        return invalid("config", message);
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    let header = line.trim_start().starts_with('[');
+    let key = line
+        .split_once('=')
+        .filter(|_| !header)
+        .map(|(key, _)| key.trim().trim_matches('"').to_owned());
+    let field = match (header, table, key) {
+        (true, _, _) => line
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_owned(),
+        (false, Some(table), Some(key)) => format!("{table}.{key}"),
+        (false, None, Some(key)) => key,
+        (false, Some(table), None) => table,
+        (false, None, None) => "config".to_owned(),
+    };
+    invalid(&format!("{field} (line {line_no})"), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "UPSTREAM_KEY").then(|| "sk-upstream-secret".to_owned())
+    }
+
+    fn error(text: &str) -> String {
+        parse(text, &env).unwrap_err().to_string()
+    }
+
+    const UPSTREAM: &str = "[upstream]\nbase_url = \"http://127.0.0.1:9000\"\n";
+
+    #[test]
+    fn a_full_file_loads() {
+        let config = parse(
+            r#"
+            [server]
+            listen = "0.0.0.0:9090"
+            api_keys = ["tg-a", "tg-b"]
+            shutdown_grace = "5s"
+            [upstream]
+            base_url = "http://127.0.0.1:9000/"
+            key_env = "UPSTREAM_KEY"
+            auth = "x-api-key"
+            [stack]
+            preset = "aggressive"
+            max_concurrent_requests = 7
+            [stack.circuit_breaker]
+            failure_threshold = 3
+            "#,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9090".parse().unwrap());
+        assert!(config.clients.admits(b"tg-b"));
+        assert!(!config.clients.admits(b"tg-c"));
+        assert!(!config.clients.admits(b""));
+        assert_eq!(config.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(config.upstream.prefix, "");
+        assert_eq!(config.upstream.auth, Auth::XApiKey);
+        assert_eq!(config.stack.max_concurrent_requests, Some(7));
+        let (name, value) = config.upstream.credential().unwrap();
+        assert_eq!(name, "x-api-key");
+        assert_eq!(value, "sk-upstream-secret");
+        let debug = format!("{config:?} {value:?}");
+        for secret in ["sk-upstream-secret", "tg-a", "tg-b"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+    }
+
+    #[test]
+    fn the_example_in_docs_loads() {
+        let env = |name: &str| match name {
+            "OPENAI_API_KEY" => Some("sk-example".to_owned()),
+            "TOLLGATE_API_KEYS" => Some("tg-a, tg-b".to_owned()),
+            _ => None,
+        };
+        let config = parse(include_str!("../../../../docs/tollgate.toml"), &env).unwrap();
+        assert!(config.clients.admits(b"tg-b"));
+        assert_eq!(config.stack.max_concurrent_requests, Some(64));
+        assert_eq!(
+            config
+                .upstream
+                .key
+                .map(|k| k.expose().to_owned())
+                .as_deref(),
+            Some("sk-example")
+        );
+    }
+
+    #[test]
+    fn defaults_need_only_the_upstream() {
+        let config = parse(UPSTREAM, &env).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(!config.clients.required());
+        assert!(config.upstream.credential().is_none());
+        assert_eq!(config.stack, StackConfig::default());
+    }
+
+    #[test]
+    fn bad_values_name_the_field_and_the_value() {
+        let cases = [
+            (
+                format!("[server]\nlisten = \"localhost\"\n{UPSTREAM}"),
+                "server.listen: \"localhost\" is not an address",
+            ),
+            (
+                format!("[server]\nlisten = 8080\n{UPSTREAM}"),
+                "server.listen (line 2): invalid type: integer `8080`, expected a string",
+            ),
+            (
+                format!("[server]\napi_keys = [\"a\", \" \"]\n{UPSTREAM}"),
+                "server.api_keys[1]: an empty key is not allowed",
+            ),
+            (
+                format!("[server]\nshutdown_grace = \"soon\"\n{UPSTREAM}"),
+                "server.shutdown_grace: \"soon\" is not a duration",
+            ),
+            (
+                format!("[server]\nlisten_on = \"x\"\n{UPSTREAM}"),
+                "server.listen_on (line 2): unknown field `listen_on`",
+            ),
+            ("".to_owned(), "upstream: the [upstream] table is missing"),
+            (
+                "[upstream]\nkey_env = \"UPSTREAM_KEY\"\n".to_owned(),
+                "upstream.base_url: missing",
+            ),
+            (
+                "[upstream]\nbase_url = \"https://api.openai.com\"\n".to_owned(),
+                "upstream.base_url: \"https://api.openai.com\": https upstreams are not supported",
+            ),
+            (
+                "[upstream]\nbase_url = \"http://127.0.0.1:9000/v1\"\n".to_owned(),
+                "upstream.base_url: \"http://127.0.0.1:9000/v1\" ends in /v1",
+            ),
+            (
+                "[upstream]\nbase_url = \"http://user:hunter2@host\"\n".to_owned(),
+                "upstream.base_url: credentials in the URL are not supported",
+            ),
+            (
+                "[upstream]\nbase_url = \"api.openai.com\"\n".to_owned(),
+                "upstream.base_url: \"api.openai.com\" needs a scheme and a host",
+            ),
+            (
+                format!("{UPSTREAM}key_env = \"NOT_SET\"\n"),
+                "upstream.key_env: the environment variable \"NOT_SET\" is not set",
+            ),
+            (
+                format!("{UPSTREAM}auth = \"basic\"\n"),
+                "upstream.auth (line 3): unknown variant `basic`, expected `bearer` or `x-api-key`",
+            ),
+            (
+                format!("{UPSTREAM}[stack]\nmax_concurrent_requests = 0\n"),
+                "stack.max_concurrent_requests: 0 is not allowed",
+            ),
+            (
+                format!("{UPSTREAM}[stack.circuit_breaker]\nrecovery_timeout = \"later\"\n"),
+                "stack.circuit_breaker.recovery_timeout (line 4): \"later\" is not a duration",
+            ),
+            (
+                format!("{UPSTREAM}[stack]\npreset = \"reckless\"\n"),
+                "stack.preset (line 4): unknown variant `reckless`",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = error(&text);
+            assert!(
+                got.starts_with(want),
+                "{text}\n  got:  {got}\n  want: {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_never_show_a_key() {
+        let text = format!("[server]\napi_keys = [\"tg-secret\", 5]\n{UPSTREAM}");
+        let got = error(&text);
+        assert!(got.contains("server.api_keys (line 2)"), "{got}");
+        assert!(!got.contains("tg-secret"), "{got}");
+    }
+}
