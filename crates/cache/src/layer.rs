@@ -12,7 +12,7 @@ use crate::flight::Flights;
 use crate::handle::CacheHandle;
 use crate::key::{CacheKey, DEFAULT_VARY, KeySource, Tenant};
 use crate::policy::{CachePolicy, DefaultPolicy};
-use crate::service::{Cache, full_bytes};
+use crate::service::Cache;
 use crate::store::Store;
 
 /// The header that opts a request in (`force`) and marks hits (`hit`) and shared answers
@@ -59,7 +59,7 @@ impl Settings {
 
     /// The key of `request`, read with its extensions.
     pub(crate) fn key(&self, request: &Request<Full<Bytes>>) -> CacheKey {
-        let body = full_bytes(request.body().clone());
+        let body = tollgate_core::body::full_bytes(request.body().clone());
         let source = KeySource {
             method: request.method(),
             uri: request.uri(),

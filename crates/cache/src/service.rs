@@ -1,7 +1,6 @@
 use std::fmt;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -84,15 +83,6 @@ impl<S: fmt::Debug, P> fmt::Debug for Cache<S, P> {
     }
 }
 
-/// The bytes of a buffered body (a `Full` is always ready).
-pub(crate) fn full_bytes(body: Full<Bytes>) -> Bytes {
-    let mut cx = Context::from_waker(Waker::noop());
-    let Poll::Ready(Some(Ok(frame))) = pin!(body).poll_frame(&mut cx) else {
-        return Bytes::new();
-    };
-    frame.into_data().unwrap_or_default()
-}
-
 impl<S, P, RB> Service<Request<Full<Bytes>>> for Cache<S, P>
 where
     S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + 'static,
@@ -125,7 +115,7 @@ where
             return ResponseFuture::bypass(Oneshot::new(self.inner.clone(), request));
         }
         let streamed = llm.is_some_and(|llm| llm.stream);
-        let body = full_bytes(body);
+        let body = tollgate_core::body::full_bytes(body);
         let key = KeySource {
             method: &parts.method,
             uri: &parts.uri,

@@ -4,12 +4,11 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::SystemTime;
 
 use http::Response;
 use pin_project_lite::pin_project;
 use tollgate_core::body::{EndOfStream, EndReason, StreamEnd};
-use tollgate_core::classify::{classify_error, classify_response};
+use tollgate_core::classify::{classify_error, response_outcome};
 use tollgate_core::error::CircuitOpen;
 use tollgate_core::{BoxError, Outcome};
 
@@ -102,18 +101,7 @@ fn verdict<P: FailurePolicy>(policy: &P, outcome: &Outcome, slow: bool) -> Verdi
 fn settle<RB, P: FailurePolicy>(response: &Response<RB>, permit: Permit, policy: &P) {
     // Slow means slower than the threshold, as Resilience4j counts it.
     let slow = permit.is_slow();
-    let now = match response.extensions().get::<Outcome>() {
-        Some(outcome) => verdict(policy, outcome, slow),
-        None => {
-            let outcome = classify_response(
-                response.status(),
-                response.headers(),
-                &[],
-                SystemTime::now(),
-            );
-            verdict(policy, &outcome, slow)
-        }
-    };
+    let now = verdict(policy, &response_outcome(response), slow);
     match response.extensions().get::<EndOfStream>() {
         Some(end) if !now.failure => {
             let policy = policy.clone();

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -13,8 +13,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tollgate_concurrency::PermitBody;
 use tollgate_concurrency::future::{WaitForPermit, wait_for_permit};
 use tollgate_core::body::{EndOfStream, EndReason, StreamEnd};
-use tollgate_core::classify::{classify_error, classify_response};
-use tollgate_core::error::{CircuitOpen, Overloaded, QueueTimeout, RateLimited};
+use tollgate_core::classify::{classify_error, is_local_refusal, response_outcome};
+use tollgate_core::error::Overloaded;
 use tollgate_core::{BoxError, Outcome, OutcomeKind};
 use tower::Service;
 
@@ -156,13 +156,7 @@ fn ending(outcome: &Outcome, latency: Duration) -> Ending {
 /// An error refused by a layer below (a breaker, a rate limiter, another queue) never reached
 /// the upstream: it says nothing about its load.
 fn error_ending(error: &(dyn std::error::Error + 'static)) -> Ending {
-    let local = std::iter::successors(Some(error), |e| e.source()).any(|e| {
-        e.is::<CircuitOpen>()
-            || e.is::<Overloaded>()
-            || e.is::<QueueTimeout>()
-            || e.is::<RateLimited>()
-    });
-    if local {
+    if is_local_refusal(error) {
         Ending::Neutral
     } else {
         ending(&classify_error(error), Duration::ZERO)
@@ -173,16 +167,7 @@ fn error_ending(error: &(dyn std::error::Error + 'static)) -> Ending {
 /// or now when nothing reports the end.
 fn settle<RB>(response: &Response<RB>, ticket: Ticket, measure: LatencyMeasure) {
     let first_byte = ticket.started.elapsed();
-    let outcome = match response.extensions().get::<Outcome>() {
-        Some(outcome) => outcome.clone(),
-        None => classify_response(
-            response.status(),
-            response.headers(),
-            &[],
-            SystemTime::now(),
-        ),
-    };
-    let now = ending(&outcome, first_byte);
+    let now = ending(&response_outcome(response), first_byte);
     match response.extensions().get::<EndOfStream>() {
         Some(end) if matches!(now, Ending::Success(_)) => {
             end.on_end(move |end| finish(ticket, end, first_byte, measure));

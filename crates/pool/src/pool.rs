@@ -7,14 +7,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use rand::RngExt as _;
 use tokio::time::Instant;
-use tollgate_core::classify::{classify_error, classify_response};
+use tollgate_core::classify::{classify_error, response_outcome};
 use tollgate_core::error::{CircuitOpen, RateLimited};
 use tollgate_core::{BoxError, Deadline, Outcome, OutcomeKind, RateLimitDimension};
 use tower::{Service, ServiceExt};
@@ -633,21 +633,7 @@ where
             .map_err(Into::into);
         drop(flight);
         let (outcome, local_breaker) = match &result {
-            Ok(response) => (
-                response
-                    .extensions()
-                    .get::<Outcome>()
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        classify_response(
-                            response.status(),
-                            response.headers(),
-                            &[],
-                            SystemTime::now(),
-                        )
-                    }),
-                false,
-            ),
+            Ok(response) => (response_outcome(response), false),
             Err(error) => (classify_error(error.as_ref()), is_breaker(error.as_ref())),
         };
         shared.record(member, &outcome, local_breaker, started.elapsed());

@@ -5,12 +5,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tollgate_core::classify::{classify_error, classify_response};
+use tollgate_core::classify::{classify_error, is_local_refusal, response_outcome};
 use tollgate_core::rng::Rng;
 use tollgate_core::{BoxError, Outcome};
 use tower::{Service, ServiceExt};
@@ -61,32 +61,10 @@ pin_project! {
     }
 }
 
-/// Whether an error is a refusal by a layer below that sent nothing upstream.
-fn is_local_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
-    use tollgate_core::error::{CircuitOpen, Overloaded, QueueTimeout, RateLimited};
-    std::iter::successors(Some(error), |e| e.source()).any(|e| {
-        e.is::<CircuitOpen>()
-            || e.is::<Overloaded>()
-            || e.is::<RateLimited>()
-            || e.is::<QueueTimeout>()
-    })
-}
-
 /// The outcome of an attempt, from the response's extensions or classified here.
 fn outcome_of<RB>(result: &Result<Response<RB>, BoxError>) -> Outcome {
     match result {
-        Ok(response) => response
-            .extensions()
-            .get::<Outcome>()
-            .cloned()
-            .unwrap_or_else(|| {
-                classify_response(
-                    response.status(),
-                    response.headers(),
-                    &[],
-                    SystemTime::now(),
-                )
-            }),
+        Ok(response) => response_outcome(response),
         Err(error) => classify_error(error.as_ref()),
     }
 }

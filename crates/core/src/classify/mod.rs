@@ -30,4 +30,6 @@ mod layer;
 mod rules;
 
 pub use self::layer::{Classify, ClassifyLayer, DEFAULT_PEEK_LIMIT};
-pub use self::rules::{classify_error, classify_response, classify_stream_error};
+pub use self::rules::{
+    classify_error, classify_response, classify_stream_error, is_local_refusal, response_outcome,
+};

@@ -226,6 +226,38 @@ fn body_wait(error: &ErrorBody) -> Option<std::time::Duration> {
 }
 
 /// The next error in the chain: the error an `io::Error` wraps, else `source()`.
+/// A response's [`Outcome`]: the one a [`ClassifyLayer`](super::ClassifyLayer) below stored in
+/// its extensions, or else what its status and headers say (the body unread).
+pub fn response_outcome<B>(response: &http::Response<B>) -> Outcome {
+    match response.extensions().get::<Outcome>() {
+        Some(outcome) => outcome.clone(),
+        None => classify_response(
+            response.status(),
+            response.headers(),
+            &[],
+            std::time::SystemTime::now(),
+        ),
+    }
+}
+
+/// Whether `error` (or one it carries) is a refusal by a Tollgate layer that sent nothing
+/// upstream: an open breaker ([`CircuitOpen`](crate::error::CircuitOpen)), a local rate limit
+/// ([`RateLimited`](crate::error::RateLimited)), client-side throttling
+/// ([`Overloaded`](crate::error::Overloaded)) or a queue wait given up
+/// ([`QueueTimeout`](crate::error::QueueTimeout)). Such a refusal says nothing about the
+/// upstream's load, and waiting it out costs the upstream nothing.
+pub fn is_local_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
+    use crate::error::{CircuitOpen, Overloaded, QueueTimeout, RateLimited};
+    std::iter::successors(Some(error), |&e| next_in_chain(e))
+        .take(MAX_SOURCE_DEPTH)
+        .any(|e| {
+            e.is::<CircuitOpen>()
+                || e.is::<Overloaded>()
+                || e.is::<RateLimited>()
+                || e.is::<QueueTimeout>()
+        })
+}
+
 fn next_in_chain<'a>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a (dyn std::error::Error + 'static)> {

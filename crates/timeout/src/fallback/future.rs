@@ -5,12 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::SystemTime;
 
 use http::{HeaderValue, Request, Response};
 use http_body_util::Either;
 use pin_project_lite::pin_project;
-use tollgate_core::classify::classify_response;
+use tollgate_core::classify::response_outcome;
 use tollgate_core::{BoxError, Outcome};
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
@@ -66,16 +65,8 @@ where
 fn failure<PB>(result: &Result<Response<PB>, BoxError>) -> Option<(Trigger, Outcome)> {
     match result {
         Ok(response) => {
-            let outcome = match response.extensions().get::<Outcome>() {
-                Some(outcome) => outcome.clone(),
-                // Without a ClassifyLayer below, the status and headers decide.
-                None => classify_response(
-                    response.status(),
-                    response.headers(),
-                    &[],
-                    SystemTime::now(),
-                ),
-            };
+            // Without a ClassifyLayer below, the status and headers decide.
+            let outcome = response_outcome(response);
             Trigger::of(&outcome).map(|trigger| (trigger, outcome))
         }
         Err(error) => match Trigger::of_error(error.as_ref()) {
