@@ -9,21 +9,56 @@
 //!          → ConcurrencyLimit → Timeout → Classify → client
 //! ```
 //!
-//! Each layer is also re-exported for users composing their own stack:
-//! [`core`], [`cache`], [`ratelimit`], [`circuit`], [`retry`], [`concurrency`], [`overload`],
-//! [`batch`], [`timeout`].
+//! To compose your own stack, [`ServiceBuilderExt`] adds each layer to `tower::ServiceBuilder`
+//! as a method, and each layer's crate is re-exported: [`core`], [`cache`], [`ratelimit`],
+//! [`circuit`], [`retry`], [`concurrency`], [`overload`], [`batch`], [`timeout`], [`pool`].
+//!
+//! # Cargo features
+//!
+//! | feature | what it brings |
+//! |---|---|
+//! | `stack` (default) | [`LlmStack`], presets, [`StackConfig`]; turns on every layer below but `pool` |
+//! | `cache`, `batch`, `retry`, `circuit`, `overload`, `ratelimit`, `concurrency`, `timeout` | that layer's crate and its [`ServiceBuilderExt`] method |
+//! | `pool` | [`pool`]: many API keys and deployments behind one service |
+//! | `ratelimit-redis`, `cache-redis` | limits, and a second cache level, shared by a fleet through Redis |
+//! | `batch-admin` | the deferred queue's operator routes (axum) |
+//! | `tiktoken` | exact OpenAI token counts instead of the estimate |
+//!
+//! With `default-features = false` and only the layers you name, nothing else is compiled:
+//! `tollgate = { version = "0.1", default-features = false, features = ["retry", "circuit"] }`.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "stack")]
 mod config;
+mod ext;
+#[cfg(feature = "stack")]
 mod stack;
 
+#[cfg(feature = "stack")]
 pub use self::config::{
     BackoffSection, BatchSection, CacheSection, CircuitSection, ConfigError, Preset, StackConfig,
     TimeoutSection,
 };
+pub use self::ext::ServiceBuilderExt;
+#[cfg(feature = "stack")]
 pub use self::stack::{LlmBody, LlmService, LlmStack, ScopeHealth, StackHandle};
-pub use {
-    tollgate_batch as batch, tollgate_cache as cache, tollgate_circuit as circuit,
-    tollgate_concurrency as concurrency, tollgate_core as core, tollgate_overload as overload,
-    tollgate_ratelimit as ratelimit, tollgate_retry as retry, tollgate_timeout as timeout,
-};
+pub use tollgate_core as core;
+
+#[cfg(feature = "batch")]
+pub use tollgate_batch as batch;
+#[cfg(feature = "cache")]
+pub use tollgate_cache as cache;
+#[cfg(feature = "circuit")]
+pub use tollgate_circuit as circuit;
+#[cfg(feature = "concurrency")]
+pub use tollgate_concurrency as concurrency;
+#[cfg(feature = "overload")]
+pub use tollgate_overload as overload;
+#[cfg(feature = "pool")]
+pub use tollgate_pool as pool;
+#[cfg(feature = "ratelimit")]
+pub use tollgate_ratelimit as ratelimit;
+#[cfg(feature = "retry")]
+pub use tollgate_retry as retry;
+#[cfg(feature = "timeout")]
+pub use tollgate_timeout as timeout;
