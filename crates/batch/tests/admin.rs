@@ -33,27 +33,33 @@ async fn call(
     (status, serde_json::from_slice(&body).unwrap())
 }
 
-#[tokio::test(start_paused = true)]
-async fn stats_and_a_forced_flush_behind_a_token() {
+/// A queue over an in-process simulator, flushing only when asked; `name` keeps the tests'
+/// files apart.
+async fn open_queue(name: &str) -> DeferredQueue {
     let sim = SimService::new(SimConfig::from_toml("seed = 1").unwrap()).unwrap();
     let net = transport(
         tower::ServiceBuilder::new()
             .map_err(
                 |never: std::convert::Infallible| -> tollgate_core::BoxError { match never {} },
             )
-            .service(sim.clone()),
+            .service(sim),
     );
-    let dir = std::env::temp_dir().join(format!("tollgate-admin-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tollgate-admin-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let _ = std::fs::remove_file(dir.join("queue.redb"));
-    let queue = DeferredQueue::builder(dir.join("queue.redb"), net)
+    DeferredQueue::builder(dir.join("queue.redb"), net)
         .config(DeferredConfig {
             interval: Duration::from_secs(3600),
             ..DeferredConfig::default()
         })
         .open()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_and_a_forced_flush_behind_a_token() {
+    let queue = open_queue("flush").await;
     for n in 0..3 {
         let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("q{n}")}]});
         queue
@@ -94,5 +100,58 @@ async fn stats_and_a_forced_flush_behind_a_token() {
         (json!(0), json!(3))
     );
     assert_eq!(stats["calls"], 3);
+    queue.shutdown().await;
+}
+
+/// Anything but the token, in a Bearer scheme of any case, is a 401 on both routes: no token,
+/// an empty one, one wrong in its first or last byte, a prefix, one byte more, another scheme.
+#[tokio::test(start_paused = true)]
+async fn only_the_exact_token_gets_in() {
+    let queue = open_queue("tokens").await;
+    let router = admin_router(queue.clone(), Secret::new("op-token-7c1e"));
+    let send = |authorization: Option<&'static str>, path: &'static str| {
+        let router = router.clone();
+        async move {
+            let method = if path.ends_with("process") {
+                "POST"
+            } else {
+                "GET"
+            };
+            let mut request = Request::builder().method(method).uri(path);
+            if let Some(value) = authorization {
+                request = request.header("authorization", value);
+            }
+            let request = request.body(Body::empty()).unwrap();
+            router.oneshot(request).await.unwrap()
+        }
+    };
+    let refused = [
+        None,
+        Some("Bearer "),
+        Some("Bearer Xp-token-7c1e"),
+        Some("Bearer op-token-7c1X"),
+        Some("Bearer op-token"),
+        Some("Bearer op-token-7c1e0"),
+        Some("Basic op-token-7c1e"),
+        Some("op-token-7c1e"),
+    ];
+    for path in ["/admin/batch-stats", "/admin/batch-process"] {
+        for authorization in refused {
+            let response = send(authorization, path).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{authorization:?} on {path}"
+            );
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert!(!body.to_string().contains("op-token"), "{body}");
+        }
+    }
+    for authorization in ["Bearer op-token-7c1e", "bearer op-token-7c1e"] {
+        let response = send(Some(authorization), "/admin/batch-stats").await;
+        assert_eq!(response.status(), StatusCode::OK, "{authorization}");
+    }
     queue.shutdown().await;
 }

@@ -38,19 +38,34 @@ pub fn admin_router(queue: DeferredQueue, token: Secret) -> Router {
         .with_state(Admin { queue, token })
 }
 
-/// Compares in time independent of where the first difference is.
+/// Whether `a` and `b` are the same bytes, in a time that does not depend on where (or
+/// whether) they differ: every byte pair is compared, and `black_box` keeps the optimiser from
+/// turning the fold into an early exit. Only the lengths are compared first: a wrong length is
+/// refused at once, which tells a caller the token's length, not its content.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
+    diff == 0
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme in any case, as RFC 9110 has it).
+fn presented(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = value.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| token.trim_ascii())
 }
 
 /// `None` when the request carries the token; the refusal otherwise.
 fn refusal(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(token) if same(token.as_bytes(), admin.token.expose().as_bytes()) => None,
+    match presented(headers) {
+        Some(token) if same(token, admin.token.expose().as_bytes()) => None,
         _ => Some(
             (
                 StatusCode::UNAUTHORIZED,
@@ -94,4 +109,40 @@ async fn process(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     }
     admin.queue.flush();
     (StatusCode::ACCEPTED, axum::Json(json!({"flushing": true}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn same_compares_every_byte_and_the_length() {
+        assert!(same(b"op-token", b"op-token"));
+        assert!(same(b"", b""));
+        assert!(!same(b"Xp-token", b"op-token"), "first byte");
+        assert!(!same(b"op-tokeX", b"op-token"), "last byte");
+        assert!(!same(b"op-toke", b"op-token"), "a prefix");
+        assert!(!same(b"op-token2", b"op-token"), "longer");
+        assert!(!same(b"", b"op-token"));
+    }
+
+    #[test]
+    fn only_a_bearer_scheme_presents_a_token() {
+        let token = |value: &'static [u8]| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_bytes(value).expect("a header value"),
+            );
+            presented(&headers).map(<[u8]>::to_vec)
+        };
+        assert_eq!(token(b"Bearer op-token"), Some(b"op-token".to_vec()));
+        assert_eq!(token(b"bearer  op-token "), Some(b"op-token".to_vec()));
+        assert_eq!(token(b"Basic op-token"), None);
+        assert_eq!(token(b"op-token"), None);
+        assert_eq!(token(b"Bearer \xffop"), Some(b"\xffop".to_vec()));
+        assert_eq!(presented(&HeaderMap::new()), None);
+    }
 }
