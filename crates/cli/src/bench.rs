@@ -234,8 +234,9 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     };
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
+    // `tollgate bench` can aim at an https:// URL too (the compiled-in roots).
+    let client = http_client(Duration::from_secs(10), &[])?;
     let report = runtime.block_on(async {
-        let client = http_client(Duration::from_secs(10));
         let sender = match stack {
             Some(stack) => stack.service(client).0,
             // The same boxed service shape as the stack's, so both runs pay the same boxing.

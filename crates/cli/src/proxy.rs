@@ -4,7 +4,9 @@
 //! key; each request goes through one shared [`LlmStack`] — so every client of the gateway is
 //! paced, retried, broken and batched together — to the upstream with the upstream's key, and
 //! the upstream's answer comes back as it arrives (streams frame by frame). `GET /health` and
-//! `GET /metrics` report the stack's state per scope.
+//! `GET /metrics` (public) report the stack's state per scope; `/admin/*` (behind
+//! `server.admin_token`) reports more and steers the breakers and the cache. The upstream is
+//! `http://` or `https://` (rustls; see [`tls`]).
 
 use std::future::IntoFuture as _;
 use std::io::Write as _;
@@ -19,23 +21,23 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{any, get};
 use axum::serve::ListenerExt as _;
-use bytes::Bytes;
 use http::{HeaderValue, header};
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
 use tollgate::LlmStack;
 use tollgate::circuit::CircuitState;
+use tollgate_core::CredentialId;
 
+mod admin;
 mod config;
 mod forward;
 mod metrics;
 mod refusal;
+mod tls;
 
 use self::forward::Gateway;
 use self::metrics::Metrics;
 pub(crate) use self::refusal::refusal_kind;
+pub(crate) use self::tls::http_client;
 
 /// Arguments of `tollgate proxy`.
 #[derive(Debug, clap::Args)]
@@ -51,16 +53,6 @@ pub(crate) struct Args {
     log_level: tracing::Level,
 }
 
-/// A plain HTTP/1.1 client for upstream calls: no Nagle delay, pooled connections.
-pub(crate) fn http_client(connect_timeout: Duration) -> Client<HttpConnector, Full<Bytes>> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector)
-}
-
 pub(crate) fn run(args: &Args) -> Result<(), String> {
     let path = &args.config;
     let text = std::fs::read_to_string(path)
@@ -70,6 +62,17 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    // A relative ca_file is read from the config file's directory.
+    let extra_roots = match &config.upstream.ca_file {
+        None => Vec::new(),
+        Some(file) => {
+            let file = path
+                .parent()
+                .map_or_else(|| file.clone(), |dir| dir.join(file));
+            tls::read_ca_file(&file)
+                .map_err(|e| format!("{}: upstream.ca_file: {e}", path.display()))?
+        }
+    };
     // Fails only if a subscriber is already installed, which then keeps logging.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -77,12 +80,23 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
         .try_init();
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, &extra_roots))
 }
 
-async fn serve(config: config::ProxyConfig) -> Result<(), String> {
+async fn serve(
+    config: config::ProxyConfig,
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<(), String> {
     let stack = LlmStack::new(&config.stack).map_err(|e| format!("stack.{e}"))?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(metrics::install()?));
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.upkeep();
+        }
+    });
     let counted = metrics.clone();
     let client = tower::ServiceBuilder::new()
         .map_result(move |result: Result<http::Response<_>, _>| {
@@ -92,8 +106,17 @@ async fn serve(config: config::ProxyConfig) -> Result<(), String> {
             }
             result
         })
-        .service(http_client(config.upstream.connect_timeout));
+        .service(http_client(config.upstream.connect_timeout, extra_roots)?);
     let (llm, handle) = stack.service(client);
+    let admin = config.admin_token.as_ref().map(|token| {
+        let credential = config
+            .upstream
+            .key
+            .as_ref()
+            .map(|key| CredentialId::from_secret(key.expose().as_bytes()));
+        admin::Admin::new(token, handle.clone(), credential)
+    });
+    let admin_enabled = admin.is_some();
     let client_keys_required = config.clients.required();
     let gateway = Arc::new(Gateway {
         llm,
@@ -106,12 +129,15 @@ async fn serve(config: config::ProxyConfig) -> Result<(), String> {
         max_body_bytes: config.max_body_bytes,
         metrics,
     });
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(prometheus))
         .route("/v1/{*path}", any(forward::forward))
         .fallback(refusal::not_found)
         .with_state(gateway);
+    if let Some(admin) = admin {
+        app = app.merge(admin::routes(admin));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -127,7 +153,7 @@ async fn serve(config: config::ProxyConfig) -> Result<(), String> {
         "{}://{}{}",
         upstream.scheme, upstream.authority, upstream.prefix
     );
-    tracing::info!(%addr, upstream, client_keys_required, "gateway listening");
+    tracing::info!(%addr, upstream, client_keys_required, admin_enabled, "gateway listening");
     if !client_keys_required && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "no server.api_keys: anyone who reaches this address may call");
     }

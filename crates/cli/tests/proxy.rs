@@ -2,201 +2,16 @@
 //! child process) → the simulated provider (in this process), which accepts only the upstream
 //! key — so every 200 proves the client's key was swapped for the configured one.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::StatusCode;
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tollgate_sim::{Sim, SimConfig, SimHandle};
 
-const UPSTREAM_KEY: &str = "sk-upstream-3f9a1c0e";
-const CLIENT_KEY: &str = "tg-client-77b2e0d4";
-const KEY_ENV: &str = "TG_TEST_UPSTREAM_KEY";
-
-fn unique() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A running `tollgate proxy`; killed when dropped.
-struct Proxy {
-    child: Child,
-    url: String,
-    config: PathBuf,
-    log: PathBuf,
-}
-
-impl Proxy {
-    /// Starts the gateway with `config` (TOML), the upstream key in `TG_TEST_UPSTREAM_KEY`,
-    /// logging everything (trace) to a file.
-    fn start(config: &str) -> Self {
-        let id = unique();
-        let dir = std::env::temp_dir();
-        let config_path = dir.join(format!("tollgate-proxy-{id}.toml"));
-        let log = dir.join(format!("tollgate-proxy-{id}.log"));
-        std::fs::write(&config_path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["proxy", "--config", config_path.to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0", "--log-level", "trace"])
-            .env(KEY_ENV, UPSTREAM_KEY)
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("{line:?}\n{}", std::fs::read_to_string(&log).unwrap()))
-            .to_owned();
-        Self {
-            child,
-            url,
-            config: config_path,
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Neither key is anywhere in what the gateway logged, at trace level.
-    fn assert_no_secret_logged(&self) {
-        let log = self.log();
-        assert!(log.contains("request"), "the log was written: {log}");
-        for secret in [UPSTREAM_KEY, CLIENT_KEY] {
-            assert!(!log.contains(secret), "{secret} logged:\n{log}");
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-/// A gateway config in front of `upstream`, requiring `CLIENT_KEY`, plus `extra` TOML.
-fn config(upstream: &str, extra: &str) -> String {
-    format!(
-        "[server]\napi_keys = [\"{CLIENT_KEY}\"]\n\n[upstream]\nbase_url = \"{upstream}\"\n\
-         key_env = \"{KEY_ENV}\"\n\n{extra}"
-    )
-}
-
-/// A simulator that accepts only the upstream key (named `upstream` in its log), plus `extra`.
-async fn sim(extra: &str) -> SimHandle {
-    let scenario = format!("[[keys]]\nkey = \"{UPSTREAM_KEY}\"\nname = \"upstream\"\n{extra}");
-    Sim::start(SimConfig::from_toml(&scenario).unwrap())
-        .await
-        .unwrap()
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_else(|| panic!("no {name} in {:?}", self.headers))
-    }
-}
-
-async fn send(request: Request<Full<Bytes>>) -> Answer {
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    let response = client.request(request).await.unwrap();
-    let (parts, body) = response.into_parts();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
-}
-
-fn post(url: &str, auth: Option<(&str, &str)>, body: &Value) -> Request<Full<Bytes>> {
-    let mut request = Request::post(url).header("content-type", "application/json");
-    if let Some((name, value)) = auth {
-        request = request.header(name, value);
-    }
-    request
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
-
-fn get(url: &str) -> Request<Full<Bytes>> {
-    Request::get(url).body(Full::default()).unwrap()
-}
-
-fn bearer(key: &str) -> Option<(&'static str, String)> {
-    Some(("authorization", format!("Bearer {key}")))
-}
-
-fn chat(max_tokens: u32, stream: bool) -> Value {
-    json!({"model": "gpt-4o-mini", "max_tokens": max_tokens, "stream": stream,
-        "messages": [{"role": "user", "content": "Say hello."}]})
-}
-
-async fn call(proxy: &Proxy, path: &str, auth: Option<(&str, String)>, body: &Value) -> Answer {
-    let auth = auth.as_ref().map(|(n, v)| (*n, v.as_str()));
-    send(post(&format!("{}{path}", proxy.url), auth, body)).await
-}
-
-/// A small chat completion with the gateway key.
-async fn ask(proxy: &Proxy) -> Answer {
-    call(
-        proxy,
-        "/v1/chat/completions",
-        bearer(CLIENT_KEY),
-        &chat(8, false),
-    )
-    .await
-}
-
-/// A streamed chat completion of `tokens` tokens with the gateway key: the response head.
-async fn open_stream(
-    proxy: &Proxy,
-    tokens: u32,
-) -> http::Response<impl http_body::Body<Data = Bytes, Error: std::fmt::Debug> + Unpin> {
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    let auth = format!("Bearer {CLIENT_KEY}");
-    let request = post(
-        &format!("{}/v1/chat/completions", proxy.url),
-        Some(("authorization", &auth)),
-        &chat(tokens, true),
-    );
-    let response = client.request(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response
-}
+use self::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_embeddings_and_messages_reach_the_upstream_with_its_key() {
@@ -463,8 +278,17 @@ fn bad_configs_are_one_line_naming_the_field_and_exit_2() {
             "upstream.timeout (line 3): unknown field `timeout`",
         ),
         (
-            "[upstream]\nbase_url = \"https://api.openai.com\"\n".to_owned(),
-            "upstream.base_url: \"https://api.openai.com\"",
+            "[upstream]\nbase_url = \"https://127.0.0.1:9\"\nca_file = \"/nonexistent/ca.pem\"\n"
+                .to_owned(),
+            "upstream.ca_file: cannot read /nonexistent/ca.pem: ",
+        ),
+        (
+            "[upstream]\nbase_url = \"ftp://127.0.0.1:9\"\n".to_owned(),
+            "upstream.base_url: \"ftp://127.0.0.1:9\": the scheme must be http or https",
+        ),
+        (
+            format!("[server]\nadmin_token_env = \"TG_TEST_UNSET\"\n{upstream}"),
+            "server.admin_token_env: the environment variable \"TG_TEST_UNSET\" is not set",
         ),
         (
             format!("{upstream}key_env = \"TG_TEST_UNSET\"\n"),

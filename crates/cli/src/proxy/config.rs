@@ -5,6 +5,7 @@
 //! and the bad value — but never a key: keys are read into [`Secret`]s as they are parsed.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
@@ -33,6 +34,8 @@ struct ServerSection {
     api_keys_env: Option<String>,
     max_body_bytes: Option<u64>,
     shutdown_grace: Option<String>,
+    admin_token: Option<Key>,
+    admin_token_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +45,7 @@ struct UpstreamSection {
     key_env: Option<String>,
     auth: Auth,
     connect_timeout: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 /// A key in the file, wrapped as soon as it is read.
@@ -81,6 +85,8 @@ pub(crate) struct ProxyConfig {
     pub(crate) upstream: Upstream,
     /// The stack in between.
     pub(crate) stack: StackConfig,
+    /// The bearer token of `/admin/*`; the routes do not exist without one.
+    pub(crate) admin_token: Option<Secret>,
 }
 
 /// The upstream server and its key.
@@ -94,6 +100,9 @@ pub(crate) struct Upstream {
     pub(crate) key: Option<Secret>,
     pub(crate) auth: Auth,
     pub(crate) connect_timeout: Duration,
+    /// A PEM file of extra trusted roots (https only), as written: a relative path is read
+    /// from the config file's directory.
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 impl Upstream {
@@ -128,7 +137,7 @@ impl std::fmt::Debug for ClientKeys {
 }
 
 impl ClientKeys {
-    fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
         Self(keys.into_iter().map(|k| Sha256::digest(k).into()).collect())
     }
 
@@ -231,6 +240,7 @@ pub(crate) fn parse(
         )
     })?;
     let upstream = check_upstream(upstream, env)?;
+    let admin_token = admin_token(server.admin_token, server.admin_token_env.as_deref(), env)?;
     file.stack.validate().map_err(|e| ConfigError {
         field: format!("stack.{}", e.field),
         message: e.message,
@@ -242,7 +252,42 @@ pub(crate) fn parse(
         shutdown_grace,
         upstream,
         stack: file.stack,
+        admin_token,
     })
+}
+
+/// `server.admin_token`, or the variable `server.admin_token_env` names; not both.
+fn admin_token(
+    literal: Option<Key>,
+    env_name: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    let token = match (literal, env_name) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "server.admin_token",
+                "set admin_token or admin_token_env, not both",
+            ));
+        }
+        (Some(Key(token)), None) => token,
+        (None, Some(name)) => {
+            let value = env(name).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                invalid(
+                    "server.admin_token_env",
+                    format!("the environment variable {name:?} is not set (or is empty)"),
+                )
+            })?;
+            Secret::new(value.trim())
+        }
+        (None, None) => return Ok(None),
+    };
+    if token.expose().trim().is_empty() {
+        return Err(invalid(
+            "server.admin_token",
+            "an empty token is not allowed",
+        ));
+    }
+    Ok(Some(token))
 }
 
 fn check_upstream(
@@ -269,17 +314,24 @@ fn check_upstream(
             format!("{text:?} needs a scheme and a host, e.g. \"http://127.0.0.1:9000\""),
         ));
     };
-    if scheme == Scheme::HTTPS {
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
         return Err(invalid(
             FIELD,
-            format!(
-                "{text:?}: https upstreams are not supported by this build yet (no TLS client); \
-                 use http:// (a local server, or a TLS-originating sidecar)"
-            ),
+            format!("{text:?}: the scheme must be http or https"),
         ));
     }
-    if scheme != Scheme::HTTP {
-        return Err(invalid(FIELD, format!("{text:?}: the scheme must be http")));
+    if section.ca_file.is_some() && scheme != Scheme::HTTPS {
+        return Err(invalid(
+            "upstream.ca_file",
+            format!("is only used with an https base_url, and base_url is {text:?}"),
+        ));
+    }
+    if section
+        .ca_file
+        .as_ref()
+        .is_some_and(|f| f.as_os_str().is_empty())
+    {
+        return Err(invalid("upstream.ca_file", "an empty path is not allowed"));
     }
     if uri.query().is_some() {
         return Err(invalid(FIELD, format!("{text:?}: a query is not allowed")));
@@ -323,6 +375,7 @@ fn check_upstream(
             section.connect_timeout.as_deref(),
             Duration::from_secs(10),
         )?,
+        ca_file: section.ca_file,
     })
 }
 
@@ -471,8 +524,31 @@ mod tests {
                 "upstream.base_url: missing",
             ),
             (
-                "[upstream]\nbase_url = \"https://api.openai.com\"\n".to_owned(),
-                "upstream.base_url: \"https://api.openai.com\": https upstreams are not supported",
+                "[upstream]\nbase_url = \"ftp://files.example\"\n".to_owned(),
+                "upstream.base_url: \"ftp://files.example\": the scheme must be http or https",
+            ),
+            (
+                format!("{UPSTREAM}ca_file = \"ca.pem\"\n"),
+                "upstream.ca_file: is only used with an https base_url, and base_url is \
+                 \"http://127.0.0.1:9000\"",
+            ),
+            (
+                "[upstream]\nbase_url = \"https://gw.internal\"\nca_file = \"\"\n".to_owned(),
+                "upstream.ca_file: an empty path is not allowed",
+            ),
+            (
+                format!("[server]\nadmin_token_env = \"NOT_SET\"\n{UPSTREAM}"),
+                "server.admin_token_env: the environment variable \"NOT_SET\" is not set",
+            ),
+            (
+                format!("[server]\nadmin_token = \" \"\n{UPSTREAM}"),
+                "server.admin_token: an empty token is not allowed",
+            ),
+            (
+                format!(
+                    "[server]\nadmin_token = \"t\"\nadmin_token_env = \"UPSTREAM_KEY\"\n{UPSTREAM}"
+                ),
+                "server.admin_token: set admin_token or admin_token_env, not both",
             ),
             (
                 "[upstream]\nbase_url = \"http://127.0.0.1:9000/v1\"\n".to_owned(),
@@ -514,6 +590,27 @@ mod tests {
                 "{text}\n  got:  {got}\n  want: {want}"
             );
         }
+    }
+
+    #[test]
+    fn https_upstreams_take_a_ca_file_and_an_admin_token_from_the_environment() {
+        let env = |name: &str| (name == "ADMIN").then(|| "adm-0123456789abcdef".to_owned());
+        let config = parse(
+            "[server]\nadmin_token_env = \"ADMIN\"\n[upstream]\n\
+             base_url = \"https://api.openai.com\"\nca_file = \"certs/ca.pem\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(config.upstream.scheme, Scheme::HTTPS);
+        assert_eq!(config.upstream.authority, "api.openai.com");
+        assert_eq!(
+            config.upstream.ca_file.as_deref(),
+            Some(std::path::Path::new("certs/ca.pem"))
+        );
+        let token = config.admin_token.as_ref().unwrap();
+        assert_eq!(token.expose(), "adm-0123456789abcdef");
+        assert!(!format!("{config:?}").contains("adm-0123456789abcdef"));
+        assert!(parse(UPSTREAM, &env).unwrap().admin_token.is_none());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tower::ServiceExt;
 use super::config::ClientKeys;
 use super::metrics::{Metrics, route_index};
 use super::refusal::{Dialect, Refusal, chain, error_response, refusal_of};
+use super::tls::is_certificate_error;
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -130,12 +131,19 @@ impl Gateway {
             Ok(response) => client_response(response),
             Err(error) => {
                 let (refusal, wait) = refusal_of(error.as_ref());
+                let mut message = chain(error.as_ref());
                 if refusal == Refusal::Unreachable {
-                    tracing::warn!(error = %chain(error.as_ref()), "no response from the upstream");
+                    if is_certificate_error(error.as_ref()) {
+                        message.push_str(
+                            " (the upstream's certificate is not trusted: for a private CA, \
+                             set upstream.ca_file)",
+                        );
+                    }
+                    tracing::warn!(error = %message, "no response from the upstream");
                 } else {
-                    tracing::debug!(error = %chain(error.as_ref()), "refused by the stack");
+                    tracing::debug!(error = %message, "refused by the stack");
                 }
-                self.refuse(dialect, refusal, &chain(error.as_ref()), wait)
+                self.refuse(dialect, refusal, &message, wait)
             }
         }
     }
