@@ -39,6 +39,10 @@
 //! ```
 //!
 //! The worker is a task on the runtime of the first call.
+//!
+//! Feature `metrics`: members and upstream calls per flush (their difference is the calls
+//! saved) and the deferred queue's depth through the [`metrics`](https://docs.rs/metrics)
+//! facade (`tollgate_batch_*`, see `docs/metrics.md`).
 #![forbid(unsafe_code)]
 
 mod codec;
@@ -47,6 +51,7 @@ mod embeddings;
 mod error;
 mod gemini;
 mod layer;
+mod metrics;
 mod packing;
 mod service;
 mod worker;

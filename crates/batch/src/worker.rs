@@ -16,6 +16,7 @@ use tower::{Service, ServiceExt};
 use crate::codec::{BatchCodec, Part, Weight};
 use crate::error::BatchFailed;
 use crate::layer::BatchLayer;
+use crate::metrics;
 
 /// What a member gets back.
 pub(crate) type Reply = Result<Response<Full<Bytes>>, BoxError>;
@@ -169,6 +170,7 @@ where
         if items.is_empty() {
             return;
         }
+        metrics::flushed(items[0].head.extensions.get::<LlmRequest>(), items.len());
         tracing::debug!(
             members = items.len(),
             items = group.weight.items,
@@ -207,6 +209,7 @@ where
     if let Err(error) = codec.merged_head(&mut head) {
         return fan_out(items, &BatchFailed::new(error));
     }
+    metrics::upstream_call(head.extensions.get::<LlmRequest>());
     let sent = inner
         .oneshot(Request::from_parts(head, Full::new(body)))
         .await
@@ -264,6 +267,7 @@ where
     RB: http_body::Body<Data = Bytes>,
     RB::Error: Into<BoxError>,
 {
+    metrics::upstream_call(head.extensions.get::<LlmRequest>());
     let sent = inner
         .oneshot(Request::from_parts(head, Full::new(body)))
         .await

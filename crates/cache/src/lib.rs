@@ -29,7 +29,9 @@
 //! - **Fleet** (feature `redis`): a shared second level in Redis (`redis::RedisStore`).
 //! - **Observable**: every response carries a [`CacheStatus`] extension; hits and shared
 //!   answers are marked `x-tollgate-cache: hit` / `coalesced`; [`CacheHandle::stats`] counts
-//!   hits, misses, coalesced waiters, bypasses, evictions, entries and bytes.
+//!   hits, misses, coalesced waiters, bypasses, evictions, entries and bytes; with feature
+//!   `metrics` the same counts go through the [`metrics`](https://docs.rs/metrics) facade
+//!   (`tollgate_cache_*`, see `docs/metrics.md`).
 //!
 //! The layer sits right after [`AnnotateLayer`](tollgate_core::annotate::AnnotateLayer), which
 //! buffers the body and says what the request is; a request without its

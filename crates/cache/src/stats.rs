@@ -37,43 +37,130 @@ pub struct CacheStats {
     pub in_flight: u64,
 }
 
-#[derive(Debug, Default)]
+/// The counters behind [`CacheStats`]; with the `metrics` feature each also feeds a metric
+/// (`docs/metrics.md`), registered once when the layer is built.
+#[derive(Debug)]
 pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) stale_hits: AtomicU64,
-    pub(crate) second_level_hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) coalesced: AtomicU64,
-    pub(crate) bypasses: AtomicU64,
-    pub(crate) stored: AtomicU64,
-    pub(crate) not_stored: AtomicU64,
-    pub(crate) evictions: AtomicU64,
-    pub(crate) expirations: AtomicU64,
-    pub(crate) entries: AtomicU64,
-    pub(crate) bytes: AtomicU64,
+    pub(crate) hits: Count,
+    pub(crate) stale_hits: Count,
+    pub(crate) second_level_hits: Count,
+    pub(crate) misses: Count,
+    pub(crate) coalesced: Count,
+    pub(crate) bypasses: Count,
+    pub(crate) stored: Count,
+    pub(crate) not_stored: Count,
+    pub(crate) evictions: Count,
+    pub(crate) expirations: Count,
+    pub(crate) entries: Level,
+    pub(crate) bytes: Level,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        let lookups = |result| Count::new("tollgate_cache_lookups_total", Some(result));
+        Self {
+            hits: lookups("hit"),
+            stale_hits: lookups("stale"),
+            second_level_hits: lookups("second_level_hit"),
+            misses: lookups("miss"),
+            coalesced: lookups("coalesced"),
+            bypasses: lookups("bypass"),
+            stored: Count::new("tollgate_cache_stored_total", None),
+            not_stored: Count::new("tollgate_cache_not_stored_total", None),
+            evictions: Count::new("tollgate_cache_evictions_total", None),
+            expirations: Count::new("tollgate_cache_expirations_total", None),
+            entries: Level::new("tollgate_cache_entries"),
+            bytes: Level::new("tollgate_cache_bytes"),
+        }
+    }
+}
+
+/// A counter of [`CacheStats`], and its metric.
+#[derive(Debug)]
+pub(crate) struct Count {
+    value: AtomicU64,
+    #[cfg(feature = "metrics")]
+    metric: metrics::Counter,
+}
+
+impl Count {
+    /// `result`: the `result` label of `tollgate_cache_lookups_total`.
+    fn new(name: &'static str, result: Option<&'static str>) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = (name, result);
+        Self {
+            value: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            metric: match result {
+                Some(result) => metrics::counter!(name, "result" => result),
+                None => metrics::counter!(name),
+            },
+        }
+    }
+
+    pub(crate) fn load(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// A level of [`CacheStats`] (entries, bytes), and its gauge.
+#[derive(Debug)]
+pub(crate) struct Level {
+    value: AtomicU64,
+    #[cfg(feature = "metrics")]
+    metric: metrics::Gauge,
+}
+
+impl Level {
+    fn new(name: &'static str) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = name;
+        Self {
+            value: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            metric: metrics::gauge!(name),
+        }
+    }
+
+    pub(crate) fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metric.increment(n as f64);
+    }
+
+    pub(crate) fn sub(&self, n: u64) {
+        self.value.fetch_sub(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metric.decrement(n as f64);
+    }
+
+    pub(crate) fn load(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
 }
 
 /// Adds one.
-pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+pub(crate) fn bump(counter: &Count) {
+    counter.value.fetch_add(1, Ordering::Relaxed);
+    #[cfg(feature = "metrics")]
+    counter.metric.increment(1);
 }
 
 impl Counters {
     pub(crate) fn snapshot(&self, in_flight: u64) -> CacheStats {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         CacheStats {
-            hits: read(&self.hits),
-            stale_hits: read(&self.stale_hits),
-            second_level_hits: read(&self.second_level_hits),
-            misses: read(&self.misses),
-            coalesced: read(&self.coalesced),
-            bypasses: read(&self.bypasses),
-            stored: read(&self.stored),
-            not_stored: read(&self.not_stored),
-            evictions: read(&self.evictions),
-            expirations: read(&self.expirations),
-            entries: read(&self.entries),
-            bytes: read(&self.bytes),
+            hits: self.hits.load(),
+            stale_hits: self.stale_hits.load(),
+            second_level_hits: self.second_level_hits.load(),
+            misses: self.misses.load(),
+            coalesced: self.coalesced.load(),
+            bypasses: self.bypasses.load(),
+            stored: self.stored.load(),
+            not_stored: self.not_stored.load(),
+            evictions: self.evictions.load(),
+            expirations: self.expirations.load(),
+            entries: self.entries.load(),
+            bytes: self.bytes.load(),
             in_flight,
         }
     }

@@ -18,7 +18,6 @@
 //! that frees their memory when nobody asks for them again.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use moka::notification::RemovalCause;
@@ -53,8 +52,8 @@ impl Store {
         let listener = {
             let counters = counters.clone();
             move |_key: Arc<CacheKey>, entry: Arc<Entry>, cause: RemovalCause| {
-                counters.entries.fetch_sub(1, Ordering::Relaxed);
-                counters.bytes.fetch_sub(entry.size, Ordering::Relaxed);
+                counters.entries.sub(1);
+                counters.bytes.sub(entry.size);
                 match cause {
                     RemovalCause::Size => bump(&counters.evictions),
                     RemovalCause::Expired => bump(&counters.expirations),
@@ -125,8 +124,8 @@ impl Store {
             bump(&self.counters.not_stored);
             return false;
         }
-        self.counters.entries.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes.fetch_add(entry.size, Ordering::Relaxed);
+        self.counters.entries.add(1);
+        self.counters.bytes.add(entry.size);
         bump(&self.counters.stored);
         self.cache.insert(key, entry);
         true

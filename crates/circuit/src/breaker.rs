@@ -18,6 +18,7 @@ use tollgate_core::Scope;
 use tollgate_core::error::CircuitOpen;
 
 use crate::config::{CircuitConfig, Mode};
+use crate::metrics::BreakerMetrics;
 use crate::state::{CircuitEvent, CircuitMetrics, CircuitState, Reason};
 use crate::window::Calls;
 
@@ -121,6 +122,7 @@ pub(crate) struct Breaker {
     /// Whether calls must be timed: a slow-call rate or a time window.
     needs_clock: bool,
     events: broadcast::Sender<CircuitEvent>,
+    metrics: BreakerMetrics,
 }
 
 fn mode_to_u8(mode: Mode) -> u8 {
@@ -151,7 +153,14 @@ impl Breaker {
     ) -> Self {
         let calls = Calls::new(config.window);
         let needs_clock = config.slow_call_rate.is_some() || matches!(calls, Calls::Time(_));
+        let initial = match mode {
+            Mode::Normal => CircuitState::Closed,
+            Mode::MetricsOnly => CircuitState::MetricsOnly,
+            Mode::Disabled => CircuitState::Disabled,
+            Mode::ForcedOpen => CircuitState::ForcedOpen,
+        };
         Self {
+            metrics: BreakerMetrics::new(&scope, initial),
             scope,
             config,
             epoch,
@@ -193,7 +202,10 @@ impl Breaker {
         };
         match mode {
             Mode::Disabled => return Ok(permit(self, 0, false, false)),
-            Mode::ForcedOpen => return Err(CircuitOpen { retry_after: None }),
+            Mode::ForcedOpen => {
+                self.metrics.rejected();
+                return Err(CircuitOpen { retry_after: None });
+            }
             Mode::Normal | Mode::MetricsOnly => {}
         }
         let lenient = mode == Mode::MetricsOnly;
@@ -210,6 +222,7 @@ impl Breaker {
                             return Ok(permit(self, word.generation, false, false));
                         }
                         let retry_after = Some(Duration::from_nanos(until - at));
+                        self.metrics.rejected();
                         return Err(CircuitOpen { retry_after });
                     }
                     let next = word.next(HALF_OPEN);
@@ -231,6 +244,7 @@ impl Breaker {
                         if lenient {
                             return Ok(permit(self, word.generation, false, false));
                         }
+                        self.metrics.rejected();
                         return Err(CircuitOpen { retry_after: None });
                     }
                     let next = Word {
@@ -388,6 +402,7 @@ impl Breaker {
         reason: Reason,
         open_for: Option<Duration>,
     ) {
+        self.metrics.transition(from, to, reason);
         tracing::info!(
             scope = %self.scope,
             from = from.as_str(),

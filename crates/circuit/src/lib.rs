@@ -24,6 +24,9 @@
 //! The closed path is lock-free: admitting a call is an atomic load; recording it an atomic
 //! increment or two in a ring of recent calls.
 //!
+//! Feature `metrics`: each circuit's state, transitions and refused calls through the
+//! [`metrics`](https://docs.rs/metrics) facade (`tollgate_circuit_*`, see `docs/metrics.md`).
+//!
 //! ```
 //! use tollgate_circuit::{CircuitBreakerLayer, CircuitConfig};
 //! use tower::ServiceBuilder;
@@ -45,6 +48,7 @@ mod config;
 pub mod future;
 mod handle;
 mod layer;
+mod metrics;
 mod policy;
 mod registry;
 mod service;

@@ -87,8 +87,9 @@ async fn serve(
     config: config::ProxyConfig,
     extra_roots: &[CertificateDer<'static>],
 ) -> Result<(), String> {
-    let stack = LlmStack::new(&config.stack).map_err(|e| format!("stack.{e}"))?;
+    // The recorder first: the layers register their metrics with whatever is installed then.
     let metrics = Arc::new(Metrics::new(metrics::install()?));
+    let stack = LlmStack::new(&config.stack).map_err(|e| format!("stack.{e}"))?;
     let upkeep = metrics.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));

@@ -64,6 +64,17 @@ async fn chat_embeddings_and_messages_reach_the_upstream_with_its_key() {
         ) && l.ends_with("model=\"gpt-4o-mini\",state=\"closed\"} 1")),
         "{text}"
     );
+    // The layers' own metrics (the `metrics` feature) reach the same exporter.
+    for prefix in [
+        "tollgate_requests_total{",
+        "tollgate_request_duration_seconds_bucket{",
+        "tollgate_circuit_state{",
+        "tollgate_overload_limit{",
+        "tollgate_batch_items_total{",
+        "tollgate_cache_lookups_total{",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(prefix)), "{prefix}\n{text}");
+    }
     let health = send(get(&format!("{}/health", proxy.url))).await.json();
     assert_eq!(health["status"], "ok", "{health}");
     let scopes = health["scopes"].as_array().unwrap();

@@ -16,6 +16,8 @@ use tollgate_core::error::QueueTimeout;
 use tower::Service;
 
 use crate::body::PermitBody;
+use crate::layer::{Limits, Priority};
+use crate::metrics::QueueMetrics;
 
 /// The slow path: waiting in line for a permit (boxed: only a request that waits pays for it).
 pub type WaitForPermit =
@@ -33,6 +35,8 @@ pin_project! {
         inner: S,
         request: Option<Request<B>>,
         permit: Option<OwnedSemaphorePermit>,
+        // A waiting call's partition metrics and when it started to wait.
+        queued: Option<(QueueMetrics, Instant)>,
     }
 }
 
@@ -49,19 +53,20 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn new(
-        semaphore: Arc<Semaphore>,
-        timeout: Option<Duration>,
-        inner: S,
-        request: Request<B>,
-    ) -> Self {
-        let (state, permit) = match semaphore.clone().try_acquire_owned() {
-            Ok(permit) => (State::Readying, Some(permit)),
+    pub(crate) fn new(limits: &Limits, priority: Priority, inner: S, request: Request<B>) -> Self {
+        let semaphore = limits.semaphore(priority);
+        let metrics = limits.metrics(priority);
+        let (state, permit, queued) = match semaphore.clone().try_acquire_owned() {
+            Ok(permit) => {
+                metrics.admitted(Duration::ZERO);
+                (State::Readying, Some(permit), None)
+            }
             Err(_) => (
                 State::Waiting {
-                    waiting: wait_for_permit(semaphore, timeout),
+                    waiting: wait_for_permit(semaphore.clone(), limits.queue_timeout),
                 },
                 None,
+                Some((metrics.clone(), Instant::now())),
             ),
         };
         Self {
@@ -69,6 +74,7 @@ where
             inner,
             request: Some(request),
             permit,
+            queued,
         }
     }
 }
@@ -107,7 +113,15 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Waiting { waiting } => {
-                    *this.permit = Some(ready!(waiting.as_mut().poll(cx))?);
+                    let waited = ready!(waiting.as_mut().poll(cx));
+                    if let Some((metrics, since)) = this.queued.take() {
+                        match &waited {
+                            Ok(_) => metrics.admitted(since.elapsed()),
+                            Err(error) if error.is::<QueueTimeout>() => metrics.timed_out(),
+                            Err(_) => {}
+                        }
+                    }
+                    *this.permit = Some(waited?);
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {

@@ -4,6 +4,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tower::Layer;
 
+use crate::metrics::QueueMetrics;
 use crate::service::ConcurrencyLimit;
 
 /// Which share of the limit a request draws on, as a request extension (interactive when
@@ -33,6 +34,8 @@ pub(crate) struct Limits {
     pub(crate) batch: Option<Arc<Semaphore>>,
     pub(crate) queue_timeout: Option<Duration>,
     pub(crate) sizes: (usize, usize),
+    /// The interactive and the batch partition's metrics handles.
+    pub(crate) metrics: [QueueMetrics; 2],
 }
 
 impl ConcurrencyLimitLayer {
@@ -56,6 +59,7 @@ impl ConcurrencyLimitLayer {
                 batch: (batch > 0).then(|| Arc::new(Semaphore::new(batch))),
                 queue_timeout,
                 sizes: (interactive, batch),
+                metrics: [QueueMetrics::new("interactive"), QueueMetrics::new("batch")],
             }),
         }
     }
@@ -100,6 +104,14 @@ impl Limits {
         match (priority, &self.batch) {
             (Priority::Batch, Some(batch)) => batch,
             _ => &self.interactive,
+        }
+    }
+
+    /// The metrics handles of the partition `priority` is served by.
+    pub(crate) fn metrics(&self, priority: Priority) -> &QueueMetrics {
+        match (priority, &self.batch) {
+            (Priority::Batch, Some(_)) => &self.metrics[1],
+            _ => &self.metrics[0],
         }
     }
 }

@@ -13,6 +13,9 @@
 //! A request that must wait holds nothing of the inner service: once it has a permit it waits
 //! for the inner service to be ready and calls a clone of it.
 //!
+//! Feature `metrics`: queue waits and queue timeouts per partition through the
+//! [`metrics`](https://docs.rs/metrics) facade (`tollgate_concurrency_*`, see `docs/metrics.md`).
+//!
 //! ```
 //! use tollgate_concurrency::ConcurrencyLimitLayer;
 //! use tower::ServiceBuilder;
@@ -29,6 +32,7 @@
 mod body;
 pub mod future;
 mod layer;
+mod metrics;
 mod service;
 
 pub use self::body::PermitBody;

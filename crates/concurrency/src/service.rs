@@ -69,12 +69,6 @@ where
             .get::<Priority>()
             .copied()
             .unwrap_or_default();
-        let semaphore = self.limits.semaphore(priority).clone();
-        ResponseFuture::new(
-            semaphore,
-            self.limits.queue_timeout,
-            self.inner.clone(),
-            request,
-        )
+        ResponseFuture::new(&self.limits, priority, self.inner.clone(), request)
     }
 }

@@ -12,6 +12,9 @@
 //! - [`Scope`] keys per-key state; [`error`] holds the rejections every layer shares;
 //!   [`Clock`] and [`rng`] make time and jitter injectable.
 //!
+//! Feature `metrics`: `Classify` counts requests by outcome and times them through the
+//! [`metrics`](https://docs.rs/metrics) facade (`tollgate_requests_total`, see `docs/metrics.md`).
+//!
 //! ```
 //! use tollgate_core::{annotate::AnnotateLayer, classify::ClassifyLayer};
 //! use tower::ServiceBuilder;
@@ -34,6 +37,7 @@ pub mod clock;
 pub mod duration;
 pub mod error;
 pub mod estimate;
+mod metrics;
 pub mod outcome;
 mod provider;
 pub mod providers;

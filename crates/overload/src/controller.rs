@@ -14,6 +14,7 @@ use crate::algorithm::{LimitAlgorithm, Sample};
 use crate::detector::{Detector, Observation, OverloadState};
 use crate::layer::Settings;
 use crate::limiter::Limiter;
+use crate::metrics::ScopeMetrics;
 use crate::throttle::{Probabilities, Throttle};
 
 /// A change of a scope's [`OverloadState`], also emitted as a `tracing` event (`warn` into
@@ -66,6 +67,7 @@ pub(crate) struct Controller {
     reject_interactive: AtomicU64,
     reject_batch: AtomicU64,
     events: broadcast::Sender<OverloadEvent>,
+    metrics: ScopeMetrics,
 }
 
 impl fmt::Debug for Controller {
@@ -101,6 +103,7 @@ impl Controller {
     ) -> Self {
         let algorithm = settings.algorithm.boxed_clone();
         Self {
+            metrics: ScopeMetrics::new(&scope, algorithm.limit()),
             scope,
             limiter: Limiter::new(algorithm.limit()),
             control: Mutex::new(Control {
@@ -150,7 +153,8 @@ impl Controller {
     }
 
     /// Counts a request rejected here by the throttle.
-    pub(crate) fn rejected(&self, now: Instant) {
+    pub(crate) fn rejected(&self, now: Instant, batch: bool) {
+        self.metrics.throttled(batch);
         let mut control = self.lock();
         control.throttle.record(false, now);
         self.refresh(&mut control, now);
@@ -159,6 +163,7 @@ impl Controller {
     /// Takes a call's permit in: the call is under way.
     pub(crate) fn start(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> (Lease, Ticket) {
         let in_flight = self.limiter.start();
+        self.metrics.started();
         let lease = Lease {
             controller: self.clone(),
             permit: Some(permit),
@@ -192,6 +197,7 @@ impl Controller {
         };
         let limit = control.algorithm.update(&sample, now);
         self.limiter.set_limit(limit);
+        self.metrics.limit(limit);
         let transition = control.detector.observe(observation, now);
         self.publish(&mut control, transition, now);
     }
@@ -204,6 +210,7 @@ impl Controller {
     ) {
         if let Some(t) = transition {
             self.state.store(encode(t.to), Ordering::Relaxed);
+            self.metrics.transition(t.from, t.to);
             let limit = self.limiter.limit();
             if matches!(t.to, OverloadState::Warning | OverloadState::Critical) {
                 tracing::warn!(
@@ -264,6 +271,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
             self.controller.limiter.finish(permit);
+            self.controller.metrics.finished();
         }
     }
 }

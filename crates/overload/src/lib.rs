@@ -49,6 +49,10 @@
 //! Against tollgate-sim with a hidden capacity of 8 and 64 callers, the AIMD limit settles at
 //! the capacity; `docs/overload-limit.svg` plots it (made by this crate's `limit_plot`
 //! example).
+//!
+//! Feature `metrics`: each scope's limit, calls in flight, state, transitions and throttled
+//! requests through the [`metrics`](https://docs.rs/metrics) facade (`tollgate_overload_*`, see
+//! `docs/metrics.md`).
 #![forbid(unsafe_code)]
 
 mod algorithm;
@@ -59,6 +63,7 @@ pub mod future;
 mod handle;
 mod layer;
 mod limiter;
+mod metrics;
 mod service;
 mod throttle;
 mod window;

@@ -74,7 +74,7 @@ where
             let batch = request.extensions().get::<Priority>() == Some(&Priority::Batch);
             let p = controller.rejection_probability(batch);
             if p > 0.0 && self.registry.draw() < p {
-                controller.rejected(Instant::now());
+                controller.rejected(Instant::now(), batch);
                 return ResponseFuture::shed();
             }
         }

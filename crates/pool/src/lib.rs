@@ -26,6 +26,9 @@
 //!   [`RateLimited`](tollgate_core::error::RateLimited) ([`WhenExhausted`]).
 //! - **Reports**: [`PoolHandle::report`] gives each member's score, state, cooldown left,
 //!   calls in flight and counters; [`PoolHandle::reset`] puts one back in rotation.
+//! - **Metrics** (feature `metrics`): each member's score, cooldowns and failovers, by member
+//!   name, through the [`metrics`](https://docs.rs/metrics) facade (`tollgate_pool_*`, see
+//!   `docs/metrics.md`).
 //!
 //! ```
 //! use tollgate_core::Secret;
@@ -54,6 +57,7 @@
 
 mod health;
 mod member;
+mod metrics;
 mod pool;
 
 pub use self::health::{Cooldowns, Counters, MemberState, Reason};

@@ -21,6 +21,7 @@ use tower::{Service, ServiceExt};
 
 use crate::health::{Cooldowns, Counters, Health, MemberState, Reason};
 use crate::member::Member;
+use crate::metrics::{self, MemberMetrics};
 
 /// How the pool picks among the members it may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,6 +96,7 @@ pub(crate) struct Shared {
     /// Members that failed a request, by its idempotency key, so its retries go elsewhere.
     failed: Mutex<HashMap<String, (Instant, Vec<usize>)>>,
     idempotency_header: http::HeaderName,
+    metrics: Vec<MemberMetrics>,
 }
 
 impl fmt::Debug for Shared {
@@ -236,9 +238,18 @@ impl Shared {
         latency: Duration,
     ) -> Option<Reason> {
         let now = Instant::now();
-        let reason =
-            self.health()[member].record(outcome, local_breaker, latency, now, &self.cooldowns);
+        let mut health = self.health();
+        let reason = health[member].record(outcome, local_breaker, latency, now, &self.cooldowns);
+        if metrics::ENABLED {
+            // Every member's: one whose cooldown ended comes back without a call of its own.
+            let best = Self::best_latency(&health);
+            for (health, metrics) in health.iter_mut().zip(&self.metrics) {
+                metrics.score(health.score(now, best));
+            }
+        }
+        drop(health);
         if let Some(reason) = reason {
+            self.metrics[member].cooldown(reason);
             tracing::warn!(
                 member = %self.members[member].name,
                 outcome = %outcome.kind.as_str(),
@@ -457,6 +468,10 @@ impl<S> PoolBuilder<S> {
             );
         }
         let max_attempts = self.max_attempts.unwrap_or(members.len());
+        let metrics = members
+            .iter()
+            .map(|m| MemberMetrics::new(&m.name))
+            .collect();
         Pool {
             services: services.into(),
             shared: Arc::new(Shared {
@@ -469,6 +484,7 @@ impl<S> PoolBuilder<S> {
                 turn: AtomicUsize::new(0),
                 failed: Mutex::new(HashMap::new()),
                 idempotency_header: http::HeaderName::from_static("idempotency-key"),
+                metrics,
             }),
         }
     }
@@ -598,6 +614,7 @@ where
                 if let Some(last) = last {
                     return last;
                 }
+                metrics::exhausted();
                 let wait_ok = earliest.is_some_and(|at| deadline.is_none_or(|d| at <= d));
                 match (shared.when_exhausted, earliest) {
                     (WhenExhausted::Wait, Some(at)) if wait_ok => {
@@ -656,6 +673,7 @@ where
                     context_floor = Some(context_floor.map_or(own, |f| f.max(own)));
                 }
                 tracing::debug!(member = %spec.name, outcome = %outcome.kind.as_str(), "trying another pool member");
+                shared.metrics[member].failover(outcome.kind);
                 last = Some(result);
                 if tried.len() >= shared.max_attempts {
                     return last.expect("an attempt was made");

@@ -18,6 +18,7 @@ use tollgate_core::{BoxError, OutcomeKind, Provider, RateLimitSnapshot};
 use tower::Service;
 
 use crate::layer::Config;
+use crate::metrics::Refused;
 use crate::quota::Dimension;
 use crate::store::{Charges, Refusal, Store};
 
@@ -97,7 +98,7 @@ where
                 StateProj::Reserving { reserve } => match ready!(reserve.poll(cx)) {
                     Ok(_) => {
                         if let Some(ticket) = this.ticket.as_mut() {
-                            ticket.reserved = true;
+                            ticket.admitted();
                         }
                         this.state.set(State::Readying);
                     }
@@ -106,12 +107,27 @@ where
                         let line = ticket.wait_in_line();
                         this.state.set(State::Queued { line });
                     }
-                    Err(refusal) => return Poll::Ready(Err(refusal_error(refusal))),
+                    Err(refusal) => {
+                        if let Some(ticket) = this.ticket.as_ref() {
+                            ticket.refused(Refused::ExceedsLimit);
+                        }
+                        return Poll::Ready(Err(refusal_error(refusal)));
+                    }
                 },
                 StateProj::Queued { line } => {
-                    ready!(line.as_mut().poll(cx))?;
+                    if let Err(error) = ready!(line.as_mut().poll(cx)) {
+                        if let Some(ticket) = this.ticket.as_ref() {
+                            let why = if error.is::<ExceedsLimit>() {
+                                Refused::ExceedsLimit
+                            } else {
+                                Refused::Wait
+                            };
+                            ticket.refused(why);
+                        }
+                        return Poll::Ready(Err(error));
+                    }
                     if let Some(ticket) = this.ticket.as_mut() {
-                        ticket.reserved = true;
+                        ticket.admitted();
                     }
                     this.state.set(State::Readying);
                 }
@@ -190,6 +206,8 @@ pub(crate) struct Ticket<St: Store> {
     give_up_at: Option<Instant>,
     reserved: bool,
     sent_at: Option<Instant>,
+    /// When the request asked for capacity.
+    asked_at: Instant,
 }
 
 impl<St: Store> Ticket<St> {
@@ -200,6 +218,7 @@ impl<St: Store> Ticket<St> {
         provider: Option<Provider>,
         config: Arc<Config>,
         give_up_at: Option<Instant>,
+        asked_at: Instant,
     ) -> Self {
         Self {
             store,
@@ -210,7 +229,21 @@ impl<St: Store> Ticket<St> {
             give_up_at,
             reserved: false,
             sent_at: None,
+            asked_at,
         }
+    }
+
+    /// The reservation is made: it now holds the charges until settled.
+    fn admitted(&mut self) {
+        self.reserved = true;
+        let waited = Instant::now().saturating_duration_since(self.asked_at);
+        St::stats(&self.scope)
+            .metrics
+            .admitted(waited, self.charges);
+    }
+
+    fn refused(&self, why: Refused) {
+        St::stats(&self.scope).metrics.refused(why);
     }
 
     /// Waits in line, in arrival order, until the request's charges fit, or fails when that
@@ -324,6 +357,7 @@ impl<St: Store> Ticket<St> {
             OutcomeKind::RateLimited(dimension) => {
                 if let Some(wait) = outcome.retry_after {
                     tracing::debug!(%dimension, ?wait, "provider rate limit: pausing the scope");
+                    St::stats(&self.scope).metrics.paused();
                     let dimensions = Dimension::from_core(dimension);
                     self.store
                         .pause(&self.scope, dimensions, now + wait, self.charges);
@@ -373,6 +407,7 @@ fn reconcile<St: Store>(
         St::stats(scope).released.notify_waiters();
     }
     store.charge(scope, used.saturating_sub(held));
+    St::stats(scope).metrics.used(used);
     St::stats(scope).record(
         held.get(Dimension::Tokens),
         used.get(Dimension::Tokens),

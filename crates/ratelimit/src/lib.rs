@@ -26,6 +26,9 @@
 //! compare-exchange per limited dimension, no lock and no allocation. A [`Store`] can also keep
 //! the state in Redis for a fleet sharing one key (feature `redis`).
 //!
+//! Feature `metrics`: waits, refusals, pauses and tokens reserved and used per scope through the
+//! [`metrics`](https://docs.rs/metrics) facade (`tollgate_ratelimit_*`, see `docs/metrics.md`).
+//!
 //! # Example
 //!
 //! ```
@@ -53,6 +56,7 @@ pub mod future;
 mod gcra;
 mod layer;
 mod memory;
+mod metrics;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis;

@@ -111,6 +111,7 @@ where
         let state = self.store.scope(&scope, now);
         let config = &self.config;
         let stats = St::stats(&state);
+        stats.metrics.init(&scope);
         let charges = charges(llm, || stats.output_estimate(config.default_output_tokens));
         let mut max_wait = request
             .extensions()
@@ -128,6 +129,7 @@ where
             provider,
             config.clone(),
             give_up_at,
+            now,
         );
         if waiters {
             // Others are already waiting: no jumping the line.

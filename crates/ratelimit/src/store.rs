@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tollgate_core::{RateLimitSnapshot, Scope};
 
 use crate::gcra::View;
+use crate::metrics::ScopeMetrics;
 use crate::quota::Dimension;
 
 /// Units asked of each dimension, indexed by [`Dimension`].
@@ -86,6 +87,8 @@ pub struct ScopeStats {
     pub(crate) head: Semaphore,
     /// Wakes the head of the line when capacity is given back before its computed time.
     pub(crate) released: Notify,
+    /// The scope's metrics handles (nothing without the `metrics` feature).
+    pub(crate) metrics: ScopeMetrics,
 }
 
 impl Default for ScopeStats {
@@ -95,6 +98,7 @@ impl Default for ScopeStats {
             error_permille: AtomicU64::new(0),
             head: Semaphore::new(1),
             released: Notify::new(),
+            metrics: ScopeMetrics::new(),
         }
     }
 }

@@ -12,10 +12,11 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tollgate_core::classify::{classify_error, is_local_refusal, response_outcome};
 use tollgate_core::rng::Rng;
-use tollgate_core::{BoxError, Outcome};
+use tollgate_core::{BoxError, LlmRequest, Outcome};
 use tower::{Service, ServiceExt};
 
 use crate::layer::Shared;
+use crate::metrics::{self, GaveUp};
 use crate::policy::RetryPolicy;
 
 /// What the retries of a request came to, in the final response's extensions.
@@ -146,6 +147,7 @@ where
             return primary.await;
         }
         tracing::debug!(after = ?started.elapsed(), "sending a hedged attempt");
+        metrics::hedged(request.extensions().get::<LlmRequest>());
         let backup = send(service, request);
         tokio::pin!(backup);
         let succeeded = |result: &Result<Response<RB>, BoxError>| outcome_of(result).is_success();
@@ -230,7 +232,9 @@ where
             if !shared.policy.should_retry(&outcome) {
                 return Poll::Ready(finish(result, "not retryable"));
             }
+            let llm = this.template.extensions().get::<LlmRequest>();
             if *this.attempts >= config.max_attempts {
+                metrics::gave_up(llm, GaveUp::AttemptsExhausted);
                 return Poll::Ready(finish(result, "attempts exhausted"));
             }
             let wait = match outcome.retry_after {
@@ -240,6 +244,7 @@ where
                     .delay(*this.attempts, *this.previous, this.rng),
             };
             if this.deadline.is_some_and(|deadline| now + wait >= deadline) {
+                metrics::gave_up(llm, GaveUp::Deadline);
                 return Poll::Ready(finish(result, "the wait would pass the deadline"));
             }
             // The budget guards the upstream from retry storms; a refusal by a layer below (an
@@ -250,9 +255,11 @@ where
                 .err()
                 .is_some_and(|e| is_local_refusal(e.as_ref()));
             if !local && !shared.budget.withdraw(now) {
+                metrics::gave_up(llm, GaveUp::BudgetExhausted);
                 return Poll::Ready(finish(result, "retry budget exhausted"));
             }
             tracing::debug!(attempt = *this.attempts, ?wait, outcome = %outcome, "retrying");
+            metrics::retrying(llm, outcome.kind.as_str(), wait);
             drop(result);
             *this.attempts += 1;
             *this.waited += wait;

@@ -25,7 +25,9 @@
 //!   recent ones, first success wins, for calls safe to send twice unless configured otherwise.
 //!
 //! The attempts and the time waited are in the final response's extensions ([`Retried`]) and
-//! in `tracing` events.
+//! in `tracing` events; with feature `metrics`, retries by reason, give-ups, waits and hedges go
+//! through the [`metrics`](https://docs.rs/metrics) facade too (`tollgate_retry_*`, see
+//! `docs/metrics.md`).
 //!
 //! ```
 //! use std::time::Duration;
@@ -47,6 +49,7 @@ mod budget;
 pub mod future;
 mod hedge;
 mod layer;
+mod metrics;
 mod policy;
 mod service;
 

@@ -11,6 +11,7 @@ use tollgate_core::body::EndOfStream;
 use tollgate_core::{BoxError, Outcome, OutcomeKind};
 
 use crate::error::{FirstByteTimeout, IdleTimeout, Limit, TotalTimeout};
+use crate::metrics::TimeoutLabels;
 use crate::plan::Plan;
 
 pin_project! {
@@ -49,6 +50,7 @@ pin_project! {
         asked_at: Instant,
         bytes: u64,
         end: Option<EndOfStream>,
+        labels: TimeoutLabels,
     }
 }
 
@@ -58,6 +60,7 @@ impl<B> TimeoutBody<B> {
         sleep: Option<Pin<Box<Sleep>>>,
         plan: Plan,
         end: Option<EndOfStream>,
+        labels: TimeoutLabels,
     ) -> Self {
         Self {
             state: State::Reading { body },
@@ -69,6 +72,7 @@ impl<B> TimeoutBody<B> {
             asked_at: plan.start,
             bytes: 0,
             end,
+            labels,
         }
     }
 }
@@ -146,6 +150,7 @@ where
             }),
         };
         tracing::debug!(%error, "giving up on a response body");
+        this.labels.expired(limit);
         if let Some(end) = this.end.take() {
             end.fail(Outcome::new(OutcomeKind::Timeout));
         }

@@ -15,6 +15,7 @@ pub use crate::fallback::future::FallbackFuture;
 
 use crate::body::TimeoutBody;
 use crate::error::{FirstByteTimeout, Limit};
+use crate::metrics::TimeoutLabels;
 use crate::plan::Plan;
 
 pin_project! {
@@ -27,6 +28,7 @@ pin_project! {
         // `Unpin` whenever the inner one is stays easy to read (`BodyExt::frame`).
         sleep: Option<Pin<Box<Sleep>>>,
         plan: Plan,
+        labels: TimeoutLabels,
     }
 }
 
@@ -39,21 +41,23 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn called(future: F, plan: Plan) -> Self {
+    pub(crate) fn called(future: F, plan: Plan, labels: TimeoutLabels) -> Self {
         Self {
             kind: Kind::Called { future },
             sleep: plan
                 .headers()
                 .map(|(due, _)| Box::pin(tokio::time::sleep_until(due))),
             plan,
+            labels,
         }
     }
 
-    pub(crate) fn expired(limit: Limit, plan: Plan) -> Self {
+    pub(crate) fn expired(limit: Limit, plan: Plan, labels: TimeoutLabels) -> Self {
         Self {
             kind: Kind::Expired { limit },
             sleep: None,
             plan,
+            labels,
         }
     }
 }
@@ -69,6 +73,7 @@ where
         let this = self.project();
         let future = match this.kind.project() {
             KindProj::Expired { limit } => {
+                this.labels.expired(*limit);
                 let error = FirstByteTimeout {
                     waited: Instant::now().saturating_duration_since(this.plan.start),
                     limit: *limit,
@@ -83,7 +88,8 @@ where
                 Ok(response) => {
                     let end = response.extensions().get::<EndOfStream>().cloned();
                     let (sleep, plan) = (this.sleep.take(), *this.plan);
-                    Ok(response.map(|body| TimeoutBody::new(body, sleep, plan, end)))
+                    let labels = std::mem::take(this.labels);
+                    Ok(response.map(|body| TimeoutBody::new(body, sleep, plan, end, labels)))
                 }
                 Err(error) => Err(error.into()),
             });
@@ -92,6 +98,7 @@ where
             && sleep.as_mut().poll(cx).is_ready()
         {
             let limit = this.plan.headers().map_or(Limit::Total, |(_, limit)| limit);
+            this.labels.expired(limit);
             let error = FirstByteTimeout {
                 waited: Instant::now().saturating_duration_since(this.plan.start),
                 limit,

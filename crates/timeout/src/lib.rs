@@ -96,6 +96,12 @@
 //! caller then gets the upstream's failure). The [`Degraded`] extension on the request it is
 //! handed says why it was asked. `tollgate-cache` has one: see
 //! [Stale on error](FallbackLayer#stale-on-error).
+//!
+//! # Metrics
+//!
+//! Feature `metrics`: timeouts by limit (first byte, idle, total, deadline) and fallback answers
+//! by trigger through the [`metrics`](https://docs.rs/metrics) facade (`tollgate_timeout_*`,
+//! `tollgate_fallback_*`, see `docs/metrics.md`).
 #![forbid(unsafe_code)]
 
 mod body;
@@ -104,6 +110,7 @@ pub mod error;
 mod fallback;
 pub mod future;
 mod layer;
+mod metrics;
 mod plan;
 mod service;
 

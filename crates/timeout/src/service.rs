@@ -8,6 +8,7 @@ use tower::Service;
 use crate::body::TimeoutBody;
 use crate::config::{TimeoutConfig, Timeouts};
 use crate::future::ResponseFuture;
+use crate::metrics::TimeoutLabels;
 use crate::plan::Plan;
 
 /// The service made by [`TimeoutLayer`](crate::TimeoutLayer).
@@ -67,9 +68,10 @@ where
             extensions.get::<Deadline>().copied(),
             now,
         );
+        let labels = TimeoutLabels::of(extensions.get::<LlmRequest>());
         match plan.headers() {
-            Some((due, limit)) if due <= now => ResponseFuture::expired(limit, plan),
-            _ => ResponseFuture::called(self.inner.call(request), plan),
+            Some((due, limit)) if due <= now => ResponseFuture::expired(limit, plan, labels),
+            _ => ResponseFuture::called(self.inner.call(request), plan, labels),
         }
     }
 }

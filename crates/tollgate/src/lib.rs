@@ -22,6 +22,7 @@
 //! | `pool` | [`pool`]: many API keys and deployments behind one service |
 //! | `ratelimit-redis`, `cache-redis` | limits, and a second cache level, shared by a fleet through Redis |
 //! | `batch-admin` | the deferred queue's operator routes (axum) |
+//! | `metrics` | every enabled layer's metrics through the [`metrics`](https://docs.rs/metrics) facade (docs/metrics.md) |
 //! | `tiktoken` | exact OpenAI token counts instead of the estimate |
 //!
 //! With `default-features = false` and only the layers you name, nothing else is compiled:

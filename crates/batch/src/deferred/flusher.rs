@@ -13,6 +13,7 @@ use tower::ServiceExt;
 use super::api::{BatchItem, ItemResult, RemoteStatus};
 use super::store::{FlushRecord, JobRecord, Outcome, Stage, StoreError, Via};
 use super::{IDEMPOTENCY_HEADER, Shared};
+use crate::metrics;
 
 /// Overdue jobs taken per round.
 const OVERDUE_ROUND: usize = 1_000;
@@ -52,6 +53,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     while !shared.stopped.load(Ordering::SeqCst) {
         if let Err(error) = round(&shared, &mut next_flush, interval_ms).await {
             tracing::warn!(%error, "deferred queue round failed; retrying");
+        }
+        // One read of the store per round, only when someone records it.
+        if metrics::ENABLED
+            && let Ok((pending, ..)) = shared.with_store(|store| store.summary()).await
+        {
+            metrics::deferred_pending(pending);
         }
         let now = shared.now_ms();
         let next_due = shared

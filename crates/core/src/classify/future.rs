@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::body::{ObservedBody, PeekStop};
 use crate::classify::classify_response;
+use crate::metrics::CallMetrics;
 use crate::{BoxError, Clock, Provider, RateLimitSnapshot};
 
 pin_project! {
@@ -25,6 +26,7 @@ pin_project! {
         sent_at: Instant,
         clock: C,
         peek_limit: usize,
+        metrics: CallMetrics,
     }
 }
 
@@ -50,6 +52,7 @@ impl<F, RB, C> ClassifyFuture<F, RB, C> {
         sent_at: Instant,
         clock: C,
         peek_limit: usize,
+        metrics: CallMetrics,
     ) -> Self {
         Self {
             state: State::Calling { future },
@@ -57,6 +60,7 @@ impl<F, RB, C> ClassifyFuture<F, RB, C> {
             sent_at,
             clock,
             peek_limit,
+            metrics,
         }
     }
 }
@@ -75,11 +79,19 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
-                    let (parts, body) = ready!(future.poll(cx))?.into_parts();
+                    let (parts, body) = match ready!(future.poll(cx)) {
+                        Ok(response) => response.into_parts(),
+                        Err(error) => {
+                            let elapsed = this.clock.now().saturating_duration_since(*this.sent_at);
+                            this.metrics.transport_error(elapsed);
+                            return Poll::Ready(Err(error));
+                        }
+                    };
                     if parts.status.is_success() || *this.peek_limit == 0 {
                         let (body, end) = ObservedBody::new(body, &parts.headers);
                         let mut response =
                             finish(parts, &[], body, this.provider, this.sent_at, this.clock);
+                        record(this.metrics, &response, *this.sent_at, this.clock);
                         response.extensions_mut().insert(end);
                         return Poll::Ready(Ok(response));
                     }
@@ -111,6 +123,7 @@ where
                         this.sent_at,
                         this.clock,
                     );
+                    record(this.metrics, &response, *this.sent_at, this.clock);
                     response.extensions_mut().insert(end);
                     return Poll::Ready(Ok(response));
                 }
@@ -189,6 +202,12 @@ fn finish<B, C: Clock>(
     response.extensions_mut().insert(outcome);
     response.extensions_mut().insert(snapshot);
     response
+}
+
+fn record<B, C: Clock>(metrics: &CallMetrics, response: &Response<B>, sent_at: Instant, clock: &C) {
+    if let Some(outcome) = response.extensions().get::<crate::Outcome>() {
+        metrics.response(outcome.kind, clock.now().saturating_duration_since(sent_at));
+    }
 }
 
 impl<F, RB, C> fmt::Debug for ClassifyFuture<F, RB, C> {

@@ -7,6 +7,7 @@ use tower::{Layer, Service};
 
 use super::future::ClassifyFuture;
 use crate::body::ObservedBody;
+use crate::metrics::ClassifyMetrics;
 use crate::{BoxError, Clock, LlmRequest, TokioClock};
 
 /// The default number of error-body bytes peeked at: 64 KiB, far more than any provider's
@@ -64,6 +65,7 @@ impl<S, C: Clone> Layer<S> for ClassifyLayer<C> {
             inner,
             clock: self.clock.clone(),
             peek_limit: self.peek_limit,
+            metrics: ClassifyMetrics::new(),
         }
     }
 }
@@ -74,6 +76,7 @@ pub struct Classify<S, C = TokioClock> {
     inner: S,
     clock: C,
     peek_limit: usize,
+    metrics: ClassifyMetrics,
 }
 
 impl<S, C> Classify<S, C> {
@@ -109,7 +112,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let provider = request.extensions().get::<LlmRequest>().map(|r| r.provider);
+        let llm = request.extensions().get::<LlmRequest>();
+        let provider = llm.map(|r| r.provider);
+        let metrics = self.metrics.for_request(llm);
         let sent_at = self.clock.now();
         let future = self.inner.call(request);
         ClassifyFuture::new(
@@ -118,6 +123,7 @@ where
             sent_at,
             self.clock.clone(),
             self.peek_limit,
+            metrics,
         )
     }
 }

@@ -99,6 +99,7 @@ where
                         return Poll::Ready(result.map(|r| r.map(Either::Left)));
                     };
                     tracing::debug!(%trigger, %outcome, "answering from the fallback");
+                    crate::metrics::fell_back(trigger.as_str());
                     let degraded = Degraded::new(trigger, outcome);
                     let mut request = request;
                     request.extensions_mut().insert(degraded.clone());

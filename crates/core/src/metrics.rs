@@ -1,0 +1,179 @@
+//! What [`Classify`](crate::classify::Classify) records through the `metrics` facade (feature
+//! `metrics`; every name is in `docs/metrics.md`). Without the feature these types are empty and
+//! their methods do nothing, so call sites need no `cfg`.
+//!
+//! Handles are registered once per scope and outcome and kept, so a call costs a map lookup and
+//! an atomic add, not a label allocation. They bind to the recorder installed when first used:
+//! install the exporter before the first request.
+
+#[cfg(not(feature = "metrics"))]
+use std::time::Duration;
+
+#[cfg(not(feature = "metrics"))]
+use crate::{LlmRequest, OutcomeKind};
+
+/// The `outcome` label of a call that ended in a transport error rather than a response.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+const TRANSPORT_ERROR: &str = "transport_error";
+
+#[cfg(feature = "metrics")]
+mod on {
+    use std::sync::{Arc, OnceLock};
+    use std::time::Duration;
+
+    use metrics::{Counter, Histogram, Label};
+
+    use super::TRANSPORT_ERROR;
+    use crate::{LlmRequest, OutcomeKind, ScopeMap};
+
+    /// Scopes whose handles are kept; past it, unused ones are dropped and registered again
+    /// when next seen (the recorder keeps the values).
+    const MAX_SCOPES: usize = 4096;
+    const OUTCOMES: usize = 12;
+
+    /// Per-scope handles, shared by the clones of one layer.
+    #[derive(Clone, Debug, Default)]
+    pub(crate) struct ClassifyMetrics {
+        scopes: Arc<ScopeMapCell>,
+    }
+
+    #[derive(Debug)]
+    struct ScopeMapCell {
+        scopes: ScopeMap<Handles>,
+        unscoped: OnceLock<Arc<Handles>>,
+    }
+
+    impl Default for ScopeMapCell {
+        fn default() -> Self {
+            Self {
+                scopes: ScopeMap::new(MAX_SCOPES),
+                unscoped: OnceLock::new(),
+            }
+        }
+    }
+
+    #[derive(Debug)]
+    struct Handles {
+        labels: [Label; 2],
+        outcomes: [OnceLock<Counter>; OUTCOMES],
+        duration: Histogram,
+    }
+
+    impl Handles {
+        fn new(provider: &'static str, model: Option<&str>) -> Self {
+            let labels = [
+                Label::from_static_parts("provider", provider),
+                Label::new("model", model.unwrap_or("-").to_owned()),
+            ];
+            let duration = metrics::histogram!("tollgate_request_duration_seconds", labels.iter());
+            Self {
+                labels,
+                outcomes: Default::default(),
+                duration,
+            }
+        }
+
+        fn count(&self, slot: usize, outcome: &'static str) {
+            self.outcomes[slot]
+                .get_or_init(|| {
+                    let labels = self
+                        .labels
+                        .iter()
+                        .cloned()
+                        .chain([Label::from_static_parts("outcome", outcome)])
+                        .collect::<Vec<_>>();
+                    metrics::counter!("tollgate_requests_total", labels)
+                })
+                .increment(1);
+        }
+    }
+
+    impl ClassifyMetrics {
+        pub(crate) fn new() -> Self {
+            Self::default()
+        }
+
+        pub(crate) fn for_request(&self, llm: Option<&LlmRequest>) -> CallMetrics {
+            let handles = match llm {
+                Some(llm) => self.scopes.scopes.get_for(
+                    llm,
+                    |scope| Handles::new(scope.provider().as_str(), scope.model()),
+                    |_| true,
+                ),
+                None => self
+                    .scopes
+                    .unscoped
+                    .get_or_init(|| Arc::new(Handles::new("unknown", None)))
+                    .clone(),
+            };
+            CallMetrics(handles)
+        }
+    }
+
+    /// The handles of one call's scope.
+    #[derive(Debug)]
+    pub(crate) struct CallMetrics(Arc<Handles>);
+
+    impl CallMetrics {
+        pub(crate) fn response(&self, kind: OutcomeKind, elapsed: Duration) {
+            self.0.count(slot(kind), kind.as_str());
+            self.0.duration.record(elapsed.as_secs_f64());
+        }
+
+        pub(crate) fn transport_error(&self, elapsed: Duration) {
+            self.0.count(OUTCOMES - 1, TRANSPORT_ERROR);
+            self.0.duration.record(elapsed.as_secs_f64());
+        }
+    }
+
+    const fn slot(kind: OutcomeKind) -> usize {
+        match kind {
+            OutcomeKind::Success => 0,
+            OutcomeKind::RateLimited(_) => 1,
+            OutcomeKind::QuotaExhausted => 2,
+            OutcomeKind::RequestTooLarge => 3,
+            OutcomeKind::ContextLengthExceeded => 4,
+            OutcomeKind::Overloaded => 5,
+            OutcomeKind::ServerError => 6,
+            OutcomeKind::Timeout => 7,
+            OutcomeKind::ConnectError => 8,
+            OutcomeKind::AuthError => 9,
+            OutcomeKind::ClientError => 10,
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+pub(crate) use on::{CallMetrics, ClassifyMetrics};
+
+/// Nothing to keep without the `metrics` feature.
+#[cfg(not(feature = "metrics"))]
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClassifyMetrics;
+
+#[cfg(not(feature = "metrics"))]
+impl ClassifyMetrics {
+    #[inline(always)]
+    pub(crate) const fn new() -> Self {
+        Self
+    }
+
+    #[inline(always)]
+    pub(crate) fn for_request(&self, _: Option<&LlmRequest>) -> CallMetrics {
+        CallMetrics
+    }
+}
+
+/// Nothing to record without the `metrics` feature.
+#[cfg(not(feature = "metrics"))]
+#[derive(Debug)]
+pub(crate) struct CallMetrics;
+
+#[cfg(not(feature = "metrics"))]
+impl CallMetrics {
+    #[inline(always)]
+    pub(crate) fn response(&self, _: OutcomeKind, _: Duration) {}
+
+    #[inline(always)]
+    pub(crate) fn transport_error(&self, _: Duration) {}
+}

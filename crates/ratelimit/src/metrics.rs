@@ -1,0 +1,154 @@
+//! What the rate limiter records through the `metrics` facade (feature `metrics`; every name is
+//! in `docs/metrics.md`). Without the feature [`ScopeMetrics`] is empty and its methods do
+//! nothing, so call sites need no `cfg`.
+//!
+//! Each scope registers its handles once, on its first request, and keeps them in its
+//! [`ScopeStats`](crate::ScopeStats): a request costs atomic adds, not label allocations.
+
+#[cfg(not(feature = "metrics"))]
+use std::time::Duration;
+
+#[cfg(not(feature = "metrics"))]
+use tollgate_core::Scope;
+
+#[cfg(not(feature = "metrics"))]
+use crate::store::Charges;
+
+/// Why the limiter refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Its turn would come after its max wait or its deadline.
+    Wait,
+    /// It can never fit the limit.
+    ExceedsLimit,
+}
+
+#[cfg(feature = "metrics")]
+mod on {
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use metrics::{Counter, Histogram, Label};
+    use tollgate_core::Scope;
+
+    use super::Refused;
+    use crate::quota::Dimension;
+    use crate::store::Charges;
+
+    /// The token dimensions counted as reserved and used.
+    const TOKEN_DIMENSIONS: [Dimension; 3] = [
+        Dimension::Tokens,
+        Dimension::InputTokens,
+        Dimension::OutputTokens,
+    ];
+
+    /// A scope's handles, registered on its first request.
+    #[derive(Debug, Default)]
+    pub(crate) struct ScopeMetrics(OnceLock<Handles>);
+
+    #[derive(Debug)]
+    struct Handles {
+        wait: Histogram,
+        refused: [Counter; 2],
+        reserved: [Counter; 3],
+        used: [Counter; 3],
+        pauses: Counter,
+    }
+
+    impl ScopeMetrics {
+        pub(crate) fn new() -> Self {
+            Self::default()
+        }
+
+        /// Registers the handles of `scope`, once.
+        pub(crate) fn init(&self, scope: &Scope) {
+            self.0.get_or_init(|| {
+                let labels = [
+                    Label::from_static_parts("provider", scope.provider().as_str()),
+                    Label::new("model", scope.model().unwrap_or("-").to_owned()),
+                ];
+                let with = |key: &'static str, value: &'static str| {
+                    let mut all = labels.to_vec();
+                    all.push(Label::from_static_parts(key, value));
+                    all
+                };
+                let tokens = |name: &'static str| {
+                    TOKEN_DIMENSIONS.map(|dimension| {
+                        metrics::counter!(name, with("dimension", dimension.as_str()))
+                    })
+                };
+                Handles {
+                    wait: metrics::histogram!("tollgate_ratelimit_wait_seconds", labels.to_vec()),
+                    refused: ["wait", "exceeds_limit"].map(|reason| {
+                        metrics::counter!(
+                            "tollgate_ratelimit_refused_total",
+                            with("reason", reason)
+                        )
+                    }),
+                    reserved: tokens("tollgate_ratelimit_tokens_reserved_total"),
+                    used: tokens("tollgate_ratelimit_tokens_used_total"),
+                    pauses: metrics::counter!("tollgate_ratelimit_pauses_total", labels.to_vec()),
+                }
+            });
+        }
+
+        /// A request got its capacity after `wait` and is sent, holding `charges`.
+        pub(crate) fn admitted(&self, wait: Duration, charges: Charges) {
+            if let Some(handles) = self.0.get() {
+                handles.wait.record(wait.as_secs_f64());
+                for (counter, dimension) in handles.reserved.iter().zip(TOKEN_DIMENSIONS) {
+                    counter.increment(charges.get(dimension));
+                }
+            }
+        }
+
+        /// A request was refused.
+        pub(crate) fn refused(&self, why: Refused) {
+            if let Some(handles) = self.0.get() {
+                handles.refused[why as usize].increment(1);
+            }
+        }
+
+        /// An answer reported `used` tokens.
+        pub(crate) fn used(&self, used: Charges) {
+            if let Some(handles) = self.0.get() {
+                for (counter, dimension) in handles.used.iter().zip(TOKEN_DIMENSIONS) {
+                    counter.increment(used.get(dimension));
+                }
+            }
+        }
+
+        /// A provider's 429 paused the scope.
+        pub(crate) fn paused(&self) {
+            if let Some(handles) = self.0.get() {
+                handles.pauses.increment(1);
+            }
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+pub(crate) use on::ScopeMetrics;
+
+/// Nothing to record without the `metrics` feature.
+#[cfg(not(feature = "metrics"))]
+#[derive(Debug, Default)]
+pub(crate) struct ScopeMetrics;
+
+#[cfg(not(feature = "metrics"))]
+impl ScopeMetrics {
+    #[inline(always)]
+    pub(crate) const fn new() -> Self {
+        Self
+    }
+    #[inline(always)]
+    pub(crate) fn init(&self, _: &Scope) {}
+    #[inline(always)]
+    pub(crate) fn admitted(&self, _: Duration, _: Charges) {}
+    #[inline(always)]
+    pub(crate) fn refused(&self, _: Refused) {}
+    #[inline(always)]
+    pub(crate) fn used(&self, _: Charges) {}
+    #[inline(always)]
+    pub(crate) fn paused(&self) {}
+}

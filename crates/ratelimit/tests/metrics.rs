@@ -1,0 +1,177 @@
+//! With the `metrics` feature the limiter records, per provider and model, how long requests
+//! waited, why it refused some, when a provider's 429 paused the scope, and the tokens reserved
+//! and used.
+#![cfg(feature = "metrics")]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use tollgate_core::CredentialId;
+use tollgate_core::annotate::AnnotateLayer;
+use tollgate_core::classify::ClassifyLayer;
+use tollgate_ratelimit::{MaxWait, Quotas, RateLimitLayer};
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+/// Every metric the recorder holds, as `name{label=value,...}` (labels sorted) and its value
+/// (`counter 3`, `gauge 1`, `histogram [0.25]`); histograms are drained by each call.
+fn recorded(snapshotter: &Snapshotter) -> BTreeMap<String, String> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let (_, key) = key.into_parts();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|label| format!("{}={}", label.key(), label.value()))
+                .collect();
+            labels.sort();
+            let value = match value {
+                DebugValue::Counter(n) => format!("counter {n}"),
+                DebugValue::Gauge(g) => format!("gauge {g}"),
+                DebugValue::Histogram(values) => format!("histogram {values:?}"),
+            };
+            (format!("{}{{{}}}", key.name(), labels.join(",")), value)
+        })
+        .collect()
+}
+
+const SECRET: &str = "sk-ratelimit-metrics-secret";
+
+fn chat(max_tokens: u32) -> Request<Full<Bytes>> {
+    // 6 input tokens estimated.
+    let body = format!(
+        r#"{{"model":"gpt-4o-mini","max_tokens":{max_tokens},"messages":[{{"role":"user","content":"Hello!"}}]}}"#
+    );
+    Request::post("https://api.openai.com/v1/chat/completions")
+        .header("authorization", format!("Bearer {SECRET}"))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_refusals_pauses_and_tokens_per_scope() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    // The first answer is a success that used 6 + 20 tokens, the next a 429.
+    let limited = Arc::new(Mutex::new(false));
+    let answers = limited.clone();
+    let provider = service_fn(move |_: Request<Full<Bytes>>| {
+        let limited = *answers.lock().unwrap();
+        async move {
+            let response = if limited {
+                Response::builder()
+                    .status(StatusCode::TOO_MANY_REQUESTS)
+                    .header("retry-after", "2")
+                    .body(Full::new(Bytes::new()))
+            } else {
+                Response::builder().body(Full::new(Bytes::from(
+                    r#"{"choices":[],"usage":{"prompt_tokens":6,"completion_tokens":20,"total_tokens":26}}"#,
+                )))
+            };
+            Ok::<_, Infallible>(response.unwrap())
+        }
+    });
+    let service = ServiceBuilder::new()
+        .layer(AnnotateLayer::new())
+        .layer(RateLimitLayer::new(Quotas::per_minute(1, 1_000)))
+        .layer(ClassifyLayer::new())
+        .service(provider);
+
+    // 6 + 5000 tokens never fit 1000 a minute.
+    assert!(service.clone().oneshot(chat(5_000)).await.is_err());
+    // Admitted at once: 6 + 100 tokens reserved, 6 + 20 used.
+    let response = service.clone().oneshot(chat(100)).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    // Its turn is a minute away, past its max wait.
+    let mut impatient = chat(100);
+    impatient
+        .extensions_mut()
+        .insert(MaxWait(Duration::from_secs(1)));
+    assert!(service.clone().oneshot(impatient).await.is_err());
+    // Waits its minute, then meets a 429 that pauses the scope.
+    *limited.lock().unwrap() = true;
+    let response = service.clone().oneshot(chat(10)).await.unwrap();
+    assert_eq!(response.status(), 429);
+
+    let recorded = recorded(&snapshotter);
+    let scope = "model=gpt-4o-mini,provider=openai";
+    let key = |name: &str, extra: &str| match extra {
+        "" => format!("{name}{{{scope}}}"),
+        _ if extra.starts_with("dimension") => format!("{name}{{{extra},{scope}}}"),
+        _ => format!("{name}{{{scope},{extra}}}"),
+    };
+    let expected: BTreeMap<String, String> = [
+        (
+            key("tollgate_ratelimit_wait_seconds", ""),
+            "histogram [0.0, 60.0]",
+        ),
+        (
+            key("tollgate_ratelimit_refused_total", "reason=wait"),
+            "counter 1",
+        ),
+        (
+            key("tollgate_ratelimit_refused_total", "reason=exceeds_limit"),
+            "counter 1",
+        ),
+        (key("tollgate_ratelimit_pauses_total", ""), "counter 1"),
+        (
+            key(
+                "tollgate_ratelimit_tokens_reserved_total",
+                "dimension=tokens",
+            ),
+            "counter 122",
+        ),
+        (
+            key(
+                "tollgate_ratelimit_tokens_reserved_total",
+                "dimension=input_tokens",
+            ),
+            "counter 12",
+        ),
+        (
+            key(
+                "tollgate_ratelimit_tokens_reserved_total",
+                "dimension=output_tokens",
+            ),
+            "counter 110",
+        ),
+        (
+            key("tollgate_ratelimit_tokens_used_total", "dimension=tokens"),
+            "counter 26",
+        ),
+        (
+            key(
+                "tollgate_ratelimit_tokens_used_total",
+                "dimension=input_tokens",
+            ),
+            "counter 6",
+        ),
+        (
+            key(
+                "tollgate_ratelimit_tokens_used_total",
+                "dimension=output_tokens",
+            ),
+            "counter 20",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_owned()))
+    .collect();
+    assert_eq!(recorded, expected);
+    let id = CredentialId::from_secret(SECRET.as_bytes());
+    for name in recorded.keys() {
+        assert!(
+            !name.contains(SECRET) && !name.contains(id.as_str()),
+            "{name}"
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! What the timeout and fallback layers record through the `metrics` facade (feature
+//! `metrics`; every name is in `docs/metrics.md`). Without the feature [`TimeoutLabels`] is
+//! empty and these functions do nothing, so call sites need no `cfg`.
+//!
+//! Timeouts and fallbacks are rare: their counter is looked up when one happens. A call keeps
+//! only its provider and model (a copy and a reference count) for the labels.
+
+use tollgate_core::LlmRequest;
+
+use crate::error::Limit;
+
+/// The provider and model a call's timeouts are labelled with.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TimeoutLabels {
+    #[cfg(feature = "metrics")]
+    scope: Option<(tollgate_core::Provider, Option<std::sync::Arc<str>>)>,
+}
+
+impl TimeoutLabels {
+    #[inline]
+    pub(crate) fn of(llm: Option<&LlmRequest>) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = llm;
+        Self {
+            #[cfg(feature = "metrics")]
+            scope: llm.map(|llm| (llm.provider, llm.model.clone())),
+        }
+    }
+
+    /// `limit` ran out.
+    #[inline]
+    pub(crate) fn expired(&self, limit: Limit) {
+        #[cfg(feature = "metrics")]
+        {
+            let (provider, model) = match &self.scope {
+                Some((provider, model)) => (provider.as_str(), model.as_deref().unwrap_or("-")),
+                None => ("unknown", "-"),
+            };
+            metrics::counter!(
+                "tollgate_timeout_expired_total",
+                "provider" => provider,
+                "model" => model.to_owned(),
+                "limit" => limit.as_str()
+            )
+            .increment(1);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = limit;
+    }
+}
+
+/// A call was answered by the fallback service, for `trigger`.
+#[inline]
+pub(crate) fn fell_back(trigger: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("tollgate_fallback_answers_total", "trigger" => trigger).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = trigger;
+}

@@ -1,0 +1,124 @@
+//! With the `metrics` feature the timeout layer counts each limit that ran out, by provider and
+//! model, and the fallback layer counts the answers it gave, by trigger.
+#![cfg(feature = "metrics")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Answer, Ending, chat, read, upstream};
+use http::{Request, Response};
+use http_body_util::Full;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use tollgate_core::BoxError;
+use tollgate_core::annotate::AnnotateLayer;
+use tollgate_timeout::{FallbackLayer, TimeoutConfig, TimeoutLayer, Timeouts};
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+/// Every metric the recorder holds, as `name{label=value,...}` (labels sorted) and its value
+/// (`counter 3`, `gauge 1`, `histogram [0.25]`); histograms are drained by each call.
+fn recorded(snapshotter: &Snapshotter) -> BTreeMap<String, String> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let (_, key) = key.into_parts();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|label| format!("{}={}", label.key(), label.value()))
+                .collect();
+            labels.sort();
+            let value = match value {
+                DebugValue::Counter(n) => format!("counter {n}"),
+                DebugValue::Gauge(g) => format!("gauge {g}"),
+                DebugValue::Histogram(values) => format!("histogram {values:?}"),
+            };
+            (format!("{}{{{}}}", key.name(), labels.join(",")), value)
+        })
+        .collect()
+}
+
+/// Fixed limits: 1 s to the first byte, 2 s of silence, 3 s in all.
+fn limits() -> Timeouts {
+    Timeouts::new()
+        .with_first_byte(Duration::from_secs(1))
+        .with_idle(Duration::from_secs(2))
+        .with_total(Duration::from_secs(3))
+        .with_per_output_token(Duration::ZERO)
+}
+
+async fn run(answer: Answer) -> Result<(), BoxError> {
+    let (upstream, _) = upstream(answer);
+    let service = ServiceBuilder::new()
+        .layer(AnnotateLayer::new())
+        .layer(TimeoutLayer::new(TimeoutConfig::default()).unwrap())
+        .service(upstream);
+    let mut request = chat(true, Some(100));
+    request.extensions_mut().insert(limits());
+    let response = service.oneshot(request).await?;
+    read(response.into_body()).await.1
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_by_limit_and_fallbacks_by_trigger() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    // No headers within 1 s; a stream silent for 2 s; one still going after 3 s.
+    assert!(run(Answer::hang()).await.is_err());
+    assert!(
+        run(Answer::stream(0, &[(0, "a"), (5_000, "b")], Ending::Finish))
+            .await
+            .is_err()
+    );
+    let steady = [
+        (0, "a"),
+        (1_000, "b"),
+        (1_000, "c"),
+        (1_000, "d"),
+        (1_000, "e"),
+    ];
+    assert!(
+        run(Answer::stream(0, &steady, Ending::Finish))
+            .await
+            .is_err()
+    );
+    // A clean stream: nothing.
+    run(Answer::stream(0, &[(0, "a"), (500, "b")], Ending::Finish))
+        .await
+        .unwrap();
+
+    // A fallback answers a call whose headers never came.
+    let (hanging, _) = upstream(Answer::hang());
+    let fallback = service_fn(|_: Request<Full<Bytes>>| async {
+        Ok::<_, BoxError>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+    });
+    let service = ServiceBuilder::new()
+        .layer(AnnotateLayer::new())
+        .layer(FallbackLayer::new(fallback))
+        .layer(TimeoutLayer::new(TimeoutConfig::default()).unwrap())
+        .service(hanging);
+    let mut request = chat(true, Some(100));
+    request.extensions_mut().insert(limits());
+    assert_eq!(service.oneshot(request).await.unwrap().status(), 200);
+
+    let expired = |limit: &str| {
+        format!("tollgate_timeout_expired_total{{limit={limit},model=gpt-4o-mini,provider=openai}}")
+    };
+    assert_eq!(
+        recorded(&snapshotter),
+        BTreeMap::from([
+            (
+                "tollgate_fallback_answers_total{trigger=timeout}".to_owned(),
+                "counter 1".to_owned()
+            ),
+            (expired("first_byte"), "counter 2".to_owned()),
+            (expired("idle"), "counter 1".to_owned()),
+            (expired("total"), "counter 1".to_owned()),
+        ])
+    );
+}
