@@ -204,7 +204,7 @@ impl Breaker {
             Mode::Disabled => return Ok(permit(self, 0, false, false)),
             Mode::ForcedOpen => {
                 self.metrics.rejected();
-                return Err(CircuitOpen { retry_after: None });
+                return Err(CircuitOpen::forced());
             }
             Mode::Normal | Mode::MetricsOnly => {}
         }
@@ -223,7 +223,7 @@ impl Breaker {
                         }
                         let retry_after = Some(Duration::from_nanos(until - at));
                         self.metrics.rejected();
-                        return Err(CircuitOpen { retry_after });
+                        return Err(CircuitOpen::new(retry_after));
                     }
                     let next = word.next(HALF_OPEN);
                     match self.swap(current, next) {
@@ -245,7 +245,7 @@ impl Breaker {
                             return Ok(permit(self, word.generation, false, false));
                         }
                         self.metrics.rejected();
-                        return Err(CircuitOpen { retry_after: None });
+                        return Err(CircuitOpen::new(None));
                     }
                     let next = Word {
                         issued: word.issued + 1,

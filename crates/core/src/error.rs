@@ -83,14 +83,43 @@ impl fmt::Display for ExceedsLimit {
 impl std::error::Error for ExceedsLimit {}
 
 /// The circuit breaker is open: the upstream is failing and calls fail fast.
+///
+/// A breaker an operator forced open ([`forced`](Self::forced)) will not close by itself, so
+/// no retry layer waits for it: it is not retryable. Any other open breaker is (after its
+/// `retry_after`, when known).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CircuitOpen {
     /// When the breaker will admit probes again, if known.
     pub retry_after: Option<Duration>,
+    /// Whether an operator forced it open (it stays open until they reset it).
+    pub forced: bool,
+}
+
+impl CircuitOpen {
+    /// An open (or half-open, busy probing) breaker that admits calls again after
+    /// `retry_after`, when known.
+    pub const fn new(retry_after: Option<Duration>) -> Self {
+        Self {
+            retry_after,
+            forced: false,
+        }
+    }
+
+    /// A breaker forced open by an operator.
+    pub const fn forced() -> Self {
+        Self {
+            retry_after: None,
+            forced: true,
+        }
+    }
 }
 
 impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.forced {
+            return f.write_str("circuit forced open");
+        }
         f.write_str("circuit open")?;
         write_wait(f, self.retry_after)
     }
@@ -201,7 +230,12 @@ pub(crate) fn local_outcome(error: &(dyn std::error::Error + 'static)) -> Option
     if let Some(e) = error.downcast_ref::<RateLimited>() {
         Some(Outcome::new(OutcomeKind::RateLimited(e.dimension)).with_retry_after(e.retry_after))
     } else if let Some(e) = error.downcast_ref::<CircuitOpen>() {
-        Some(Outcome::new(OutcomeKind::Overloaded).with_retry_after(e.retry_after))
+        let outcome = Outcome::new(OutcomeKind::Overloaded).with_retry_after(e.retry_after);
+        Some(if e.forced {
+            outcome.with_should_retry(Some(false))
+        } else {
+            outcome
+        })
     } else if let Some(e) = error.downcast_ref::<Overloaded>() {
         Some(Outcome::new(OutcomeKind::Overloaded).with_retry_after(e.retry_after))
     } else if error.is::<QueueTimeout>() {
@@ -226,10 +260,8 @@ mod tests {
             retry_after: Some(Duration::from_millis(250)),
         };
         assert_eq!(e.to_string(), "rate limited on tokens, retry after 250ms");
-        assert_eq!(
-            CircuitOpen { retry_after: None }.to_string(),
-            "circuit open"
-        );
+        assert_eq!(CircuitOpen::new(None).to_string(), "circuit open");
+        assert_eq!(CircuitOpen::forced().to_string(), "circuit forced open");
         assert_eq!(
             ConfigError::new("max_body_bytes", 0, "must be at least 1").to_string(),
             "invalid max_body_bytes = 0: must be at least 1"
@@ -244,7 +276,7 @@ mod tests {
                 dimension: RateLimitDimension::Requests,
                 retry_after: wait,
             }),
-            Box::new(CircuitOpen { retry_after: wait }),
+            Box::new(CircuitOpen::new(wait)),
             Box::new(Overloaded { retry_after: wait }),
         ];
         for error in errors {

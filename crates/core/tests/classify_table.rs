@@ -690,7 +690,7 @@ async fn errors() {
     );
     let open = Wrapped(Box::new(Error::new(
         ErrorKind::TimedOut,
-        CircuitOpen { retry_after: None },
+        CircuitOpen::new(None),
     )));
     assert_eq!(
         classify_error(&open),

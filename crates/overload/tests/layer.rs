@@ -91,9 +91,7 @@ fn stack(layer: OverloadLayer) -> (Stack, Arc<Upstream>, OverloadHandle) {
                 gated,
             } = answer
             else {
-                return Err::<Response<Full<Bytes>>, BoxError>(Box::new(CircuitOpen {
-                    retry_after: None,
-                }));
+                return Err::<Response<Full<Bytes>>, BoxError>(Box::new(CircuitOpen::new(None)));
             };
             if gated {
                 upstream.gate.notified().await;

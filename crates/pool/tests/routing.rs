@@ -425,9 +425,7 @@ async fn weighted_and_least_loaded_spread_the_load() {
 async fn an_open_breaker_takes_its_member_out_until_its_wait() {
     let open = service_fn(|_: Request<Full<Bytes>>| async {
         Err::<Response<ObservedBody<Full<Bytes>>>, BoxError>(Box::new(
-            tollgate_core::error::CircuitOpen {
-                retry_after: Some(Duration::from_secs(5)),
-            },
+            tollgate_core::error::CircuitOpen::new(Some(Duration::from_secs(5))),
         ))
     });
     let upstream = Arc::new(Upstream::default());

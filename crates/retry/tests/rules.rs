@@ -21,6 +21,8 @@ enum Answer {
     Status(u16, Vec<(&'static str, &'static str)>, &'static str),
     Delayed(u16, Duration),
     Refused(Duration),
+    /// A breaker below that an operator forced open.
+    Forced,
 }
 
 fn status(code: u16) -> Answer {
@@ -77,9 +79,12 @@ fn upstream(
                     (code, vec![], "{}")
                 }
                 Answer::Refused(wait) => {
-                    return Err::<Response<Full<Bytes>>, BoxError>(Box::new(CircuitOpen {
-                        retry_after: Some(wait),
-                    }));
+                    return Err::<Response<Full<Bytes>>, BoxError>(Box::new(CircuitOpen::new(
+                        Some(wait),
+                    )));
+                }
+                Answer::Forced => {
+                    return Err(Box::new(CircuitOpen::forced()));
                 }
             };
             let mut response = Response::builder().status(StatusCode::from_u16(code).unwrap());
@@ -203,6 +208,21 @@ async fn a_circuit_open_below_says_how_long_to_wait() {
     assert_eq!(status_code.unwrap(), 200);
     assert_eq!(retried.unwrap().waited, Duration::from_secs(3));
     assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_forced_open_is_not_waited_for() {
+    let (stack, seen) = upstream(exact(), vec![Answer::Forced], status(200));
+    let start = Instant::now();
+    let (result, _) = send(&stack).await;
+    let error = result.unwrap_err();
+    assert_eq!(
+        error.downcast_ref(),
+        Some(&CircuitOpen::forced()),
+        "{error}"
+    );
+    assert_eq!(start.elapsed(), Duration::ZERO, "failed at once");
+    assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -49,7 +49,7 @@ async fn the_timeout_layer_passes_readiness_requests_and_answers_through() {
     assert_ready_ok!(service.poll_ready());
     let call = tokio::spawn(service.call(request()));
     let (_, reply) = handle.next_request().await.expect("the request");
-    reply.send_error(CircuitOpen { retry_after: None });
+    reply.send_error(CircuitOpen::new(None));
     let error: BoxError = call.await.unwrap().unwrap_err();
     assert!(error.is::<CircuitOpen>(), "{error}");
 }
@@ -79,7 +79,7 @@ async fn the_fallback_is_left_alone_while_the_upstream_answers() {
     assert_ready_ok!(service.poll_ready());
     let call = tokio::spawn(service.call(request()));
     let (_, reply) = handle.next_request().await.expect("the request");
-    reply.send_error(CircuitOpen { retry_after: None });
+    reply.send_error(CircuitOpen::new(None));
     let (seen, reply) = fallback_handle
         .next_request()
         .await

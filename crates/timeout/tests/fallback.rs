@@ -194,7 +194,7 @@ async fn each_unavailable_upstream_falls_back() {
 async fn each_local_refusal_falls_back() {
     let wait = Some(Duration::from_secs(12));
     let degraded = assert_degraded(
-        run(fail(move || Box::new(CircuitOpen { retry_after: wait }))).await,
+        run(fail(move || Box::new(CircuitOpen::new(wait)))).await,
         Trigger::CircuitOpen,
     )
     .await;
@@ -396,12 +396,12 @@ async fn a_fallback_that_fails_too_leaves_the_upstreams_failure() {
     assert_eq!(body, OVERLOADED);
     // An error: the caller gets it, `retry_after` and all.
     let wait = Some(Duration::from_secs(3));
-    let error = stack(fail(move || Box::new(CircuitOpen { retry_after: wait })))
+    let error = stack(fail(move || Box::new(CircuitOpen::new(wait))))
         .oneshot(chat(false, None))
         .await
         .unwrap_err();
     assert_eq!(
         error.downcast_ref::<CircuitOpen>(),
-        Some(&CircuitOpen { retry_after: wait })
+        Some(&CircuitOpen::new(wait))
     );
 }

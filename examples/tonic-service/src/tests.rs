@@ -122,7 +122,7 @@ fn tollgates_refusals_map_to_grpc_codes_with_their_wait() {
             Some(1500),
         ),
         (
-            Box::new(CircuitOpen { retry_after: wait }),
+            Box::new(CircuitOpen::new(wait)),
             Code::Unavailable,
             Some(1500),
         ),

@@ -216,10 +216,7 @@ mod tests {
     fn stack_errors_become_refusals_with_their_wait() {
         let wait = Some(Duration::from_secs(3));
         let cases: [(BoxError, Refusal); 4] = [
-            (
-                Box::new(CircuitOpen { retry_after: wait }),
-                Refusal::CircuitOpen,
-            ),
+            (Box::new(CircuitOpen::new(wait)), Refusal::CircuitOpen),
             (Box::new(BodyTooLarge { limit: 1 }), Refusal::BodyTooLarge),
             (
                 Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
@@ -236,7 +233,7 @@ mod tests {
             assert_eq!(refusal_of(error.as_ref()).0, want, "{error}");
         }
         assert_eq!(
-            refusal_of(&CircuitOpen { retry_after: wait }).1,
+            refusal_of(&CircuitOpen::new(wait)).1,
             wait,
             "the wait is kept"
         );

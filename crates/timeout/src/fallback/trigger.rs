@@ -170,11 +170,11 @@ mod tests {
     #[test]
     fn errors_name_their_trigger() {
         let wait = Some(Duration::from_secs(7));
-        let open: BoxError = Box::new(CircuitOpen { retry_after: wait });
+        let open: BoxError = Box::new(CircuitOpen::new(wait));
         let (trigger, outcome) = Trigger::of_error(open.as_ref());
         assert_eq!(trigger, Some(Trigger::CircuitOpen));
         assert_eq!(outcome.retry_after, wait);
-        let wrapped = std::io::Error::other(CircuitOpen { retry_after: None });
+        let wrapped = std::io::Error::other(CircuitOpen::new(None));
         assert_eq!(Trigger::of_error(&wrapped).0, Some(Trigger::CircuitOpen));
         let shed = Overloaded { retry_after: None };
         assert_eq!(Trigger::of_error(&shed).0, Some(Trigger::Overloaded));
