@@ -46,12 +46,9 @@ async fn gateway() -> (tollgate_sim::SimHandle, Proxy) {
     let proxy = Proxy::start_with_env(
         &format!(
             "[server]\nadmin_token_env = \"{ADMIN_ENV}\"\n{}",
-            config(
-                &sim.url(),
-                "[stack.cache]\nenabled = true\n"
-            )
-            .strip_prefix("[server]\n")
-            .unwrap()
+            config(&sim.url(), "[stack.cache]\nenabled = true\n")
+                .strip_prefix("[server]\n")
+                .unwrap()
         ),
         &[(ADMIN_ENV, ADMIN_TOKEN)],
     );
