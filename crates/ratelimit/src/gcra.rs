@@ -62,14 +62,20 @@ impl Gcra {
         units.saturating_mul(self.interval)
     }
 
+    /// Whether `units` exceed the whole quota: no wait makes them fit.
+    #[inline]
+    pub(crate) fn never(&self, units: u64) -> bool {
+        self.span(units) > self.tolerance
+    }
+
     /// Takes `units`, to go at the returned time (`now` or later, in arrival order), unless
     /// that is more than `max_wait` away or can never be.
     #[inline]
     pub(crate) fn reserve(&self, units: u64, now: u64, max_wait: u64) -> Result<u64, Denied> {
-        let span = self.span(units);
-        if span > self.tolerance {
+        if self.never(units) {
             return Err(Denied::Never);
         }
+        let span = self.span(units);
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
             let next = tat.max(now).saturating_add(span);

@@ -163,6 +163,17 @@ impl MemoryScope {
         now: Instant,
         max_wait: Duration,
     ) -> Result<Instant, Refusal> {
+        // A charge no wait can fit is refused now, before any dimension makes it wait in line.
+        for (dimension, cell) in self.cells() {
+            let units = charges.get(dimension);
+            if cell.never(units) {
+                return Err(Refusal::Never {
+                    dimension,
+                    requested: units,
+                    limit: cell.quota().limit(),
+                });
+            }
+        }
         let at = self.nanos(now);
         let max_wait_nanos = u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX);
         let mut departure = at;

@@ -183,6 +183,31 @@ async fn a_long_wait_fails_fast_when_asked_and_a_too_big_request_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_request_that_can_never_fit_is_refused_before_any_wait() {
+    // One request a minute, and it is taken: a second would wait ~60 s for the requests
+    // dimension. One whose tokens exceed the whole token quota is refused at once instead.
+    let layer = RateLimitLayer::new(Quotas::per_minute(1, 1_000));
+    let (service, calls) = stack(layer, answer(Answer::ok(6, 1)));
+    complete(&service, chat(10)).await;
+    let start = Instant::now();
+    let mut request = chat(5_000);
+    request
+        .extensions_mut()
+        .insert(MaxWait(Duration::from_secs(120)));
+    let error = refused(send(&service, request).await);
+    let never = error
+        .downcast_ref::<ExceedsLimit>()
+        .expect("an ExceedsLimit error");
+    assert_eq!(never.dimension, RateLimitDimension::Tokens);
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "no wait for the requests dimension"
+    );
+    assert_eq!(calls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_caller_that_gives_up_returns_its_reservation() {
     let layer = RateLimitLayer::new(Quotas::per_minute(60, 0));
     let (service, calls) = stack(layer, answer(Answer::ok(6, 1)));
