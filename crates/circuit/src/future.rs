@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use http::Response;
 use pin_project_lite::pin_project;
 use tollgate_core::body::{EndOfStream, EndReason, StreamEnd};
-use tollgate_core::classify::{classify_error, response_outcome};
+use tollgate_core::classify::{classify_error, is_deadline_expiry, response_outcome};
 use tollgate_core::error::CircuitOpen;
 use tollgate_core::{BoxError, Outcome};
 
@@ -77,8 +77,14 @@ where
                     }
                     Err(error) => {
                         let error = error.into();
-                        let outcome = classify_error(error.as_ref());
-                        permit.record(verdict(this.policy, &outcome, false));
+                        if is_deadline_expiry(error.as_ref()) {
+                            // The caller's own deadline ran out: like a cancelled call, it
+                            // says nothing about the upstream (a probe goes back).
+                            drop(permit);
+                        } else {
+                            let outcome = classify_error(error.as_ref());
+                            permit.record(verdict(this.policy, &outcome, false));
+                        }
                         Err(error)
                     }
                 })

@@ -405,3 +405,37 @@ async fn manual_control_and_events() {
         ],
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_callers_own_deadline_running_out_is_not_a_failure() {
+    // The upstream never answers in time: with the request's own deadline cut short each call
+    // (DeadlineExceeded), the breaker stays closed; a timeout of the stack's own trips it.
+    let deadline = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = deadline.clone();
+    let provider = service_fn(move |_: Request<()>| {
+        let deadline = flag.load(Ordering::SeqCst);
+        async move {
+            Err::<Response<Full<Bytes>>, BoxError>(if deadline {
+                Box::new(tollgate_core::error::DeadlineExceeded)
+            } else {
+                Box::new(tower::timeout::error::Elapsed::new())
+            })
+        }
+    });
+    let layer = CircuitBreakerLayer::shared(exact()).unwrap();
+    let handle = layer.handle();
+    let stack = ServiceBuilder::new().layer(layer).service(provider);
+    for _ in 0..20 {
+        let error = stack.clone().oneshot(Request::new(())).await.unwrap_err();
+        assert!(
+            error.is::<tollgate_core::error::DeadlineExceeded>(),
+            "{error}"
+        );
+    }
+    assert_eq!(handle.state(&scope()), CircuitState::Closed);
+    deadline.store(false, Ordering::SeqCst);
+    for _ in 0..5 {
+        stack.clone().oneshot(Request::new(())).await.unwrap_err();
+    }
+    assert_eq!(handle.state(&scope()), CircuitState::Open);
+}

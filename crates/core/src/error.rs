@@ -143,6 +143,33 @@ impl fmt::Display for Overloaded {
 
 impl std::error::Error for Overloaded {}
 
+/// The request's own [`Deadline`](crate::Deadline) ran out while an attempt was under way: the
+/// caller's time budget, not the upstream's doing.
+///
+/// A timeout layer gives it as the [`source()`](std::error::Error::source) of the timeout
+/// error it raises when the deadline, rather than one of its own limits, came first; its own
+/// source is a `tower::timeout::error::Elapsed`, so it still classifies as a timeout.
+/// [`is_deadline_expiry`](crate::classify::is_deadline_expiry) finds it: the adaptive limit and
+/// the circuit breaker ignore such a call, as they ignore one the caller cancelled, since a
+/// short deadline says nothing about the upstream's health.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeadlineExceeded;
+
+/// What [`DeadlineExceeded`] reports as its cause.
+static ELAPSED: tower::timeout::error::Elapsed = tower::timeout::error::Elapsed::new();
+
+impl fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request deadline ran out")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&ELAPSED)
+    }
+}
+
 /// The request waited in a queue longer than allowed and was not sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueTimeout {

@@ -13,7 +13,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tollgate_concurrency::PermitBody;
 use tollgate_concurrency::future::{WaitForPermit, wait_for_permit};
 use tollgate_core::body::{EndOfStream, EndReason, StreamEnd};
-use tollgate_core::classify::{classify_error, is_local_refusal, response_outcome};
+use tollgate_core::classify::{
+    classify_error, is_deadline_expiry, is_local_refusal, response_outcome,
+};
 use tollgate_core::error::Overloaded;
 use tollgate_core::{BoxError, Outcome, OutcomeKind};
 use tower::Service;
@@ -134,7 +136,13 @@ where
                         }
                         Err(error) => {
                             let error = error.into();
-                            ticket.record(error_ending(error.as_ref()));
+                            if is_deadline_expiry(error.as_ref()) {
+                                // The caller's own deadline: like a cancelled call, it says
+                                // nothing about the upstream, so nothing is recorded.
+                                drop(ticket);
+                            } else {
+                                ticket.record(error_ending(error.as_ref()));
+                            }
                             Err(error)
                         }
                     });

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tollgate_concurrency::{PermitBody, Priority};
 use tollgate_core::body::ObservedBody;
 use tollgate_core::classify::ClassifyLayer;
-use tollgate_core::error::{CircuitOpen, Overloaded, QueueTimeout};
+use tollgate_core::error::{CircuitOpen, DeadlineExceeded, Overloaded, QueueTimeout};
 use tollgate_core::{BoxError, Provider, Scope};
 use tollgate_overload::future::Lease;
 use tollgate_overload::{Aimd, DetectorConfig, OverloadHandle, OverloadLayer, OverloadState};
@@ -34,6 +34,10 @@ enum Answer {
         gated: bool,
     },
     LocalRefusal,
+    /// A timeout below: the request's own deadline ran out (`true`), or a plain `Elapsed`.
+    TimedOut {
+        deadline: bool,
+    },
 }
 
 fn status(code: u16) -> Answer {
@@ -83,15 +87,27 @@ fn stack(layer: OverloadLayer) -> (Stack, Arc<Upstream>, OverloadHandle) {
             upstream.calls.fetch_add(1, Ordering::SeqCst);
             let next = upstream.script.lock().unwrap().pop_front();
             let answer = next.unwrap_or_else(|| upstream.fallback.lock().unwrap().clone().unwrap());
-            let Answer::Status {
-                code,
-                body,
-                sse,
-                delay,
-                gated,
-            } = answer
-            else {
-                return Err::<Response<Full<Bytes>>, BoxError>(Box::new(CircuitOpen::new(None)));
+            let (code, body, sse, delay, gated) = match answer {
+                Answer::Status {
+                    code,
+                    body,
+                    sse,
+                    delay,
+                    gated,
+                } => (code, body, sse, delay, gated),
+                Answer::LocalRefusal => {
+                    return Err::<Response<Full<Bytes>>, BoxError>(Box::new(CircuitOpen::new(
+                        None,
+                    )));
+                }
+                Answer::TimedOut { deadline } => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return Err(if deadline {
+                        Box::new(DeadlineExceeded)
+                    } else {
+                        Box::new(tower::timeout::error::Elapsed::new())
+                    });
+                }
             };
             if gated {
                 upstream.gate.notified().await;
@@ -186,6 +202,30 @@ async fn timeouts_never_let_the_limit_climb() {
         last = limit;
     }
     assert_eq!(last, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_callers_own_deadline_running_out_is_not_a_drop() {
+    let layer = OverloadLayer::new()
+        .with_algorithm(Aimd::new().with_initial(8))
+        .without_throttle();
+    let (stack, upstream, handle) = stack(layer);
+    upstream.answer(Answer::TimedOut { deadline: true });
+    for _ in 0..10 {
+        for result in burst(&stack, 8).await {
+            assert!(result.unwrap_err().is::<DeadlineExceeded>());
+        }
+    }
+    assert_eq!(
+        handle.limit(&scope()),
+        Some(8),
+        "the caller's budget, not overload"
+    );
+    assert_eq!(handle.in_flight(&scope()), 0);
+    // The same burst timing out on a limit of the stack's own is a drop.
+    upstream.answer(Answer::TimedOut { deadline: false });
+    burst(&stack, 8).await;
+    assert_eq!(handle.limit(&scope()), Some(7));
 }
 
 #[tokio::test(start_paused = true)]

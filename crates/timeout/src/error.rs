@@ -14,15 +14,22 @@
 //! Each error's [`source()`](std::error::Error::source) is a `tower::timeout::error::Elapsed`,
 //! which [`classify_error`](tollgate_core::classify::classify_error) already reads as a
 //! timeout: any code that classifies errors the Tollgate way understands these without knowing
-//! this crate.
+//! this crate. When the request's own deadline ran out ([`Limit::Deadline`]), the source is a
+//! [`DeadlineExceeded`] (whose source is `Elapsed`), which
+//! [`is_deadline_expiry`](tollgate_core::classify::is_deadline_expiry) finds: the caller's
+//! budget ran out, which says nothing about the upstream.
 
 use std::fmt;
 use std::time::Duration;
 
+use tollgate_core::error::DeadlineExceeded;
 use tower::timeout::error::Elapsed;
 
 /// What every error here reports as its cause.
 static ELAPSED: Elapsed = Elapsed::new();
+/// What an error reports as its cause when the request's deadline ran out (its own cause is
+/// `Elapsed`).
+static DEADLINE: DeadlineExceeded = DeadlineExceeded;
 
 /// Which limit ran out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,6 +53,15 @@ impl Limit {
             Self::Idle => "idle",
             Self::Total => "total",
             Self::Deadline => "deadline",
+        }
+    }
+
+    /// The error's cause: the request's [`DeadlineExceeded`] when its deadline ran out (the
+    /// caller's budget, which the breaker and the adaptive limit ignore), else `Elapsed`.
+    fn cause(self) -> Option<&'static (dyn std::error::Error + 'static)> {
+        match self {
+            Self::Deadline => Some(&DEADLINE),
+            _ => Some(&ELAPSED),
         }
     }
 
@@ -88,7 +104,7 @@ impl fmt::Display for FirstByteTimeout {
 
 impl std::error::Error for FirstByteTimeout {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&ELAPSED)
+        self.limit.cause()
     }
 }
 
@@ -142,7 +158,7 @@ impl fmt::Display for TotalTimeout {
 
 impl std::error::Error for TotalTimeout {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&ELAPSED)
+        self.limit.cause()
     }
 }
 
@@ -181,6 +197,34 @@ mod tests {
             bytes: 0,
         });
         assert_eq!(classify_error(&wrapped).kind, OutcomeKind::Timeout);
+    }
+
+    #[test]
+    fn only_the_requests_own_deadline_is_a_deadline_expiry() {
+        use tollgate_core::classify::is_deadline_expiry;
+
+        let deadline = |limit| FirstByteTimeout {
+            waited: Duration::from_secs(1),
+            limit,
+        };
+        assert!(is_deadline_expiry(&deadline(Limit::Deadline)));
+        assert!(!is_deadline_expiry(&deadline(Limit::FirstByte)));
+        assert!(!is_deadline_expiry(&deadline(Limit::Total)));
+        let total = TotalTimeout {
+            elapsed: Duration::from_secs(9),
+            bytes: 10,
+            limit: Limit::Deadline,
+        };
+        assert!(is_deadline_expiry(&total));
+        assert!(!is_deadline_expiry(&TotalTimeout {
+            limit: Limit::Total,
+            ..total
+        }));
+        let idle = IdleTimeout {
+            idle: Duration::from_secs(1),
+            bytes: 0,
+        };
+        assert!(!is_deadline_expiry(&idle));
     }
 
     #[test]

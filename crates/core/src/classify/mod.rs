@@ -31,5 +31,6 @@ mod rules;
 
 pub use self::layer::{Classify, ClassifyLayer, DEFAULT_PEEK_LIMIT};
 pub use self::rules::{
-    classify_error, classify_response, classify_stream_error, is_local_refusal, response_outcome,
+    classify_error, classify_response, classify_stream_error, is_deadline_expiry, is_local_refusal,
+    response_outcome,
 };

@@ -258,6 +258,16 @@ pub fn is_local_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
         })
 }
 
+/// Whether `error` (or an error in its source chain) is a [`DeadlineExceeded`]: the attempt
+/// was cut short by the request's own deadline, which says nothing about the upstream.
+///
+/// [`DeadlineExceeded`]: crate::error::DeadlineExceeded
+pub fn is_deadline_expiry(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |&e| next_in_chain(e))
+        .take(MAX_SOURCE_DEPTH)
+        .any(|e| e.is::<crate::error::DeadlineExceeded>())
+}
+
 fn next_in_chain<'a>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a (dyn std::error::Error + 'static)> {
