@@ -609,7 +609,7 @@ fn malformed_input(received: &mut Received, gateway: &mut Gateway) {
     assert!(reply.json().is_some(), "{}", reply.text());
     still_serving(received, gateway, "an oversized chunked body");
 
-    // Not JSON where JSON is expected.
+    // Not JSON where JSON is expected: the gateway's own 400, nothing sent upstream.
     for (what, body) in [
         ("a body that is not JSON", &b"this is { not json"[..]),
         ("a JSON body that is not an object", &b"[1, 2, 3]"[..]),
@@ -620,12 +620,16 @@ fn malformed_input(received: &mut Received, gateway: &mut Gateway) {
     ] {
         let raw = request("POST", "/v1/chat/completions", &json_headers, body);
         let reply = send(received, gateway, what, &raw, false);
-        assert!(
-            (400..500).contains(&reply.status),
-            "{what}: {}",
-            reply.text()
+        assert_eq!(reply.status, 400, "{what}: {}", reply.text());
+        let error = reply
+            .json()
+            .unwrap_or_else(|| panic!("{what}: {}", reply.text()));
+        assert_eq!(
+            error["error"]["type"], "invalid_request_error",
+            "{what}: {error}"
         );
-        assert!(reply.json().is_some(), "{what}: {}", reply.text());
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("tollgate: "), "{what}: {error}");
         still_serving(received, gateway, what);
     }
 

@@ -11,15 +11,16 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tokio::time::Instant;
 use tollgate::{LlmBody, LlmService};
+use tollgate_core::EndpointKind;
 use tower::ServiceExt;
 
 use super::config::ClientKeys;
 use super::metrics::{Metrics, route_index};
-use super::refusal::{Dialect, Refusal, chain, error_response, refusal_of};
+use super::refusal::{Dialect, Refusal, chain, refusal_of};
 use super::tls::is_certificate_error;
 
 /// What every request handler shares.
@@ -106,26 +107,25 @@ impl Gateway {
             }
             Err(error) => {
                 tracing::debug!(%error, "could not read a request body");
-                return error_response(
+                return self.refuse(
                     dialect,
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
+                    Refusal::BadRequest,
                     "could not read the request body",
                     None,
                 );
             }
         };
+        // A body the provider would refuse as it stands costs no upstream call nor any of the
+        // rate limit: the gateway answers the provider's 400 itself.
+        if parts.method == Method::POST
+            && takes_json(EndpointKind::from_path(parts.uri.path()))
+            && let Some(message) = not_a_json_object(&body)
+        {
+            return self.refuse(dialect, Refusal::BadRequest, &message, None);
+        }
         let upstream = match self.upstream_request(parts, body) {
             Ok(request) => request,
-            Err(message) => {
-                return error_response(
-                    dialect,
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    &message,
-                    None,
-                );
-            }
+            Err(message) => return self.refuse(dialect, Refusal::BadRequest, &message, None),
         };
         match self.llm.clone().oneshot(upstream).await {
             Ok(response) => client_response(response),
@@ -195,6 +195,36 @@ impl Gateway {
     }
 }
 
+/// Whether a POST to this endpoint carries a JSON object (file uploads are multipart; other
+/// endpoints go through as they are).
+fn takes_json(endpoint: EndpointKind) -> bool {
+    matches!(
+        endpoint,
+        EndpointKind::ChatCompletions
+            | EndpointKind::Responses
+            | EndpointKind::Messages
+            | EndpointKind::GenerateContent
+            | EndpointKind::Embeddings
+            | EndpointKind::Completions
+            | EndpointKind::Batches
+    )
+}
+
+/// Why `body` is not a JSON object, if it is not.
+fn not_a_json_object(body: &[u8]) -> Option<String> {
+    // JSON is UTF-8 (RFC 8259), and skipping a value does not check its strings.
+    if let Err(error) = std::str::from_utf8(body) {
+        return Some(format!("the request body is not UTF-8 ({error})"));
+    }
+    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Err(error) => Some(format!("the request body is not valid JSON ({error})")),
+        Ok(_) if body.trim_ascii_start().first() != Some(&b'{') => {
+            Some("the request body must be a JSON object".to_owned())
+        }
+        Ok(_) => None,
+    }
+}
+
 /// The key a client presented: `Authorization: Bearer`, else `x-api-key` (Anthropic's SDKs),
 /// else `api-key` (Azure's).
 fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
@@ -255,6 +285,30 @@ fn client_response(response: http::Response<LlmBody>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_endpoint_needs_a_json_object() {
+        assert_eq!(
+            not_a_json_object(br#" {"model": "m", "n": [1, {"a": "\u00e9"}]}"#),
+            None
+        );
+        for (body, says) in [
+            (&b"this is { not json"[..], "not valid JSON"),
+            (b"", "not valid JSON"),
+            (b"{\"model\": \"m\"", "not valid JSON"),
+            (b"{} {}", "not valid JSON"),
+            (b"[1, 2, 3]", "must be a JSON object"),
+            (b"\"text\"", "must be a JSON object"),
+            (b"{\"model\": \"\xff\xfe\"}", "not UTF-8"),
+        ] {
+            let message = not_a_json_object(body).expect("refused");
+            assert!(message.contains(says), "{body:?}: {message}");
+        }
+        assert!(takes_json(EndpointKind::from_path("/v1/chat/completions")));
+        assert!(takes_json(EndpointKind::from_path("/v1/messages")));
+        assert!(!takes_json(EndpointKind::from_path("/v1/files")));
+        assert!(!takes_json(EndpointKind::from_path("/v1/models")));
+    }
 
     #[test]
     fn only_bearer_x_api_key_or_api_key_present_a_key() {

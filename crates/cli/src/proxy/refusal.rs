@@ -17,6 +17,9 @@ use tollgate_core::error::{
 /// Why the gateway answered for itself instead of the upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
+    /// A request the gateway cannot forward: an unreadable body, a path that is not valid, a
+    /// body that must be a JSON object and is not.
+    BadRequest,
     /// No or a wrong client key.
     Unauthorized,
     /// The request body is over the limit, or the request can never fit a rate limit.
@@ -36,7 +39,8 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    pub(crate) const ALL: [Self; 8] = [
+    pub(crate) const ALL: [Self; 9] = [
+        Self::BadRequest,
         Self::Unauthorized,
         Self::BodyTooLarge,
         Self::RateLimited,
@@ -50,6 +54,7 @@ impl Refusal {
     /// The snake_case name, for metrics and `tollgate bench`.
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
+            Self::BadRequest => "bad_request",
             Self::Unauthorized => "unauthorized",
             Self::BodyTooLarge => "body_too_large",
             Self::RateLimited => "rate_limited",
@@ -64,6 +69,7 @@ impl Refusal {
     /// The status the client gets, and the error type in its body.
     const fn status_and_type(self) -> (StatusCode, &'static str) {
         match self {
+            Self::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error"),
             Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
