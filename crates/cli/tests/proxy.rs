@@ -73,7 +73,10 @@ async fn chat_embeddings_and_messages_reach_the_upstream_with_its_key() {
         "tollgate_batch_items_total{",
         "tollgate_cache_lookups_total{",
     ] {
-        assert!(text.lines().any(|l| l.starts_with(prefix)), "{prefix}\n{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with(prefix)),
+            "{prefix}\n{text}"
+        );
     }
     let health = send(get(&format!("{}/health", proxy.url))).await.json();
     assert_eq!(health["status"], "ok", "{health}");
