@@ -85,15 +85,32 @@ impl CacheConfig {
         if self.time_to_idle.is_some_and(|idle| idle.is_zero()) {
             return Err(ConfigError::new("time_to_idle", "0s", "must be positive"));
         }
-        if self.time_to_live.checked_add(self.max_staleness).is_none()
-            || self
-                .time_to_idle
-                .is_some_and(|idle| idle.checked_add(self.max_staleness).is_none())
-        {
+        // The store keeps an entry its time to live (or idle) plus the staleness allowed, and
+        // moka refuses (panics on) anything past 1,000 years.
+        let longest = Duration::from_secs(1_000 * 365 * 24 * 60 * 60);
+        let kept = |time: Duration| {
+            time.checked_add(self.max_staleness)
+                .is_some_and(|kept| kept <= longest)
+        };
+        if self.max_staleness > longest {
             return Err(ConfigError::new(
                 "max_staleness",
                 format!("{:?}", self.max_staleness),
-                "is too long: the time to live plus it overflows",
+                "must be at most 1,000 years",
+            ));
+        }
+        if !kept(self.time_to_live) {
+            return Err(ConfigError::new(
+                "time_to_live",
+                format!("{:?}", self.time_to_live),
+                "plus max_staleness must be at most 1,000 years",
+            ));
+        }
+        if self.time_to_idle.is_some_and(|idle| !kept(idle)) {
+            return Err(ConfigError::new(
+                "time_to_idle",
+                format!("{:?}", self.time_to_idle.unwrap_or_default()),
+                "plus max_staleness must be at most 1,000 years",
             ));
         }
         Ok(())
@@ -177,6 +194,22 @@ mod tests {
                 ..base()
             }),
             "max_staleness"
+        );
+        let centuries = Duration::from_secs(600 * 365 * 24 * 60 * 60);
+        assert_eq!(
+            bad(CacheConfig {
+                time_to_live: centuries,
+                max_staleness: centuries,
+                ..base()
+            }),
+            "time_to_live"
+        );
+        assert_eq!(
+            bad(CacheConfig {
+                time_to_idle: Some(Duration::from_secs(u64::MAX)),
+                ..base()
+            }),
+            "time_to_idle"
         );
     }
 

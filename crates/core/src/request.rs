@@ -16,7 +16,13 @@ pub struct Deadline(pub Instant);
 impl Deadline {
     /// The deadline `budget` from now.
     pub fn after(budget: Duration) -> Self {
-        Self(Instant::now() + budget)
+        let now = Instant::now();
+        // A budget past what an `Instant` holds is as good as none: thirty years (tokio's
+        // own "far future").
+        Self(
+            now.checked_add(budget)
+                .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400)),
+        )
     }
 
     /// The time left at `now` (zero once passed).

@@ -83,11 +83,13 @@ where
         };
         let deadline = match request.extensions().get::<Deadline>() {
             Some(deadline) => Some(deadline.0),
-            None => config.deadline.map(|budget| {
-                let deadline = now + budget;
-                request.extensions_mut().insert(Deadline(deadline));
-                deadline
-            }),
+            // A budget too far away for an `Instant` (`request_timeout = 1e19`) is no deadline.
+            None => config
+                .deadline
+                .and_then(|budget| now.checked_add(budget))
+                .inspect(|&deadline| {
+                    request.extensions_mut().insert(Deadline(deadline));
+                }),
         };
         if let Some(name) = &config.idempotency_header
             && !request.headers().contains_key(name)

@@ -40,7 +40,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.to_owned(),
         message: message.into(),
@@ -57,12 +57,12 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duratio
     }
     match Option::<Either>::deserialize(deserializer)? {
         None => Ok(None),
-        Some(Either::Seconds(s)) if s.is_finite() && s >= 0.0 => {
-            Ok(Some(Duration::from_secs_f64(s)))
-        }
-        Some(Either::Seconds(s)) => Err(serde::de::Error::custom(format!(
-            "{s} is not a duration; use seconds (30) or text (\"30s\")"
-        ))),
+        // Negative, NaN, infinite, or more seconds than a Duration holds (1e20): an error.
+        Some(Either::Seconds(s)) => Duration::try_from_secs_f64(s).map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{s} is not a duration; use seconds (30) or text (\"30s\")"
+            ))
+        }),
         Some(Either::Text(text)) => humantime::parse_duration(&text).map(Some).map_err(|e| {
             serde::de::Error::custom(format!(
                 "{text:?} is not a duration ({e}); use \"30s\", \"2m\" or seconds"
@@ -307,6 +307,26 @@ fn span(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_beyond_a_duration_are_an_error_not_a_panic() {
+        // A panic before; the `stack_config` fuzz target checks it (fuzz/README.md).
+        for text in [
+            "request_timeout = 1e20",
+            "[circuit_breaker]\nrecovery_timeout = 1.9e19",
+        ] {
+            let error = StackConfig::from_toml(text).unwrap_err();
+            assert!(error.message.contains("is not a duration"), "{error}");
+        }
+        let error = StackConfig::from_json(r#"{"request_timeout": 1e300}"#).unwrap_err();
+        assert!(error.message.contains("is not a duration"), "{error}");
+        assert_eq!(
+            StackConfig::from_toml("request_timeout = 1.8e10")
+                .unwrap()
+                .request_timeout,
+            Some(Duration::from_secs(18_000_000_000))
+        );
+    }
 
     #[test]
     fn the_seeds_keys_load_from_toml_and_json() {

@@ -28,6 +28,22 @@
 //! With `default-features = false` and only the layers you name, nothing else is compiled:
 //! `tollgate = { version = "0.1", default-features = false, features = ["retry", "circuit"] }`.
 #![forbid(unsafe_code)]
+// The crate docs name every layer; those whose feature is off are plain text, not links.
+#![cfg_attr(
+    not(all(
+        feature = "cache",
+        feature = "batch",
+        feature = "retry",
+        feature = "circuit",
+        feature = "overload",
+        feature = "ratelimit",
+        feature = "concurrency",
+        feature = "timeout",
+        feature = "pool",
+        feature = "stack"
+    )),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 
 #[cfg(feature = "stack")]
 mod config;

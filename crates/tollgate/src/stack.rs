@@ -21,7 +21,7 @@ use tollgate_timeout::{TimeoutConfig, TimeoutLayer};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-use crate::config::{ConfigError, Preset, StackConfig};
+use crate::config::{ConfigError, Preset, StackConfig, invalid};
 
 /// A response body from the stack.
 pub type LlmBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -66,6 +66,38 @@ pub(crate) struct Resolved {
     pub(crate) seed: Option<u64>,
     pub(crate) timeouts: TimeoutConfig,
     pub(crate) cache: Option<CacheConfig>,
+}
+
+impl Resolved {
+    /// The breaker's settings.
+    fn circuit(&self) -> CircuitConfig {
+        let defaults = CircuitConfig::default();
+        CircuitConfig {
+            consecutive_failures: Some(self.failure_threshold),
+            open_duration: self.recovery,
+            // Repeated trips lengthen the open period up to this: never below the configured one.
+            max_open_duration: defaults.max_open_duration.max(self.recovery),
+            half_open_probes: self.probes,
+            seed: self.seed.unwrap_or(defaults.seed),
+            ..defaults
+        }
+    }
+
+    /// Whether every layer accepts its settings, so that building the stack cannot fail.
+    fn check(&self) -> Result<(), ConfigError> {
+        let layer =
+            |section: &str, error: &dyn std::fmt::Display| invalid(section, error.to_string());
+        self.circuit()
+            .validate()
+            .map_err(|e| layer("circuit_breaker", &e))?;
+        self.timeouts
+            .validate()
+            .map_err(|e| layer("timeouts", &e))?;
+        if let Some(cache) = &self.cache {
+            cache.validate().map_err(|e| layer("cache", &e))?;
+        }
+        Ok(())
+    }
 }
 
 fn preset(preset: Preset) -> Resolved {
@@ -278,9 +310,9 @@ impl LlmStack {
     /// A setting that is not usable.
     pub fn new(config: &StackConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self {
-            resolved: resolve(config),
-        })
+        let resolved = resolve(config);
+        resolved.check()?;
+        Ok(Self { resolved })
     }
 
     /// The stack as a preset sets it.
@@ -303,15 +335,8 @@ impl LlmStack {
         RB::Error: Into<BoxError>,
     {
         let r = &self.resolved;
-        let defaults = CircuitConfig::default();
-        let circuit = CircuitBreakerLayer::new(CircuitConfig {
-            consecutive_failures: Some(r.failure_threshold),
-            open_duration: r.recovery,
-            half_open_probes: r.probes,
-            seed: r.seed.unwrap_or(defaults.seed),
-            ..defaults
-        })
-        .expect("a resolved config is valid");
+        let circuit =
+            CircuitBreakerLayer::new(r.circuit()).expect("LlmStack::new checked the config");
         let circuit_handle = circuit.handle();
         let probe = circuit_handle.clone();
         let aimd = if r.adaptive {
@@ -360,7 +385,7 @@ impl LlmStack {
         // Disabled, the cache stores nothing: a policy that calls nothing cacheable.
         let cache = match &r.cache {
             Some(config) => CacheLayer::new(config.clone())
-                .expect("a resolved config is valid")
+                .expect("LlmStack::new checked the config")
                 .with_policy(Cacheable(true)),
             None => CacheLayer::new(CacheConfig {
                 max_entries: 1,
@@ -380,7 +405,7 @@ impl LlmStack {
             .layer(overload)
             .layer(RateLimitLayer::new(quotas).with_per_model_limits(r.per_model))
             .layer(ConcurrencyLimitLayer::new(r.concurrency))
-            .layer(TimeoutLayer::new(r.timeouts).expect("a resolved config is valid"))
+            .layer(TimeoutLayer::new(r.timeouts).expect("LlmStack::new checked the config"))
             .layer(ClassifyLayer::new())
             .service(client);
         let stack = ServiceExt::<Request<Full<Bytes>>>::map_response(stack, boxed);
@@ -398,6 +423,29 @@ impl LlmStack {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_preset_and_a_long_recovery_build() {
+        for p in [Preset::Conservative, Preset::Balanced, Preset::Aggressive] {
+            preset(p).check().unwrap();
+        }
+        // Longer than the breaker's default longest open period (5 min): a panic before.
+        let config =
+            StackConfig::from_toml("[circuit_breaker]\nrecovery_timeout = \"10m\"").unwrap();
+        let stack = LlmStack::new(&config).unwrap();
+        assert_eq!(
+            stack.resolved.circuit().max_open_duration,
+            Duration::from_secs(600)
+        );
+    }
+
+    #[test]
+    fn a_setting_a_layer_refuses_is_a_config_error() {
+        let config = StackConfig::from_toml("[timeouts]\nfirst_byte = 0").unwrap();
+        let error = LlmStack::new(&config).unwrap_err();
+        assert_eq!(error.field, "timeouts", "{error}");
+        assert!(error.message.contains("first_byte"), "{error}");
+    }
 
     #[test]
     fn overrides_win_over_the_preset() {

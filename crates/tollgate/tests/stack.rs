@@ -150,3 +150,75 @@ async fn chat_streams_and_embeddings_through_the_stack() {
     );
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+/// Every duration a config file can set, at the largest a `Duration` holds from a number of
+/// seconds: the stack loads and serves — chat, a stream, embeddings, a failing upstream — with
+/// no overflow anywhere (the fuzzer's `stack_config` target only loads configs).
+#[tokio::test(start_paused = true)]
+async fn the_largest_durations_a_config_allows_never_overflow() {
+    let huge = "1.8e19";
+    let text = |ttl: &str| {
+        format!(
+            r#"
+            preset = "balanced"
+            request_timeout = {huge}
+            [circuit_breaker]
+            failure_threshold = 1
+            recovery_timeout = {huge}
+            [backoff_strategy]
+            max_retries = 1
+            initial_delay = {huge}
+            max_delay = {huge}
+            [cache]
+            ttl = {ttl}
+            [timeouts]
+            first_byte = {huge}
+            idle = {huge}
+            total = {huge}
+            per_output_token = {huge}
+            [batch]
+            max_wait = "1ms"
+        "#
+        )
+    };
+    // The cache keeps entries at most 1,000 years (its store's bound): a clear error.
+    let config = StackConfig::from_toml(&text(huge)).unwrap();
+    let error = LlmStack::new(&config).unwrap_err();
+    assert_eq!(error.field, "cache", "{error}");
+    assert!(error.message.contains("1,000 years"), "{error}");
+    let config = StackConfig::from_toml(&text("\"100y\"")).unwrap();
+    let sim = sim();
+    let (llm, handle) = LlmStack::new(&config).unwrap().service(client(sim.clone()));
+    let chat = json!({"model": "gpt-4o-mini", "max_tokens": 8,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let response = llm
+        .clone()
+        .oneshot(post("/v1/chat/completions", chat))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    let stream = json!({"model": "gpt-4o-mini", "max_tokens": 8, "stream": true,
+        "messages": [{"role": "user", "content": "hello again"}]});
+    let response = llm
+        .clone()
+        .oneshot(post("/v1/chat/completions", stream))
+        .await
+        .unwrap();
+    response.into_body().collect().await.unwrap();
+    let embeddings = json!({"model": "text-embedding-3-small", "input": "one"});
+    let response = llm
+        .clone()
+        .oneshot(post("/v1/embeddings", embeddings))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // A model the simulator does not know fails: the breaker opens for "1.8e19 s".
+    let unknown = json!({"model": "no-such-model", "max_tokens": 8,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let _ = llm
+        .clone()
+        .oneshot(post("/v1/chat/completions", unknown))
+        .await;
+    assert!(!handle.health().is_empty());
+}
