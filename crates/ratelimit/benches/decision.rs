@@ -9,7 +9,8 @@
 //!   decision (and requests plus tokens, OpenAI-style), next to governor checking three
 //!   limiters in a row (which is not all or nothing);
 //! - `full_layer`: `poll_ready`, `call` and the response future through `RateLimitLayer`, through
-//!   tower's `RateLimit` and through nothing, around a service that answers at once; then the
+//!   tower's `RateLimit`, through tower-resilience's `RateLimiterLayer` (a fixed window, its
+//!   default) and through nothing, around a service that answers at once; then the
 //!   real path, over `ClassifyLayer` with the body drained, so that the reservation is
 //!   reconciled from the usage the body reports.
 //!
@@ -127,6 +128,16 @@ fn tower_rate_limit() -> impl Service<Request<()>, Response = Response<()>, Erro
     tower::limit::RateLimitLayer::new(u64::MAX, MINUTE).layer(service_fn(respond))
 }
 
+fn tower_resilience_rate_limit()
+-> impl Service<Request<()>, Response = Response<()>, Error = impl std::fmt::Debug> {
+    tower_resilience_ratelimiter::RateLimiterLayer::builder()
+        .limit_for_period(HUGE as usize)
+        .refresh_period(MINUTE)
+        .build()
+        .expect("a valid rate limiter")
+        .layer(service_fn(respond))
+}
+
 fn tollgate_layer() -> impl Service<Request<()>, Response = Response<()>, Error = BoxError> {
     RateLimitLayer::new(Quotas::per_minute(HUGE, HUGE)).layer(service_fn(respond))
 }
@@ -187,6 +198,9 @@ fn allocations(_: &mut Criterion) {
     let mut service = tower_rate_limit();
     let per_op = allocations_per_op(GLOBAL, chat_requests(), |r| roundtrip(&mut service, r));
     rows.push(("full_layer/tower_rate_limit", per_op));
+    let mut service = tower_resilience_rate_limit();
+    let per_op = allocations_per_op(GLOBAL, chat_requests(), |r| roundtrip(&mut service, r));
+    rows.push(("full_layer/tower_resilience", per_op));
     let mut service = tollgate_layer();
     let per_op = allocations_per_op(GLOBAL, chat_requests(), |r| roundtrip(&mut service, r));
     rows.push(("full_layer/tollgate", per_op));
@@ -325,6 +339,10 @@ fn full_layer(c: &mut Criterion) {
     });
     let mut service = tower_rate_limit();
     group.bench_function("tower_rate_limit", |b| {
+        b.iter_batched(chat_requests(), |r| roundtrip(&mut service, r), small)
+    });
+    let mut service = tower_resilience_rate_limit();
+    group.bench_function("tower_resilience", |b| {
         b.iter_batched(chat_requests(), |r| roundtrip(&mut service, r), small)
     });
     let mut service = tollgate_layer();

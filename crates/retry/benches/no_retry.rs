@@ -4,7 +4,9 @@
 //! once, per call (`poll_ready`, `call`, and the response future polled once with a no-op
 //! waker, inside a tokio runtime's context): the bare service; tower's `Retry` with a minimal
 //! policy that would retry errors but never sees one (it clones each request up front, like
-//! Tollgate); `RetryLayer::new()`; and the same without the idempotency key, whose generation
+//! Tollgate); tower-resilience's `RetryLayer` with 5 attempts and exponential backoff (it also
+//! clones each request, and boxes its future); `RetryLayer::new()`; and the same without the
+//! idempotency key, whose generation
 //! costs something. The inner service answers either with an [`Outcome`] already in the
 //! response's extensions (as under `ClassifyLayer`: nothing left to classify) or without one
 //! (the layer classifies the status and headers itself).
@@ -20,6 +22,7 @@ use std::alloc::System;
 use std::convert::Infallible;
 use std::fmt::Debug;
 use std::future::{Ready, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -90,6 +93,18 @@ impl<Res, E> Policy<Request<Body>, Res, E> for RetryErrors {
     }
 }
 
+/// tower-resilience's retry: 5 attempts (as `RetryLayer::new()`), exponential backoff from
+/// 1 s, every error retried, never a response.
+fn tower_resilience_retry(
+    respond: Respond,
+) -> impl Service<Request<Body>, Response = Response<()>, Error = Infallible> {
+    tower_resilience_retry::RetryLayer::<Request<Body>, Response<()>, Infallible>::builder()
+        .max_attempts(5)
+        .exponential_backoff(Duration::from_secs(1))
+        .build()
+        .layer(service_fn(respond))
+}
+
 fn tower_retry(
     respond: Respond,
 ) -> tower::retry::Retry<
@@ -128,6 +143,7 @@ fn summary(_: &mut Criterion) {
         let rows = [
             ("bare", bare),
             ("tower_retry", tower),
+            ("tower_resilience", measure(tower_resilience_retry(respond))),
             (
                 "tollgate",
                 measure(RetryLayer::new().layer(service_fn(respond))),
@@ -169,6 +185,10 @@ fn no_retry(c: &mut Criterion) {
         });
         let mut service = tower_retry(respond);
         group.bench_function("tower_retry", |b| {
+            b.iter_batched(chat_request, |r| roundtrip(&mut service, r), small)
+        });
+        let mut service = tower_resilience_retry(respond);
+        group.bench_function("tower_resilience", |b| {
             b.iter_batched(chat_request, |r| roundtrip(&mut service, r), small)
         });
         let mut service = RetryLayer::new().layer(service_fn(respond));
