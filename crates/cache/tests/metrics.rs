@@ -11,13 +11,16 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::task::JoinSet;
 use tollgate_cache::CacheStatus;
 
-/// Every metric the recorder holds, as `name{label=value,...}` (labels sorted) and its value
-/// (`counter 3`, `gauge 1`, `histogram [0.25]`); histograms are drained by each call.
+/// Every cache metric the recorder holds, as `name{label=value,...}` (labels sorted) and its
+/// value (`counter 3`, `gauge 1`, `histogram [0.25]`); histograms are drained by each call.
+/// Only the cache's: with every feature on (`cargo test --workspace --all-features`), the
+/// Classify layer below records its own.
 fn recorded(snapshotter: &Snapshotter) -> BTreeMap<String, String> {
     snapshotter
         .snapshot()
         .into_vec()
         .into_iter()
+        .filter(|(key, _, _, _)| key.key().name().starts_with("tollgate_cache_"))
         .map(|(key, _, _, value)| {
             let (_, key) = key.into_parts();
             let mut labels: Vec<String> = key
