@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
 use serde_json::{Value, json};
 use tollgate_batch::deferred::{DeferredConfig, DeferredQueue, JobOptions, transport};
 use tollgate_batch::{BatchConfig, BatchLayer, EmbeddingsCodec};
@@ -17,28 +17,9 @@ use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::{BoxError, Clock, CredentialId};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
-/// Every metric the recorder holds, as `name{label=value,...}` (labels sorted) and its value
-/// (`counter 3`, `gauge 1`, `histogram [0.25]`); histograms are drained by each call.
+/// This layer's series (see `tollgate_testkit::metrics::recorded`).
 fn recorded(snapshotter: &Snapshotter) -> BTreeMap<String, String> {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let (_, key) = key.into_parts();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|label| format!("{}={}", label.key(), label.value()))
-                .collect();
-            labels.sort();
-            let value = match value {
-                DebugValue::Counter(n) => format!("counter {n}"),
-                DebugValue::Gauge(g) => format!("gauge {g}"),
-                DebugValue::Histogram(values) => format!("histogram {values:?}"),
-            };
-            (format!("{}{{{}}}", key.name(), labels.join(",")), value)
-        })
-        .collect()
+    tollgate_testkit::metrics::recorded(snapshotter, &["tollgate_batch_"])
 }
 
 const SECRET: &str = "sk-batch-metrics-secret";

@@ -7,35 +7,13 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{cached, calls, chat_stream, post, send, sim, status};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
 use tokio::task::JoinSet;
 use tollgate_cache::CacheStatus;
 
-/// Every cache metric the recorder holds, as `name{label=value,...}` (labels sorted) and its
-/// value (`counter 3`, `gauge 1`, `histogram [0.25]`); histograms are drained by each call.
-/// Only the cache's: with every feature on (`cargo test --workspace --all-features`), the
-/// Classify layer below records its own.
+/// This layer's series (see `tollgate_testkit::metrics::recorded`).
 fn recorded(snapshotter: &Snapshotter) -> BTreeMap<String, String> {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(key, _, _, _)| key.key().name().starts_with("tollgate_cache_"))
-        .map(|(key, _, _, value)| {
-            let (_, key) = key.into_parts();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|label| format!("{}={}", label.key(), label.value()))
-                .collect();
-            labels.sort();
-            let value = match value {
-                DebugValue::Counter(n) => format!("counter {n}"),
-                DebugValue::Gauge(g) => format!("gauge {g}"),
-                DebugValue::Histogram(values) => format!("histogram {values:?}"),
-            };
-            (format!("{}{{{}}}", key.name(), labels.join(",")), value)
-        })
-        .collect()
+    tollgate_testkit::metrics::recorded(snapshotter, &["tollgate_cache_"])
 }
 
 /// An upstream that takes a second to answer.

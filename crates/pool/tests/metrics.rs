@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
 use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
 use tollgate_core::error::RateLimited;
@@ -16,31 +16,9 @@ use tollgate_core::{BoxError, CredentialId, Secret};
 use tollgate_pool::{Member, Policy, Pool, WhenExhausted};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
-/// Every metric the recorder holds, as `name{label=value,...}` (labels sorted) and its value
-/// (`counter 3`, `gauge 1`, `histogram [0.25]`); histograms are drained by each call.
+/// This layer's series (see `tollgate_testkit::metrics::recorded`).
 fn recorded(snapshotter: &Snapshotter) -> BTreeMap<String, String> {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        // Only this layer's: with every feature on (`cargo test --workspace --all-features`),
-        // the Classify layer below records its own.
-        .filter(|(key, _, _, _)| key.key().name().starts_with("tollgate_pool_"))
-        .map(|(key, _, _, value)| {
-            let (_, key) = key.into_parts();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|label| format!("{}={}", label.key(), label.value()))
-                .collect();
-            labels.sort();
-            let value = match value {
-                DebugValue::Counter(n) => format!("counter {n}"),
-                DebugValue::Gauge(g) => format!("gauge {g}"),
-                DebugValue::Histogram(values) => format!("histogram {values:?}"),
-            };
-            (format!("{}{{{}}}", key.name(), labels.join(",")), value)
-        })
-        .collect()
+    tollgate_testkit::metrics::recorded(snapshotter, &["tollgate_pool_"])
 }
 
 fn expect(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
 use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
 use tollgate_core::{CredentialId, Deadline};
@@ -19,31 +19,9 @@ use tollgate_retry::{Backoff, Hedge, HedgeAfter, HedgeWhen, RetryLayer};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
-/// Every metric the recorder holds, as `name{label=value,...}` (labels sorted) and its value
-/// (`counter 3`, `gauge 1`, `histogram [0.25]`); histograms are drained by each call.
+/// This layer's series (see `tollgate_testkit::metrics::recorded`).
 fn recorded(snapshotter: &Snapshotter) -> BTreeMap<String, String> {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        // Only this layer's: with every feature on (`cargo test --workspace --all-features`),
-        // the Classify layer below records its own.
-        .filter(|(key, _, _, _)| key.key().name().starts_with("tollgate_retry_"))
-        .map(|(key, _, _, value)| {
-            let (_, key) = key.into_parts();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|label| format!("{}={}", label.key(), label.value()))
-                .collect();
-            labels.sort();
-            let value = match value {
-                DebugValue::Counter(n) => format!("counter {n}"),
-                DebugValue::Gauge(g) => format!("gauge {g}"),
-                DebugValue::Histogram(values) => format!("histogram {values:?}"),
-            };
-            (format!("{}{{{}}}", key.name(), labels.join(",")), value)
-        })
-        .collect()
+    tollgate_testkit::metrics::recorded(snapshotter, &["tollgate_retry_"])
 }
 
 const SECRET: &str = "sk-retry-metrics-secret";

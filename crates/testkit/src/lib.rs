@@ -29,6 +29,8 @@
 
 pub mod alloc;
 pub mod comparison;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod poll;
 pub mod requests;
 pub mod timing;

@@ -11,34 +11,15 @@ use bytes::Bytes;
 use common::{Answer, Ending, chat, read, upstream};
 use http::{Request, Response};
 use http_body_util::Full;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
 use tollgate_core::BoxError;
 use tollgate_core::annotate::AnnotateLayer;
 use tollgate_timeout::{FallbackLayer, TimeoutConfig, TimeoutLayer, Timeouts};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
-/// Every metric the recorder holds, as `name{label=value,...}` (labels sorted) and its value
-/// (`counter 3`, `gauge 1`, `histogram [0.25]`); histograms are drained by each call.
+/// This layer's series (see `tollgate_testkit::metrics::recorded`).
 fn recorded(snapshotter: &Snapshotter) -> BTreeMap<String, String> {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let (_, key) = key.into_parts();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|label| format!("{}={}", label.key(), label.value()))
-                .collect();
-            labels.sort();
-            let value = match value {
-                DebugValue::Counter(n) => format!("counter {n}"),
-                DebugValue::Gauge(g) => format!("gauge {g}"),
-                DebugValue::Histogram(values) => format!("histogram {values:?}"),
-            };
-            (format!("{}{{{}}}", key.name(), labels.join(",")), value)
-        })
-        .collect()
+    tollgate_testkit::metrics::recorded(snapshotter, &["tollgate_timeout_", "tollgate_fallback_"])
 }
 
 /// Fixed limits: 1 s to the first byte, 2 s of silence, 3 s in all.
