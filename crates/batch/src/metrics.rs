@@ -9,16 +9,7 @@ use tollgate_core::LlmRequest;
 
 #[cfg(feature = "metrics")]
 fn labels(llm: Option<&LlmRequest>) -> Vec<metrics::Label> {
-    use metrics::Label;
-    vec![
-        Label::from_static_parts("provider", llm.map_or("unknown", |l| l.provider.as_str())),
-        Label::new(
-            "model",
-            llm.and_then(|l| l.model.as_deref())
-                .unwrap_or("-")
-                .to_owned(),
-        ),
-    ]
+    tollgate_core::metrics::metric_labels(llm).to_vec()
 }
 
 /// Whether metrics are recorded: work done only for them (reading the deferred queue's depth)

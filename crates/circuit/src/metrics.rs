@@ -39,6 +39,7 @@ const fn reason_label(reason: Reason) -> &'static str {
 mod on {
     use metrics::{Counter, Gauge, Label};
     use tollgate_core::Scope;
+    use tollgate_core::metrics::scope_labels;
 
     use super::{gauge_value, reason_label};
     use crate::state::{CircuitState, Reason};
@@ -53,10 +54,7 @@ mod on {
 
     impl BreakerMetrics {
         pub(crate) fn new(scope: &Scope, state: CircuitState) -> Self {
-            let labels = [
-                Label::from_static_parts("provider", scope.provider().as_str()),
-                Label::new("model", scope.model().unwrap_or("-").to_owned()),
-            ];
+            let labels = scope_labels(scope.provider().as_str(), scope.model());
             let gauge = metrics::gauge!("tollgate_circuit_state", labels.to_vec());
             gauge.set(gauge_value(state));
             Self {

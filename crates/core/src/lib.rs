@@ -37,7 +37,7 @@ pub mod clock;
 pub mod duration;
 pub mod error;
 pub mod estimate;
-mod metrics;
+pub mod metrics;
 pub mod outcome;
 mod provider;
 pub mod providers;

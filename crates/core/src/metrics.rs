@@ -16,6 +16,26 @@ use crate::{LlmRequest, OutcomeKind};
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 const TRANSPORT_ERROR: &str = "transport_error";
 
+/// The `provider` and `model` labels every layer's metrics carry, from a request's
+/// [`LlmRequest`](crate::LlmRequest) (`provider="unknown"` without one, `model="-"` when it names none). Never a
+/// credential: the key and its id stay out of metrics.
+#[cfg(feature = "metrics")]
+pub fn metric_labels(llm: Option<&crate::LlmRequest>) -> [metrics::Label; 2] {
+    match llm {
+        Some(llm) => scope_labels(llm.provider.as_str(), llm.model.as_deref()),
+        None => scope_labels("unknown", None),
+    }
+}
+
+/// As [`metric_labels`], for a provider's name and a model.
+#[cfg(feature = "metrics")]
+pub fn scope_labels(provider: &'static str, model: Option<&str>) -> [metrics::Label; 2] {
+    [
+        metrics::Label::from_static_parts("provider", provider),
+        metrics::Label::new("model", model.unwrap_or("-").to_owned()),
+    ]
+}
+
 #[cfg(feature = "metrics")]
 mod on {
     use std::sync::{Arc, OnceLock};
@@ -61,10 +81,7 @@ mod on {
 
     impl Handles {
         fn new(provider: &'static str, model: Option<&str>) -> Self {
-            let labels = [
-                Label::from_static_parts("provider", provider),
-                Label::new("model", model.unwrap_or("-").to_owned()),
-            ];
+            let labels = super::scope_labels(provider, model);
             let duration = metrics::histogram!("tollgate_request_duration_seconds", labels.iter());
             Self {
                 labels,

@@ -26,6 +26,7 @@ const fn gauge_value(state: OverloadState) -> f64 {
 mod on {
     use metrics::{Counter, Gauge, Label};
     use tollgate_core::Scope;
+    use tollgate_core::metrics::scope_labels;
 
     use super::gauge_value;
     use crate::detector::OverloadState;
@@ -42,10 +43,7 @@ mod on {
 
     impl ScopeMetrics {
         pub(crate) fn new(scope: &Scope, limit: usize) -> Self {
-            let labels = [
-                Label::from_static_parts("provider", scope.provider().as_str()),
-                Label::new("model", scope.model().unwrap_or("-").to_owned()),
-            ];
+            let labels = scope_labels(scope.provider().as_str(), scope.model());
             let throttled = ["interactive", "batch"].map(|priority| {
                 let mut with = labels.to_vec();
                 with.push(Label::from_static_parts("priority", priority));

@@ -30,6 +30,7 @@ mod on {
 
     use metrics::{Counter, Histogram, Label};
     use tollgate_core::Scope;
+    use tollgate_core::metrics::scope_labels;
 
     use super::Refused;
     use crate::quota::Dimension;
@@ -63,10 +64,7 @@ mod on {
         /// Registers the handles of `scope`, once.
         pub(crate) fn init(&self, scope: &Scope) {
             self.0.get_or_init(|| {
-                let labels = [
-                    Label::from_static_parts("provider", scope.provider().as_str()),
-                    Label::new("model", scope.model().unwrap_or("-").to_owned()),
-                ];
+                let labels = scope_labels(scope.provider().as_str(), scope.model());
                 let with = |key: &'static str, value: &'static str| {
                     let mut all = labels.to_vec();
                     all.push(Label::from_static_parts(key, value));

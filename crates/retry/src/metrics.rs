@@ -32,16 +32,7 @@ impl GaveUp {
 
 #[cfg(feature = "metrics")]
 fn labels(llm: Option<&LlmRequest>) -> Vec<metrics::Label> {
-    use metrics::Label;
-    vec![
-        Label::from_static_parts("provider", llm.map_or("unknown", |l| l.provider.as_str())),
-        Label::new(
-            "model",
-            llm.and_then(|l| l.model.as_deref())
-                .unwrap_or("-")
-                .to_owned(),
-        ),
-    ]
+    tollgate_core::metrics::metric_labels(llm).to_vec()
 }
 
 /// Another attempt follows one that ended in `reason` (an outcome kind), after `wait`.

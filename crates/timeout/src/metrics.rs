@@ -32,17 +32,15 @@ impl TimeoutLabels {
     pub(crate) fn expired(&self, limit: Limit) {
         #[cfg(feature = "metrics")]
         {
-            let (provider, model) = match &self.scope {
-                Some((provider, model)) => (provider.as_str(), model.as_deref().unwrap_or("-")),
-                None => ("unknown", "-"),
-            };
-            metrics::counter!(
-                "tollgate_timeout_expired_total",
-                "provider" => provider,
-                "model" => model.to_owned(),
-                "limit" => limit.as_str()
-            )
-            .increment(1);
+            let mut labels = match &self.scope {
+                Some((provider, model)) => {
+                    tollgate_core::metrics::scope_labels(provider.as_str(), model.as_deref())
+                }
+                None => tollgate_core::metrics::metric_labels(None),
+            }
+            .to_vec();
+            labels.push(metrics::Label::from_static_parts("limit", limit.as_str()));
+            metrics::counter!("tollgate_timeout_expired_total", labels).increment(1);
         }
         #[cfg(not(feature = "metrics"))]
         let _ = limit;
