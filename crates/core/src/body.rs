@@ -32,7 +32,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::classify::{classify_error, classify_stream_error};
+use crate::classify::{classify_error, classify_stream_error, is_deadline_expiry};
 use crate::usage::{BodyFormat, UsageTracker};
 use crate::{BoxError, Outcome, Usage};
 
@@ -43,7 +43,9 @@ pub enum EndReason {
     Complete,
     /// Reading the body failed (a disconnect, a timeout between chunks).
     Failed,
-    /// The body was dropped before its end: the caller lost interest or was cancelled.
+    /// The body was dropped before its end: the caller lost interest, was cancelled, or its
+    /// own [`Deadline`](crate::Deadline) ran out. None of these says anything about the
+    /// upstream, so the breaker and the adaptive limit leave them out.
     Dropped,
 }
 
@@ -330,8 +332,13 @@ where
             Some(Err(error)) => {
                 *this.inner_done = true;
                 if let Some(end) = this.end.take() {
-                    let failure = classify_error(&*error);
-                    report(end, this.tracker, EndReason::Failed, Some(failure));
+                    if is_deadline_expiry(&*error) {
+                        // The caller's own deadline (a timeout layer below gave up for it).
+                        report(end, this.tracker, EndReason::Dropped, None);
+                    } else {
+                        let failure = classify_error(&*error);
+                        report(end, this.tracker, EndReason::Failed, Some(failure));
+                    }
                 }
                 Poll::Ready(Some(Err(error)))
             }

@@ -35,6 +35,9 @@ pin_project! {
     /// that [failed](tollgate_core::body::EndReason::Failed) with a
     /// [`Timeout`](OutcomeKind::Timeout) — so the breaker, the limiter and the adaptive limit
     /// count it — and a body observer above sees the error itself, which classifies the same.
+    /// The request's own [`Deadline`](tollgate_core::Deadline) is the exception: the caller
+    /// gave up, not the upstream, so the hooks see a [dropped](tollgate_core::body::EndReason::Dropped)
+    /// stream (the error the caller reads is still a [`TotalTimeout`]).
     pub struct TimeoutBody<B> {
         #[pin]
         state: State<B>,
@@ -151,7 +154,11 @@ where
         };
         tracing::debug!(%error, "giving up on a response body");
         this.labels.expired(limit);
-        if let Some(end) = this.end.take() {
+        // The request's own deadline is the caller giving up, as a cancelled call is: the body
+        // below ends as dropped, which the breaker and the adaptive limit leave out.
+        if let Some(end) = this.end.take()
+            && limit != Limit::Deadline
+        {
             end.fail(Outcome::new(OutcomeKind::Timeout));
         }
         this.state.set(State::Done);

@@ -206,6 +206,66 @@ async fn a_stalled_stream_counts_against_the_breaker_at_its_end() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stream_cut_by_the_callers_own_deadline_is_not_held_against_the_upstream() {
+    // A healthy stream, a chunk a second, that the caller's deadline cuts at 3 s.
+    let trickle: Vec<(u64, &'static str)> = (0..20).map(|_| (1_000, "data: {}\n\n")).collect();
+    let (upstream, calls) = upstream(Answer::stream(0, &trickle, Ending::Finish));
+    let breaker = CircuitBreakerLayer::shared(CircuitConfig {
+        consecutive_failures: Some(2),
+        ..CircuitConfig::default()
+    })
+    .unwrap();
+    let health = breaker.handle();
+    let stack = ServiceBuilder::new()
+        .layer(AnnotateLayer::new())
+        .layer(breaker)
+        .layer(TimeoutLayer::new(config()).unwrap())
+        .layer(ClassifyLayer::new())
+        .service(upstream);
+    let scope = Scope::new(Provider::OpenAi);
+    for _ in 0..3 {
+        let mut request = chat(true, Some(50));
+        request.extensions_mut().insert(Deadline::after(secs(3)));
+        let response = stack.clone().oneshot(request).await.unwrap();
+        let end = response
+            .extensions()
+            .get::<EndOfStream>()
+            .cloned()
+            .expect("observed");
+        let (chunks, result) = read(response.into_body()).await;
+        assert_eq!(chunks.len(), 3);
+        // The caller reads why its stream stopped ...
+        let error = result.unwrap_err();
+        let total = error
+            .downcast_ref::<TotalTimeout>()
+            .expect("a TotalTimeout");
+        assert_eq!(total.limit, Limit::Deadline);
+        // ... and the layers that judge the upstream see a caller who gave up.
+        let ended = end.ended().expect("ended");
+        assert_eq!(ended.reason, EndReason::Dropped);
+        assert_eq!(ended.error, None);
+    }
+    assert_eq!(health.state(&scope), CircuitState::Closed);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    // The other order, Classify above Timeout, reads the same from the error itself.
+    let (upstream, _) = common::upstream(Answer::stream(0, &trickle, Ending::Finish));
+    let stack = ServiceBuilder::new()
+        .layer(AnnotateLayer::new())
+        .layer(ClassifyLayer::new())
+        .layer(TimeoutLayer::new(config()).unwrap())
+        .service(upstream);
+    let mut request = chat(true, Some(50));
+    request.extensions_mut().insert(Deadline::after(secs(3)));
+    let response = stack.oneshot(request).await.unwrap();
+    let (_, result, end) = read_observed(response).await;
+    assert!(result.is_err());
+    let ended = end.ended().expect("ended");
+    assert_eq!(ended.reason, EndReason::Dropped);
+    assert_eq!(ended.error, None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_slow_reader_is_not_a_stalled_stream() {
     let chunks: Vec<(u64, &'static str)> = (0..5).map(|_| (100, "data: {}\n\n")).collect();
     let (stack, _) = stack(config(), Answer::stream(0, &chunks, Ending::Finish));
