@@ -54,10 +54,13 @@ async fn acknowledged_jobs_end_exactly_once_across_sigkills() {
     )
     .await
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("tollgate-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = dir.join("queue.redb");
+    // Every child run opens the same store; this test owns its directory, removed when the
+    // test ends (passed or failed).
+    let dir = tempfile::Builder::new()
+        .prefix("tollgate-crash-")
+        .tempdir()
+        .unwrap();
+    let store = dir.path().join("queue.redb");
     let seed: u64 = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -175,5 +178,4 @@ async fn acknowledged_jobs_end_exactly_once_across_sigkills() {
         .filter(|e| e.route.ends_with("/v1/chat/completions"))
         .count();
     assert_eq!(plain_calls, 0, "every job went through the Batch API");
-    let _ = std::fs::remove_dir_all(&dir);
 }

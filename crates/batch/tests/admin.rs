@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use tempfile::TempDir;
 use tollgate_batch::deferred::{DeferredConfig, DeferredQueue, admin_router, transport};
 use tollgate_core::Secret;
 use tollgate_sim::{SimConfig, SimService};
@@ -33,9 +34,9 @@ async fn call(
     (status, serde_json::from_slice(&body).unwrap())
 }
 
-/// A queue over an in-process simulator, flushing only when asked; `name` keeps the tests'
-/// files apart.
-async fn open_queue(name: &str) -> DeferredQueue {
+/// A queue over an in-process simulator, flushing only when asked, with its store in a fresh
+/// directory (named after `name`) that is removed when dropped: keep it as long as the queue.
+async fn open_queue(name: &str) -> (TempDir, DeferredQueue) {
     let sim = SimService::new(SimConfig::from_toml("seed = 1").unwrap()).unwrap();
     let net = transport(
         tower::ServiceBuilder::new()
@@ -44,22 +45,24 @@ async fn open_queue(name: &str) -> DeferredQueue {
             )
             .service(sim),
     );
-    let dir = std::env::temp_dir().join(format!("tollgate-admin-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _ = std::fs::remove_file(dir.join("queue.redb"));
-    DeferredQueue::builder(dir.join("queue.redb"), net)
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tollgate-admin-{name}-"))
+        .tempdir()
+        .unwrap();
+    let queue = DeferredQueue::builder(dir.path().join("queue.redb"), net)
         .config(DeferredConfig {
             interval: Duration::from_secs(3600),
             ..DeferredConfig::default()
         })
         .open()
         .await
-        .unwrap()
+        .unwrap();
+    (dir, queue)
 }
 
 #[tokio::test(start_paused = true)]
 async fn stats_and_a_forced_flush_behind_a_token() {
-    let queue = open_queue("flush").await;
+    let (_dir, queue) = open_queue("flush").await;
     for n in 0..3 {
         let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("q{n}")}]});
         queue
@@ -107,7 +110,7 @@ async fn stats_and_a_forced_flush_behind_a_token() {
 /// an empty one, one wrong in its first or last byte, a prefix, one byte more, another scheme.
 #[tokio::test(start_paused = true)]
 async fn only_the_exact_token_gets_in() {
-    let queue = open_queue("tokens").await;
+    let (_dir, queue) = open_queue("tokens").await;
     let router = admin_router(queue.clone(), Secret::new("op-token-7c1e"));
     let send = |authorization: Option<&'static str>, path: &'static str| {
         let router = router.clone();

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::Request;
 use serde_json::{Value, json};
+use tempfile::TempDir;
 use tokio::time::Instant;
 use tollgate_batch::deferred::{
     AnthropicBatchApi, DeferredConfig, DeferredQueue, DeferredQueueBuilder, JobOptions, JobStatus,
@@ -42,20 +43,18 @@ impl Clock for PausedWall {
     }
 }
 
-/// A fresh store path in a directory of its own.
-fn store_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "tollgate-deferred-{name}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("queue.redb")
+/// A fresh directory of its own for a store, removed (store and all) when dropped: keep it
+/// alive as long as any queue opened in it.
+fn store_dir(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tollgate-deferred-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(0u8)
+/// The store's path in `dir`.
+fn store_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("queue.redb")
 }
 
 fn sim(extra: &str) -> SimService {
@@ -99,9 +98,14 @@ fn message(n: usize) -> Request<Bytes> {
 /// Puts a Batch API on a queue's builder.
 type WithApi = Option<Box<dyn FnOnce(DeferredQueueBuilder) -> DeferredQueueBuilder>>;
 
-/// A queue at a fresh path over `sim`, flushing through `api` when given.
-async fn open(sim: &SimService, name: &str, config: DeferredConfig, api: WithApi) -> DeferredQueue {
-    let builder = DeferredQueue::builder(store_path(name), keyed(sim))
+/// A queue over `sim` with its store in `dir`, flushing through `api` when given.
+async fn open(
+    sim: &SimService,
+    dir: &TempDir,
+    config: DeferredConfig,
+    api: WithApi,
+) -> DeferredQueue {
+    let builder = DeferredQueue::builder(store_path(dir), keyed(sim))
         .config(config)
         .clock(PausedWall::new());
     let builder = match api {
@@ -149,7 +153,8 @@ fn keyed(sim: &SimService) -> Transport {
 #[tokio::test(start_paused = true)]
 async fn jobs_wait_for_the_interval_then_go_as_calls() {
     let sim = sim("");
-    let path = store_path("plain");
+    let dir = store_dir("plain");
+    let path = store_path(&dir);
     let queue = DeferredQueue::builder(&path, keyed(&sim))
         .config(config(60))
         .clock(PausedWall::new())
@@ -193,7 +198,8 @@ async fn jobs_wait_for_the_interval_then_go_as_calls() {
 #[tokio::test(start_paused = true)]
 async fn a_job_past_its_max_age_goes_alone() {
     let sim = sim("");
-    let queue = open(&sim, "age", config(3600), None).await;
+    let dir = store_dir("age");
+    let queue = open(&sim, &dir, config(3600), None).await;
     let patient = queue.submit(chat(0)).await.unwrap();
     let urgent = queue
         .submit_with(
@@ -230,7 +236,8 @@ async fn not_deferred_means_sent_at_once_and_keys_make_submission_idempotent() {
         deferred: false,
         ..config(3600)
     };
-    let queue = open(&sim, "now", config, None).await;
+    let dir = store_dir("now");
+    let queue = open(&sim, &dir, config, None).await;
     let options = JobOptions {
         key: Some("doc-7".into()),
         ..JobOptions::default()
@@ -252,7 +259,8 @@ async fn not_deferred_means_sent_at_once_and_keys_make_submission_idempotent() {
 #[tokio::test(start_paused = true)]
 async fn a_flush_through_the_openai_batch_api() {
     let sim = sim("[batch]\ncompletion_delay = \"20s\"\n");
-    let queue = open(&sim, "openai", config(10), openai(&sim)).await;
+    let dir = store_dir("openai");
+    let queue = open(&sim, &dir, config(10), openai(&sim)).await;
     let mut completions = queue.completions();
     let ids = queue
         .submit_many((0..50).map(|n| (chat(n), JobOptions::default())).collect())
@@ -284,7 +292,8 @@ async fn a_flush_through_the_openai_batch_api() {
 #[tokio::test(start_paused = true)]
 async fn a_flush_through_the_anthropic_batch_api() {
     let sim = sim("[batch]\ncompletion_delay = \"20s\"\n");
-    let queue = open(&sim, "anthropic", config(10), anthropic(&sim)).await;
+    let dir = store_dir("anthropic");
+    let queue = open(&sim, &dir, config(10), anthropic(&sim)).await;
     let ids = queue
         .submit_many(
             (0..20)
@@ -306,7 +315,8 @@ async fn a_flush_through_the_anthropic_batch_api() {
 #[tokio::test(start_paused = true)]
 async fn a_restart_resumes_a_submitted_batch_without_submitting_it_again() {
     let sim = sim("[batch]\ncompletion_delay = \"60s\"\n");
-    let path = store_path("restart");
+    let dir = store_dir("restart");
+    let path = store_path(&dir);
     let open = || async {
         DeferredQueue::builder(&path, keyed(&sim))
             .config(config(10))
@@ -352,7 +362,8 @@ async fn a_restart_resumes_a_submitted_batch_without_submitting_it_again() {
 #[tokio::test(start_paused = true)]
 async fn a_file_that_is_not_a_queue_is_refused_and_left_alone() {
     let sim = sim("");
-    let path = store_path("corrupt");
+    let dir = store_dir("corrupt");
+    let path = store_path(&dir);
     // A truncated queue: a real one, cut in half.
     let queue = DeferredQueue::builder(&path, keyed(&sim))
         .clock(PausedWall::new())
@@ -387,7 +398,8 @@ async fn a_file_that_is_not_a_queue_is_refused_and_left_alone() {
 async fn an_expired_batch_answers_part_and_the_rest_goes_again() {
     // Each batch expires halfway: half its requests are answered.
     let sim = sim("[batch]\ncompletion_delay = \"20s\"\nexpire_after = \"10s\"\n");
-    let queue = open(&sim, "expire", config(10), openai(&sim)).await;
+    let dir = store_dir("expire");
+    let queue = open(&sim, &dir, config(10), openai(&sim)).await;
     let ids = queue
         .submit_many((0..20).map(|n| (chat(n), JobOptions::default())).collect())
         .await
@@ -418,7 +430,8 @@ async fn failed_uploads_lose_nothing() {
         max_age: Duration::from_secs(120),
         ..config(30)
     };
-    let queue = open(&sim, "upload", config, openai(&sim)).await;
+    let dir = store_dir("upload");
+    let queue = open(&sim, &dir, config, openai(&sim)).await;
     let ids = queue
         .submit_many((0..10).map(|n| (chat(n), JobOptions::default())).collect())
         .await
@@ -443,7 +456,8 @@ async fn an_expired_anthropic_batch_answers_part_and_the_rest_goes_again() {
         max_attempts: 2,
         ..config(10)
     };
-    let queue = open(&sim, "anthropic-expire", config, anthropic(&sim)).await;
+    let dir = store_dir("anthropic-expire");
+    let queue = open(&sim, &dir, config, anthropic(&sim)).await;
     let ids = queue
         .submit_many(
             (0..8)

@@ -159,17 +159,16 @@ async fn the_deferred_queue_reports_its_pending_jobs_after_each_round() {
     let net = tower::ServiceBuilder::new()
         .map_err(|never: std::convert::Infallible| -> BoxError { match never {} })
         .service(sim);
-    let dir = std::env::temp_dir().join(format!(
-        "tollgate-deferred-metrics-{}-{}",
-        std::process::id(),
-        std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed when dropped, after the queue (declared later, dropped first).
+    let dir = tempfile::Builder::new()
+        .prefix("tollgate-deferred-metrics-")
+        .tempdir()
+        .unwrap();
     let config = DeferredConfig {
         interval: Duration::from_secs(3600),
         ..DeferredConfig::default()
     };
-    let queue = DeferredQueue::builder(dir.join("queue.redb"), transport(net))
+    let queue = DeferredQueue::builder(dir.path().join("queue.redb"), transport(net))
         .config(config)
         .clock(PausedWall(tokio::time::Instant::now()))
         .open()
@@ -195,6 +194,4 @@ async fn the_deferred_queue_reports_its_pending_jobs_after_each_round() {
         )])
     );
     queue.shutdown().await;
-    drop(queue);
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -261,7 +261,8 @@ async fn sigterm_lets_an_open_stream_finish_then_exits_0() {
 
 /// Runs the gateway on a bad config: exit code 2 and one line naming the field and value.
 fn refused(config: &str, env: &[(&str, &str)]) -> String {
-    let path = std::env::temp_dir().join(format!("tollgate-proxy-bad-{}.toml", unique()));
+    let dir = temp_dir("tollgate-proxy-bad-");
+    let path = dir.path().join("tollgate.toml");
     std::fs::write(&path, config).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     command
@@ -271,7 +272,6 @@ fn refused(config: &str, env: &[(&str, &str)]) -> String {
         command.env(name, value);
     }
     let out = command.output().unwrap();
-    std::fs::remove_file(&path).ok();
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");

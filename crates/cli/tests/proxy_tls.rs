@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
@@ -22,11 +23,13 @@ use tollgate_sim::{SimConfig, SimService};
 
 use self::support::*;
 
-/// The simulator behind TLS on 127.0.0.1; the CA that signed its certificate is in `ca_file`.
+/// The simulator behind TLS on 127.0.0.1; the CA that signed its certificate is in `ca_file`
+/// (in a temporary directory, removed when dropped).
 struct TlsUpstream {
     addr: SocketAddr,
     sim: SimService,
     ca_file: PathBuf,
+    _dir: TempDir,
     /// The protocol ALPN chose on each connection that completed its handshake.
     alpn: Arc<Mutex<Vec<Option<Vec<u8>>>>>,
     task: tokio::task::JoinHandle<()>,
@@ -35,7 +38,6 @@ struct TlsUpstream {
 impl Drop for TlsUpstream {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = std::fs::remove_file(&self.ca_file);
     }
 }
 
@@ -49,7 +51,8 @@ impl TlsUpstream {
             .unwrap()
             .signed_by(&key, &ca)
             .unwrap();
-        let ca_file = std::env::temp_dir().join(format!("tollgate-proxy-ca-{}.pem", unique()));
+        let dir = temp_dir("tollgate-proxy-ca-");
+        let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca.pem()).unwrap();
 
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
@@ -94,6 +97,7 @@ impl TlsUpstream {
             addr,
             sim,
             ca_file,
+            _dir: dir,
             alpn,
             task,
         }
@@ -174,9 +178,10 @@ async fn an_untrusted_certificate_is_a_502_that_says_so() {
 
 #[test]
 fn a_ca_file_without_a_certificate_is_refused_at_start() {
-    let ca_file = std::env::temp_dir().join(format!("tollgate-proxy-bad-ca-{}.pem", unique()));
+    let dir = temp_dir("tollgate-proxy-bad-ca-");
+    let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, "just text\n").unwrap();
-    let path = std::env::temp_dir().join(format!("tollgate-proxy-bad-{}.toml", unique()));
+    let path = dir.path().join("tollgate.toml");
     std::fs::write(
         &path,
         format!(
@@ -189,8 +194,6 @@ fn a_ca_file_without_a_certificate_is_refused_at_start() {
         .args(["proxy", "--config", path.to_str().unwrap()])
         .output()
         .unwrap();
-    let _ = std::fs::remove_file(&path);
-    let _ = std::fs::remove_file(&ca_file);
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -14,11 +14,12 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tempfile::TempDir;
 use tollgate::batch::deferred::{AnthropicBatchApi, DeferredQueue, OpenAiBatchApi, transport};
 use tollgate_core::{BoxError, Secret};
 use tollgate_sim::{Sim, SimConfig, SimHandle};
@@ -41,22 +42,23 @@ fn tollgate() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tollgate"))
 }
 
-/// A running `tollgate proxy`, its stdout and stderr in files; killed when dropped.
+/// A running `tollgate proxy`, its stdout and stderr in files; killed when dropped, and then
+/// its directory removed.
 struct Gateway {
     child: Child,
     /// `127.0.0.1:port`.
     addr: String,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Gateway {
     /// Starts the gateway in front of `upstream` with `upstream_key`, at trace level; `extra`
     /// is more TOML for the `[stack]` table.
     fn start(name: &str, upstream: &str, upstream_key: &str, extra: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("tollgate-security-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tollgate-security-{name}-"))
+            .tempdir()
+            .expect("a temporary directory");
         // The keys come from the environment: the file holds none.
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\napi_keys_env = \"TG_SECURITY_CLIENT_KEYS\"\n\
@@ -65,9 +67,9 @@ impl Gateway {
              [upstream]\nbase_url = \"{upstream}\"\nkey_env = \"TG_SECURITY_UPSTREAM_KEY\"\n\n\
              [stack]\npreset = \"balanced\"\nrequest_timeout = \"2s\"\n{extra}"
         );
-        let config_path = dir.join("tollgate.toml");
+        let config_path = dir.path().join("tollgate.toml");
         std::fs::write(&config_path, config).expect("the config is written");
-        let file = |name: &str| std::fs::File::create(dir.join(name)).expect("a log file");
+        let file = |name: &str| std::fs::File::create(dir.path().join(name)).expect("a log file");
         let child = Command::new(tollgate())
             .args(["proxy", "--config"])
             .arg(&config_path)
@@ -87,7 +89,8 @@ impl Gateway {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let out = std::fs::read_to_string(gateway.dir.join("stdout")).unwrap_or_default();
+            let out =
+                std::fs::read_to_string(gateway.dir.path().join("stdout")).unwrap_or_default();
             if let Some(url) = out
                 .lines()
                 .find_map(|l| l.strip_prefix("listening on http://"))
@@ -109,7 +112,8 @@ impl Gateway {
 
     /// Everything it printed so far, stdout then stderr.
     fn printed(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!("{}{}", read("stdout"), read("stderr"))
     }
 
@@ -123,7 +127,7 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Then `dir` is dropped with the other fields: the config and the logs go.
     }
 }
 
@@ -768,10 +772,11 @@ async fn debug_output_never_shows_a_secret() {
     );
     let openai = OpenAiBatchApi::new("http://127.0.0.1:9", Secret::new(KEY), net.clone());
     let anthropic = AnthropicBatchApi::new("http://127.0.0.1:9", Secret::new(KEY), net.clone());
-    let dir = std::env::temp_dir().join(format!("tollgate-security-debug-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    let _ = std::fs::remove_file(dir.join("queue.redb"));
-    let queue = DeferredQueue::builder(dir.join("queue.redb"), net)
+    let dir = tempfile::Builder::new()
+        .prefix("tollgate-security-debug-")
+        .tempdir()
+        .expect("a temporary directory");
+    let queue = DeferredQueue::builder(dir.path().join("queue.redb"), net)
         .batch_api(openai.clone())
         .open()
         .await
@@ -789,7 +794,6 @@ async fn debug_output_never_shows_a_secret() {
         format!("{stack:?}"),
     ];
     queue.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
     for text in &shown {
         assert!(!text.contains(CANARY), "{text}");
     }

@@ -4,17 +4,28 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
+use tempfile::NamedTempFile;
+
+/// A scenario file holding `contents`, removed when dropped.
+fn scenario_file(prefix: &str, contents: &str) -> NamedTempFile {
+    let file = tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(".toml")
+        .tempfile()
+        .unwrap();
+    std::fs::write(file.path(), contents).unwrap();
+    file
+}
+
 #[test]
 fn serves_a_scenario_on_the_printed_address() {
-    let scenario =
-        std::env::temp_dir().join(format!("tollgate-sim-cli-{}.toml", std::process::id()));
-    std::fs::write(
-        &scenario,
+    let scenario = scenario_file(
+        "tollgate-sim-cli-",
         "[[keys]]\nkey = \"sk-cli\"\nrequests_per_minute = 7\n",
-    )
-    .unwrap();
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["sim", "--port", "0", "--config", scenario.to_str().unwrap()])
+        .args(["sim", "--port", "0", "--config"])
+        .arg(scenario.path())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -41,7 +52,6 @@ fn serves_a_scenario_on_the_printed_address() {
     stream.read_to_string(&mut response).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    std::fs::remove_file(&scenario).ok();
 
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     assert!(
@@ -56,14 +66,12 @@ fn serves_a_scenario_on_the_printed_address() {
 
 #[test]
 fn a_bad_scenario_is_one_line_and_exit_2() {
-    let scenario =
-        std::env::temp_dir().join(format!("tollgate-sim-bad-{}.toml", std::process::id()));
-    std::fs::write(&scenario, "[faults]\nerror_rate = 2.0\n").unwrap();
+    let scenario = scenario_file("tollgate-sim-bad-", "[faults]\nerror_rate = 2.0\n");
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["sim", "--config", scenario.to_str().unwrap()])
+        .args(["sim", "--config"])
+        .arg(scenario.path())
         .output()
         .unwrap();
-    std::fs::remove_file(&scenario).ok();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -117,8 +117,9 @@ pub(crate) fn is_certificate_error(error: &(dyn std::error::Error + 'static)) ->
 mod tests {
     use super::*;
 
-    fn temp(name: &str, contents: &str) -> std::path::PathBuf {
-        let path = std::env::temp_dir().join(format!("tollgate-tls-{}-{name}", std::process::id()));
+    /// `name` in `dir`, holding `contents`.
+    fn temp(dir: &tempfile::TempDir, name: &str, contents: &str) -> std::path::PathBuf {
+        let path = dir.path().join(name);
         std::fs::write(&path, contents).unwrap();
         path
     }
@@ -132,7 +133,12 @@ mod tests {
             "{err}"
         );
 
-        let empty = temp("empty.pem", "not a certificate\n");
+        // Removed when dropped, also when an assertion fails.
+        let dir = tempfile::Builder::new()
+            .prefix("tollgate-tls-")
+            .tempdir()
+            .unwrap();
+        let empty = temp(&dir, "empty.pem", "not a certificate\n");
         let err = read_ca_file(&empty).unwrap_err();
         assert!(
             err.ends_with(
@@ -142,6 +148,7 @@ mod tests {
         );
 
         let broken = temp(
+            &dir,
             "broken.pem",
             "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
         );
@@ -150,14 +157,12 @@ mod tests {
 
         // Valid base64, but not a certificate.
         let garbage = temp(
+            &dir,
             "garbage.pem",
             "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
         );
         let err = read_ca_file(&garbage).unwrap_err();
         assert!(err.contains("certificate 1 is not a usable root"), "{err}");
-        for path in [empty, broken, garbage] {
-            std::fs::remove_file(path).unwrap();
-        }
     }
 
     #[test]

@@ -8,7 +8,6 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
@@ -16,27 +15,26 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+use tempfile::TempDir;
 use tollgate_sim::{Sim, SimConfig, SimHandle};
 
 pub(crate) const UPSTREAM_KEY: &str = "sk-upstream-3f9a1c0e";
 pub(crate) const CLIENT_KEY: &str = "tg-client-77b2e0d4";
 pub(crate) const KEY_ENV: &str = "TG_TEST_UPSTREAM_KEY";
 
-pub(crate) fn unique() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+/// A fresh temporary directory, removed (with all in it) when dropped: keep it as long as
+/// anything uses its files.
+pub(crate) fn temp_dir(prefix: &str) -> TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
 }
 
-/// A running `tollgate proxy`; killed when dropped.
+/// A running `tollgate proxy`; killed when dropped, and then its config and log removed.
 pub(crate) struct Proxy {
     pub(crate) child: Child,
     pub(crate) url: String,
-    pub(crate) config: PathBuf,
     pub(crate) log: PathBuf,
+    /// Holds its config and `log`; dropped after `Drop::drop` has killed the process.
+    _dir: TempDir,
 }
 
 impl Proxy {
@@ -48,10 +46,9 @@ impl Proxy {
 
     /// [`start`](Self::start), with more environment variables.
     pub(crate) fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
-        let id = unique();
-        let dir = std::env::temp_dir();
-        let config_path = dir.join(format!("tollgate-proxy-{id}.toml"));
-        let log = dir.join(format!("tollgate-proxy-{id}.log"));
+        let dir = temp_dir("tollgate-proxy-");
+        let config_path = dir.path().join("tollgate.toml");
+        let log = dir.path().join("proxy.log");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["proxy", "--config", config_path.to_str().unwrap()])
@@ -74,8 +71,8 @@ impl Proxy {
         Self {
             child,
             url,
-            config: config_path,
             log,
+            _dir: dir,
         }
     }
 
@@ -97,8 +94,6 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
-        let _ = std::fs::remove_file(&self.log);
     }
 }
 
