@@ -10,11 +10,18 @@
 use std::time::Duration;
 
 #[cfg(not(feature = "metrics"))]
+use crate::body::EndOfStream;
+#[cfg(not(feature = "metrics"))]
 use crate::{LlmRequest, OutcomeKind};
 
 /// The `outcome` label of a call that ended in a transport error rather than a response.
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 const TRANSPORT_ERROR: &str = "transport_error";
+
+/// The `outcome` label of a successful answer whose body the caller dropped before its end
+/// (or cut with its own deadline): nothing known went wrong, nor was it all delivered.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+const CANCELLED: &str = "cancelled";
 
 /// The `provider` and `model` labels every layer's metrics carry, from a request's
 /// [`LlmRequest`](crate::LlmRequest) (`provider="unknown"` without one, `model="-"` when it names none). Never a
@@ -43,13 +50,17 @@ mod on {
 
     use metrics::{Counter, Histogram, Label};
 
-    use super::TRANSPORT_ERROR;
+    use super::{CANCELLED, TRANSPORT_ERROR};
+    use crate::body::{EndOfStream, EndReason};
     use crate::{LlmRequest, OutcomeKind, ScopeMap};
 
     /// Scopes whose handles are kept; past it, unused ones are dropped and registered again
     /// when next seen (the recorder keeps the values).
     const MAX_SCOPES: usize = 4096;
-    const OUTCOMES: usize = 12;
+    /// A slot per `OutcomeKind`, then `transport_error` and `cancelled`.
+    const OUTCOMES: usize = 13;
+    const TRANSPORT_ERROR_SLOT: usize = 11;
+    const CANCELLED_SLOT: usize = 12;
 
     /// Per-scope handles, shared by the clones of one layer.
     #[derive(Clone, Debug, Default)]
@@ -137,8 +148,20 @@ mod on {
             self.0.duration.record(elapsed.as_secs_f64());
         }
 
+        /// A successful head: timed now, counted when its body ends, by how it ended (an
+        /// error event after a 200, a cut-off stream, or a caller who dropped it).
+        pub(crate) fn success_head(&self, elapsed: Duration, end: &EndOfStream) {
+            self.0.duration.record(elapsed.as_secs_f64());
+            let handles = Arc::clone(&self.0);
+            end.on_end(move |end| match (&end.error, end.reason) {
+                (Some(outcome), _) => handles.count(slot(outcome.kind), outcome.kind.as_str()),
+                (None, EndReason::Dropped) => handles.count(CANCELLED_SLOT, CANCELLED),
+                (None, _) => handles.count(slot(OutcomeKind::Success), "success"),
+            });
+        }
+
         pub(crate) fn transport_error(&self, elapsed: Duration) {
-            self.0.count(OUTCOMES - 1, TRANSPORT_ERROR);
+            self.0.count(TRANSPORT_ERROR_SLOT, TRANSPORT_ERROR);
             self.0.duration.record(elapsed.as_secs_f64());
         }
     }
@@ -190,6 +213,9 @@ pub(crate) struct CallMetrics;
 impl CallMetrics {
     #[inline(always)]
     pub(crate) fn response(&self, _: OutcomeKind, _: Duration) {}
+
+    #[inline(always)]
+    pub(crate) fn success_head(&self, _: Duration, _: &EndOfStream) {}
 
     #[inline(always)]
     pub(crate) fn transport_error(&self, _: Duration) {}

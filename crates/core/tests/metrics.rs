@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
 use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
@@ -40,6 +40,12 @@ async fn upstream(request: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>
     tokio::time::sleep(Duration::from_millis(250)).await;
     let (status, body) = match request.uri().path() {
         "/v1/chat/completions" => (StatusCode::OK, "{}"),
+        // A 200 stream that fails part way, as Anthropic's do when overloaded.
+        "/v1/messages" => (
+            StatusCode::OK,
+            "event: message_start\ndata: {\"type\":\"message_start\"}\n\n\
+             event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+        ),
         "/v1/embeddings" => (
             StatusCode::TOO_MANY_REQUESTS,
             r#"{"error":{"message":"Rate limit reached on requests per min (RPM)","type":"requests","code":"rate_limit_exceeded"}}"#,
@@ -48,6 +54,12 @@ async fn upstream(request: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
+    if request.uri().path() == "/v1/messages" {
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+    }
     Ok(response)
 }
 
@@ -74,8 +86,11 @@ async fn classify_counts_outcomes_and_times_calls_per_provider_and_model() {
         let response = stack
             .clone()
             .oneshot(request("/v1/chat/completions", "gpt-4o"))
-            .await;
-        assert_eq!(response.unwrap().status(), 200);
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        // A success is counted when its body has been read to the end.
+        response.into_body().collect().await.unwrap();
     }
     let response = stack
         .clone()
@@ -128,11 +143,13 @@ async fn a_request_without_an_annotation_is_labelled_unknown() {
     annotated
         .extensions_mut()
         .insert(LlmRequest::new(Provider::Anthropic, EndpointKind::Messages));
-    service.clone().oneshot(annotated).await.unwrap();
-    service
+    let answer = service.clone().oneshot(annotated).await.unwrap();
+    answer.into_body().collect().await.unwrap();
+    let answer = service
         .oneshot(request("/v1/chat/completions", "m"))
         .await
         .unwrap();
+    answer.into_body().collect().await.unwrap();
 
     assert_eq!(
         recorded(&snapshotter),
@@ -151,6 +168,62 @@ async fn a_request_without_an_annotation_is_labelled_unknown() {
             ),
             (
                 "tollgate_requests_total{model=-,outcome=success,provider=unknown}",
+                "counter 1"
+            ),
+        ])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_is_counted_by_how_its_body_ends() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let stack = ServiceBuilder::new()
+        .layer(AnnotateLayer::new())
+        .layer(ClassifyLayer::new())
+        .service(service_fn(upstream));
+    let mut stream = request("/v1/messages", "claude-sonnet-4-5");
+    *stream.uri_mut() = "https://api.anthropic.com/v1/messages".parse().unwrap();
+    let response = stack.clone().oneshot(stream).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Timed at the head, but not counted until the body ends: then the error event decides.
+    assert_eq!(
+        recorded(&snapshotter),
+        expect(&[(
+            "tollgate_request_duration_seconds{model=claude-sonnet-4-5,provider=anthropic}",
+            "histogram [0.25]"
+        )])
+    );
+    response.into_body().collect().await.unwrap();
+
+    // A caller who drops a 200 unread.
+    let unread = stack
+        .clone()
+        .oneshot(request("/v1/chat/completions", "gpt-4o"))
+        .await
+        .unwrap();
+    drop(unread);
+
+    // (A snapshot drains histograms: the stream's duration was read above.)
+    assert_eq!(
+        recorded(&snapshotter),
+        expect(&[
+            (
+                "tollgate_request_duration_seconds{model=claude-sonnet-4-5,provider=anthropic}",
+                "histogram []"
+            ),
+            (
+                "tollgate_request_duration_seconds{model=gpt-4o,provider=openai}",
+                "histogram [0.25]"
+            ),
+            (
+                "tollgate_requests_total{model=claude-sonnet-4-5,outcome=overloaded,provider=anthropic}",
+                "counter 1"
+            ),
+            (
+                "tollgate_requests_total{model=gpt-4o,outcome=cancelled,provider=openai}",
                 "counter 1"
             ),
         ])

@@ -12,10 +12,10 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use crate::body::{ObservedBody, PeekStop};
+use crate::body::{EndOfStream, ObservedBody, PeekStop};
 use crate::classify::classify_response;
 use crate::metrics::CallMetrics;
-use crate::{BoxError, Clock, Provider, RateLimitSnapshot};
+use crate::{BoxError, Clock, OutcomeKind, Provider, RateLimitSnapshot};
 
 pin_project! {
     /// Waits for the response, peeks at an error body, and classifies.
@@ -91,7 +91,7 @@ where
                         let (body, end) = ObservedBody::new(body, &parts.headers);
                         let mut response =
                             finish(parts, &[], body, this.provider, this.sent_at, this.clock);
-                        record(this.metrics, &response, *this.sent_at, this.clock);
+                        record(this.metrics, &response, &end, *this.sent_at, this.clock);
                         response.extensions_mut().insert(end);
                         return Poll::Ready(Ok(response));
                     }
@@ -123,7 +123,7 @@ where
                         this.sent_at,
                         this.clock,
                     );
-                    record(this.metrics, &response, *this.sent_at, this.clock);
+                    record(this.metrics, &response, &end, *this.sent_at, this.clock);
                     response.extensions_mut().insert(end);
                     return Poll::Ready(Ok(response));
                 }
@@ -204,9 +204,20 @@ fn finish<B, C: Clock>(
     response
 }
 
-fn record<B, C: Clock>(metrics: &CallMetrics, response: &Response<B>, sent_at: Instant, clock: &C) {
+/// Times the call to its head; counts a failure now and a success when its body ends.
+fn record<B, C: Clock>(
+    metrics: &CallMetrics,
+    response: &Response<B>,
+    end: &EndOfStream,
+    sent_at: Instant,
+    clock: &C,
+) {
     if let Some(outcome) = response.extensions().get::<crate::Outcome>() {
-        metrics.response(outcome.kind, clock.now().saturating_duration_since(sent_at));
+        let elapsed = clock.now().saturating_duration_since(sent_at);
+        match outcome.kind {
+            OutcomeKind::Success => metrics.success_head(elapsed, end),
+            kind => metrics.response(kind, elapsed),
+        }
     }
 }
 
