@@ -20,8 +20,18 @@ use tollgate_sim::{Sim, SimConfig};
 const DOCUMENTS: usize = 1_000;
 const KILLED_RUNS: usize = 8;
 
+/// A child run, killed and reaped when dropped: a failing test leaves no process behind.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One child run: its stdout lines, as they come.
-fn start(store: &std::path::Path, url: &str) -> (std::process::Child, mpsc::Receiver<String>) {
+fn start(store: &std::path::Path, url: &str) -> (Running, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_deferred-child"))
         .arg(store)
         .arg(url)
@@ -40,7 +50,7 @@ fn start(store: &std::path::Path, url: &str) -> (std::process::Child, mpsc::Rece
             }
         }
     });
-    (child, rx)
+    (Running(child), rx)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,8 +108,8 @@ async fn acknowledged_jobs_end_exactly_once_across_sigkills() {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
+        child.0.kill().expect("SIGKILL");
+        child.0.wait().expect("reaped");
         // What it printed before dying still counts.
         while let Ok(line) = lines.try_recv() {
             record(&line, &mut acked);
@@ -131,7 +141,7 @@ async fn acknowledged_jobs_end_exactly_once_across_sigkills() {
             break;
         }
     }
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 
     let batches = sim.service().batches();
     let mut submitted: HashMap<String, usize> = HashMap::new();

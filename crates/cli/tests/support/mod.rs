@@ -63,11 +63,12 @@ impl Proxy {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("{line:?}\n{}", std::fs::read_to_string(&log).unwrap()))
-            .to_owned();
+        let Some(url) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
+            // Not started: stop it before failing, so that no process outlives the test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{line:?}\n{}", std::fs::read_to_string(&log).unwrap())
+        };
         Self {
             child,
             url,
