@@ -181,9 +181,11 @@ pin_project! {
         inner: Inner<B>,
         prefix: Option<Bytes>,
         // A trailers frame or an error met while peeking, replayed after the prefix.
-        deferred: Option<Result<Frame<Bytes>, BoxError>>,
+        deferred: Option<Box<Result<Frame<Bytes>, BoxError>>>,
         inner_done: bool,
-        tracker: UsageTracker,
+        // Boxed (with `deferred`): a response moves through every layer above, several times
+        // each, and this body is in it; inline, the tracker's few hundred bytes move with it.
+        tracker: Box<UsageTracker>,
         end: Option<EndOfStream>,
     }
 
@@ -278,9 +280,9 @@ impl<B: Body<Data = Bytes>> ObservedBody<B> {
         let body = Self {
             inner,
             prefix,
-            deferred,
+            deferred: deferred.map(Box::new),
             inner_done,
-            tracker: UsageTracker::new(BodyFormat::from_content_type(headers)),
+            tracker: Box::new(UsageTracker::new(BodyFormat::from_content_type(headers))),
             end: Some(end.clone()),
         };
         (body, end)
@@ -305,7 +307,7 @@ where
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
         let polled = if let Some(deferred) = this.deferred.take() {
-            Some(deferred)
+            Some(*deferred)
         } else if *this.inner_done {
             None
         } else {
