@@ -11,8 +11,8 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tollgate_core::BoxError;
 use tollgate_core::error::QueueTimeout;
+use tollgate_core::{BoxError, PendingCall};
 use tower::Service;
 
 use crate::body::PermitBody;
@@ -31,9 +31,7 @@ pin_project! {
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S::Future>,
-        inner: S,
-        request: Option<Request<B>>,
+        state: State<S, B, S::Future>,
         permit: Option<OwnedSemaphorePermit>,
         // A waiting call's partition metrics and when it started to wait.
         queued: Option<(QueueMetrics, Instant)>,
@@ -41,10 +39,11 @@ pin_project! {
 }
 
 pin_project! {
+    // The call before it is made and its future after share the space (`PendingCall`).
     #[project = StateProj]
-    enum State<F> {
-        Waiting { waiting: WaitForPermit },
-        Readying,
+    enum State<S, B, F> {
+        Waiting { waiting: WaitForPermit, call: PendingCall<S, Request<B>> },
+        Readying { call: PendingCall<S, Request<B>> },
         Calling { #[pin] future: F },
     }
 }
@@ -56,14 +55,16 @@ where
     pub(crate) fn new(limits: &Limits, priority: Priority, inner: S, request: Request<B>) -> Self {
         let semaphore = limits.semaphore(priority);
         let metrics = limits.metrics(priority);
+        let call = PendingCall::new(inner, request);
         let (state, permit, queued) = match semaphore.clone().try_acquire_owned() {
             Ok(permit) => {
                 metrics.admitted(Duration::ZERO);
-                (State::Readying, Some(permit), None)
+                (State::Readying { call }, Some(permit), None)
             }
             Err(_) => (
                 State::Waiting {
                     waiting: wait_for_permit(semaphore.clone(), limits.queue_timeout),
+                    call,
                 },
                 None,
                 Some((metrics.clone(), Instant::now())),
@@ -71,8 +72,6 @@ where
         };
         Self {
             state,
-            inner,
-            request: Some(request),
             permit,
             queued,
         }
@@ -112,7 +111,7 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Waiting { waiting } => {
+                StateProj::Waiting { waiting, call } => {
                     let waited = ready!(waiting.as_mut().poll(cx));
                     if let Some((metrics, since)) = this.queued.take() {
                         match &waited {
@@ -122,12 +121,11 @@ where
                         }
                     }
                     *this.permit = Some(waited?);
-                    this.state.set(State::Readying);
+                    let call = call.take();
+                    this.state.set(State::Readying { call });
                 }
-                StateProj::Readying => {
-                    ready!(this.inner.poll_ready(cx)).map_err(Into::into)?;
-                    let request = this.request.take().expect("polled after completion");
-                    let future = this.inner.call(request);
+                StateProj::Readying { call } => {
+                    let future = ready!(call.poll_call(cx)).map_err(Into::into)?;
                     this.state.set(State::Calling { future });
                 }
                 StateProj::Calling { future } => {

@@ -17,7 +17,7 @@ use tollgate_core::classify::{
     classify_error, is_deadline_expiry, is_local_refusal, response_outcome,
 };
 use tollgate_core::error::Overloaded;
-use tollgate_core::{BoxError, Outcome, OutcomeKind};
+use tollgate_core::{BoxError, Outcome, OutcomeKind, PendingCall};
 use tower::Service;
 
 pub use crate::controller::Lease;
@@ -32,9 +32,7 @@ pin_project! {
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S::Future>,
-        inner: Option<S>,
-        request: Option<Request<B>>,
+        state: State<S, B, S::Future>,
         controller: Option<Arc<Controller>>,
         permit: Option<OwnedSemaphorePermit>,
         running: Option<(Lease, Ticket)>,
@@ -43,11 +41,12 @@ pin_project! {
 }
 
 pin_project! {
+    // The call before it is made and its future after share the space (`PendingCall`).
     #[project = StateProj]
-    enum State<F> {
+    enum State<S, B, F> {
         Shed,
-        Waiting { waiting: WaitForPermit },
-        Readying,
+        Waiting { waiting: WaitForPermit, call: PendingCall<S, Request<B>> },
+        Readying { call: PendingCall<S, Request<B>> },
         Calling { #[pin] future: F },
     }
 }
@@ -64,19 +63,19 @@ where
         request: Request<B>,
     ) -> Self {
         let semaphore = controller.limiter.semaphore().clone();
+        let call = PendingCall::new(inner, request);
         let (state, permit) = match semaphore.clone().try_acquire_owned() {
-            Ok(permit) => (State::Readying, Some(permit)),
+            Ok(permit) => (State::Readying { call }, Some(permit)),
             Err(_) => (
                 State::Waiting {
                     waiting: wait_for_permit(semaphore, timeout),
+                    call,
                 },
                 None,
             ),
         };
         Self {
             state,
-            inner: Some(inner),
-            request: Some(request),
             controller: Some(controller),
             permit,
             running: None,
@@ -87,8 +86,6 @@ where
     pub(crate) fn shed() -> Self {
         Self {
             state: State::Shed,
-            inner: None,
-            request: None,
             controller: None,
             permit: None,
             running: None,
@@ -111,19 +108,17 @@ where
                 StateProj::Shed => {
                     return Poll::Ready(Err(Box::new(Overloaded { retry_after: None })));
                 }
-                StateProj::Waiting { waiting } => {
+                StateProj::Waiting { waiting, call } => {
                     *this.permit = Some(ready!(waiting.as_mut().poll(cx))?);
-                    this.state.set(State::Readying);
+                    let call = call.take();
+                    this.state.set(State::Readying { call });
                 }
-                StateProj::Readying => {
-                    let inner = this.inner.as_mut().expect("polled after completion");
-                    ready!(inner.poll_ready(cx)).map_err(Into::into)?;
-                    let request = this.request.take().expect("polled after completion");
+                StateProj::Readying { call } => {
+                    let future = ready!(call.poll_call(cx)).map_err(Into::into)?;
                     let controller = this.controller.as_ref().expect("a call has a scope");
                     let permit = this.permit.take().expect("a call holds a permit");
-                    // The clock starts once the call is sent.
+                    // The clock starts once the call is made.
                     *this.running = Some(controller.start(permit));
-                    let future = inner.call(request);
                     this.state.set(State::Calling { future });
                 }
                 StateProj::Calling { future } => {

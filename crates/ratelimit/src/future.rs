@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tollgate_core::body::{EndOfStream, StreamEnd};
 use tollgate_core::classify::{classify_error, classify_response};
 use tollgate_core::error::{ExceedsLimit, RateLimited};
-use tollgate_core::{BoxError, OutcomeKind, Provider, RateLimitSnapshot};
+use tollgate_core::{BoxError, OutcomeKind, PendingCall, Provider, RateLimitSnapshot};
 use tower::Service;
 
 use crate::layer::Config;
@@ -31,9 +31,7 @@ pin_project! {
         St: Store,
     {
         #[pin]
-        state: State<St::Reserve, S::Future>,
-        inner: S,
-        request: Option<Request<B>>,
+        state: State<St::Reserve, S, B, S::Future>,
         ticket: Option<Ticket<St>>,
     }
 }
@@ -42,11 +40,12 @@ pin_project! {
 type Line = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
 pin_project! {
+    // The call before it is made and its future after share the space (`PendingCall`).
     #[project = StateProj]
-    enum State<R, F> {
-        Reserving { #[pin] reserve: R },
-        Queued { line: Line },
-        Readying,
+    enum State<R, S, B, F> {
+        Reserving { #[pin] reserve: R, call: PendingCall<S, Request<B>> },
+        Queued { line: Line, call: PendingCall<S, Request<B>> },
+        Readying { call: PendingCall<S, Request<B>> },
         Calling { #[pin] future: F },
     }
 }
@@ -64,9 +63,10 @@ where
         ticket: Ticket<St>,
     ) -> Self {
         Self {
-            state: State::Reserving { reserve },
-            inner,
-            request: Some(request),
+            state: State::Reserving {
+                reserve,
+                call: PendingCall::new(inner, request),
+            },
             ticket: Some(ticket),
         }
     }
@@ -75,9 +75,10 @@ where
     pub(crate) fn queued(inner: S, request: Request<B>, ticket: Ticket<St>) -> Self {
         let line = ticket.wait_in_line();
         Self {
-            state: State::Queued { line },
-            inner,
-            request: Some(request),
+            state: State::Queued {
+                line,
+                call: PendingCall::new(inner, request),
+            },
             ticket: Some(ticket),
         }
     }
@@ -95,17 +96,19 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Reserving { reserve } => match ready!(reserve.poll(cx)) {
+                StateProj::Reserving { reserve, call } => match ready!(reserve.poll(cx)) {
                     Ok(_) => {
                         if let Some(ticket) = this.ticket.as_mut() {
                             ticket.admitted();
                         }
-                        this.state.set(State::Readying);
+                        let call = call.take();
+                        this.state.set(State::Readying { call });
                     }
                     Err(Refusal::Wait { .. }) => {
                         let ticket = this.ticket.as_ref().expect("polled after completion");
                         let line = ticket.wait_in_line();
-                        this.state.set(State::Queued { line });
+                        let call = call.take();
+                        this.state.set(State::Queued { line, call });
                     }
                     Err(refusal) => {
                         if let Some(ticket) = this.ticket.as_ref() {
@@ -114,7 +117,7 @@ where
                         return Poll::Ready(Err(refusal_error(refusal)));
                     }
                 },
-                StateProj::Queued { line } => {
+                StateProj::Queued { line, call } => {
                     if let Err(error) = ready!(line.as_mut().poll(cx)) {
                         if let Some(ticket) = this.ticket.as_ref() {
                             let why = if error.is::<ExceedsLimit>() {
@@ -129,16 +132,15 @@ where
                     if let Some(ticket) = this.ticket.as_mut() {
                         ticket.admitted();
                     }
-                    this.state.set(State::Readying);
+                    let call = call.take();
+                    this.state.set(State::Readying { call });
                 }
-                StateProj::Readying => {
+                StateProj::Readying { call } => {
                     // A failure here drops the ticket, which gives the reservation back.
-                    ready!(this.inner.poll_ready(cx)).map_err(Into::into)?;
-                    let request = this.request.take().expect("polled after completion");
+                    let future = ready!(call.poll_call(cx)).map_err(Into::into)?;
                     if let Some(ticket) = this.ticket.as_mut() {
                         ticket.sent_at = Some(Instant::now());
                     }
-                    let future = this.inner.call(request);
                     this.state.set(State::Calling { future });
                 }
                 StateProj::Calling { future } => {
