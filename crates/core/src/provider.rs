@@ -61,24 +61,37 @@ impl Provider {
 
     /// The provider a host name belongs to, if it is one of the known public endpoints.
     pub fn from_host(host: &str) -> Option<Self> {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let provider = match host.as_str() {
-            "api.openai.com" => Self::OpenAi,
-            "api.anthropic.com" => Self::Anthropic,
-            "generativelanguage.googleapis.com" => Self::Gemini,
-            "api.mistral.ai" => Self::Mistral,
-            "api.groq.com" => Self::Groq,
-            "api.together.xyz" | "api.together.ai" => Self::Together,
-            "api.llama.com" => Self::Llama,
-            h if h.ends_with(".openai.azure.com")
-                || h.ends_with(".cognitiveservices.azure.com")
-                || h.ends_with(".services.ai.azure.com") =>
-            {
-                Self::AzureOpenAi
-            }
-            _ => return None,
+        // Compared without case and without allocating: this runs for every request.
+        const HOSTS: [(&str, Provider); 8] = [
+            ("api.openai.com", Provider::OpenAi),
+            ("api.anthropic.com", Provider::Anthropic),
+            ("generativelanguage.googleapis.com", Provider::Gemini),
+            ("api.mistral.ai", Provider::Mistral),
+            ("api.groq.com", Provider::Groq),
+            ("api.together.xyz", Provider::Together),
+            ("api.together.ai", Provider::Together),
+            ("api.llama.com", Provider::Llama),
+        ];
+        const AZURE_SUFFIXES: [&str; 3] = [
+            ".openai.azure.com",
+            ".cognitiveservices.azure.com",
+            ".services.ai.azure.com",
+        ];
+        let host = host.trim_end_matches('.').as_bytes();
+        let ends_with = |suffix: &str| {
+            host.len() >= suffix.len()
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
         };
-        Some(provider)
+        HOSTS
+            .iter()
+            .find(|(name, _)| host.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|&(_, provider)| provider)
+            .or_else(|| {
+                AZURE_SUFFIXES
+                    .iter()
+                    .any(|suffix| ends_with(suffix))
+                    .then_some(Self::AzureOpenAi)
+            })
     }
 
     /// Detects the provider of a request from its host, then its path and headers.
@@ -303,6 +316,30 @@ mod tests {
         for (uri, want) in cases {
             assert_eq!(detect(uri, &[]), want, "{uri}");
         }
+    }
+
+    #[test]
+    fn hosts_match_without_case_and_with_a_trailing_dot() {
+        assert_eq!(
+            Provider::from_host("API.OpenAI.com."),
+            Some(Provider::OpenAi)
+        );
+        assert_eq!(
+            Provider::from_host("api.together.ai"),
+            Some(Provider::Together)
+        );
+        assert_eq!(
+            Provider::from_host("My-Resource.OpenAI.Azure.com"),
+            Some(Provider::AzureOpenAi)
+        );
+        assert_eq!(
+            Provider::from_host("x.services.ai.azure.com"),
+            Some(Provider::AzureOpenAi)
+        );
+        assert_eq!(Provider::from_host("openai.azure.com"), None);
+        assert_eq!(Provider::from_host("api.openai.com.evil.example"), None);
+        assert_eq!(Provider::from_host("ápi.openai.com"), None);
+        assert_eq!(Provider::from_host(""), None);
     }
 
     #[test]
