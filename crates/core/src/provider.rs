@@ -241,14 +241,14 @@ impl EndpointKind {
                 _ => {}
             }
         }
-        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let has = |name: &str| segments.contains(&name);
-        match segments.last().copied() {
+        // Read in place, not collected: this runs for every request.
+        let has = |name: &str| path.split('/').any(|segment| segment == name);
+        let mut from_the_end = path.rsplit('/').filter(|segment| !segment.is_empty());
+        let (last, before_last) = (from_the_end.next(), from_the_end.next());
+        match last {
             _ if has("batches") => Self::Batches,
             _ if has("files") => Self::Files,
-            Some("completions") if segments.iter().rev().nth(1) == Some(&"chat") => {
-                Self::ChatCompletions
-            }
+            Some("completions") if before_last == Some("chat") => Self::ChatCompletions,
             Some("completions") => Self::Completions,
             Some("embeddings") => Self::Embeddings,
             Some("messages") => Self::Messages,
@@ -384,6 +384,8 @@ mod tests {
     fn detects_endpoints() {
         let cases = [
             ("/v1/chat/completions", EndpointKind::ChatCompletions),
+            ("//v1//chat//completions//", EndpointKind::ChatCompletions),
+            ("/v1/chat", EndpointKind::Other),
             (
                 "/openai/deployments/x/chat/completions?api-version=1",
                 EndpointKind::ChatCompletions,
