@@ -21,6 +21,8 @@ const NEEDLE: &[u8] = b"\"usage";
 const METADATA_TAIL: &[u8] = b"Metadata\"";
 /// A usage object larger than this is not one: its capture is abandoned.
 pub(super) const MAX_USAGE_OBJECT_BYTES: usize = 16 * 1024;
+/// Room made for a usage object when one starts (OpenAI's, with its token details, is ~300).
+const USUAL_USAGE_OBJECT_BYTES: usize = 512;
 
 static FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(NEEDLE));
 
@@ -144,6 +146,9 @@ impl UsageObjectScanner {
             State::Colon if byte == b':' => State::Value,
             State::Value if byte == b'{' => {
                 self.object.clear();
+                // Usage objects run to a few hundred bytes: one allocation, not a regrowth per
+                // doubling.
+                self.object.reserve(USUAL_USAGE_OBJECT_BYTES);
                 self.object.push(b'{');
                 State::Object {
                     depth: 1,
