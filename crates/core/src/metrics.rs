@@ -143,15 +143,15 @@ mod on {
     pub(crate) struct CallMetrics(Arc<Handles>);
 
     impl CallMetrics {
-        pub(crate) fn response(&self, kind: OutcomeKind, elapsed: Duration) {
+        pub(crate) fn response(&self, kind: OutcomeKind, elapsed: impl FnOnce() -> Duration) {
             self.0.count(slot(kind), kind.as_str());
-            self.0.duration.record(elapsed.as_secs_f64());
+            self.0.duration.record(elapsed().as_secs_f64());
         }
 
         /// A successful head: timed now, counted when its body ends, by how it ended (an
         /// error event after a 200, a cut-off stream, or a caller who dropped it).
-        pub(crate) fn success_head(&self, elapsed: Duration, end: &EndOfStream) {
-            self.0.duration.record(elapsed.as_secs_f64());
+        pub(crate) fn success_head(&self, elapsed: impl FnOnce() -> Duration, end: &EndOfStream) {
+            self.0.duration.record(elapsed().as_secs_f64());
             let handles = Arc::clone(&self.0);
             end.on_end(move |end| match (&end.error, end.reason) {
                 (Some(outcome), _) => handles.count(slot(outcome.kind), outcome.kind.as_str()),
@@ -160,9 +160,9 @@ mod on {
             });
         }
 
-        pub(crate) fn transport_error(&self, elapsed: Duration) {
+        pub(crate) fn transport_error(&self, elapsed: impl FnOnce() -> Duration) {
             self.0.count(TRANSPORT_ERROR_SLOT, TRANSPORT_ERROR);
-            self.0.duration.record(elapsed.as_secs_f64());
+            self.0.duration.record(elapsed().as_secs_f64());
         }
     }
 
@@ -211,12 +211,13 @@ pub(crate) struct CallMetrics;
 
 #[cfg(not(feature = "metrics"))]
 impl CallMetrics {
+    // The durations are closures: without the feature, the clock is not read at all.
     #[inline(always)]
-    pub(crate) fn response(&self, _: OutcomeKind, _: Duration) {}
+    pub(crate) fn response(&self, _: OutcomeKind, _: impl FnOnce() -> Duration) {}
 
     #[inline(always)]
-    pub(crate) fn success_head(&self, _: Duration, _: &EndOfStream) {}
+    pub(crate) fn success_head(&self, _: impl FnOnce() -> Duration, _: &EndOfStream) {}
 
     #[inline(always)]
-    pub(crate) fn transport_error(&self, _: Duration) {}
+    pub(crate) fn transport_error(&self, _: impl FnOnce() -> Duration) {}
 }

@@ -6,7 +6,7 @@
 //! [`ScopeStats`](crate::ScopeStats): a request costs atomic adds, not label allocations.
 
 #[cfg(not(feature = "metrics"))]
-use std::time::Duration;
+use tokio::time::Instant;
 
 #[cfg(not(feature = "metrics"))]
 use tollgate_core::Scope;
@@ -26,9 +26,9 @@ pub(crate) enum Refused {
 #[cfg(feature = "metrics")]
 mod on {
     use std::sync::OnceLock;
-    use std::time::Duration;
 
     use metrics::{Counter, Histogram, Label};
+    use tokio::time::Instant;
     use tollgate_core::Scope;
     use tollgate_core::metrics::scope_labels;
 
@@ -90,9 +90,11 @@ mod on {
             });
         }
 
-        /// A request got its capacity after `wait` and is sent, holding `charges`.
-        pub(crate) fn admitted(&self, wait: Duration, charges: Charges) {
+        /// A request that asked at `asked_at` got its capacity now and is sent, holding
+        /// `charges`.
+        pub(crate) fn admitted(&self, asked_at: Instant, charges: Charges) {
             if let Some(handles) = self.0.get() {
+                let wait = Instant::now().saturating_duration_since(asked_at);
                 handles.wait.record(wait.as_secs_f64());
                 for (counter, dimension) in handles.reserved.iter().zip(TOKEN_DIMENSIONS) {
                     counter.increment(charges.get(dimension));
@@ -142,7 +144,7 @@ impl ScopeMetrics {
     #[inline(always)]
     pub(crate) fn init(&self, _: &Scope) {}
     #[inline(always)]
-    pub(crate) fn admitted(&self, _: Duration, _: Charges) {}
+    pub(crate) fn admitted(&self, _: Instant, _: Charges) {}
     #[inline(always)]
     pub(crate) fn refused(&self, _: Refused) {}
     #[inline(always)]

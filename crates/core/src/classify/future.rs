@@ -82,8 +82,9 @@ where
                     let (parts, body) = match ready!(future.poll(cx)) {
                         Ok(response) => response.into_parts(),
                         Err(error) => {
-                            let elapsed = this.clock.now().saturating_duration_since(*this.sent_at);
-                            this.metrics.transport_error(elapsed);
+                            let (clock, sent_at) = (&*this.clock, *this.sent_at);
+                            this.metrics
+                                .transport_error(|| clock.now().saturating_duration_since(sent_at));
                             return Poll::Ready(Err(error));
                         }
                     };
@@ -213,7 +214,7 @@ fn record<B, C: Clock>(
     clock: &C,
 ) {
     if let Some(outcome) = response.extensions().get::<crate::Outcome>() {
-        let elapsed = clock.now().saturating_duration_since(sent_at);
+        let elapsed = || clock.now().saturating_duration_since(sent_at);
         match outcome.kind {
             OutcomeKind::Success => metrics.success_head(elapsed, end),
             kind => metrics.response(kind, elapsed),
