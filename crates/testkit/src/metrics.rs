@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use metrics_util::debugging::{DebugValue, Snapshotter};
+use tollgate_core::CredentialId;
 
 /// Every series the recorder holds whose name starts with one of `prefixes`, as
 /// `name{label=value,...}` (labels sorted) and its value (`counter 3`, `gauge 1`,
@@ -35,4 +36,20 @@ pub fn recorded(snapshotter: &Snapshotter, prefixes: &[&str]) -> BTreeMap<String
             (format!("{}{{{}}}", key.name(), labels.join(",")), value)
         })
         .collect()
+}
+
+/// Asserts that no series in `recorded` (its name or labels) holds `secret` or the
+/// [`CredentialId`] derived from it: a layer's metrics never carry a credential.
+///
+/// # Panics
+///
+/// Naming the series that does.
+pub fn assert_no_credential(recorded: &BTreeMap<String, String>, secret: &str) {
+    let id = CredentialId::from_secret(secret.as_bytes());
+    for series in recorded.keys() {
+        assert!(
+            !series.contains(secret) && !series.contains(id.as_str()),
+            "a credential in a metric: {series}"
+        );
+    }
 }

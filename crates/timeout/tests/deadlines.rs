@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use tokio::time::Instant;
-use tollgate_circuit::{CircuitBreakerLayer, CircuitConfig, CircuitState};
+use tollgate_circuit::{CircuitBreakerLayer, CircuitConfig, CircuitHandle, CircuitState};
 use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::body::{EndOfStream, EndReason, ObservedBody};
 use tollgate_core::classify::{ClassifyLayer, classify_error};
@@ -56,6 +56,25 @@ fn stack(config: TimeoutConfig, answer: Answer) -> (Stack, Arc<AtomicUsize>) {
         .layer(ClassifyLayer::new())
         .service(upstream);
     (BoxCloneSyncService::new(service), calls)
+}
+
+/// Annotate → a breaker that opens after 2 failures in a row → Timeout → Classify → the
+/// scripted upstream; the breaker's handle, and how many calls reached the upstream.
+fn behind_a_breaker(answer: Answer) -> (Stack, CircuitHandle, Arc<AtomicUsize>) {
+    let (upstream, calls) = upstream(answer);
+    let breaker = CircuitBreakerLayer::shared(CircuitConfig {
+        consecutive_failures: Some(2),
+        ..CircuitConfig::default()
+    })
+    .unwrap();
+    let health = breaker.handle();
+    let stack = ServiceBuilder::new()
+        .layer(AnnotateLayer::new())
+        .layer(breaker)
+        .layer(TimeoutLayer::new(config()).unwrap())
+        .layer(ClassifyLayer::new())
+        .service(upstream);
+    (BoxCloneSyncService::new(stack), health, calls)
 }
 
 fn first_byte(error: &BoxError) -> FirstByteTimeout {
@@ -173,19 +192,7 @@ async fn a_stalled_stream_counts_against_the_breaker_at_its_end() {
         &[(0, "data: {}\n\n"), (100, "data: {}\n\n")],
         Ending::Stall,
     );
-    let (upstream, calls) = upstream(stalls);
-    let breaker = CircuitBreakerLayer::shared(CircuitConfig {
-        consecutive_failures: Some(2),
-        ..CircuitConfig::default()
-    })
-    .unwrap();
-    let health = breaker.handle();
-    let stack = ServiceBuilder::new()
-        .layer(AnnotateLayer::new())
-        .layer(breaker)
-        .layer(TimeoutLayer::new(config()).unwrap())
-        .layer(ClassifyLayer::new())
-        .service(upstream);
+    let (stack, health, calls) = behind_a_breaker(stalls);
     let scope = Scope::new(Provider::OpenAi);
     for _ in 0..2 {
         let response = stack.clone().oneshot(chat(true, Some(50))).await.unwrap();
@@ -209,30 +216,13 @@ async fn a_stalled_stream_counts_against_the_breaker_at_its_end() {
 async fn a_stream_cut_by_the_callers_own_deadline_is_not_held_against_the_upstream() {
     // A healthy stream, a chunk a second, that the caller's deadline cuts at 3 s.
     let trickle: Vec<(u64, &'static str)> = (0..20).map(|_| (1_000, "data: {}\n\n")).collect();
-    let (upstream, calls) = upstream(Answer::stream(0, &trickle, Ending::Finish));
-    let breaker = CircuitBreakerLayer::shared(CircuitConfig {
-        consecutive_failures: Some(2),
-        ..CircuitConfig::default()
-    })
-    .unwrap();
-    let health = breaker.handle();
-    let stack = ServiceBuilder::new()
-        .layer(AnnotateLayer::new())
-        .layer(breaker)
-        .layer(TimeoutLayer::new(config()).unwrap())
-        .layer(ClassifyLayer::new())
-        .service(upstream);
+    let (stack, health, calls) = behind_a_breaker(Answer::stream(0, &trickle, Ending::Finish));
     let scope = Scope::new(Provider::OpenAi);
     for _ in 0..3 {
         let mut request = chat(true, Some(50));
         request.extensions_mut().insert(Deadline::after(secs(3)));
         let response = stack.clone().oneshot(request).await.unwrap();
-        let end = response
-            .extensions()
-            .get::<EndOfStream>()
-            .cloned()
-            .expect("observed");
-        let (chunks, result) = read(response.into_body()).await;
+        let (chunks, result, end) = read_observed(response).await;
         assert_eq!(chunks.len(), 3);
         // The caller reads why its stream stopped ...
         let error = result.unwrap_err();
