@@ -41,6 +41,7 @@ use tollgate::ratelimit::{Quotas, RateLimitLayer};
 use tollgate::retry::RetryLayer;
 use tollgate::timeout::{TimeoutConfig, TimeoutLayer};
 use tollgate::{LlmBody, LlmService, LlmStack, Preset, StackConfig};
+use tollgate_testkit::requests::{chat_completion_request, small_completion};
 use tollgate_testkit::{Comparison, runtime};
 use tower::retry::Policy;
 use tower::util::BoxService;
@@ -51,7 +52,6 @@ use tower::{ServiceBuilder, ServiceExt, service_fn};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-const ANSWER: &[u8] = br#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":1,"total_tokens":13}}"#;
 /// The limits of the same-concern stacks: never reached (a call at a time, a huge quota).
 const CONCURRENCY: usize = 64;
 const HUGE: u64 = 1_000_000_000_000_000;
@@ -61,22 +61,6 @@ const BATCH: usize = 500;
 const ROUNDS: usize = 100;
 
 type Respond = fn(Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>>;
-
-fn respond(_: Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> {
-    ready(Ok(Response::new(Full::new(Bytes::from_static(ANSWER)))))
-}
-
-fn requests() -> impl FnMut() -> Request<Full<Bytes>> {
-    || {
-        Request::post("https://api.openai.com/v1/chat/completions")
-            .header("authorization", "Bearer sk-bench-0123456789")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(
-                br#"{"model":"gpt-4o-mini","max_tokens":64,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Summarise: the quick brown fox jumps over the lazy dog, twice, and then once more for luck."}]}"#,
-            )))
-            .expect("a request")
-    }
-}
 
 /// Tower's retry policy at its smallest: retries errors (a few times), never a response.
 #[derive(Clone, Debug)]
@@ -114,7 +98,7 @@ fn tower_builtins() -> Boxed<Full<Bytes>> {
         .retry(RetryErrors { remaining: 4 })
         .concurrency_limit(CONCURRENCY)
         .timeout(DEADLINE)
-        .service(service_fn(respond as Respond));
+        .service(service_fn(small_completion as Respond));
     BoxService::new(service)
 }
 
@@ -128,7 +112,7 @@ fn tollgate_same_layers() -> Boxed<LlmBody> {
         .layer(ConcurrencyLimitLayer::new(CONCURRENCY))
         .layer(timeout)
         .layer(ClassifyLayer::new())
-        .service(service_fn(respond as Respond));
+        .service(service_fn(small_completion as Respond));
     // The same boxed body as the standard stack's.
     let service = ServiceExt::<Request<Full<Bytes>>>::map_response(service, |response| {
         response.map(|body| body.map_err(Into::into).boxed_unsync())
@@ -148,7 +132,7 @@ struct Variants {
 
 impl Variants {
     fn new() -> Self {
-        let bare = service_fn(respond as Respond);
+        let bare = service_fn(small_completion as Respond);
         let config = StackConfig {
             preset: Some(Preset::Balanced),
             max_concurrent_requests: Some(64),
@@ -173,14 +157,18 @@ impl Variants {
 
     fn comparison(&mut self) -> Comparison<'_> {
         Comparison::new()
-            .drained("bare", &mut self.bare, requests())
-            .drained("tower_builtins", &mut self.tower_builtins, requests())
+            .drained("bare", &mut self.bare, chat_completion_request)
+            .drained(
+                "tower_builtins",
+                &mut self.tower_builtins,
+                chat_completion_request,
+            )
             .drained(
                 "tollgate_same_layers",
                 &mut self.tollgate_same_layers,
-                requests(),
+                chat_completion_request,
             )
-            .drained("standard_stack", &mut self.stack, requests())
+            .drained("standard_stack", &mut self.stack, chat_completion_request)
     }
 }
 
