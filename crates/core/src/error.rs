@@ -40,6 +40,49 @@ impl fmt::Display for BodyTooLarge {
 
 impl std::error::Error for BodyTooLarge {}
 
+/// The request names a model no provider uses (empty, too long, or with characters outside
+/// letters, digits and `- . _ : / @ + = ~`); nothing was sent. See
+/// [`check_model_name`](crate::model_name::check_model_name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidModel {
+    /// The name is empty.
+    Empty,
+    /// The name is longer than [`MAX_MODEL_NAME_BYTES`](crate::model_name::MAX_MODEL_NAME_BYTES).
+    TooLong {
+        /// Its length, in bytes.
+        len: usize,
+    },
+    /// The name holds a character model names do not use.
+    Character {
+        /// The byte offset of the first such character.
+        at: usize,
+        /// The character.
+        found: char,
+    },
+}
+
+impl fmt::Display for InvalidModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the model name is not valid: ")?;
+        match self {
+            Self::Empty => f.write_str("it is empty"),
+            Self::TooLong { len } => write!(
+                f,
+                "it is {len} bytes long; model names are at most {} bytes",
+                crate::model_name::MAX_MODEL_NAME_BYTES
+            ),
+            Self::Character { at, found } => write!(
+                f,
+                "it holds U+{:04X} at byte {at}; model names use letters, digits and - . _ : / @ + = ~",
+                u32::from(*found)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InvalidModel {}
+
 /// A local rate limit refused the request before it was sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimited {
@@ -269,6 +312,8 @@ pub(crate) fn local_outcome(error: &(dyn std::error::Error + 'static)) -> Option
         Some(Outcome::new(OutcomeKind::Timeout))
     } else if error.is::<BodyTooLarge>() || error.is::<ExceedsLimit>() {
         Some(Outcome::new(OutcomeKind::RequestTooLarge))
+    } else if error.is::<InvalidModel>() {
+        Some(Outcome::new(OutcomeKind::ClientError).with_should_retry(Some(false)))
     } else {
         error
             .downcast_ref::<RetriesExhausted>()

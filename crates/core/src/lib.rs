@@ -38,6 +38,8 @@ pub mod duration;
 pub mod error;
 pub mod estimate;
 pub mod metrics;
+pub mod model_labels;
+pub mod model_name;
 pub mod outcome;
 mod pending;
 mod provider;

@@ -34,12 +34,16 @@ pub fn metric_labels(llm: Option<&crate::LlmRequest>) -> [metrics::Label; 2] {
     }
 }
 
-/// As [`metric_labels`], for a provider's name and a model.
+/// As [`metric_labels`], for a provider's name and a model. The model is named only as
+/// [`model_labels`](crate::model_labels::model_labels) allows (known, listed, or within the
+/// allowance of unlisted names); any other is `model="other"`, so callers cannot grow the
+/// number of series without bound.
 #[cfg(feature = "metrics")]
 pub fn scope_labels(provider: &'static str, model: Option<&str>) -> [metrics::Label; 2] {
+    let model = model.map_or("-", |m| crate::model_labels::model_labels().label(m));
     [
         metrics::Label::from_static_parts("provider", provider),
-        metrics::Label::new("model", model.unwrap_or("-").to_owned()),
+        metrics::Label::new("model", model.to_owned()),
     ]
 }
 

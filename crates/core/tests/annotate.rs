@@ -548,3 +548,40 @@ fn every_provider_request_shape() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_model_name_no_provider_uses_is_refused_before_anything_is_sent() {
+    use tollgate_core::error::InvalidModel;
+    let huge = "m".repeat(4 << 20);
+    for (uri, body) in [
+        (
+            "https://api.openai.com/v1/chat/completions",
+            format!(r#"{{"model":"{huge}","messages":[]}}"#),
+        ),
+        (
+            "https://api.openai.com/v1/chat/completions",
+            r#"{"model":"gpt 4o","messages":[]}"#.to_owned(),
+        ),
+        (
+            "https://generativelanguage.googleapis.com/v1beta/models/g%20x:generateContent",
+            "{}".to_owned(),
+        ),
+    ] {
+        let inner = service_fn(|_: Request<Full<Bytes>>| async {
+            panic!("nothing is sent");
+            #[allow(unreachable_code)]
+            Ok::<(), Infallible>(())
+        });
+        let request = Request::post(uri)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let error = AnnotateLayer::new()
+            .with_max_body_bytes(8 << 20)
+            .layer(inner)
+            .oneshot(request)
+            .await
+            .unwrap_err();
+        assert!(error.is::<InvalidModel>(), "{uri}: {error}");
+        assert!(error.to_string().len() < 200, "the name is not echoed");
+    }
+}

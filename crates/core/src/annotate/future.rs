@@ -17,6 +17,7 @@ use tower::Service;
 use super::layer::Config;
 use crate::BoxError;
 use crate::error::BodyTooLarge;
+use crate::model_name::check_model_name;
 
 pin_project! {
     /// Buffers the body, annotates the request, then runs the inner service.
@@ -112,6 +113,9 @@ where
                     };
                     let (mut parts, mut inner) = head.take().expect("polled after completion");
                     let llm = super::annotate(&parts, &body, config.provider, &*config.estimator.0);
+                    if let Some(Err(invalid)) = llm.model.as_deref().map(check_model_name) {
+                        return Poll::Ready(Err(Box::new(invalid)));
+                    }
                     tracing::trace!(
                         provider = %llm.provider,
                         endpoint = %llm.endpoint,

@@ -9,7 +9,9 @@
 //! whole stack's overhead to a single pass over the JSON.
 //!
 //! A body larger than the cap (32 MiB by default) fails with
-//! [`BodyTooLarge`](crate::error::BodyTooLarge) and nothing is sent. A body that is not JSON,
+//! [`BodyTooLarge`](crate::error::BodyTooLarge) and nothing is sent; so does a model name no
+//! provider uses (empty, over 256 bytes, odd characters), with
+//! [`InvalidModel`](crate::error::InvalidModel), since every layer keeps state by model. A body that is not JSON,
 //! or an endpoint Tollgate does not know, is forwarded unchanged with whatever could be learned
 //! from the URI and headers: the provider's own 400 is the authority on what is valid.
 //!
