@@ -8,7 +8,6 @@
 //! `server.admin_token`) reports more and steers the breakers and the cache. The upstream is
 //! `http://` or `https://` (rustls; see [`tls`]).
 
-use std::future::IntoFuture as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,26 +16,35 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{any, get};
-use axum::serve::ListenerExt as _;
-use http::{HeaderValue, header};
+use http::{HeaderValue, StatusCode, header};
 use rustls::pki_types::CertificateDer;
+use tokio::sync::watch;
 use tollgate::LlmStack;
+use tollgate::cache::Tenant;
 use tollgate::circuit::CircuitState;
 use tollgate_core::CredentialId;
 
 mod admin;
+mod admission;
 mod config;
 mod forward;
+mod headers;
 mod metrics;
 mod refusal;
+mod relay;
+mod serve;
 mod tls;
 
+use self::admission::{BodyBudget, KeyShares};
+use self::config::ClientKeys;
 use self::forward::Gateway;
 use self::metrics::Metrics;
 pub(crate) use self::refusal::refusal_kind;
+use self::serve::{ConnLimits, Ended, ServeLimits};
 pub(crate) use self::tls::http_client;
 
 /// Arguments of `tollgate proxy`.
@@ -78,15 +86,51 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .with_max_level(args.log_level)
         .try_init();
+    raise_file_limit(config.limits.max_connections);
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(serve(config, &extra_roots))
+}
+
+/// Raises the soft limit on open files to the hard one: each connection, each upstream
+/// connection and each open file takes a descriptor, and the usual soft limit (1,024, or 256)
+/// is below what `server.max_connections` allows.
+fn raise_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    let soft = match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => limit.maximum,
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open-file limit");
+            limit.current
+        }
+    };
+    // Each client connection may bring an upstream connection; leave room for files and logs.
+    let needed = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(64);
+    if soft.is_some_and(|soft| soft < needed) {
+        tracing::warn!(
+            open_files = soft,
+            max_connections,
+            "the open-file limit is below what server.max_connections needs (twice as many, \
+             plus 64): lower max_connections or raise the limit (ulimit -n)"
+        );
+    }
 }
 
 async fn serve(
     config: config::ProxyConfig,
     extra_roots: &[CertificateDer<'static>],
 ) -> Result<(), String> {
+    // Before the recorder and the stack: every layer labels its series by this policy.
+    let labels = tollgate_core::model_labels::model_labels();
+    labels.list(&config.metrics.models);
+    labels.set_max_unlisted(config.metrics.max_unlisted_models);
     // The recorder first: the layers register their metrics with whatever is installed then.
     let metrics = Arc::new(Metrics::new(metrics::install()?));
     let stack = LlmStack::new(&config.stack).map_err(|e| format!("stack.{e}"))?;
@@ -119,6 +163,7 @@ async fn serve(
     });
     let admin_enabled = admin.is_some();
     let client_keys_required = config.clients.required();
+    let limits = &config.limits;
     let gateway = Arc::new(Gateway {
         llm,
         handle,
@@ -126,29 +171,88 @@ async fn serve(
         scheme: config.upstream.scheme.clone(),
         authority: config.upstream.authority.clone(),
         prefix: config.upstream.prefix.clone(),
+        tenants: (0..config.clients.len())
+            .map(|i| Tenant::new(config.clients.tenant(i)))
+            .collect(),
+        shares: Arc::new(KeyShares::new(
+            config.clients.len(),
+            limits.max_in_flight_per_key,
+        )),
+        bodies: BodyBudget::new(
+            limits.max_body_bytes_in_flight,
+            limits.max_body_bytes,
+            limits.body_read_timeout,
+        ),
+        forward_headers: limits.forward_headers.clone(),
+        send_timeout: limits.send_timeout,
         clients: config.clients,
-        max_body_bytes: config.max_body_bytes,
         metrics,
     });
+    let metrics_token = config
+        .metrics
+        .token
+        .as_ref()
+        .map(|token| Arc::new(ClientKeys::new([token.expose()])));
+    let metrics_routes = Router::new()
+        .route("/metrics", get(prometheus))
+        .route_layer(middleware::from_fn_with_state(
+            metrics_token,
+            require_metrics_token,
+        ))
+        .with_state(gateway.clone());
     let mut app = Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(prometheus))
         .route("/v1/{*path}", any(forward::forward))
         .fallback(refusal::not_found)
-        .with_state(gateway);
+        .with_state(gateway.clone());
+    if config.metrics.listen.is_none() {
+        app = app.merge(metrics_routes.clone());
+    }
     if let Some(admin) = admin {
         app = app.merge(admin::routes(admin));
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let serve_limits = ServeLimits {
+        conn: ConnLimits {
+            header_read: limits.header_read_timeout,
+            idle: limits.idle_timeout,
+            send: limits.send_timeout,
+        },
+        max_connections: limits.max_connections,
+        http2_max_concurrent_streams: limits.http2_max_concurrent_streams,
+    };
+    let listener = bind(config.listen).await?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let (stop, stopped) = watch::channel(false);
+    let grace = config.shutdown_grace;
+    let mut servers = vec![tokio::spawn(serve::serve(
+        listener,
+        app,
+        serve_limits,
+        stopped.clone(),
+        grace,
+    ))];
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on http://{addr}")
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    if let Some(at) = config.metrics.listen {
+        let listener = bind(at).await?;
+        let at = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the bound address: {e}"))?;
+        writeln!(stdout, "metrics on http://{at}/metrics")
+            .and_then(|()| stdout.flush())
+            .map_err(|e| format!("cannot write to stdout: {e}"))?;
+        servers.push(tokio::spawn(serve::serve(
+            listener,
+            metrics_routes,
+            serve_limits,
+            stopped,
+            grace,
+        )));
+    }
     let upstream = &config.upstream;
     let upstream = format!(
         "{}://{}{}",
@@ -158,32 +262,62 @@ async fn serve(
     if !client_keys_required && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "no server.api_keys: anyone who reaches this address may call");
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .into_future(),
-    );
     crate::sim::shutdown_signal().await;
     tracing::info!(
-        grace = ?config.shutdown_grace,
+        ?grace,
         "shutting down: no new connections; open requests may finish"
     );
-    let _ = stop.send(());
-    match tokio::time::timeout(config.shutdown_grace, server).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(format!("the server failed: {e}")),
-        Ok(Err(e)) => Err(format!("the server task failed: {e}")),
-        Err(_) => {
-            tracing::warn!("the grace period is over: closing the requests still open");
-            Ok(())
+    let _ = stop.send(true);
+    let mut cut = 0;
+    for server in servers {
+        match server.await {
+            Ok(Ended::Drained) => {}
+            Ok(Ended::Cut { requests }) => cut += requests,
+            Err(e) => return Err(format!("the server task failed: {e}")),
         }
     }
+    if cut > 0 {
+        tracing::warn!(
+            requests = cut,
+            "the grace period is over: requests still open were cut"
+        );
+        return Err(format!(
+            "shut down with {cut} requests cut short after the {grace:?} grace period \
+             (server.shutdown_grace)"
+        ));
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+/// `/metrics` behind `[metrics] token`, when one is set.
+async fn require_metrics_token(
+    State(token): State<Option<Arc<ClientKeys>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = token else {
+        return next.run(request).await;
+    };
+    if admin::presented_token(request.headers()).is_some_and(|t| token.admits(t)) {
+        return next.run(request).await;
+    }
+    let mut response = refusal::error_response(
+        refusal::Dialect::OpenAi,
+        StatusCode::UNAUTHORIZED,
+        "authentication_error",
+        "tollgate: /metrics needs Authorization: Bearer <metrics.token>",
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 /// `GET /health`: every scope's breaker, overload state and limit, as JSON.

@@ -157,6 +157,19 @@ fn preset(preset: Preset) -> Resolved {
     }
 }
 
+impl StackConfig {
+    /// The most calls the stack keeps in flight: `max_concurrent_requests`, else the preset's.
+    pub fn max_concurrent_calls(&self) -> usize {
+        resolve(self).concurrency
+    }
+
+    /// The longest silence allowed between two chunks of a stream (`timeouts.idle`, else the
+    /// default), if any.
+    pub fn stream_idle_timeout(&self) -> Option<Duration> {
+        resolve(self).timeouts.idle
+    }
+}
+
 pub(crate) fn resolve(config: &StackConfig) -> Resolved {
     let mut r = preset(config.preset.unwrap_or_default());
     if config.max_requests_per_minute.is_some() {

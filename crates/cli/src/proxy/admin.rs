@@ -12,15 +12,17 @@
 //! `Authorization: Bearer <token>`, or with another token, gets a 401 before its body is read.
 //! The token is compared as a SHA-256 digest in constant time, like the client keys.
 //!
-//! `GET /health` and `GET /metrics` stay public: load balancers and Prometheus scrapers do not
-//! send credentials, and both show only credential ids (digest prefixes), never a key.
+//! `GET /health` stays public (load balancers do not send credentials), and so does
+//! `GET /metrics` unless `[metrics] token_env` or `listen` says otherwise; both show only
+//! credential ids (digest prefixes), never a key.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -66,11 +68,12 @@ pub(crate) fn routes(admin: Admin) -> Router {
         .route("/admin/circuit/reset", post(circuit_reset))
         .route("/admin/cache/clear", post(cache_clear))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token))
+        .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(admin)
 }
 
 /// The token from `Authorization: Bearer <token>`.
-fn presented_token(headers: &HeaderMap) -> Option<&[u8]> {
+pub(crate) fn presented_token(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();
     value
         .get(..7)
@@ -78,9 +81,22 @@ fn presented_token(headers: &HeaderMap) -> Option<&[u8]> {
         .map(|_| value[7..].trim_ascii())
 }
 
+/// The longest an admin request may take to send its body and be answered.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn require_token(State(admin): State<Arc<Admin>>, request: Request, next: Next) -> Response {
     if presented_token(request.headers()).is_some_and(|token| admin.token.admits(token)) {
-        return next.run(request).await;
+        return tokio::time::timeout(ADMIN_TIMEOUT, next.run(request))
+            .await
+            .unwrap_or_else(|_| {
+                error_response(
+                    Dialect::OpenAi,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout_error",
+                    "tollgate: the admin request took longer than 30s",
+                    None,
+                )
+            });
     }
     tracing::warn!(
         path = request.uri().path(),

@@ -4,70 +4,37 @@
 //! Every error names the field (`server.listen`, `stack.circuit_breaker.failure_threshold`)
 //! and the bad value — but never a key: keys are read into [`Secret`]s as they are parsed.
 
+mod keys;
+mod metrics;
+mod server;
+mod upstream;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
-use http::{HeaderName, HeaderValue, Uri};
-use serde::{Deserialize, Deserializer};
-use sha2::{Digest, Sha256};
+use serde::Deserialize;
 use tollgate::{ConfigError, StackConfig};
 use tollgate_core::Secret;
+
+pub(crate) use self::keys::ClientKeys;
+pub(crate) use self::metrics::MetricsSettings;
+pub(crate) use self::server::ClientLimits;
+#[cfg(test)]
+pub(crate) use self::upstream::Auth;
+pub(crate) use self::upstream::Upstream;
+use self::upstream::{UpstreamSection, check_upstream};
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
-    server: ServerSection,
+    server: server::ServerSection,
     upstream: Option<UpstreamSection>,
     #[serde(default)]
+    metrics: metrics::MetricsSection,
+    #[serde(default)]
     stack: StackConfig,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct ServerSection {
-    listen: Option<String>,
-    api_keys: Vec<Key>,
-    api_keys_env: Option<String>,
-    max_body_bytes: Option<u64>,
-    shutdown_grace: Option<String>,
-    admin_token: Option<Key>,
-    admin_token_env: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct UpstreamSection {
-    base_url: Option<String>,
-    key_env: Option<String>,
-    auth: Auth,
-    connect_timeout: Option<String>,
-    ca_file: Option<PathBuf>,
-}
-
-/// A key in the file, wrapped as soon as it is read.
-#[derive(Debug)]
-struct Key(Secret);
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(|key| Self(Secret::new(key)))
-    }
-}
-
-/// How the upstream key is sent.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-pub(crate) enum Auth {
-    /// `Authorization: Bearer <key>` (OpenAI and every OpenAI-compatible server).
-    #[default]
-    #[serde(rename = "bearer")]
-    Bearer,
-    /// `x-api-key: <key>` (Anthropic).
-    #[serde(rename = "x-api-key")]
-    XApiKey,
 }
 
 /// The gateway's settings, checked.
@@ -77,8 +44,8 @@ pub(crate) struct ProxyConfig {
     pub(crate) listen: SocketAddr,
     /// Who may call; nobody needs a key when empty.
     pub(crate) clients: ClientKeys,
-    /// The largest request body accepted.
-    pub(crate) max_body_bytes: usize,
+    /// What each client may hold, and for how long.
+    pub(crate) limits: ClientLimits,
     /// How long open requests (streams) may finish after a shutdown signal.
     pub(crate) shutdown_grace: Duration,
     /// Where requests go.
@@ -87,79 +54,8 @@ pub(crate) struct ProxyConfig {
     pub(crate) stack: StackConfig,
     /// The bearer token of `/admin/*`; the routes do not exist without one.
     pub(crate) admin_token: Option<Secret>,
-}
-
-/// The upstream server and its key.
-#[derive(Debug)]
-pub(crate) struct Upstream {
-    pub(crate) scheme: Scheme,
-    pub(crate) authority: Authority,
-    /// A path prefix, without a trailing `/` (`""` for none).
-    pub(crate) prefix: String,
-    /// The key, if the upstream wants one.
-    pub(crate) key: Option<Secret>,
-    pub(crate) auth: Auth,
-    pub(crate) connect_timeout: Duration,
-    /// A PEM file of extra trusted roots (https only), as written: a relative path is read
-    /// from the config file's directory.
-    pub(crate) ca_file: Option<PathBuf>,
-}
-
-impl Upstream {
-    /// The header that carries the key upstream, marked sensitive (its `Debug` is
-    /// `Sensitive`; HTTP/2 never indexes it).
-    pub(crate) fn credential(&self) -> Option<(HeaderName, HeaderValue)> {
-        let key = self.key.as_ref()?;
-        let (name, value) = match self.auth {
-            Auth::Bearer => (
-                http::header::AUTHORIZATION,
-                HeaderValue::try_from(format!("Bearer {}", key.expose())),
-            ),
-            Auth::XApiKey => (
-                HeaderName::from_static("x-api-key"),
-                HeaderValue::try_from(key.expose()),
-            ),
-        };
-        // Checked when the config was loaded.
-        let mut value = value.ok()?;
-        value.set_sensitive(true);
-        Some((name, value))
-    }
-}
-
-/// The client keys, kept only as SHA-256 digests.
-pub(crate) struct ClientKeys(Vec<[u8; 32]>);
-
-impl std::fmt::Debug for ClientKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ClientKeys({} keys)", self.0.len())
-    }
-}
-
-impl ClientKeys {
-    pub(crate) fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
-        Self(keys.into_iter().map(|k| Sha256::digest(k).into()).collect())
-    }
-
-    /// Whether clients must present a key.
-    pub(crate) fn required(&self) -> bool {
-        !self.0.is_empty()
-    }
-
-    /// Whether `token` is one of the keys. The time taken does not depend on which key
-    /// matched or on how much of one did: digests are compared whole, every one of them.
-    pub(crate) fn admits(&self, token: &[u8]) -> bool {
-        let digest: [u8; 32] = Sha256::digest(token).into();
-        let mut found = 0u8;
-        for key in &self.0 {
-            let diff = key
-                .iter()
-                .zip(&digest)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            found |= u8::from(std::hint::black_box(diff) == 0);
-        }
-        found == 1
-    }
+    /// Who may read `/metrics`, where, and which models it names.
+    pub(crate) metrics: MetricsSettings,
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
@@ -188,15 +84,7 @@ pub(crate) fn parse(
 ) -> Result<ProxyConfig, ConfigError> {
     let file: File = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
     let server = file.server;
-    let listen = server.listen.as_deref().unwrap_or("127.0.0.1:8080");
-    let listen = listen.parse().map_err(|_| {
-        invalid(
-            "server.listen",
-            format!(
-                "{listen:?} is not an address; use \"127.0.0.1:8080\" (port 0 picks a free one)"
-            ),
-        )
-    })?;
+    let listen = server.listen()?;
     let mut keys: Vec<String> = Vec::new();
     for (i, key) in server.api_keys.iter().enumerate() {
         if key.0.expose().trim().is_empty() {
@@ -222,12 +110,17 @@ pub(crate) fn parse(
                 .map(str::to_owned),
         );
     }
-    let max_body_bytes = match server.max_body_bytes {
-        None => tollgate_core::annotate::DEFAULT_MAX_BODY_BYTES,
-        Some(0) => return Err(invalid("server.max_body_bytes", "0 is not allowed")),
-        Some(n) => usize::try_from(n)
-            .map_err(|_| invalid("server.max_body_bytes", format!("{n} is too large")))?,
-    };
+    file.stack.validate().map_err(|e| ConfigError {
+        field: format!("stack.{}", e.field),
+        message: e.message,
+    })?;
+    let limits = server.client_limits(
+        keys.len(),
+        file.stack.max_concurrent_calls(),
+        file.stack
+            .stream_idle_timeout()
+            .unwrap_or(Duration::from_secs(30)),
+    )?;
     let shutdown_grace = duration(
         "server.shutdown_grace",
         server.shutdown_grace.as_deref(),
@@ -240,142 +133,29 @@ pub(crate) fn parse(
         )
     })?;
     let upstream = check_upstream(upstream, env)?;
-    let admin_token = admin_token(server.admin_token, server.admin_token_env.as_deref(), env)?;
-    file.stack.validate().map_err(|e| ConfigError {
-        field: format!("stack.{}", e.field),
-        message: e.message,
-    })?;
+    let admin_token = keys::token(
+        "server.admin_token",
+        "server.admin_token_env",
+        server.admin_token,
+        server.admin_token_env.as_deref(),
+        env,
+    )?;
+    let metrics = file.metrics.check(env)?;
+    if let (Some(at), true) = (metrics.listen, metrics.listen == Some(listen)) {
+        return Err(invalid(
+            "metrics.listen",
+            format!("{at} is server.listen too; leave metrics.listen out to serve /metrics there"),
+        ));
+    }
     Ok(ProxyConfig {
         listen,
         clients: ClientKeys::new(keys.iter().map(String::as_str)),
-        max_body_bytes,
+        limits,
         shutdown_grace,
         upstream,
         stack: file.stack,
         admin_token,
-    })
-}
-
-/// `server.admin_token`, or the variable `server.admin_token_env` names; not both.
-fn admin_token(
-    literal: Option<Key>,
-    env_name: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<Secret>, ConfigError> {
-    let token = match (literal, env_name) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "server.admin_token",
-                "set admin_token or admin_token_env, not both",
-            ));
-        }
-        (Some(Key(token)), None) => token,
-        (None, Some(name)) => {
-            let value = env(name).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
-                invalid(
-                    "server.admin_token_env",
-                    format!("the environment variable {name:?} is not set (or is empty)"),
-                )
-            })?;
-            Secret::new(value.trim())
-        }
-        (None, None) => return Ok(None),
-    };
-    if token.expose().trim().is_empty() {
-        return Err(invalid(
-            "server.admin_token",
-            "an empty token is not allowed",
-        ));
-    }
-    Ok(Some(token))
-}
-
-fn check_upstream(
-    section: UpstreamSection,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Upstream, ConfigError> {
-    const FIELD: &str = "upstream.base_url";
-    let text = section
-        .base_url
-        .ok_or_else(|| invalid(FIELD, "missing; e.g. \"http://127.0.0.1:9000\""))?;
-    if text.contains('@') {
-        // Not echoed: it may hold a password.
-        return Err(invalid(
-            FIELD,
-            "credentials in the URL are not supported; put the key in key_env",
-        ));
-    }
-    let uri: Uri = text
-        .parse()
-        .map_err(|e| invalid(FIELD, format!("{text:?} is not a URL ({e})")))?;
-    let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
-        return Err(invalid(
-            FIELD,
-            format!("{text:?} needs a scheme and a host, e.g. \"http://127.0.0.1:9000\""),
-        ));
-    };
-    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-        return Err(invalid(
-            FIELD,
-            format!("{text:?}: the scheme must be http or https"),
-        ));
-    }
-    if section.ca_file.is_some() && scheme != Scheme::HTTPS {
-        return Err(invalid(
-            "upstream.ca_file",
-            format!("is only used with an https base_url, and base_url is {text:?}"),
-        ));
-    }
-    if section
-        .ca_file
-        .as_ref()
-        .is_some_and(|f| f.as_os_str().is_empty())
-    {
-        return Err(invalid("upstream.ca_file", "an empty path is not allowed"));
-    }
-    if uri.query().is_some() {
-        return Err(invalid(FIELD, format!("{text:?}: a query is not allowed")));
-    }
-    let prefix = uri.path().trim_end_matches('/').to_owned();
-    if prefix.ends_with("/v1") {
-        return Err(invalid(
-            FIELD,
-            format!(
-                "{text:?} ends in /v1: give the server's root; the client's /v1/... path is \
-                 appended"
-            ),
-        ));
-    }
-    let key = match &section.key_env {
-        None => None,
-        Some(name) => {
-            let value = env(name).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
-                invalid(
-                    "upstream.key_env",
-                    format!("the environment variable {name:?} is not set (or is empty)"),
-                )
-            })?;
-            if HeaderValue::try_from(format!("Bearer {value}")).is_err() {
-                return Err(invalid(
-                    "upstream.key_env",
-                    format!("the value of {name:?} is not a valid header value"),
-                ));
-            }
-            Some(Secret::new(value))
-        }
-    };
-    Ok(Upstream {
-        scheme,
-        authority,
-        prefix,
-        key,
-        auth: section.auth,
-        connect_timeout: duration(
-            "upstream.connect_timeout",
-            section.connect_timeout.as_deref(),
-            Duration::from_secs(10),
-        )?,
-        ca_file: section.ca_file,
+        metrics,
     })
 }
 
@@ -417,6 +197,7 @@ fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::uri::Scheme;
 
     fn env(name: &str) -> Option<String> {
         (name == "UPSTREAM_KEY").then(|| "sk-upstream-secret".to_owned())

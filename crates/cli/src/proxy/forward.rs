@@ -12,15 +12,19 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use tokio::time::Instant;
+use tollgate::cache::Tenant;
 use tollgate::{LlmBody, LlmService};
 use tollgate_core::EndpointKind;
 use tower::ServiceExt;
 
+use super::admission::{BodyBudget, BodyError, KeyShares};
 use super::config::ClientKeys;
+use super::headers::{ForwardedHeaders, filter_response, path_problem};
 use super::metrics::{Metrics, route_index};
 use super::refusal::{Dialect, Refusal, chain, refusal_of};
+use super::relay::relay;
 use super::tls::is_certificate_error;
 
 /// What every request handler shares.
@@ -34,33 +38,14 @@ pub(crate) struct Gateway {
     /// The upstream key's header, marked sensitive.
     pub(crate) credential: Option<(HeaderName, HeaderValue)>,
     pub(crate) clients: ClientKeys,
-    pub(crate) max_body_bytes: usize,
+    /// Each key's cache tenant (a digest prefix), by the key's index.
+    pub(crate) tenants: Vec<Tenant>,
+    pub(crate) shares: Arc<KeyShares>,
+    pub(crate) bodies: BodyBudget,
+    pub(crate) forward_headers: ForwardedHeaders,
+    pub(crate) send_timeout: Duration,
     pub(crate) metrics: Arc<Metrics>,
 }
-
-/// Headers that carry a credential, the client's or anyone's: never forwarded.
-const CREDENTIALS: [&str; 5] = [
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
-];
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1); `host` and `content-length`, which the client and
-/// server on each side set for themselves; and `expect`, as the body is already read.
-const HOP_BY_HOP: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "expect",
-];
 
 /// `ANY /v1/*`.
 pub(crate) async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
@@ -81,31 +66,67 @@ pub(crate) async fn forward(State(gateway): State<Arc<Gateway>>, request: Reques
 impl Gateway {
     async fn forward(&self, request: Request) -> Response {
         let dialect = Dialect::of(request.uri().path());
-        if self.clients.required()
-            && !presented_key(request.headers()).is_some_and(|key| self.clients.admits(key))
-        {
-            return self.refuse(
-                dialect,
-                Refusal::Unauthorized,
-                "a valid gateway key is required (Authorization: Bearer <key>, or x-api-key)",
-                None,
-            );
+        let key = match presented_key(request.headers()).and_then(|key| self.clients.find(key)) {
+            Some(index) => Some(index),
+            None if !self.clients.required() => None,
+            None => {
+                return self.refuse(
+                    dialect,
+                    Refusal::Unauthorized,
+                    "a valid gateway key is required (Authorization: Bearer <key>, or x-api-key)",
+                    None,
+                );
+            }
+        };
+        if let Some(problem) = path_problem(request.uri().path()) {
+            return self.refuse(dialect, Refusal::BadRequest, problem, None);
         }
+        let place = match key.map(|index| self.shares.take(index)) {
+            Some(None) => {
+                let share = self.shares.max().unwrap_or_default();
+                return self.refuse(
+                    dialect,
+                    Refusal::KeyBusy,
+                    &format!(
+                        "this gateway key already has {share} requests in flight \
+                         (server.max_in_flight_per_key)"
+                    ),
+                    Some(Duration::from_secs(1)),
+                );
+            }
+            Some(Some(place)) => Some(place),
+            None => None,
+        };
         let (parts, body) = request.into_parts();
-        let body = match Limited::new(body, self.max_body_bytes).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<LengthLimitError>() => {
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let (body, body_bytes) = match self.bodies.read(body, declared).await {
+            Ok(read) => read,
+            Err(BodyError::TooLarge) => {
                 return self.refuse(
                     dialect,
                     Refusal::BodyTooLarge,
                     &format!(
                         "the request body is larger than the {} byte limit",
-                        self.max_body_bytes
+                        self.bodies.max_body_bytes()
                     ),
                     None,
                 );
             }
-            Err(error) => {
+            Err(BodyError::TooSlow(limit)) => {
+                return self.refuse(
+                    dialect,
+                    Refusal::BodyTimeout,
+                    &format!(
+                        "the request body did not arrive within {limit:?} \
+                         (server.body_read_timeout)"
+                    ),
+                    None,
+                );
+            }
+            Err(BodyError::Broken(error)) => {
                 tracing::debug!(%error, "could not read a request body");
                 return self.refuse(
                     dialect,
@@ -123,12 +144,21 @@ impl Gateway {
         {
             return self.refuse(dialect, Refusal::BadRequest, &message, None);
         }
-        let upstream = match self.upstream_request(parts, body) {
+        let mut upstream = match self.upstream_request(parts, body) {
             Ok(request) => request,
             Err(message) => return self.refuse(dialect, Refusal::BadRequest, &message, None),
         };
-        match self.llm.clone().oneshot(upstream).await {
-            Ok(response) => client_response(response),
+        // Each key's cached answers are its own.
+        if let Some(index) = key {
+            upstream
+                .extensions_mut()
+                .insert(self.tenants[index].clone());
+        }
+        let answer = self.llm.clone().oneshot(upstream).await;
+        // The request body is no longer needed: its bytes go back to the budget.
+        drop(body_bytes);
+        match answer {
+            Ok(response) => self.client_response(response, place),
             Err(error) => {
                 let (refusal, wait) = refusal_of(error.as_ref());
                 let mut message = chain(error.as_ref());
@@ -149,7 +179,7 @@ impl Gateway {
     }
 
     /// The request as it goes upstream: the upstream's scheme, host and path prefix; the
-    /// client's headers without credentials and hop-by-hop headers, with the upstream key.
+    /// client's allowed headers (never its credentials), with the upstream key.
     fn upstream_request(
         &self,
         parts: http::request::Parts,
@@ -166,13 +196,7 @@ impl Gateway {
             .path_and_query(path_and_query)
             .build()
             .map_err(|e| format!("the request path is not valid ({e})"))?;
-        let mut headers = parts.headers;
-        strip_hop_by_hop(&mut headers);
-        for name in CREDENTIALS {
-            headers.remove(name);
-        }
-        // Ask for an identity body: the stack reads error bodies and stream usage as they pass.
-        headers.remove(header::ACCEPT_ENCODING);
+        let mut headers = self.forward_headers.filter(&parts.headers);
         if let Some((name, value)) = &self.credential {
             headers.insert(name.clone(), value.clone());
         }
@@ -181,6 +205,23 @@ impl Gateway {
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
         Ok(request)
+    }
+
+    /// The upstream's response for the client: its status, headers (rate limits,
+    /// `retry-after`, request ids; never cookies nor organisation ids) and body, relayed at the
+    /// client's pace within the send timeout (see [`relay`]); the key's place in flight is held
+    /// until the upstream body is done with.
+    fn client_response<P: Send + 'static>(
+        &self,
+        response: http::Response<LlmBody>,
+        place: P,
+    ) -> Response {
+        let (mut parts, body) = response.into_parts();
+        filter_response(&mut parts.headers);
+        let mut response = Response::new(Body::new(relay(body, self.send_timeout, place)));
+        *response.status_mut() = parts.status;
+        *response.headers_mut() = parts.headers;
+        response
     }
 
     fn refuse(
@@ -254,34 +295,6 @@ fn without_key_param(query: &str) -> String {
     }
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// The upstream's response for the client: its status, headers (rate limits, `retry-after`,
-/// request ids) and body as they came; the body is the stack's streaming body, so each frame
-/// (each SSE event) goes out as soon as it arrives.
-fn client_response(response: http::Response<LlmBody>) -> Response {
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    let mut response = Response::new(Body::new(body));
-    *response.status_mut() = parts.status;
-    *response.headers_mut() = parts.headers;
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,19 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn credentials_and_hop_by_hop_headers_are_dropped() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
-            ("connection", "keep-alive, x-trace"),
-            ("x-trace", "1"),
-            ("transfer-encoding", "chunked"),
-            ("content-type", "application/json"),
-        ] {
-            headers.insert(name, HeaderValue::from_static(value));
-        }
-        strip_hop_by_hop(&mut headers);
-        let names: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["content-type"]);
+    fn a_key_in_the_query_never_goes_upstream() {
         assert_eq!(without_key_param("alt=sse&key=sk-1"), "?alt=sse");
         assert_eq!(without_key_param("key=sk-1"), "");
         assert_eq!(without_key_param("a=1&keyring=2"), "?a=1&keyring=2");

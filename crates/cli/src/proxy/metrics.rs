@@ -12,7 +12,9 @@
 
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use std::collections::BTreeMap;
+
+use metrics::{counter, describe_counter, describe_histogram, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tollgate::ScopeHealth;
 use tollgate::circuit::CircuitState;
@@ -53,6 +55,11 @@ const CIRCUIT_STATE: &str = "tollgate_scope_circuit_state";
 const OVERLOAD_STATE: &str = "tollgate_scope_overload_state";
 const LIMIT: &str = "tollgate_scope_concurrency_limit";
 const IN_FLIGHT: &str = "tollgate_scope_in_flight";
+const CIRCUIT_HELP: &str =
+    "The breakers of each scope (provider, credential id, model): how many are in each state.";
+const OVERLOAD_HELP: &str = "The overload detectors of each scope: how many are in each state.";
+const LIMIT_HELP: &str = "The (adaptive) concurrency limit of each scope.";
+const IN_FLIGHT_HELP: &str = "Calls in flight per scope (a stream until its last byte).";
 
 /// The recorder's settings: `*_seconds` histograms as Prometheus histograms with [`BUCKETS`]
 /// (others stay summaries).
@@ -97,19 +104,6 @@ impl Metrics {
             "Calls sent upstream that got no response (connect errors, TLS errors, resets)."
         );
         describe_counter!(REFUSALS, "Requests the gateway answered itself, by reason.");
-        describe_gauge!(
-            CIRCUIT_STATE,
-            "The breaker of each scope (provider, credential id, model): 1 for its state."
-        );
-        describe_gauge!(
-            OVERLOAD_STATE,
-            "The overload detector of each scope: 1 for its state."
-        );
-        describe_gauge!(LIMIT, "The (adaptive) concurrency limit of each scope.");
-        describe_gauge!(
-            IN_FLIGHT,
-            "Calls in flight per scope (a stream until its last byte)."
-        );
         counter!(UPSTREAM_ERRORS).increment(0);
         for refusal in Refusal::ALL {
             counter!(REFUSALS, "reason" => refusal.as_str()).increment(0);
@@ -148,8 +142,9 @@ impl Metrics {
     /// The Prometheus text exposition (format 0.0.4), after setting the per-scope gauges from
     /// `scopes`.
     pub(crate) fn render(&self, scopes: &[ScopeHealth]) -> String {
-        set_scope_gauges(scopes);
-        self.handle.render()
+        let mut text = self.handle.render();
+        write_scope_gauges(&mut text, scopes);
+        text
     }
 }
 
@@ -169,36 +164,99 @@ const OVERLOAD_STATES: [OverloadState; 4] = [
     OverloadState::Recovering,
 ];
 
-/// The stack's state per scope: breaker and overload state (one series per state, 1 for the
-/// current one), concurrency limit, calls in flight. The credential label is the credential's
-/// id (a digest prefix), never the key.
-fn set_scope_gauges(scopes: &[ScopeHealth]) {
+/// One series' labels: provider, credential id, model label.
+type ScopeKey = (&'static str, String, String);
+
+/// The state of the scopes that share one set of labels (one scope, or every scope whose model
+/// is labelled `other`).
+#[derive(Default)]
+struct ScopeSums {
+    circuit: [u64; CIRCUIT_STATES.len()],
+    overload: [u64; OVERLOAD_STATES.len()],
+    limit: u64,
+    in_flight: u64,
+}
+
+/// Appends the stack's state per scope to `text`: breaker and overload state (one series per
+/// state: how many of the scopes behind the labels are in it, so 1 or 0 for one scope),
+/// concurrency limit and calls in flight (summed). Rendered from the scopes as they are now,
+/// not kept in the recorder, so a scope the stack has forgotten leaves no series behind. The
+/// credential label is the credential's id (a digest prefix), never the key; the model label
+/// follows the process's model-label policy.
+fn write_scope_gauges(text: &mut String, scopes: &[ScopeHealth]) {
+    use std::fmt::Write as _;
+    let labels = tollgate_core::model_labels::model_labels();
+    let mut sums: BTreeMap<ScopeKey, ScopeSums> = BTreeMap::new();
     for s in scopes {
-        let labels = [
-            ("provider", s.scope.provider().as_str().to_owned()),
-            (
-                "credential",
-                s.scope
-                    .credential()
-                    .map_or_else(String::new, |c| c.as_str().to_owned()),
-            ),
-            ("model", s.scope.model().unwrap_or("").to_owned()),
-        ];
-        let with_state = |state: &'static str| {
-            let mut labels = labels.to_vec();
-            labels.push(("state", state.to_owned()));
-            labels
-        };
-        for state in CIRCUIT_STATES {
-            gauge!(CIRCUIT_STATE, &with_state(state.as_str()))
-                .set(f64::from(u8::from(state == s.circuit)));
+        let key = (
+            s.scope.provider().as_str(),
+            s.scope
+                .credential()
+                .map_or_else(String::new, |c| c.as_str().to_owned()),
+            s.scope.model().map_or("", |m| labels.label(m)).to_owned(),
+        );
+        let sum = sums.entry(key).or_default();
+        for (i, state) in CIRCUIT_STATES.iter().enumerate() {
+            sum.circuit[i] += u64::from(*state == s.circuit);
         }
-        for state in OVERLOAD_STATES {
-            gauge!(OVERLOAD_STATE, &with_state(state.as_str()))
-                .set(f64::from(u8::from(state == s.overload)));
+        for (i, state) in OVERLOAD_STATES.iter().enumerate() {
+            sum.overload[i] += u64::from(*state == s.overload);
         }
-        gauge!(LIMIT, &labels).set(s.limit as f64);
-        gauge!(IN_FLIGHT, &labels).set(s.in_flight as f64);
+        sum.limit += s.limit as u64;
+        sum.in_flight += s.in_flight as u64;
+    }
+    let labels = |(provider, credential, model): &ScopeKey| {
+        format!(
+            "provider=\"{provider}\",credential=\"{}\",model=\"{}\"",
+            escape(credential),
+            escape(model)
+        )
+    };
+    let family = |text: &mut String, name: &str, help: &str| {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
+    };
+    family(text, CIRCUIT_STATE, CIRCUIT_HELP);
+    for (key, sum) in &sums {
+        for (state, n) in CIRCUIT_STATES.iter().zip(sum.circuit) {
+            let _ = writeln!(
+                text,
+                "{CIRCUIT_STATE}{{{},state=\"{}\"}} {n}",
+                labels(key),
+                state.as_str()
+            );
+        }
+    }
+    family(text, OVERLOAD_STATE, OVERLOAD_HELP);
+    for (key, sum) in &sums {
+        for (state, n) in OVERLOAD_STATES.iter().zip(sum.overload) {
+            let _ = writeln!(
+                text,
+                "{OVERLOAD_STATE}{{{},state=\"{}\"}} {n}",
+                labels(key),
+                state.as_str()
+            );
+        }
+    }
+    family(text, LIMIT, LIMIT_HELP);
+    for (key, sum) in &sums {
+        let _ = writeln!(text, "{LIMIT}{{{}}} {}", labels(key), sum.limit);
+    }
+    family(text, IN_FLIGHT, IN_FLIGHT_HELP);
+    for (key, sum) in &sums {
+        let _ = writeln!(text, "{IN_FLIGHT}{{{}}} {}", labels(key), sum.in_flight);
+    }
+}
+
+/// A label value as the text format wants it.
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains(['\\', '"', '\n']) {
+        value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+            .into()
+    } else {
+        value.into()
     }
 }
 

@@ -11,7 +11,7 @@ use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 use tollgate_core::OutcomeKind;
 use tollgate_core::error::{
-    BodyTooLarge, CircuitOpen, ExceedsLimit, Overloaded, QueueTimeout, RateLimited,
+    BodyTooLarge, CircuitOpen, ExceedsLimit, InvalidModel, Overloaded, QueueTimeout, RateLimited,
 };
 
 /// Why the gateway answered for itself instead of the upstream.
@@ -22,6 +22,10 @@ pub(crate) enum Refusal {
     BadRequest,
     /// No or a wrong client key.
     Unauthorized,
+    /// The client's key already has its share of requests in flight.
+    KeyBusy,
+    /// The request body did not arrive within the body-read timeout.
+    BodyTimeout,
     /// The request body is over the limit, or the request can never fit a rate limit.
     BodyTooLarge,
     /// A local rate limit refused it for now.
@@ -39,9 +43,11 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    pub(crate) const ALL: [Self; 9] = [
+    pub(crate) const ALL: [Self; 11] = [
         Self::BadRequest,
         Self::Unauthorized,
+        Self::KeyBusy,
+        Self::BodyTimeout,
         Self::BodyTooLarge,
         Self::RateLimited,
         Self::CircuitOpen,
@@ -56,6 +62,8 @@ impl Refusal {
         match self {
             Self::BadRequest => "bad_request",
             Self::Unauthorized => "unauthorized",
+            Self::KeyBusy => "key_busy",
+            Self::BodyTimeout => "body_timeout",
             Self::BodyTooLarge => "body_too_large",
             Self::RateLimited => "rate_limited",
             Self::CircuitOpen => "circuit_open",
@@ -71,6 +79,8 @@ impl Refusal {
         match self {
             Self::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error"),
+            Self::KeyBusy => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+            Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "timeout_error"),
             Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
             Self::CircuitOpen | Self::Overloaded | Self::QueueTimeout => {
@@ -167,6 +177,9 @@ pub(crate) fn refusal_of(error: &(dyn std::error::Error + 'static)) -> (Refusal,
         if e.is::<BodyTooLarge>() || e.is::<ExceedsLimit>() {
             return (Refusal::BodyTooLarge, None);
         }
+        if e.is::<InvalidModel>() {
+            return (Refusal::BadRequest, None);
+        }
         if let Some(e) = e.downcast_ref::<RateLimited>() {
             return (Refusal::RateLimited, e.retry_after);
         }
@@ -221,7 +234,8 @@ mod tests {
     #[test]
     fn stack_errors_become_refusals_with_their_wait() {
         let wait = Some(Duration::from_secs(3));
-        let cases: [(BoxError, Refusal); 4] = [
+        let cases: [(BoxError, Refusal); 5] = [
+            (Box::new(InvalidModel::Empty), Refusal::BadRequest),
             (Box::new(CircuitOpen::new(wait)), Refusal::CircuitOpen),
             (Box::new(BodyTooLarge { limit: 1 }), Refusal::BodyTooLarge),
             (
