@@ -29,8 +29,9 @@ pub enum Part {
 
 /// How N requests become one upstream request and its response N responses.
 ///
-/// The batcher calls [`admit`](Self::admit) on every request; those with the same key wait
-/// together until a flush, then [`merge`](Self::merge) builds one body, the first member's
+/// The batcher calls [`admit`](Self::admit) on every request; those with the same key (and
+/// the same headers, but for those that only describe or trace a request: the merged call
+/// carries one member's head) wait together until a flush, then [`merge`](Self::merge) builds one body, the first member's
 /// method, URI, headers and extensions carry it, and a successful response is cut back with
 /// [`split`](Self::split). A member whose share cannot be cut out gets an error or, when a
 /// request of its own may do better, is sent again alone; a failed merged call gives every

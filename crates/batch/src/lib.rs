@@ -50,6 +50,7 @@ pub mod deferred;
 mod embeddings;
 mod error;
 mod gemini;
+mod group_key;
 mod layer;
 mod metrics;
 mod packing;

@@ -17,6 +17,7 @@ use tower::util::Oneshot;
 
 use crate::codec::BatchCodec;
 use crate::error::{BatcherClosed, QueueFull};
+use crate::group_key::GroupKey;
 use crate::layer::{BatchLayer, WhenFull};
 use crate::worker::{Item, Reply, Worker};
 
@@ -141,7 +142,7 @@ where
         }
         let (tx, rx) = oneshot::channel();
         let item = Item {
-            key,
+            key: GroupKey::new(key, &head.headers),
             weight,
             member,
             head,

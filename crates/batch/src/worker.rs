@@ -15,6 +15,7 @@ use tower::{Service, ServiceExt};
 
 use crate::codec::{BatchCodec, Part, Weight};
 use crate::error::BatchFailed;
+use crate::group_key::GroupKey;
 use crate::layer::BatchLayer;
 use crate::metrics;
 
@@ -23,7 +24,7 @@ pub(crate) type Reply = Result<Response<Full<Bytes>>, BoxError>;
 
 /// One request waiting in the batcher.
 pub(crate) struct Item<C: BatchCodec> {
-    pub(crate) key: C::Key,
+    pub(crate) key: GroupKey<C::Key>,
     pub(crate) weight: Weight,
     pub(crate) member: C::Member,
     pub(crate) head: request::Parts,
@@ -46,7 +47,7 @@ pub(crate) struct Worker<S, C: BatchCodec> {
     inner: S,
     layer: BatchLayer<C>,
     rx: mpsc::UnboundedReceiver<Item<C>>,
-    groups: HashMap<C::Key, Group<C>>,
+    groups: HashMap<GroupKey<C::Key>, Group<C>>,
 }
 
 impl<S, C: BatchCodec> Worker<S, C> {
@@ -100,7 +101,7 @@ where
             }
         }
         // Every sender is gone: send what is left.
-        let keys: Vec<C::Key> = self.groups.keys().cloned().collect();
+        let keys: Vec<GroupKey<C::Key>> = self.groups.keys().cloned().collect();
         for key in keys {
             self.flush(&key);
         }
@@ -142,7 +143,7 @@ where
     }
 
     fn flush_due(&mut self, now: Instant) {
-        let due: Vec<C::Key> = self
+        let due: Vec<GroupKey<C::Key>> = self
             .groups
             .iter()
             .filter(|(_, g)| g.flush_at <= now)
@@ -153,7 +154,7 @@ where
         }
     }
 
-    fn flush(&mut self, key: &C::Key) {
+    fn flush(&mut self, key: &GroupKey<C::Key>) {
         let Some(group) = self.groups.remove(key) else {
             return;
         };

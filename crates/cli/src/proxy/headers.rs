@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderName, header};
 
 /// Request headers forwarded by default: content negotiation, the providers' API versions and
 /// beta flags, the SDKs' own descriptions of themselves, and request ids.
-pub(crate) const DEFAULT_FORWARDED: [&str; 9] = [
+pub(crate) const DEFAULT_FORWARDED: [&str; 8] = [
     "accept",
     "content-type",
     "user-agent",
@@ -24,7 +24,6 @@ pub(crate) const DEFAULT_FORWARDED: [&str; 9] = [
     "openai-beta",
     "x-stainless-*",
     "x-request-id",
-    "idempotency-key",
 ];
 
 /// Headers that carry a credential, the client's or anyone's: never forwarded.
