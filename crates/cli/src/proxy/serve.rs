@@ -115,7 +115,8 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             let connection = builder.serve_connection(io, service);
             if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(error = %error, "connection closed");
+                let error = super::refusal::chain(error.as_ref());
+                tracing::debug!(%error, "connection closed");
             }
             drop(permit);
         });
