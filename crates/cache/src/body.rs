@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tollgate_core::BoxError;
 
 use crate::entry::Entry;
-use crate::flight::{Cursor, Waiter};
+use crate::flight::Waiter;
 
 pin_project! {
     /// A stored body replayed frame by frame (a stream streams again, event by event), the
@@ -27,7 +27,7 @@ pin_project! {
     enum Kind<B> {
         Pass { #[pin] inner: B },
         Stored { entry: Arc<Entry>, next: usize, trailers_sent: bool },
-        Shared { waiter: Waiter, cursor: Cursor },
+        Shared { waiter: Waiter },
     }
 }
 
@@ -50,10 +50,7 @@ impl<B> CacheBody<B> {
 
     pub(crate) fn shared(waiter: Waiter) -> Self {
         Self {
-            kind: Kind::Shared {
-                waiter,
-                cursor: Cursor::default(),
-            },
+            kind: Kind::Shared { waiter },
         }
     }
 }
@@ -88,7 +85,7 @@ where
                 }
                 Poll::Ready(entry.trailers.clone().map(|t| Ok(Frame::trailers(t))))
             }
-            KindProj::Shared { waiter, cursor } => waiter.flight.poll_frame(waiter.id, cursor, cx),
+            KindProj::Shared { waiter } => waiter.flight.poll_frame(waiter.id, cx),
         }
     }
 
@@ -100,7 +97,7 @@ where
                 next,
                 trailers_sent,
             } => *next >= entry.frames.len() && (*trailers_sent || entry.trailers.is_none()),
-            Kind::Shared { waiter, cursor } => waiter.flight.is_end(cursor),
+            Kind::Shared { waiter } => waiter.flight.is_end(waiter.id),
         }
     }
 

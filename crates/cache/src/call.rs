@@ -1,6 +1,11 @@
 //! The call a flight makes: the second level, else upstream; the answer published to the
 //! waiters as it arrives, and stored when it ended cleanly.
 //!
+//! The body is read one frame at a time, each only when the flight has room for it (see
+//! [`crate::flight`]): past `max_entry_bytes` the flight records no more, leaves the map of
+//! calls that identical requests can join, and the call reads on at the pace of the slowest
+//! waiter.
+//!
 //! An answer is stored when it is a 2xx (and its [`Outcome`], if a
 //! [`ClassifyLayer`](tollgate_core::classify::ClassifyLayer) below set one, a success), its body
 //! was read to the end without an error, no error event came in the stream (an `event: error`,
@@ -8,12 +13,13 @@
 //! [`EndOfStream`] below reported one), an event stream ended on an event boundary, and it
 //! fits in `max_entry_bytes`.
 
+use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::response::Parts;
-use http::{Extensions, Request, Response};
+use http::{Extensions, HeaderMap, Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tokio::task::AbortHandle;
@@ -96,7 +102,7 @@ impl Running {
                 .await
         {
             bump(&self.core.store.counters.second_level_hits);
-            return self.serve(Arc::new(entry));
+            return self.serve(Arc::new(entry)).await;
         }
         let response = match inner.oneshot(request).await {
             Ok(response) => response,
@@ -106,11 +112,15 @@ impl Running {
         let mut check = Check::new(&head, self.core.store.max_entry_bytes());
         self.flight.head(head.clone(), false);
         let mut body = pin!(body);
-        while let Some(frame) = body.frame().await {
+        loop {
+            poll_fn(|cx| self.flight.poll_room(cx)).await;
+            let Some(frame) = body.frame().await else {
+                break;
+            };
             match frame.map(Frame::into_data) {
                 Ok(Ok(data)) => {
                     check.data(&data);
-                    self.flight.data(data);
+                    self.publish(data);
                 }
                 Ok(Err(other)) => {
                     if let Ok(trailers) = other.into_trailers() {
@@ -123,11 +133,12 @@ impl Running {
                 }
             }
         }
-        let stored = if check.passed(&head.extensions) {
-            self.store(head)
-        } else {
-            bump(&self.core.store.counters.not_stored);
-            None
+        let stored = match self.flight.recorded() {
+            Some(recorded) if check.passed(&head.extensions) => self.store(head, recorded),
+            _ => {
+                bump(&self.core.store.counters.not_stored);
+                None
+            }
         };
         self.complete();
         #[cfg(feature = "redis")]
@@ -141,14 +152,26 @@ impl Running {
         drop(stored);
     }
 
-    /// Stores the answer read to its end; the entry, when it was.
-    fn store(&self, head: Parts) -> Option<Arc<Entry>> {
+    /// Publishes a body frame; once the answer is too large to store, identical requests no
+    /// longer find the flight.
+    fn publish(&self, data: Bytes) {
+        if self.flight.data(data) {
+            self.core.flights.remove(&self.call.key, &self.flight);
+        }
+    }
+
+    /// Stores the answer read to its end (its frames and trailers); the entry, when it was.
+    fn store(
+        &self,
+        head: Parts,
+        (frames, trailers): (Vec<Bytes>, Option<HeaderMap>),
+    ) -> Option<Arc<Entry>> {
         let is_sse = BodyFormat::from_content_type(&head.headers) == BodyFormat::Sse;
         let recorded = Recorded {
             status: head.status,
             headers: head.headers,
-            frames: self.flight.frames(),
-            trailers: self.flight.recorded_trailers(),
+            frames,
+            trailers,
             streamed: self.call.streamed || is_sse,
         };
         let now = Instant::now();
@@ -159,14 +182,15 @@ impl Running {
 
     /// Answers every waiter with `entry` (from the second level), and keeps it in memory.
     #[cfg(feature = "redis")]
-    fn serve(mut self, entry: Arc<Entry>) {
+    async fn serve(mut self, entry: Arc<Entry>) {
         self.core.store.insert(self.call.key, entry.clone());
         let mut head = Response::new(()).into_parts().0;
         head.status = entry.status;
         head.headers = entry.headers.clone();
         self.flight.head(head, true);
         for frame in &entry.frames {
-            self.flight.data(frame.clone());
+            poll_fn(|cx| self.flight.poll_room(cx)).await;
+            self.publish(frame.clone());
         }
         if let Some(trailers) = &entry.trailers {
             self.flight.trailers(trailers.clone());

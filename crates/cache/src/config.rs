@@ -8,6 +8,10 @@ use tollgate_core::error::ConfigError;
 /// one hour to live, no idle timeout, no stale answers kept, identical requests in flight
 /// coalesced.
 ///
+/// Calls in flight are bounded too: each holds at most `max_entry_bytes` of body (or 64 KiB,
+/// if that is larger), plus one upstream frame, however large the answer and however slowly
+/// its callers read it (see [`max_entry_bytes`](Self::max_entry_bytes)).
+///
 /// Both bounds hold at once: every entry weighs at least `max_bytes / max_entries`, and the
 /// cache evicts the least recently used entries while the weights add up to more than
 /// `max_bytes` (so a cache of small entries stops at `max_entries`, one of large entries at
@@ -24,6 +28,14 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     /// A response larger than this (or than `max_bytes`, or 4 GiB) is answered but not
     /// stored.
+    ///
+    /// It also bounds what a call in flight records. Up to it, the call keeps every frame (to
+    /// store them, and for identical requests that join, who read from the first) and reads
+    /// the upstream at its own pace. Past it, the answer will not be stored: the call records
+    /// no more, identical requests no longer join it (they make their own call), each frame
+    /// is freed once every caller has read it, and the upstream is read no more than 64 KiB
+    /// ahead of the slowest caller — a caller that stops reading pauses the upstream read
+    /// until it reads on or leaves.
     pub max_entry_bytes: u64,
     /// How long an entry is served after it was stored ("1h").
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]

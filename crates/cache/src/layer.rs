@@ -79,10 +79,12 @@ impl CacheLayer {
     /// An invalid configuration value.
     pub fn new(config: CacheConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let store = Store::new(&config);
+        let flights = Flights::new(store.max_entry_bytes(), store.counters.clone());
         Ok(Self {
             core: Arc::new(Core {
-                store: Store::new(&config),
-                flights: Arc::default(),
+                store,
+                flights: Arc::new(flights),
                 config,
             }),
             settings: Arc::new(Settings {

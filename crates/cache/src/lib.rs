@@ -23,6 +23,7 @@
 //! - **Single flight**: identical cacheable requests in flight at once make one upstream call;
 //!   each gets the whole answer, a stream as it arrives. The call runs on a task of its own, so
 //!   the first caller leaving strands nobody; when every caller has left, the call is dropped.
+//!   What a call holds meanwhile is bounded (see [below](#calls-in-flight-are-bounded-too)).
 //! - **Stale on error**: with a [`max_staleness`](CacheConfig::max_staleness), entries are
 //!   kept past their time to live, and a [`StaleLookup`] serves them, marked stale, when the
 //!   upstream is unavailable (see [below](#stale-on-error)).
@@ -45,6 +46,24 @@
 //! the hit marker. Nothing was sent, so a hit carries no [`Outcome`](tollgate_core::Outcome),
 //! `RateLimitSnapshot` or `EndOfStream`: layers outside the cache that count calls do not
 //! count it.
+//!
+//! # Calls in flight are bounded too
+//!
+//! A call records its answer as it passes, to store it, and keeps each frame until every
+//! caller has read it. That is bounded by [`max_entry_bytes`](CacheConfig::max_entry_bytes)
+//! (4 MiB by default): up to it the call keeps every frame and reads the upstream at its own
+//! pace, so a slow caller slows nobody and the answer is stored as soon as it ends. Past it
+//! the answer will not be stored: the call stops recording, an identical request arriving
+//! later makes its own call instead of joining, frames are freed once every caller has read
+//! them, and the upstream is read at most 64 KiB ahead of the slowest caller — one that stops
+//! reading pauses the upstream read (backpressure, as without the cache) until it reads on or
+//! leaves, and one that leaves holds nobody back. So a call holds at most `max_entry_bytes`
+//! (or 64 KiB, if larger) and one upstream frame, whoever reads it and however slowly;
+//! [`CacheStats::in_flight_bytes`] says how much all of them hold now.
+//!
+//! The other side of that bound: past `max_entry_bytes`, the callers of one shared call move
+//! forward together. A caller that holds two such responses must read them side by side (or
+//! drop the one it does not read), not one after the other.
 //!
 //! # Who a shared call belongs to
 //!

@@ -178,7 +178,7 @@ impl<S, P> Cache<S, P> {
     fn join_or_lead(&self, call: &Call) -> Route {
         let core = &self.core;
         let lead = || {
-            let flight = Flight::new();
+            let flight = core.flights.start();
             let leader = flight.join().expect("a new flight takes its first waiter");
             Route::Lead(flight, leader)
         };

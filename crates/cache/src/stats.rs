@@ -35,6 +35,10 @@ pub struct CacheStats {
     pub bytes: u64,
     /// Calls in flight now that others can join.
     pub in_flight: u64,
+    /// Bytes of body the calls in flight hold now for their callers: what they record (at most
+    /// `max_entry_bytes` each), and past that what their slowest caller has yet to read (a
+    /// small window each). Answers already stored are in `bytes`.
+    pub in_flight_bytes: u64,
 }
 
 /// The counters behind [`CacheStats`]; with the `metrics` feature each also feeds a metric
@@ -53,6 +57,7 @@ pub(crate) struct Counters {
     pub(crate) expirations: Count,
     pub(crate) entries: Level,
     pub(crate) bytes: Level,
+    pub(crate) in_flight_bytes: Level,
 }
 
 impl Default for Counters {
@@ -71,6 +76,7 @@ impl Default for Counters {
             expirations: Count::new("tollgate_cache_expirations_total", None),
             entries: Level::new("tollgate_cache_entries"),
             bytes: Level::new("tollgate_cache_bytes"),
+            in_flight_bytes: Level::new("tollgate_cache_in_flight_bytes"),
         }
     }
 }
@@ -162,6 +168,7 @@ impl Counters {
             entries: self.entries.load(),
             bytes: self.bytes.load(),
             in_flight,
+            in_flight_bytes: self.in_flight_bytes.load(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! With the `metrics` feature every counter of `CacheStats` is also a metric: lookups by
-//! result, stores, evictions, and the entries and bytes held as gauges.
+//! result, stores, evictions, and the entries and bytes held (stored, and by calls in flight)
+//! as gauges.
 #![cfg(feature = "metrics")]
 
 mod common;
@@ -47,6 +48,7 @@ async fn lookups_stores_and_levels_match_the_stats() {
     let stats = handle.stats();
     assert_eq!((stats.entries, stats.stored), (1, 1));
     assert!(stats.bytes > 0);
+    assert_eq!(stats.in_flight_bytes, 0, "every call ended and was read");
     let lookups = |result: &str| format!("tollgate_cache_lookups_total{{result={result}}}");
     let expected = BTreeMap::from([
         (lookups("bypass"), "counter 1".to_owned()),
@@ -60,6 +62,10 @@ async fn lookups_stores_and_levels_match_the_stats() {
             format!("gauge {}", stats.bytes),
         ),
         ("tollgate_cache_entries{}".to_owned(), "gauge 1".to_owned()),
+        (
+            "tollgate_cache_in_flight_bytes{}".to_owned(),
+            "gauge 0".to_owned(),
+        ),
         (
             "tollgate_cache_evictions_total{}".to_owned(),
             "counter 0".to_owned(),

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{Flight, WaiterId};
 use crate::key::CacheKey;
+use crate::stats::Counters;
 
 /// A request waiting on a flight; leaving (being dropped) may abandon the call.
 #[derive(Debug)]
@@ -44,12 +45,28 @@ impl Drop for Waiter {
 }
 
 /// The calls in flight that identical requests can join.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<CacheKey, Arc<Flight>>>,
+    /// The most body a flight records (`max_entry_bytes`, as the store caps it).
+    record_limit: u64,
+    counters: Arc<Counters>,
 }
 
 impl Flights {
+    pub(crate) fn new(record_limit: u64, counters: Arc<Counters>) -> Self {
+        Self {
+            map: Mutex::default(),
+            record_limit,
+            counters,
+        }
+    }
+
+    /// A new flight, not yet in the map.
+    pub(crate) fn start(&self) -> Arc<Flight> {
+        Flight::new(self.record_limit, self.counters.clone())
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<CacheKey, Arc<Flight>>> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
