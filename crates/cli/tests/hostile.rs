@@ -156,7 +156,10 @@ async fn made_up_model_names_keep_memory_and_the_scrape_flat() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-    let message = answer.json()["error"]["message"].as_str().unwrap().to_owned();
+    let message = answer.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(message.contains("model name is not valid"), "{message}");
     assert!(message.len() < 300, "the name is not echoed");
     let health = support::send(support::get(&format!("{}/health", proxy.url))).await;
@@ -199,7 +202,11 @@ async fn metrics_can_require_a_token_or_live_on_their_own_address() {
         &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
     ));
     let main = support::send(support::get(&format!("{}/metrics", proxy.url))).await;
-    assert_eq!(main.status, StatusCode::NOT_FOUND, "not on the main address");
+    assert_eq!(
+        main.status,
+        StatusCode::NOT_FOUND,
+        "not on the main address"
+    );
     let own = support::send(support::get(&format!("http://127.0.0.1:{port}/metrics"))).await;
     assert_eq!(own.status, StatusCode::OK);
     upstream.shutdown().await;
@@ -245,7 +252,9 @@ async fn slow_header_connections_are_closed_and_valid_requests_keep_going() {
         }
     }
     let all_closed = opened.elapsed();
-    println!("500 slow-header connections closed after {all_closed:?}; valid requests: worst {worst:?}");
+    println!(
+        "500 slow-header connections closed after {all_closed:?}; valid requests: worst {worst:?}"
+    );
     assert_eq!(closed, 500);
     assert!(all_closed < Duration::from_secs(12), "{all_closed:?}");
     upstream.shutdown().await;
@@ -313,8 +322,8 @@ async fn a_body_flood_stays_within_the_byte_budget() {
                 }
             }
             let mut answer = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
-                .await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
             (sent, answer)
         }));
     }
@@ -344,7 +353,11 @@ async fn a_body_flood_stays_within_the_byte_budget() {
         "every flooder timed out: {statuses:?}"
     );
     let answer = support::ask(&proxy).await;
-    assert_eq!(answer.status, StatusCode::OK, "and the gateway still serves");
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "and the gateway still serves"
+    );
     upstream.shutdown().await;
 }
 
@@ -474,7 +487,10 @@ async fn one_key_cannot_hold_every_slot() {
     .await;
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(refused.header("retry-after") == "1");
-    let message = refused.json()["error"]["message"].as_str().unwrap().to_owned();
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(message.contains("max_in_flight_per_key"), "{message}");
     let other = call(
         &proxy,
@@ -497,11 +513,33 @@ async fn two_gateway_keys_never_share_a_cache_entry_and_clients_cannot_force_cac
     let proxy = Proxy::start(&two_keys(&upstream.url(), ""));
     let deterministic = json!({"model": "gpt-4o-mini", "max_tokens": 8, "temperature": 0,
         "messages": [{"role": "user", "content": "Same prompt."}]});
-    let first = call(&proxy, "/v1/chat/completions", bearer(CLIENT_KEY), &deterministic).await;
+    let first = call(
+        &proxy,
+        "/v1/chat/completions",
+        bearer(CLIENT_KEY),
+        &deterministic,
+    )
+    .await;
     assert_eq!(first.status, StatusCode::OK);
-    let again = call(&proxy, "/v1/chat/completions", bearer(CLIENT_KEY), &deterministic).await;
-    assert_eq!(again.header("x-tollgate-cache"), "hit", "a key's own answers are cached");
-    let other = call(&proxy, "/v1/chat/completions", bearer(OTHER_KEY), &deterministic).await;
+    let again = call(
+        &proxy,
+        "/v1/chat/completions",
+        bearer(CLIENT_KEY),
+        &deterministic,
+    )
+    .await;
+    assert_eq!(
+        again.header("x-tollgate-cache"),
+        "hit",
+        "a key's own answers are cached"
+    );
+    let other = call(
+        &proxy,
+        "/v1/chat/completions",
+        bearer(OTHER_KEY),
+        &deterministic,
+    )
+    .await;
     assert_eq!(other.status, StatusCode::OK);
     assert!(
         other.headers.get("x-tollgate-cache").is_none(),
@@ -532,11 +570,10 @@ async fn two_gateway_keys_never_share_a_cache_entry_and_clients_cannot_force_cac
 async fn forced_streams_to_clients_that_never_read_are_not_held_whole() {
     let upstream = sim(LONG_STREAMS).await;
     let proxy = Proxy::start(
-        &config(
-            &upstream.url(),
-            "[stack]\nmax_concurrent_requests = 8\n",
-        )
-        .replace("[server]\n", "[server]\nclient_cache_headers = true\nsend_timeout = \"30s\"\n"),
+        &config(&upstream.url(), "[stack]\nmax_concurrent_requests = 8\n").replace(
+            "[server]\n",
+            "[server]\nclient_cache_headers = true\nsend_timeout = \"30s\"\n",
+        ),
     );
     let addr = authority(&proxy);
     let rss_before = rss_kib(&proxy);
@@ -647,8 +684,8 @@ async fn serve_one(
             }
             buf.extend_from_slice(&chunk[..n]);
         }
-        let body: Value = serde_json::from_slice(&buf[head_end..head_end + length])
-            .unwrap_or(Value::Null);
+        let body: Value =
+            serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
         log.lock().unwrap().push(Seen {
             method,
             path: path.clone(),
@@ -715,7 +752,11 @@ async fn a_request_the_upstream_may_have_received_is_not_sent_again() {
     )
     .await;
     assert_eq!(batch.status, StatusCode::BAD_GATEWAY);
-    assert_eq!(attempts("/v1/batches"), 1, "the batch was created at most once");
+    assert_eq!(
+        attempts("/v1/batches"),
+        1,
+        "the batch was created at most once"
+    );
     // A chat completion that may have been billed: not sent again by default either.
     let chat = support::ask(&proxy).await;
     assert_eq!(chat.status, StatusCode::BAD_GATEWAY);
@@ -746,16 +787,31 @@ async fn only_allowed_headers_reach_the_upstream_and_its_cookies_stay_at_the_gat
     let answer = support::send(request).await;
     assert_eq!(answer.status, StatusCode::OK);
     for withheld in ["set-cookie", "openai-organization", "openai-project"] {
-        assert!(answer.headers.get(withheld).is_none(), "{withheld} reached the client");
+        assert!(
+            answer.headers.get(withheld).is_none(),
+            "{withheld} reached the client"
+        );
     }
     assert_eq!(answer.header("x-ratelimit-remaining-requests"), "99");
     let first = seen.lock().unwrap().last().cloned().unwrap();
     let names: Vec<&str> = first.headers.iter().map(|(n, _)| n.as_str()).collect();
-    for absent in ["openai-organization", "openai-project", "cookie", "x-forwarded-for"] {
-        assert!(!names.contains(&absent), "{absent} reached the upstream: {names:?}");
+    for absent in [
+        "openai-organization",
+        "openai-project",
+        "cookie",
+        "x-forwarded-for",
+    ] {
+        assert!(
+            !names.contains(&absent),
+            "{absent} reached the upstream: {names:?}"
+        );
     }
     assert!(names.contains(&"openai-beta"), "{names:?}");
-    let auth = first.headers.iter().find(|(n, _)| n == "authorization").unwrap();
+    let auth = first
+        .headers
+        .iter()
+        .find(|(n, _)| n == "authorization")
+        .unwrap();
     assert_eq!(auth.1, format!("Bearer {}", support::UPSTREAM_KEY));
 
     // Paths that could leave the base URL's prefix are refused, whatever the client sends.
@@ -774,7 +830,11 @@ async fn only_allowed_headers_reach_the_upstream_and_its_cookies_stay_at_the_gat
         assert_eq!(status_of(&received), 400, "{path}");
     }
     let reached = seen.lock().unwrap().clone();
-    assert_eq!(reached.len(), 1, "no refused path reached the upstream: {reached:?}");
+    assert_eq!(
+        reached.len(),
+        1,
+        "no refused path reached the upstream: {reached:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -813,7 +873,10 @@ async fn merged_embeddings_never_mix_headers_that_change_the_answer() {
                 .collect()
         })
         .collect();
-    println!("{} upstream calls, openai-beta per call: {betas:?}", calls.len());
+    println!(
+        "{} upstream calls, openai-beta per call: {betas:?}",
+        calls.len()
+    );
     assert_eq!(calls.len(), 2, "the two v1 requests merged, v2 went alone");
     assert!(betas.contains(&vec!["v2"]));
     assert!(calls.iter().all(|s| s.method == "POST"));
@@ -825,10 +888,9 @@ async fn merged_embeddings_never_mix_headers_that_change_the_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_that_cuts_a_stream_exits_non_zero() {
     let upstream = sim("[latency]\nper_output_token = \"50ms\"\n").await;
-    let mut proxy = Proxy::start(&config(&upstream.url(), "").replace(
-        "[server]\n",
-        "[server]\nshutdown_grace = \"1s\"\n",
-    ));
+    let mut proxy = Proxy::start(
+        &config(&upstream.url(), "").replace("[server]\n", "[server]\nshutdown_grace = \"1s\"\n"),
+    );
     let stream = stalled_stream(&authority(&proxy), CLIENT_KEY, 1000).await;
     let pid = proxy.child.id().to_string();
     let killed = std::process::Command::new("kill")

@@ -210,6 +210,7 @@ async fn health(State(admin): State<Arc<Admin>>) -> Response {
             "entries": s.entries,
             "bytes": s.bytes,
             "in_flight": s.in_flight,
+            "in_flight_bytes": s.in_flight_bytes,
         })
     });
     json(

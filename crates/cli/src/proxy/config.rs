@@ -196,8 +196,10 @@ fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use http::HeaderName;
     use http::uri::Scheme;
+
+    use super::*;
 
     fn env(name: &str) -> Option<String> {
         (name == "UPSTREAM_KEY").then(|| "sk-upstream-secret".to_owned())
@@ -363,6 +365,46 @@ mod tests {
                 format!("{UPSTREAM}[stack]\npreset = \"reckless\"\n"),
                 "stack.preset (line 4): unknown variant `reckless`",
             ),
+            (
+                format!("[server]\nsend_timeout = \"0s\"\n{UPSTREAM}"),
+                "server.send_timeout: 0 is not allowed",
+            ),
+            (
+                format!("[server]\nidle_timeout = \"soon\"\n{UPSTREAM}"),
+                "server.idle_timeout: \"soon\" is not a duration",
+            ),
+            (
+                format!(
+                    "[server]\nmax_body_bytes = 100\nmax_body_bytes_in_flight = 99\n{UPSTREAM}"
+                ),
+                "server.max_body_bytes_in_flight: 99 is less than server.max_body_bytes (100)",
+            ),
+            (
+                format!("[server]\nmax_connections = 0\n{UPSTREAM}"),
+                "server.max_connections: 0 is not allowed",
+            ),
+            (
+                format!("[server]\nforward_headers = [\"Authorization\"]\n{UPSTREAM}"),
+                "server.forward_headers: \"Authorization\" carries a credential",
+            ),
+            (
+                format!("[server]\nforward_headers = [\"bad header\"]\n{UPSTREAM}"),
+                "server.forward_headers: \"bad header\" is not a header name",
+            ),
+            (
+                format!(
+                    "[server]\nlisten = \"127.0.0.1:9000\"\n[metrics]\nlisten = \"127.0.0.1:9000\"\n{UPSTREAM}"
+                ),
+                "metrics.listen: 127.0.0.1:9000 is server.listen too",
+            ),
+            (
+                format!("[metrics]\nmodels = [\"ok\", \"not ok\"]\n{UPSTREAM}"),
+                "metrics.models[1]: the model name is not valid",
+            ),
+            (
+                format!("[metrics]\ntoken_env = \"NOT_SET\"\n{UPSTREAM}"),
+                "metrics.token_env: the environment variable \"NOT_SET\" is not set",
+            ),
         ];
         for (text, want) in cases {
             let got = error(&text);
@@ -392,6 +434,55 @@ mod tests {
         assert_eq!(token.expose(), "adm-0123456789abcdef");
         assert!(!format!("{config:?}").contains("adm-0123456789abcdef"));
         assert!(parse(UPSTREAM, &env).unwrap().admin_token.is_none());
+    }
+
+    #[test]
+    fn client_limits_default_to_safe_values_and_a_share_per_key() {
+        let one_key = parse(&format!("[server]\napi_keys = [\"a\"]\n{UPSTREAM}"), &env).unwrap();
+        let limits = &one_key.limits;
+        assert_eq!(limits.max_body_bytes, 16 << 20);
+        assert_eq!(limits.max_body_bytes_in_flight, 128 << 20);
+        assert_eq!(limits.max_connections, 1024);
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(limits.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(
+            limits.send_timeout,
+            Duration::from_secs(30),
+            "the stream idle limit"
+        );
+        assert_eq!(
+            limits.max_in_flight_per_key, None,
+            "one key: no share to keep"
+        );
+        let two_keys = parse(
+            &format!(
+                "[server]\napi_keys = [\"a\", \"b\"]\n{UPSTREAM}[stack]\n\
+                 max_concurrent_requests = 64\n[stack.timeouts]\nidle = \"5s\"\n"
+            ),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(two_keys.limits.max_in_flight_per_key, Some(32));
+        assert_eq!(two_keys.limits.send_timeout, Duration::from_secs(5));
+        assert_eq!(two_keys.metrics.max_unlisted_models, 0);
+        let cache_headers = parse(
+            &format!("[server]\nclient_cache_headers = true\n{UPSTREAM}"),
+            &env,
+        )
+        .unwrap();
+        assert!(
+            cache_headers
+                .limits
+                .forward_headers
+                .allows(&HeaderName::from_static("x-tollgate-cache"))
+        );
+        assert!(
+            !one_key
+                .limits
+                .forward_headers
+                .allows(&HeaderName::from_static("x-tollgate-cache"))
+        );
     }
 
     #[test]
