@@ -12,7 +12,9 @@
 //! - **Cooldowns** per outcome ([`Cooldowns`], the seed's defaults): a 429 takes a member out for
 //!   the provider's `retry-after` or 60 s, a timeout 10 s, a refused key 1 h, an open breaker
 //!   until its wait; an exhausted quota parks it until its reset, or until reset by hand for
-//!   `insufficient_quota`. A server error costs score, not rotation.
+//!   `insufficient_quota`. A server error costs score, not rotation. A refusal by the member's
+//!   own stack (its rate limiter, an adaptive limit's shed, a queue timeout) never reached its
+//!   upstream: it fails over, and costs neither score nor rotation.
 //! - **Failover**: an answer another member could do better on (rate limited, quota, auth,
 //!   overloaded, server error, timeout, connection) is retried on another member, within one
 //!   call. With `tollgate-retry` outside, its retries go back through the pool, which

@@ -14,12 +14,14 @@ use http::{Request, Response};
 use http_body_util::Full;
 use rand::RngExt as _;
 use tokio::time::Instant;
-use tollgate_core::classify::{classify_error, response_outcome};
+use tollgate_core::classify::{
+    classify_error, is_deadline_expiry, is_local_refusal, response_outcome,
+};
 use tollgate_core::error::{CircuitOpen, RateLimited};
 use tollgate_core::{BoxError, Deadline, Outcome, OutcomeKind, RateLimitDimension};
 use tower::{Service, ServiceExt};
 
-use crate::health::{Cooldowns, Counters, Health, MemberState, Reason};
+use crate::health::{Cooldowns, Counters, Health, MemberState, Reason, Source};
 use crate::member::Member;
 use crate::metrics::{self, MemberMetrics};
 
@@ -234,12 +236,12 @@ impl Shared {
         &self,
         member: usize,
         outcome: &Outcome,
-        local_breaker: bool,
+        source: Source,
         latency: Duration,
     ) -> Option<Reason> {
         let now = Instant::now();
         let mut health = self.health();
-        let reason = health[member].record(outcome, local_breaker, latency, now, &self.cooldowns);
+        let reason = health[member].record(outcome, source, latency, now, &self.cooldowns);
         if metrics::ENABLED {
             // Every member's: one whose cooldown ended comes back without a call of its own.
             let best = Self::best_latency(&health);
@@ -573,8 +575,22 @@ where
     }
 }
 
-fn is_breaker(error: &(dyn std::error::Error + 'static)) -> bool {
-    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<CircuitOpen>())
+/// Where an error came from: the member's breaker, another layer of its stack that refused
+/// the call unsent, or the way to the upstream.
+fn source_of(error: &(dyn std::error::Error + 'static)) -> Source {
+    if !is_local_refusal(error) {
+        Source::Upstream
+    } else if std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        // Also inside an `io::Error`, whose own `source()` skips its payload.
+        e.is::<CircuitOpen>()
+            || e.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<CircuitOpen>())
+    }) {
+        Source::Breaker
+    } else {
+        Source::OwnLimit
+    }
 }
 
 async fn route<S, RB>(
@@ -649,11 +665,18 @@ where
             .await
             .map_err(Into::into);
         drop(flight);
-        let (outcome, local_breaker) = match &result {
-            Ok(response) => (response_outcome(response), false),
-            Err(error) => (classify_error(error.as_ref()), is_breaker(error.as_ref())),
+        if let Err(error) = &result
+            && is_deadline_expiry(error.as_ref())
+        {
+            // The caller's own deadline ran out: like a cancelled call, nothing to hold against
+            // the member, and no time left to try another.
+            return result;
+        }
+        let (outcome, source) = match &result {
+            Ok(response) => (response_outcome(response), Source::Upstream),
+            Err(error) => (classify_error(error.as_ref()), source_of(error.as_ref())),
         };
-        shared.record(member, &outcome, local_breaker, started.elapsed());
+        shared.record(member, &outcome, source, started.elapsed());
         let next = next_for(outcome.kind);
         let result = result.map(|mut response| {
             response.extensions_mut().insert(Served {
