@@ -258,7 +258,10 @@ impl Health {
                 c.auth_errors += 1;
                 (Reason::AuthError, Some(cooldowns.auth_error))
             }
-            OutcomeKind::Overloaded | OutcomeKind::ServerError | OutcomeKind::ConnectError => {
+            OutcomeKind::Overloaded
+            | OutcomeKind::ServerError
+            | OutcomeKind::ConnectError
+            | OutcomeKind::ConnectionLost => {
                 c.server_errors += 1;
                 (Reason::ServerError, Some(cooldowns.server_error))
             }

@@ -17,9 +17,13 @@
 //!   upstream: it fails over, and costs neither score nor rotation.
 //! - **Failover**: an answer another member could do better on (rate limited, quota, auth,
 //!   overloaded, server error, timeout, connection) is retried on another member, within one
-//!   call. With `tollgate-retry` outside, its retries go back through the pool, which
-//!   remembers (by the request's `idempotency-key`) which members failed it and tries others
-//!   first.
+//!   call — when sending it again is safe ([`Repeat`](tollgate_core::Repeat)): a file upload,
+//!   a batch creation or an unknown `POST` fails over only when the answer proves the member
+//!   did not process it (a refusal of its own stack, no connection, 401, 403, 429, 503, 529),
+//!   and a generation whose connection broke after it was sent does not fail over unless
+//!   [`PoolBuilder::resend_unanswered`] says so: the member may have processed and billed it.
+//!   With `tollgate-retry` outside, its retries go back through the pool, which remembers (by
+//!   the request's `idempotency-key`) which members failed it and tries others first.
 //! - **Fallback**: tier 1 members (a smaller model, another provider) serve only when no tier 0
 //!   member can; a context-length error moves only to members with a larger
 //!   [context window](Member::context_window).

@@ -18,7 +18,9 @@ use tollgate_core::classify::{
     classify_error, is_deadline_expiry, is_local_refusal, response_outcome,
 };
 use tollgate_core::error::{CircuitOpen, RateLimited};
-use tollgate_core::{BoxError, Deadline, Outcome, OutcomeKind, RateLimitDimension};
+use tollgate_core::{
+    BoxError, Deadline, Delivery, Outcome, OutcomeKind, RateLimitDimension, Repeat,
+};
 use tower::{Service, ServiceExt};
 
 use crate::health::{Cooldowns, Counters, Health, MemberState, Reason, Source};
@@ -94,6 +96,7 @@ pub(crate) struct Shared {
     cooldowns: Cooldowns,
     when_exhausted: WhenExhausted,
     max_attempts: usize,
+    resend_unanswered: bool,
     turn: AtomicUsize,
     /// Members that failed a request, by its idempotency key, so its retries go elsewhere.
     failed: Mutex<HashMap<String, (Instant, Vec<usize>)>>,
@@ -359,7 +362,8 @@ fn next_for(kind: OutcomeKind) -> Next {
         | OutcomeKind::Overloaded
         | OutcomeKind::ServerError
         | OutcomeKind::Timeout
-        | OutcomeKind::ConnectError => Next::Failover,
+        | OutcomeKind::ConnectError
+        | OutcomeKind::ConnectionLost => Next::Failover,
         OutcomeKind::ContextLengthExceeded => Next::LargerContext,
         _ => Next::Answer,
     }
@@ -397,6 +401,7 @@ pub struct PoolBuilder<S> {
     cooldowns: Cooldowns,
     when_exhausted: WhenExhausted,
     max_attempts: Option<usize>,
+    resend_unanswered: bool,
 }
 
 impl<S> fmt::Debug for PoolBuilder<S> {
@@ -419,6 +424,7 @@ impl<S> Default for PoolBuilder<S> {
             cooldowns: Cooldowns::default(),
             when_exhausted: WhenExhausted::default(),
             max_attempts: None,
+            resend_unanswered: false,
         }
     }
 }
@@ -454,6 +460,16 @@ impl<S> PoolBuilder<S> {
         self
     }
 
+    /// Whether a billed request (generation, embeddings) whose connection to a member broke
+    /// after it may have been sent ([`ConnectionLost`](OutcomeKind::ConnectionLost)) fails
+    /// over to another member (default `false`: the first member may have processed it, and a
+    /// second would bill it again). Uploads, batch creations and unknown `POST`s never fail
+    /// over after such a failure; reads always do. See [`Repeat`].
+    pub fn resend_unanswered(mut self, resend: bool) -> Self {
+        self.resend_unanswered = resend;
+        self
+    }
+
     /// The pool.
     ///
     /// # Panics
@@ -483,6 +499,7 @@ impl<S> PoolBuilder<S> {
                 cooldowns: self.cooldowns,
                 when_exhausted: self.when_exhausted,
                 max_attempts,
+                resend_unanswered: self.resend_unanswered,
                 turn: AtomicUsize::new(0),
                 failed: Mutex::new(HashMap::new()),
                 idempotency_header: http::HeaderName::from_static("idempotency-key"),
@@ -676,6 +693,7 @@ where
             Ok(response) => (response_outcome(response), Source::Upstream),
             Err(error) => (classify_error(error.as_ref()), source_of(error.as_ref())),
         };
+        let delivery = Delivery::of(&outcome, source != Source::Upstream);
         shared.record(member, &outcome, source, started.elapsed());
         let next = next_for(outcome.kind);
         let result = result.map(|mut response| {
@@ -690,6 +708,12 @@ where
             Next::Failover | Next::LargerContext => {
                 if let Some(key) = &key {
                     shared.remember(key, member);
+                }
+                if !Repeat::of_request(&request).allows(delivery, shared.resend_unanswered) {
+                    // The member may have processed it: another would do it (and bill it)
+                    // again. The caller gets this answer.
+                    tracing::debug!(member = %spec.name, outcome = %outcome.kind.as_str(), "not failing over: the request may have been processed");
+                    return result;
                 }
                 if matches!(next, Next::LargerContext) {
                     let own = spec.context_window.unwrap_or(0);

@@ -437,3 +437,36 @@ async fn a_call_refused_below_gives_its_whole_reservation_back() {
         assert_eq!(remaining(Dimension::Tokens), 1_000, "{error}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_may_have_been_sent_keeps_its_reservation() {
+    // Refused before any connection: nothing was sent, nothing is counted. Reset after it was
+    // sent: the provider may have counted it, so the reservation stands.
+    let cases: [(fn() -> BoxError, bool); 2] = [
+        (
+            || Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            true,
+        ),
+        (
+            || Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            false,
+        ),
+    ];
+    for (error, given_back) in cases {
+        let layer = RateLimitLayer::new(Quotas::per_minute(10, 1_000));
+        let store = layer.store().clone();
+        let service = failing_below(layer, error);
+        let error = refused(send(&service, chat(100)).await);
+        let scope = store.scope(
+            &tollgate_core::Scope::new(tollgate_core::Provider::OpenAi)
+                .with_credential(Some(tollgate_core::CredentialId::from_secret(b"sk-test")))
+                .with_model(Some("gpt-4o-mini".into())),
+            Instant::now(),
+        );
+        let requests = store
+            .view(&scope, Dimension::Requests, Instant::now())
+            .unwrap()
+            .remaining;
+        assert_eq!(requests, if given_back { 10 } else { 9 }, "{error}");
+    }
+}
