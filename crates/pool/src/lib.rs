@@ -4,7 +4,9 @@
 //! Each [`Member`] — an API key, an Azure deployment, another provider or model — has its own
 //! stack (breaker, rate limiter, client) as a tower service, and an [`Adapter`] that points a
 //! request at it: its key (held as a [`Secret`](tollgate_core::Secret), never in logs, `Debug`
-//! or metrics), its host, its model, its paths ([`Rewrite`]). [`Pool`] routes each request:
+//! or metrics), its host, its model, its paths ([`Rewrite`]). A member without a key of its
+//! own passes the caller's credentials on only to the host they came with, never to another
+//! ([credentials](Rewrite#credentials)). [`Pool`] routes each request:
 //!
 //! - **Picking**: among the members in rotation in the lowest tier, by [`Policy`] — the
 //!   healthiest (a 0–100 score from the success rate, rate limits, timeouts and latency; ties
