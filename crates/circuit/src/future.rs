@@ -8,7 +8,9 @@ use std::task::{Context, Poll, ready};
 use http::Response;
 use pin_project_lite::pin_project;
 use tollgate_core::body::{EndOfStream, EndReason, StreamEnd};
-use tollgate_core::classify::{classify_error, is_deadline_expiry, response_outcome};
+use tollgate_core::classify::{
+    classify_error, is_deadline_expiry, is_local_refusal, response_outcome,
+};
 use tollgate_core::error::CircuitOpen;
 use tollgate_core::{BoxError, Outcome};
 
@@ -77,9 +79,11 @@ where
                     }
                     Err(error) => {
                         let error = error.into();
-                        if is_deadline_expiry(error.as_ref()) {
-                            // The caller's own deadline ran out: like a cancelled call, it
-                            // says nothing about the upstream (a probe goes back).
+                        if is_deadline_expiry(error.as_ref()) || is_local_refusal(error.as_ref()) {
+                            // The caller's own deadline ran out, or a layer below refused the
+                            // call (a local limit, a shed, a queue given up, a lower breaker):
+                            // like a cancelled call, it says nothing about the upstream, which
+                            // never saw it (a probe goes back).
                             drop(permit);
                         } else {
                             let outcome = classify_error(error.as_ref());

@@ -7,7 +7,10 @@
 //!
 //! - **What counts** is a [`FailurePolicy`] over [`Outcome`](tollgate_core::Outcome)s: by
 //!   default overloaded, server errors, timeouts and connect errors; not a 429 (the rate limiter
-//!   handles those), never a client error, an exhausted quota or an oversize request.
+//!   handles those), never a client error, an exhausted quota or an oversize request. A call
+//!   the upstream never saw counts neither way: one refused by a layer below (a local rate
+//!   limit, an adaptive limit's shed, a queue timeout, a lower breaker) or cut by the caller's
+//!   own deadline. A half-open probe that meets one gives its slot back.
 //! - **When it trips**: [`CircuitConfig`] — N consecutive failures (5 by default), a failure
 //!   rate over a count or time window with a minimum number of calls, or a slow-call rate
 //!   (time to first byte for a stream: a long answer is not a slow one).

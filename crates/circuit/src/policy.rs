@@ -8,7 +8,8 @@ pub trait FailurePolicy: Clone + Send + Sync + 'static {
     fn is_failure(&self, outcome: &Outcome) -> bool;
 }
 
-/// The default: overloaded, server error, timeout and connect error are failures; a rate limit
+/// The default: overloaded, server error, timeout, connect error and connection lost are
+/// failures; a rate limit
 /// is not (the limiter handles it) unless configured; client errors, auth, exhausted quota,
 /// oversize requests and context length never are — they say nothing about the upstream's
 /// health.
@@ -38,7 +39,8 @@ impl FailurePolicy for DefaultPolicy {
             OutcomeKind::Overloaded
             | OutcomeKind::ServerError
             | OutcomeKind::Timeout
-            | OutcomeKind::ConnectError => true,
+            | OutcomeKind::ConnectError
+            | OutcomeKind::ConnectionLost => true,
             OutcomeKind::RateLimited(_) => self.rate_limited_is_failure,
             _ => false,
         }
@@ -59,6 +61,7 @@ mod tests {
             (OutcomeKind::ServerError, true),
             (OutcomeKind::Timeout, true),
             (OutcomeKind::ConnectError, true),
+            (OutcomeKind::ConnectionLost, true),
             (OutcomeKind::RateLimited(RateLimitDimension::Tokens), false),
             (OutcomeKind::QuotaExhausted, false),
             (OutcomeKind::RequestTooLarge, false),

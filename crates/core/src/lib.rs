@@ -9,6 +9,8 @@
 //!   response into an [`Outcome`] and a [`RateLimitSnapshot`] from the provider's headers, and
 //!   wraps the body so that actual [`Usage`] and a late `event: error` are reported when the
 //!   stream ends ([`body::EndOfStream`]).
+//! - [`Repeat`] says whether a failed request may be sent again (a resent generation may be
+//!   billed twice, a resent upload makes a second file), for every layer that resends.
 //! - [`Scope`] keys per-key state; [`error`] holds the rejections every layer shares;
 //!   [`Clock`] and [`rng`] make time and jitter injectable.
 //!
@@ -45,6 +47,7 @@ mod pending;
 mod provider;
 pub mod providers;
 pub mod ratelimit;
+pub mod repeat;
 pub mod request;
 pub mod rng;
 mod scope;
@@ -58,6 +61,7 @@ pub use self::outcome::{Outcome, OutcomeKind, RateLimitDimension};
 pub use self::pending::PendingCall;
 pub use self::provider::{EndpointKind, Provider, UnknownProvider};
 pub use self::ratelimit::{RateLimitSnapshot, RateLimitWindow};
+pub use self::repeat::{Delivery, Repeat};
 pub use self::request::{Deadline, LlmRequest};
 pub use self::scope::{CredentialId, Scope};
 pub use self::scope_map::ScopeMap;

@@ -62,9 +62,9 @@ mod on {
     /// when next seen (the recorder keeps the values).
     const MAX_SCOPES: usize = 4096;
     /// A slot per `OutcomeKind`, then `transport_error` and `cancelled`.
-    const OUTCOMES: usize = 13;
-    const TRANSPORT_ERROR_SLOT: usize = 11;
-    const CANCELLED_SLOT: usize = 12;
+    const OUTCOMES: usize = 14;
+    const TRANSPORT_ERROR_SLOT: usize = 12;
+    const CANCELLED_SLOT: usize = 13;
 
     /// Per-scope handles, shared by the clones of one layer.
     #[derive(Clone, Debug, Default)]
@@ -183,6 +183,7 @@ mod on {
             OutcomeKind::ConnectError => 8,
             OutcomeKind::AuthError => 9,
             OutcomeKind::ClientError => 10,
+            OutcomeKind::ConnectionLost => 11,
         }
     }
 }

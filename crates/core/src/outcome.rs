@@ -31,8 +31,15 @@ pub enum OutcomeKind {
     ServerError,
     /// The call took too long (a timeout layer, 408, 504).
     Timeout,
-    /// The connection failed or broke before a response arrived.
+    /// The request was never sent: no connection could be made (refused, no address, a DNS
+    /// failure, a URL the client cannot use), or the client handed the request back unsent.
+    /// The provider never saw it, so sending it again is always safe.
     ConnectError,
+    /// The connection broke after the request may have been sent and before a response
+    /// arrived (a reset, a broken pipe, a connection closed with no answer, or a transport
+    /// error Tollgate does not recognise). The provider may have processed — and billed — the
+    /// request; see [`Repeat`](crate::Repeat) for when it is sent again.
+    ConnectionLost,
     /// The credential was refused (401, 403).
     AuthError,
     /// Any other 4xx: the request itself is wrong.
@@ -53,13 +60,16 @@ impl OutcomeKind {
             Self::ServerError => "server_error",
             Self::Timeout => "timeout",
             Self::ConnectError => "connect_error",
+            Self::ConnectionLost => "connection_lost",
             Self::AuthError => "auth_error",
             Self::ClientError => "client_error",
         }
     }
 
     /// Whether an attempt with this outcome is worth retrying when nothing else is known:
-    /// rate limited, overloaded, server error, timeout and connect error are; nothing else is.
+    /// rate limited, overloaded, server error, timeout, connect error and connection lost are;
+    /// nothing else is. Whether the request may be *sent again* is another question, which
+    /// [`Repeat`](crate::Repeat) answers from what the request does.
     pub const fn is_retryable_by_default(self) -> bool {
         matches!(
             self,
@@ -68,6 +78,7 @@ impl OutcomeKind {
                 | Self::ServerError
                 | Self::Timeout
                 | Self::ConnectError
+                | Self::ConnectionLost
         )
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::{CredentialId, EndpointKind, Provider, Scope};
+use crate::{CredentialId, EndpointKind, Provider, Repeat, Scope};
 
 /// The moment by which a request must be done, across every attempt and every wait: a request
 /// extension read by the rate limiter (a wait that would pass it fails at once), the retry layer
@@ -44,6 +44,9 @@ pub struct LlmRequest {
     pub provider: Provider,
     /// Which API it calls.
     pub endpoint: EndpointKind,
+    /// Whether it may be sent again after a failed attempt, from its method and path (a
+    /// caller who knows better may set it).
+    pub repeat: Repeat,
     /// Which credential it carries (an id, never the secret).
     pub credential: Option<CredentialId>,
     /// The model (the deployment, for Azure; from the path, for Gemini).
@@ -71,11 +74,13 @@ pub struct LlmRequest {
 }
 
 impl LlmRequest {
-    /// A request with nothing known but its provider and endpoint.
+    /// A request with nothing known but its provider and endpoint, taken for a `POST`
+    /// ([`Repeat::of_post`]).
     pub const fn new(provider: Provider, endpoint: EndpointKind) -> Self {
         Self {
             provider,
             endpoint,
+            repeat: Repeat::of_post(endpoint),
             credential: None,
             model: None,
             max_output_tokens: None,

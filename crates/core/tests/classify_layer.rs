@@ -201,7 +201,7 @@ async fn a_broken_error_body_replays_the_prefix_then_the_error() {
     );
     let end = one(&seen);
     assert_eq!(end.reason, EndReason::Failed);
-    assert_eq!(end.error.map(|o| o.kind), Some(OutcomeKind::ConnectError));
+    assert_eq!(end.error.map(|o| o.kind), Some(OutcomeKind::ConnectionLost));
     drop(body);
     assert_eq!(
         seen.lock().unwrap().len(),

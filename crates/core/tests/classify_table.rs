@@ -661,14 +661,16 @@ async fn errors() {
 
     let io = [
         (ErrorKind::TimedOut, Timeout),
+        // Never sent: no connection was made.
         (ErrorKind::ConnectionRefused, ConnectError),
-        (ErrorKind::ConnectionReset, ConnectError),
-        (ErrorKind::ConnectionAborted, ConnectError),
-        (ErrorKind::NotConnected, ConnectError),
-        (ErrorKind::BrokenPipe, ConnectError),
-        (ErrorKind::UnexpectedEof, ConnectError),
         (ErrorKind::AddrNotAvailable, ConnectError),
-        (ErrorKind::Other, ConnectError),
+        // Perhaps sent: the connection broke before an answer.
+        (ErrorKind::ConnectionReset, ConnectionLost),
+        (ErrorKind::ConnectionAborted, ConnectionLost),
+        (ErrorKind::NotConnected, ConnectionLost),
+        (ErrorKind::BrokenPipe, ConnectionLost),
+        (ErrorKind::UnexpectedEof, ConnectionLost),
+        (ErrorKind::Other, ConnectionLost),
     ];
     for (kind, want) in io {
         let wrapped = Wrapped(Box::new(Error::from(kind)));
@@ -697,7 +699,11 @@ async fn errors() {
         Outcome::new(Overloaded),
         "a local rejection anywhere wins"
     );
-    assert_eq!(classify_error(&std::fmt::Error), Outcome::new(ConnectError));
+    assert_eq!(
+        classify_error(&std::fmt::Error),
+        Outcome::new(ConnectionLost),
+        "an error nobody recognises may have come after the request was sent"
+    );
 }
 
 /// Gemini refuses a bad key with a 400 `INVALID_ARGUMENT` whose `ErrorInfo` says why: that is

@@ -90,6 +90,21 @@ pub struct Counters {
     pub quota_exhausted: u64,
     /// Refusals by its breaker.
     pub breaker_open: u64,
+    /// Calls another layer of its own stack refused before sending them (a local rate limit,
+    /// an adaptive limit's shed, a queue timeout): not held against it.
+    pub refused_locally: u64,
+}
+
+/// Where a failed call's answer came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The upstream: a response, or a transport error on the way to it.
+    Upstream,
+    /// The member's breaker, which refused the call: its upstream has been failing.
+    Breaker,
+    /// Another layer of the member's stack, which refused the call unsent: it says nothing
+    /// about the upstream.
+    OwnLimit,
 }
 
 /// The weight of one call in the moving averages (about the last 20 calls).
@@ -164,14 +179,43 @@ impl Health {
 
     /// Counts one call's outcome and takes the member out of rotation if it says so; returns
     /// the reason when it does.
+    ///
+    /// A refusal by the member's own stack was never sent: it moves no average and no counter
+    /// of the upstream's. An open breaker still takes the member out until its wait (it would
+    /// refuse until then); another local refusal does not.
     pub(crate) fn record(
         &mut self,
         outcome: &Outcome,
-        local_breaker: bool,
+        source: Source,
         latency: Duration,
         now: Instant,
         cooldowns: &Cooldowns,
     ) -> Option<Reason> {
+        let c = &mut self.counters;
+        let (reason, cooldown) = match source {
+            Source::Upstream => self.record_upstream(outcome, latency, cooldowns)?,
+            Source::Breaker => {
+                c.breaker_open += 1;
+                (
+                    Reason::BreakerOpen,
+                    Some(outcome.retry_after.unwrap_or(cooldowns.breaker_open)),
+                )
+            }
+            Source::OwnLimit => {
+                c.refused_locally += 1;
+                return None;
+            }
+        };
+        self.take_out(reason, cooldown, now)
+    }
+
+    /// Counts an upstream answer; the cooldown it calls for, if any.
+    fn record_upstream(
+        &mut self,
+        outcome: &Outcome,
+        latency: Duration,
+        cooldowns: &Cooldowns,
+    ) -> Option<(Reason, Option<Duration>)> {
         let c = &mut self.counters;
         c.calls += 1;
         let kind = outcome.kind;
@@ -187,7 +231,7 @@ impl Health {
             &mut self.timeouts,
             f64::from(u8::from(kind == OutcomeKind::Timeout)),
         );
-        let (reason, cooldown) = match kind {
+        Some(match kind {
             OutcomeKind::Success => {
                 c.successes += 1;
                 let secs = latency.as_secs_f64();
@@ -214,20 +258,26 @@ impl Health {
                 c.auth_errors += 1;
                 (Reason::AuthError, Some(cooldowns.auth_error))
             }
-            OutcomeKind::Overloaded if local_breaker => {
-                c.breaker_open += 1;
-                (
-                    Reason::BreakerOpen,
-                    Some(outcome.retry_after.unwrap_or(cooldowns.breaker_open)),
-                )
-            }
-            OutcomeKind::Overloaded | OutcomeKind::ServerError | OutcomeKind::ConnectError => {
+            OutcomeKind::Overloaded
+            | OutcomeKind::ServerError
+            | OutcomeKind::ConnectError
+            | OutcomeKind::ConnectionLost => {
                 c.server_errors += 1;
                 (Reason::ServerError, Some(cooldowns.server_error))
             }
             // The request's own fault: nothing to hold against the member.
             _ => return None,
-        };
+        })
+    }
+
+    /// Takes the member out for `cooldown` (`None`: until reset by hand), never shortening a
+    /// longer one already running; the reason, unless the cooldown is zero.
+    fn take_out(
+        &mut self,
+        reason: Reason,
+        cooldown: Option<Duration>,
+        now: Instant,
+    ) -> Option<Reason> {
         match cooldown {
             Some(cooldown) if cooldown.is_zero() => None,
             Some(cooldown) => {
@@ -269,7 +319,7 @@ mod tests {
         let mut health = Health::default();
         let limited = Outcome::new(OutcomeKind::RateLimited(RateLimitDimension::Requests));
         assert_eq!(
-            health.record(&limited, false, Duration::ZERO, now, &cooldowns),
+            health.record(&limited, Source::Upstream, Duration::ZERO, now, &cooldowns),
             Some(Reason::RateLimited)
         );
         assert_eq!(
@@ -284,13 +334,13 @@ mod tests {
         let told = limited
             .clone()
             .with_retry_after(Some(Duration::from_secs(7)));
-        health.record(&told, false, Duration::ZERO, now, &cooldowns);
+        health.record(&told, Source::Upstream, Duration::ZERO, now, &cooldowns);
         assert_eq!(health.back_at(), Some(now + Duration::from_secs(7)));
         // A server error costs score, not rotation.
         let mut health = Health::default();
         let failed = Outcome::new(OutcomeKind::ServerError);
         assert_eq!(
-            health.record(&failed, false, Duration::ZERO, now, &cooldowns),
+            health.record(&failed, Source::Upstream, Duration::ZERO, now, &cooldowns),
             None
         );
         assert_eq!(health.state(now), MemberState::Available);
@@ -299,7 +349,7 @@ mod tests {
         let mut health = Health::default();
         health.record(
             &Outcome::new(OutcomeKind::QuotaExhausted),
-            false,
+            Source::Upstream,
             Duration::ZERO,
             now,
             &cooldowns,
@@ -315,6 +365,51 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_by_its_own_stack_is_not_held_against_a_member() {
+        let now = Instant::now();
+        let cooldowns = Cooldowns::default();
+        let mut health = Health::default();
+        // A local limit's refusal classifies as a rate limit, a shed as overloaded, a queue
+        // given up as a timeout: none of them reached the upstream.
+        let refusals = [
+            Outcome::new(OutcomeKind::RateLimited(RateLimitDimension::Tokens))
+                .with_retry_after(Some(Duration::from_secs(5))),
+            Outcome::new(OutcomeKind::Overloaded),
+            Outcome::new(OutcomeKind::Timeout),
+        ];
+        for _ in 0..20 {
+            for refusal in &refusals {
+                let reason =
+                    health.record(refusal, Source::OwnLimit, Duration::ZERO, now, &cooldowns);
+                assert_eq!(reason, None, "{refusal}");
+            }
+        }
+        assert_eq!(health.state(now), MemberState::Available);
+        assert_eq!(health.score(now, None), 100);
+        assert_eq!(health.counters.calls, 0, "nothing was sent");
+        assert_eq!(health.counters.refused_locally, 60);
+        assert_eq!(
+            (
+                health.counters.rate_limited,
+                health.counters.timeouts,
+                health.counters.server_errors
+            ),
+            (0, 0, 0)
+        );
+
+        // Its breaker's refusal takes it out until the breaker's wait, without moving its score.
+        let open =
+            Outcome::new(OutcomeKind::Overloaded).with_retry_after(Some(Duration::from_secs(4)));
+        assert_eq!(
+            health.record(&open, Source::Breaker, Duration::ZERO, now, &cooldowns),
+            Some(Reason::BreakerOpen)
+        );
+        assert_eq!(health.back_at(), Some(now + Duration::from_secs(4)));
+        assert_eq!(health.score(now + Duration::from_secs(4), None), 100);
+        assert_eq!(health.counters.breaker_open, 1);
+    }
+
+    #[test]
     fn the_score_follows_success_and_latency() {
         let now = Instant::now();
         let cooldowns = Cooldowns::default();
@@ -322,8 +417,20 @@ mod tests {
         let mut slow = Health::default();
         let ok = Outcome::new(OutcomeKind::Success);
         for _ in 0..50 {
-            fast.record(&ok, false, Duration::from_millis(100), now, &cooldowns);
-            slow.record(&ok, false, Duration::from_millis(400), now, &cooldowns);
+            fast.record(
+                &ok,
+                Source::Upstream,
+                Duration::from_millis(100),
+                now,
+                &cooldowns,
+            );
+            slow.record(
+                &ok,
+                Source::Upstream,
+                Duration::from_millis(400),
+                now,
+                &cooldowns,
+            );
         }
         assert_eq!(fast.score(now, Some(0.1)), 100);
         assert_eq!(

@@ -4,7 +4,9 @@
 //! Each [`Member`] — an API key, an Azure deployment, another provider or model — has its own
 //! stack (breaker, rate limiter, client) as a tower service, and an [`Adapter`] that points a
 //! request at it: its key (held as a [`Secret`](tollgate_core::Secret), never in logs, `Debug`
-//! or metrics), its host, its model, its paths ([`Rewrite`]). [`Pool`] routes each request:
+//! or metrics), its host, its model, its paths ([`Rewrite`]). A member without a key of its
+//! own passes the caller's credentials on only to the host they came with, never to another
+//! ([credentials](Rewrite#credentials)). [`Pool`] routes each request:
 //!
 //! - **Picking**: among the members in rotation in the lowest tier, by [`Policy`] — the
 //!   healthiest (a 0–100 score from the success rate, rate limits, timeouts and latency; ties
@@ -12,12 +14,18 @@
 //! - **Cooldowns** per outcome ([`Cooldowns`], the seed's defaults): a 429 takes a member out for
 //!   the provider's `retry-after` or 60 s, a timeout 10 s, a refused key 1 h, an open breaker
 //!   until its wait; an exhausted quota parks it until its reset, or until reset by hand for
-//!   `insufficient_quota`. A server error costs score, not rotation.
+//!   `insufficient_quota`. A server error costs score, not rotation. A refusal by the member's
+//!   own stack (its rate limiter, an adaptive limit's shed, a queue timeout) never reached its
+//!   upstream: it fails over, and costs neither score nor rotation.
 //! - **Failover**: an answer another member could do better on (rate limited, quota, auth,
 //!   overloaded, server error, timeout, connection) is retried on another member, within one
-//!   call. With `tollgate-retry` outside, its retries go back through the pool, which
-//!   remembers (by the request's `idempotency-key`) which members failed it and tries others
-//!   first.
+//!   call — when sending it again is safe ([`Repeat`](tollgate_core::Repeat)): a file upload,
+//!   a batch creation or an unknown `POST` fails over only when the answer proves the member
+//!   did not process it (a refusal of its own stack, no connection, 401, 403, 429, 503, 529),
+//!   and a generation whose connection broke after it was sent does not fail over unless
+//!   [`PoolBuilder::resend_unanswered`] says so: the member may have processed and billed it.
+//!   With `tollgate-retry` outside, its retries go back through the pool, which remembers (by
+//!   the request's `idempotency-key`) which members failed it and tries others first.
 //! - **Fallback**: tier 1 members (a smaller model, another provider) serve only when no tier 0
 //!   member can; a context-length error moves only to members with a larger
 //!   [context window](Member::context_window).

@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderName, HeaderValue};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Uri};
 use http_body_util::Full;
 use tollgate_core::{BoxError, CredentialId, LlmRequest, Secret};
@@ -33,8 +34,20 @@ pub trait Adapter: Send + Sync + 'static {
     fn adapt(&self, request: &mut Request<Full<Bytes>>) -> Result<(), BoxError>;
 }
 
+/// The headers that carry an API key, in every provider's style.
+const KEY_HEADERS: [&str; 4] = ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
+
 /// The usual adapter: sets the key, and optionally the scheme and host (`base`), the model in
 /// the JSON body, and — for Azure OpenAI deployments — the deployment path.
+///
+/// # Credentials
+///
+/// A member with its own [`key`](Self::key) replaces whatever credential the request carried:
+/// the `Authorization`, `x-api-key`, `api-key` and `x-goog-api-key` headers and a `key=` query
+/// parameter (Gemini) are removed before its key is set. A member without one passes the
+/// caller's credentials on only to the host they came with: when its [`base`](Self::base)
+/// sends the request to another scheme or host, they are removed (with any `Cookie`), so a key
+/// meant for one host never reaches another.
 #[derive(Clone, Default)]
 pub struct Rewrite {
     key: Option<Secret>,
@@ -64,7 +77,9 @@ impl Rewrite {
         self
     }
 
-    /// Sends to `base`'s scheme and host (and port), keeping the path.
+    /// Sends to `base`'s scheme and host (and port), keeping the path. Without a
+    /// [`key`](Self::key) of the member's own, the caller's credentials are dropped when this
+    /// is another host than the request's (see [Credentials](Self#credentials)).
     ///
     /// # Panics
     ///
@@ -93,13 +108,61 @@ impl Rewrite {
     }
 }
 
+impl Rewrite {
+    /// Whether `base` sends a request for `uri` to another scheme or host (a request without
+    /// one counts as another: its credentials were not meant for `base`).
+    fn moves(&self, uri: &Uri) -> bool {
+        self.base.as_ref().is_some_and(|base| {
+            base.scheme() != uri.scheme() || base.authority() != uri.authority()
+        })
+    }
+}
+
+/// Removes the API-key headers and the `key` query parameter; with `cookies`, the `Cookie`
+/// header too.
+fn strip_credentials(request: &mut Request<Full<Bytes>>, cookies: bool) -> Result<(), BoxError> {
+    let headers = request.headers_mut();
+    for name in KEY_HEADERS {
+        headers.remove(name);
+    }
+    if cookies {
+        headers.remove(COOKIE);
+    }
+    let Some(query) = request.uri().query() else {
+        return Ok(());
+    };
+    let is_key = |pair: &str| pair == "key" || pair.starts_with("key=");
+    if !query.split('&').any(is_key) {
+        return Ok(());
+    }
+    let kept: Vec<&str> = query.split('&').filter(|pair| !is_key(pair)).collect();
+    let path = request.uri().path();
+    let path_and_query: PathAndQuery = if kept.is_empty() {
+        path.parse()?
+    } else {
+        format!("{path}?{}", kept.join("&")).parse()?
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = Some(path_and_query);
+    *request.uri_mut() = Uri::from_parts(parts)?;
+    Ok(())
+}
+
 impl Adapter for Rewrite {
     fn adapt(&self, request: &mut Request<Full<Bytes>>) -> Result<(), BoxError> {
+        let moves = self.moves(request.uri());
+        if self.key.is_some() || moves {
+            strip_credentials(request, moves)?;
+        }
+        if moves
+            && self.key.is_none()
+            && let Some(llm) = request.extensions_mut().get_mut::<LlmRequest>()
+        {
+            // It goes without a credential now: its scope must not name the caller's key.
+            llm.credential = None;
+        }
         if let Some(key) = &self.key {
             let headers = request.headers_mut();
-            for name in ["authorization", "x-api-key", "api-key", "x-goog-api-key"] {
-                headers.remove(name);
-            }
             let (name, value) = match self.auth {
                 Auth::Bearer => (AUTHORIZATION, format!("Bearer {}", key.expose())),
                 Auth::XApiKey => (

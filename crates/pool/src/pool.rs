@@ -14,12 +14,16 @@ use http::{Request, Response};
 use http_body_util::Full;
 use rand::RngExt as _;
 use tokio::time::Instant;
-use tollgate_core::classify::{classify_error, response_outcome};
+use tollgate_core::classify::{
+    classify_error, is_deadline_expiry, is_local_refusal, response_outcome,
+};
 use tollgate_core::error::{CircuitOpen, RateLimited};
-use tollgate_core::{BoxError, Deadline, Outcome, OutcomeKind, RateLimitDimension};
+use tollgate_core::{
+    BoxError, Deadline, Delivery, Outcome, OutcomeKind, RateLimitDimension, Repeat,
+};
 use tower::{Service, ServiceExt};
 
-use crate::health::{Cooldowns, Counters, Health, MemberState, Reason};
+use crate::health::{Cooldowns, Counters, Health, MemberState, Reason, Source};
 use crate::member::Member;
 use crate::metrics::{self, MemberMetrics};
 
@@ -92,6 +96,7 @@ pub(crate) struct Shared {
     cooldowns: Cooldowns,
     when_exhausted: WhenExhausted,
     max_attempts: usize,
+    resend_unanswered: bool,
     turn: AtomicUsize,
     /// Members that failed a request, by its idempotency key, so its retries go elsewhere.
     failed: Mutex<HashMap<String, (Instant, Vec<usize>)>>,
@@ -234,12 +239,12 @@ impl Shared {
         &self,
         member: usize,
         outcome: &Outcome,
-        local_breaker: bool,
+        source: Source,
         latency: Duration,
     ) -> Option<Reason> {
         let now = Instant::now();
         let mut health = self.health();
-        let reason = health[member].record(outcome, local_breaker, latency, now, &self.cooldowns);
+        let reason = health[member].record(outcome, source, latency, now, &self.cooldowns);
         if metrics::ENABLED {
             // Every member's: one whose cooldown ended comes back without a call of its own.
             let best = Self::best_latency(&health);
@@ -357,7 +362,8 @@ fn next_for(kind: OutcomeKind) -> Next {
         | OutcomeKind::Overloaded
         | OutcomeKind::ServerError
         | OutcomeKind::Timeout
-        | OutcomeKind::ConnectError => Next::Failover,
+        | OutcomeKind::ConnectError
+        | OutcomeKind::ConnectionLost => Next::Failover,
         OutcomeKind::ContextLengthExceeded => Next::LargerContext,
         _ => Next::Answer,
     }
@@ -395,6 +401,7 @@ pub struct PoolBuilder<S> {
     cooldowns: Cooldowns,
     when_exhausted: WhenExhausted,
     max_attempts: Option<usize>,
+    resend_unanswered: bool,
 }
 
 impl<S> fmt::Debug for PoolBuilder<S> {
@@ -417,6 +424,7 @@ impl<S> Default for PoolBuilder<S> {
             cooldowns: Cooldowns::default(),
             when_exhausted: WhenExhausted::default(),
             max_attempts: None,
+            resend_unanswered: false,
         }
     }
 }
@@ -452,6 +460,16 @@ impl<S> PoolBuilder<S> {
         self
     }
 
+    /// Whether a billed request (generation, embeddings) whose connection to a member broke
+    /// after it may have been sent ([`ConnectionLost`](OutcomeKind::ConnectionLost)) fails
+    /// over to another member (default `false`: the first member may have processed it, and a
+    /// second would bill it again). Uploads, batch creations and unknown `POST`s never fail
+    /// over after such a failure; reads always do. See [`Repeat`].
+    pub fn resend_unanswered(mut self, resend: bool) -> Self {
+        self.resend_unanswered = resend;
+        self
+    }
+
     /// The pool.
     ///
     /// # Panics
@@ -481,6 +499,7 @@ impl<S> PoolBuilder<S> {
                 cooldowns: self.cooldowns,
                 when_exhausted: self.when_exhausted,
                 max_attempts,
+                resend_unanswered: self.resend_unanswered,
                 turn: AtomicUsize::new(0),
                 failed: Mutex::new(HashMap::new()),
                 idempotency_header: http::HeaderName::from_static("idempotency-key"),
@@ -573,8 +592,22 @@ where
     }
 }
 
-fn is_breaker(error: &(dyn std::error::Error + 'static)) -> bool {
-    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<CircuitOpen>())
+/// Where an error came from: the member's breaker, another layer of its stack that refused
+/// the call unsent, or the way to the upstream.
+fn source_of(error: &(dyn std::error::Error + 'static)) -> Source {
+    if !is_local_refusal(error) {
+        Source::Upstream
+    } else if std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        // Also inside an `io::Error`, whose own `source()` skips its payload.
+        e.is::<CircuitOpen>()
+            || e.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<CircuitOpen>())
+    }) {
+        Source::Breaker
+    } else {
+        Source::OwnLimit
+    }
 }
 
 async fn route<S, RB>(
@@ -649,11 +682,19 @@ where
             .await
             .map_err(Into::into);
         drop(flight);
-        let (outcome, local_breaker) = match &result {
-            Ok(response) => (response_outcome(response), false),
-            Err(error) => (classify_error(error.as_ref()), is_breaker(error.as_ref())),
+        if let Err(error) = &result
+            && is_deadline_expiry(error.as_ref())
+        {
+            // The caller's own deadline ran out: like a cancelled call, nothing to hold against
+            // the member, and no time left to try another.
+            return result;
+        }
+        let (outcome, source) = match &result {
+            Ok(response) => (response_outcome(response), Source::Upstream),
+            Err(error) => (classify_error(error.as_ref()), source_of(error.as_ref())),
         };
-        shared.record(member, &outcome, local_breaker, started.elapsed());
+        let delivery = Delivery::of(&outcome, source != Source::Upstream);
+        shared.record(member, &outcome, source, started.elapsed());
         let next = next_for(outcome.kind);
         let result = result.map(|mut response| {
             response.extensions_mut().insert(Served {
@@ -667,6 +708,12 @@ where
             Next::Failover | Next::LargerContext => {
                 if let Some(key) = &key {
                     shared.remember(key, member);
+                }
+                if !Repeat::of_request(&request).allows(delivery, shared.resend_unanswered) {
+                    // The member may have processed it: another would do it (and bill it)
+                    // again. The caller gets this answer.
+                    tracing::debug!(member = %spec.name, outcome = %outcome.kind.as_str(), "not failing over: the request may have been processed");
+                    return result;
                 }
                 if matches!(next, Next::LargerContext) {
                     let own = spec.context_window.unwrap_or(0);

@@ -457,3 +457,83 @@ async fn an_open_breaker_takes_its_member_out_until_its_wait() {
     );
     assert_eq!(handle.report()[0].counters.breaker_open, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_by_a_members_own_limits_fails_over_without_costing_it_health() {
+    // The member's own concurrency queue gives up: the upstream never saw the call.
+    let busy = service_fn(|_: Request<Full<Bytes>>| async {
+        Err::<Response<ObservedBody<Full<Bytes>>>, BoxError>(Box::new(
+            tollgate_core::error::QueueTimeout {
+                waited: Duration::from_secs(1),
+            },
+        ))
+    });
+    let upstream = Arc::new(Upstream::default());
+    let pool = Pool::builder()
+        .policy(Policy::Ordered)
+        .member(
+            Member::key("busy", Secret::new("k")),
+            BoxCloneSyncService::new(busy) as Inner,
+        )
+        .member(
+            Member::key("ok", Secret::new("k")),
+            member_stack("ok", &upstream),
+        )
+        .build();
+    let handle = pool.handle();
+    let stack: Stack = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(AnnotateLayer::new())
+            .service(pool),
+    );
+    for _ in 0..5 {
+        let (status, served) = send(&stack).await.unwrap();
+        assert_eq!((status, &*served.member, served.attempts), (200, "ok", 2));
+    }
+    let busy = &handle.report()[0];
+    assert_eq!(busy.state, MemberState::Available, "no cooldown");
+    assert_eq!(busy.score, 100, "no score lost");
+    assert_eq!(busy.counters.timeouts, 0);
+    assert_eq!(busy.counters.calls, 0, "nothing reached its upstream");
+    assert_eq!(busy.counters.refused_locally, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_callers_own_deadline_running_out_is_not_held_against_a_member() {
+    let cut = service_fn(|_: Request<Full<Bytes>>| async {
+        Err::<Response<ObservedBody<Full<Bytes>>>, BoxError>(Box::new(
+            tollgate_core::error::DeadlineExceeded,
+        ))
+    });
+    let upstream = Arc::new(Upstream::default());
+    let pool = Pool::builder()
+        .policy(Policy::Ordered)
+        .member(
+            Member::key("cut", Secret::new("k")),
+            BoxCloneSyncService::new(cut) as Inner,
+        )
+        .member(
+            Member::key("ok", Secret::new("k")),
+            member_stack("ok", &upstream),
+        )
+        .build();
+    let handle = pool.handle();
+    let stack: Stack = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(AnnotateLayer::new())
+            .service(pool),
+    );
+    let error = send(&stack).await.unwrap_err();
+    assert!(
+        error.is::<tollgate_core::error::DeadlineExceeded>(),
+        "{error}"
+    );
+    assert_eq!(
+        upstream.calls("ok"),
+        0,
+        "no time left to try another member"
+    );
+    let cut = &handle.report()[0];
+    assert_eq!(cut.state, MemberState::Available);
+    assert_eq!((cut.score, cut.counters.timeouts), (100, 0));
+}

@@ -12,7 +12,7 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tollgate_core::body::{EndOfStream, StreamEnd};
-use tollgate_core::classify::{classify_error, classify_response};
+use tollgate_core::classify::{classify_error, classify_response, is_local_refusal};
 use tollgate_core::error::{ExceedsLimit, RateLimited};
 use tollgate_core::{BoxError, OutcomeKind, PendingCall, Provider, RateLimitSnapshot};
 use tower::Service;
@@ -372,9 +372,11 @@ impl<St: Store> Ticket<St> {
         self.reserved = false;
     }
 
-    /// A request that failed without a response: if it never left, nothing was used.
+    /// A request that failed without a response: if it never left — a layer below refused it
+    /// (a lower limit, a breaker, a queue given up) or no connection was made — nothing was
+    /// used. Otherwise the provider may have counted it, and the reservation stands.
     fn settle_error(mut self, error: &(dyn std::error::Error + Send + Sync + 'static)) {
-        if classify_error(error).kind == OutcomeKind::ConnectError {
+        if is_local_refusal(error) || classify_error(error).kind == OutcomeKind::ConnectError {
             self.give_back(self.charges);
         }
         self.reserved = false;

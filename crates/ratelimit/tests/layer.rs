@@ -389,3 +389,84 @@ proptest! {
         });
     }
 }
+
+/// Annotate → RateLimit → a layer below that fails every call with `error()`.
+fn failing_below(layer: RateLimitLayer, error: fn() -> BoxError) -> Stack {
+    let below = service_fn(move |_: Request<Full<Bytes>>| async move {
+        Err::<Response<ObservedBody<Full<Bytes>>>, BoxError>(error())
+    });
+    BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(AnnotateLayer::new())
+            .layer(layer)
+            .service(below),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_refused_below_gives_its_whole_reservation_back() {
+    // A breaker, a queue or another limit below refused it: it never left, so neither its
+    // request nor its tokens count.
+    let refusals: [fn() -> BoxError; 3] = [
+        || {
+            Box::new(tollgate_core::error::QueueTimeout {
+                waited: Duration::from_secs(1),
+            })
+        },
+        || Box::new(tollgate_core::error::CircuitOpen::new(None)),
+        || Box::new(tollgate_core::error::Overloaded { retry_after: None }),
+    ];
+    for refusal in refusals {
+        let layer = RateLimitLayer::new(Quotas::per_minute(10, 1_000));
+        let store = layer.store().clone();
+        let service = failing_below(layer, refusal);
+        let error = refused(send(&service, chat(100)).await);
+        let scope = store.scope(
+            &tollgate_core::Scope::new(tollgate_core::Provider::OpenAi)
+                .with_credential(Some(tollgate_core::CredentialId::from_secret(b"sk-test")))
+                .with_model(Some("gpt-4o-mini".into())),
+            Instant::now(),
+        );
+        let remaining = |dimension| {
+            store
+                .view(&scope, dimension, Instant::now())
+                .unwrap()
+                .remaining
+        };
+        assert_eq!(remaining(Dimension::Requests), 10, "{error}");
+        assert_eq!(remaining(Dimension::Tokens), 1_000, "{error}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_may_have_been_sent_keeps_its_reservation() {
+    // Refused before any connection: nothing was sent, nothing is counted. Reset after it was
+    // sent: the provider may have counted it, so the reservation stands.
+    let cases: [(fn() -> BoxError, bool); 2] = [
+        (
+            || Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            true,
+        ),
+        (
+            || Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            false,
+        ),
+    ];
+    for (error, given_back) in cases {
+        let layer = RateLimitLayer::new(Quotas::per_minute(10, 1_000));
+        let store = layer.store().clone();
+        let service = failing_below(layer, error);
+        let error = refused(send(&service, chat(100)).await);
+        let scope = store.scope(
+            &tollgate_core::Scope::new(tollgate_core::Provider::OpenAi)
+                .with_credential(Some(tollgate_core::CredentialId::from_secret(b"sk-test")))
+                .with_model(Some("gpt-4o-mini".into())),
+            Instant::now(),
+        );
+        let requests = store
+            .view(&scope, Dimension::Requests, Instant::now())
+            .unwrap()
+            .remaining;
+        assert_eq!(requests, if given_back { 10 } else { 9 }, "{error}");
+    }
+}

@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tollgate_core::classify::{classify_error, is_local_refusal, response_outcome};
 use tollgate_core::rng::Rng;
-use tollgate_core::{BoxError, LlmRequest, Outcome};
+use tollgate_core::{BoxError, Delivery, LlmRequest, Outcome, Repeat};
 use tower::{Service, ServiceExt};
 
 use crate::layer::Shared;
@@ -237,6 +237,20 @@ where
                 return Poll::Ready(finish(result, "not retryable"));
             }
             let llm = this.template.extensions().get::<LlmRequest>();
+            // A refusal by a layer below (an open breaker, a local limit or throttle) never
+            // reached the upstream.
+            let local = result
+                .as_ref()
+                .err()
+                .is_some_and(|e| is_local_refusal(e.as_ref()));
+            let delivery = Delivery::of(&outcome, local);
+            if !Repeat::of_request(this.template).allows(delivery, config.resend_unanswered) {
+                metrics::gave_up(llm, GaveUp::UnsafeToResend);
+                return Poll::Ready(finish(
+                    result,
+                    "it may have been processed: unsafe to resend",
+                ));
+            }
             if *this.attempts >= config.max_attempts {
                 metrics::gave_up(llm, GaveUp::AttemptsExhausted);
                 return Poll::Ready(finish(result, "attempts exhausted"));
@@ -251,13 +265,8 @@ where
                 metrics::gave_up(llm, GaveUp::Deadline);
                 return Poll::Ready(finish(result, "the wait would pass the deadline"));
             }
-            // The budget guards the upstream from retry storms; a refusal by a layer below (an
-            // open breaker, a local limit or throttle) never reached it, so waiting it out and
-            // trying again costs the upstream nothing.
-            let local = result
-                .as_ref()
-                .err()
-                .is_some_and(|e| is_local_refusal(e.as_ref()));
+            // The budget guards the upstream from retry storms; a local refusal never reached
+            // it, so waiting it out and trying again costs the upstream nothing.
             if !local && !shared.budget.withdraw(now) {
                 metrics::gave_up(llm, GaveUp::BudgetExhausted);
                 return Poll::Ready(finish(result, "retry budget exhausted"));

@@ -4,13 +4,14 @@
 //! of recent calls often answers first. It doubles the cost of the calls it fires for, so it is
 //! opt-in, fires at most once per attempt, draws on the retry budget, and by default only for
 //! calls that are safe to send twice: reads, embeddings, and deterministic generations
-//! (temperature 0 or a seed).
+//! (temperature 0 or a seed). A call that must never be repeated
+//! ([`Repeat::Never`]: a file upload, a batch creation, an unknown `POST`) is never hedged.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::{Method, Request};
-use tollgate_core::{EndpointKind, LlmRequest};
+use http::Request;
+use tollgate_core::{EndpointKind, LlmRequest, Repeat};
 
 /// When the backup attempt is sent.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -28,7 +29,8 @@ pub enum HedgeWhen {
     /// Reads, embeddings and deterministic generations.
     #[default]
     Idempotent,
-    /// Every call, including generations that are billed twice when both attempts run.
+    /// Every call that may be repeated, including generations that are billed twice when both
+    /// attempts run; never one that must not be ([`Repeat::Never`]).
     Always,
 }
 
@@ -44,13 +46,11 @@ pub struct Hedge {
 impl Hedge {
     /// Whether `request` may be hedged.
     pub(crate) fn applies<B>(&self, request: &Request<B>) -> bool {
-        match self.when {
-            HedgeWhen::Always => true,
-            HedgeWhen::Idempotent => {
-                matches!(
-                    *request.method(),
-                    Method::GET | Method::HEAD | Method::OPTIONS
-                ) || request.extensions().get::<LlmRequest>().is_some_and(|llm| {
+        match (Repeat::of_request(request), self.when) {
+            (Repeat::Never, _) => false,
+            (_, HedgeWhen::Always) | (Repeat::Safe, _) => true,
+            (_, HedgeWhen::Idempotent) => {
+                request.extensions().get::<LlmRequest>().is_some_and(|llm| {
                     llm.endpoint == EndpointKind::Embeddings || llm.is_deterministic()
                 })
             }
@@ -148,6 +148,12 @@ mod tests {
             when: HedgeWhen::Always,
             ..hedge
         };
-        assert!(always.applies(&Request::post("/x").body(()).unwrap()));
+        assert!(always.applies(&Request::post("/v1/chat/completions").body(()).unwrap()));
+        for never in ["/v1/files", "/v1/batches", "/x"] {
+            assert!(
+                !always.applies(&Request::post(never).body(()).unwrap()),
+                "a second {never} would create a second one"
+            );
+        }
     }
 }

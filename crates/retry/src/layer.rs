@@ -43,6 +43,7 @@ pub(crate) struct Config {
     pub(crate) hedge: Option<Hedge>,
     pub(crate) seed: Option<u64>,
     pub(crate) budget: (f64, u32, u32),
+    pub(crate) resend_unanswered: bool,
 }
 
 impl Default for Config {
@@ -56,6 +57,7 @@ impl Default for Config {
             hedge: None,
             seed: None,
             budget: (0.2, 100, 10),
+            resend_unanswered: false,
         }
     }
 }
@@ -63,7 +65,8 @@ impl Default for Config {
 impl RetryLayer {
     /// Up to 5 attempts, full-jitter exponential backoff from 500 ms up to 30 s, the provider's
     /// `retry-after` up to 60 s, a 20 % retry budget (at least 10 retries a second), an
-    /// idempotency key on every request, no deadline, no hedging.
+    /// idempotency key on every request, no deadline, no hedging, and no resending of a billed
+    /// call whose connection broke after it was sent.
     pub fn new() -> Self {
         Self::from_config(Config::default(), DefaultRetryPolicy)
     }
@@ -140,6 +143,17 @@ impl<P: RetryPolicy> RetryLayer<P> {
     /// The header that carries the idempotency key (`None`: send none).
     pub fn with_idempotency_header(self, header: Option<HeaderName>) -> Self {
         self.with(|c| c.idempotency_header = header)
+    }
+
+    /// Whether a billed call ([`Repeat::Billed`](tollgate_core::Repeat::Billed): generation,
+    /// embeddings) whose connection broke after it may have been sent
+    /// ([`ConnectionLost`](tollgate_core::OutcomeKind::ConnectionLost)) is sent again (default
+    /// `false`). The provider may have processed the first copy: with `true`, the call may be
+    /// billed twice. File uploads, batch creation and unknown `POST`s are never resent after
+    /// such a failure, whatever this says; reads always are. See
+    /// [why a retry can cost twice](crate#why-a-retry-can-cost-twice).
+    pub fn with_resend_unanswered(self, resend: bool) -> Self {
+        self.with(|c| c.resend_unanswered = resend)
     }
 
     /// Sends a backup attempt for slow calls; see [`Hedge`].

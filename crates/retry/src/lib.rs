@@ -6,6 +6,10 @@
 //!   connect errors, and what the provider marks `x-should-retry: true` — and never an exhausted
 //!   quota, an oversize request, an auth or client error, a prompt over the context length
 //!   ([`RetryPolicy`], default [`DefaultRetryPolicy`]);
+//! - **never sends twice what must not be**: a file upload, a batch creation or an unknown
+//!   `POST` is sent again only when the failure proves it was not processed, a billed call
+//!   (generation, embeddings) not after its connection broke once sent, unless you opt in
+//!   ([`RetryLayer::with_resend_unanswered`]); see below;
 //! - **waits as long as the provider asks** — `retry-after-ms`, `retry-after`, Gemini's
 //!   `RetryInfo`, OpenAI's "try again in 1.146s", a [`CircuitOpen`](tollgate_core::error::CircuitOpen)
 //!   or [`RateLimited`](tollgate_core::error::RateLimited) from the layers below — up to a cap,
@@ -23,6 +27,33 @@
 //!   never replayed under a caller who has already read part of it;
 //! - **hedges, if asked** ([`Hedge`]): a backup attempt for a call slower than a percentile of
 //!   recent ones, first success wins, for calls safe to send twice unless configured otherwise.
+//!
+//! # Why a retry can cost twice
+//!
+//! A failed attempt is not always an attempt the provider never saw. A connection reset after
+//! the request was written ([`ConnectionLost`](tollgate_core::OutcomeKind::ConnectionLost)),
+//! a timeout before the response head, a 500: the provider may have run the generation and
+//! billed it, stored the file, created the batch. Resending then bills the call twice, or
+//! leaves a second file or batch behind — and the `idempotency-key` header only helps with a
+//! provider that honours it.
+//!
+//! So every retry also asks [`Repeat`](tollgate_core::Repeat) (decided by `AnnotateLayer` from
+//! the method and path) whether the request may be sent again after what the failure proves:
+//!
+//! - a failure that proves the request was not processed — a refusal by a layer below, a
+//!   [`ConnectError`](tollgate_core::OutcomeKind::ConnectError) (never sent), a 401, 403,
+//!   429, 503 or 529 — is retried on every endpoint;
+//! - reads and free read-only `POST`s (`GET /v1/models`, token counting) are retried after any
+//!   retryable failure;
+//! - billed calls (chat, messages, responses, completions, embeddings) are retried after a
+//!   server error or a timeout, as SDKs do — **a timed-out call may have been billed, and its
+//!   retry is billed again** — but not after a lost connection unless
+//!   [`with_resend_unanswered(true)`](RetryLayer::with_resend_unanswered);
+//! - file uploads (`POST /v1/files`, `/v1/uploads`), batch creations (`POST /v1/batches`,
+//!   `/v1/messages/batches`) and unknown `POST`s are never retried after a server error, a
+//!   timeout or a lost connection: their failure is handed back for the caller to check.
+//!
+//! A give-up for this reason is counted as `why="unsafe_to_resend"`.
 //!
 //! The attempts and the time waited are in the final response's extensions ([`Retried`]) and
 //! in `tracing` events; with feature `metrics`, retries by reason, give-ups, waits and hedges go

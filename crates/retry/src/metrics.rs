@@ -17,6 +17,9 @@ pub(crate) enum GaveUp {
     Deadline,
     /// The retry budget had nothing left.
     BudgetExhausted,
+    /// The request may have been processed, and sending it again is not safe
+    /// ([`Repeat`](tollgate_core::Repeat)).
+    UnsafeToResend,
 }
 
 impl GaveUp {
@@ -26,6 +29,7 @@ impl GaveUp {
             Self::AttemptsExhausted => "attempts_exhausted",
             Self::Deadline => "deadline",
             Self::BudgetExhausted => "budget_exhausted",
+            Self::UnsafeToResend => "unsafe_to_resend",
         }
     }
 }

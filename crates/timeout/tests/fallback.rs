@@ -188,6 +188,14 @@ async fn each_unavailable_upstream_falls_back() {
         Trigger::ConnectError,
     )
     .await;
+    assert_degraded(
+        run(fail(|| {
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+        }))
+        .await,
+        Trigger::ConnectionLost,
+    )
+    .await;
 }
 
 #[tokio::test(start_paused = true)]

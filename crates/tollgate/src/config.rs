@@ -100,6 +100,10 @@ pub struct BackoffSection {
     pub multiplier: Option<f64>,
     /// Whether waits are jittered (full jitter).
     pub jitter: Option<bool>,
+    /// Whether a billed call (generation, embeddings) whose connection broke after it may have
+    /// been sent is sent again (default false): the provider may have processed it, so it may
+    /// be billed twice. Uploads and batch creations are never resent after such a failure.
+    pub resend_unanswered: Option<bool>,
 }
 
 /// `cache.*`: the response cache (deterministic requests and embeddings).
@@ -362,6 +366,25 @@ mod tests {
             toml.backoff_strategy.initial_delay,
             Some(Duration::from_millis(500))
         );
+    }
+
+    #[test]
+    fn resending_unanswered_calls_is_opt_in() {
+        let default = StackConfig::from_toml("").unwrap();
+        assert!(!crate::stack::resolve(&default).resend_unanswered);
+        let config = StackConfig::from_toml(
+            r#"
+            [backoff_strategy]
+            max_retries = 2
+            resend_unanswered = true
+        "#,
+        )
+        .unwrap();
+        assert_eq!(config.backoff_strategy.resend_unanswered, Some(true));
+        assert!(crate::stack::resolve(&config).resend_unanswered);
+        let json =
+            StackConfig::from_json(r#"{"backoff_strategy": {"resend_unanswered": true}}"#).unwrap();
+        assert_eq!(json.backoff_strategy.resend_unanswered, Some(true));
     }
 
     #[test]

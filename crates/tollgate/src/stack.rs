@@ -61,6 +61,7 @@ pub(crate) struct Resolved {
     pub(crate) probes: u32,
     pub(crate) retries: u32,
     pub(crate) backoff: Backoff,
+    pub(crate) resend_unanswered: bool,
     pub(crate) batch: Option<(u32, Duration)>,
     pub(crate) per_model: bool,
     pub(crate) seed: Option<u64>,
@@ -114,6 +115,7 @@ fn preset(preset: Preset) -> Resolved {
             probes: 1,
             retries: 5,
             backoff: Backoff::exponential(secs(2), secs(60)),
+            resend_unanswered: false,
             batch: Some((256, Duration::from_millis(50))),
             per_model: true,
             seed: None,
@@ -131,6 +133,7 @@ fn preset(preset: Preset) -> Resolved {
             probes: 3,
             retries: 5,
             backoff: Backoff::seeds(),
+            resend_unanswered: false,
             batch: Some((128, Duration::from_millis(10))),
             per_model: true,
             seed: None,
@@ -148,6 +151,7 @@ fn preset(preset: Preset) -> Resolved {
             probes: 5,
             retries: 3,
             backoff: Backoff::exponential(Duration::from_millis(500), secs(8)),
+            resend_unanswered: false,
             batch: Some((64, Duration::from_millis(5))),
             per_model: true,
             seed: None,
@@ -206,6 +210,7 @@ pub(crate) fn resolve(config: &StackConfig) -> Resolved {
     r.probes = cb.half_open_requests.unwrap_or(r.probes);
     let b = &config.backoff_strategy;
     r.retries = b.max_retries.unwrap_or(r.retries);
+    r.resend_unanswered = b.resend_unanswered.unwrap_or(r.resend_unanswered);
     if b.initial_delay.is_some()
         || b.max_delay.is_some()
         || b.multiplier.is_some()
@@ -371,7 +376,8 @@ impl LlmStack {
         let overload_handle = overload.handle();
         let mut retry = RetryLayer::new()
             .with_max_attempts(r.retries + 1)
-            .with_backoff(r.backoff);
+            .with_backoff(r.backoff)
+            .with_resend_unanswered(r.resend_unanswered);
         if let Some(deadline) = r.deadline {
             retry = retry.with_deadline(deadline);
         }

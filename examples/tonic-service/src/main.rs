@@ -103,9 +103,10 @@ const PUSHBACK: &str = "grpc-retry-pushback-ms";
 fn status_for(outcome: &Outcome, message: impl Into<String>) -> Status {
     let code = match outcome.kind {
         OutcomeKind::RateLimited(_) | OutcomeKind::QuotaExhausted => Code::ResourceExhausted,
-        OutcomeKind::Overloaded | OutcomeKind::ServerError | OutcomeKind::ConnectError => {
-            Code::Unavailable
-        }
+        OutcomeKind::Overloaded
+        | OutcomeKind::ServerError
+        | OutcomeKind::ConnectError
+        | OutcomeKind::ConnectionLost => Code::Unavailable,
         OutcomeKind::Timeout => Code::DeadlineExceeded,
         OutcomeKind::ClientError
         | OutcomeKind::RequestTooLarge

@@ -162,6 +162,7 @@ fn upstream_outcomes_map_to_grpc_codes() {
         (OutcomeKind::QuotaExhausted, Code::ResourceExhausted),
         (OutcomeKind::ServerError, Code::Unavailable),
         (OutcomeKind::ConnectError, Code::Unavailable),
+        (OutcomeKind::ConnectionLost, Code::Unavailable),
         (OutcomeKind::Timeout, Code::DeadlineExceeded),
         (OutcomeKind::ClientError, Code::InvalidArgument),
         (OutcomeKind::ContextLengthExceeded, Code::InvalidArgument),

@@ -196,6 +196,8 @@ pub(crate) fn refusal_of(error: &(dyn std::error::Error + 'static)) -> (Refusal,
     let outcome = tollgate_core::classify::classify_error(error);
     match outcome.kind {
         OutcomeKind::Timeout => (Refusal::Timeout, outcome.retry_after),
+        // `ConnectError` (never sent), `ConnectionLost` (sent, the connection broke before an
+        // answer) and any other failure without a response: a 502.
         _ => (Refusal::Unreachable, outcome.retry_after),
     }
 }
@@ -234,12 +236,16 @@ mod tests {
     #[test]
     fn stack_errors_become_refusals_with_their_wait() {
         let wait = Some(Duration::from_secs(3));
-        let cases: [(BoxError, Refusal); 5] = [
+        let cases: [(BoxError, Refusal); 6] = [
             (Box::new(InvalidModel::Empty), Refusal::BadRequest),
             (Box::new(CircuitOpen::new(wait)), Refusal::CircuitOpen),
             (Box::new(BodyTooLarge { limit: 1 }), Refusal::BodyTooLarge),
             (
                 Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+                Refusal::Unreachable,
+            ),
+            (
+                Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
                 Refusal::Unreachable,
             ),
             (

@@ -58,7 +58,7 @@ use bytes::Bytes;
 use http::request::Parts;
 
 use crate::estimate::TokenEstimator;
-use crate::{CredentialId, EndpointKind, LlmRequest, Provider};
+use crate::{CredentialId, EndpointKind, LlmRequest, Provider, Repeat};
 
 /// Builds the [`LlmRequest`] for a request head and its buffered body.
 ///
@@ -81,6 +81,7 @@ pub fn annotate(
     let path = parts.uri.path();
     let endpoint = EndpointKind::from_path(path);
     let mut request = LlmRequest::new(provider, endpoint);
+    request.repeat = Repeat::of(&parts.method, endpoint, path);
     request.credential = parts
         .extensions
         .get::<CredentialId>()

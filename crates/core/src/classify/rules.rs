@@ -103,17 +103,30 @@ pub fn classify_stream_error(data: &[u8]) -> Outcome {
 /// Classifies an error raised instead of a response, walking `error` and its
 /// [`source()`](std::error::Error::source) chain.
 ///
+/// What matters about a transport error is whether the request left: one that never did
+/// ([`ConnectError`](OutcomeKind::ConnectError)) can always be sent again, one that may have
+/// reached the provider ([`ConnectionLost`](OutcomeKind::ConnectionLost)) may already have been
+/// processed and billed. When in doubt, the rules say it may have.
+///
 /// 1. A Tollgate rejection anywhere in the chain ([`RateLimited`](crate::error::RateLimited),
 ///    [`CircuitOpen`](crate::error::CircuitOpen), ...) gives the outcome it stands for, with its
 ///    `retry_after`.
 /// 2. Otherwise, the first error in the chain that one of these rules recognises decides:
-///    `tokio::time::error::Elapsed` and `tower::timeout::error::Elapsed` are
-///    [`Timeout`](OutcomeKind::Timeout); a [`hyper::Error`] whose `is_timeout()` is
-///    `Timeout`; a `hyper_util` legacy client error whose `is_connect()` is
-///    [`ConnectError`](OutcomeKind::ConnectError); a [`std::io::Error`] of kind `TimedOut` is
-///    `Timeout`, of kind `ConnectionRefused`, `ConnectionReset`, `ConnectionAborted`,
-///    `NotConnected`, `BrokenPipe`, `UnexpectedEof` or `AddrNotAvailable` is `ConnectError`.
-/// 3. Anything else is `ConnectError`: a transport failure before a response.
+///    - `tokio::time::error::Elapsed` and `tower::timeout::error::Elapsed` are
+///      [`Timeout`](OutcomeKind::Timeout);
+///    - a `hyper_util` legacy client error whose `is_connect()` is `ConnectError` (no
+///      connection: refused, DNS, a scheme or host the connector cannot use), and so is one for
+///      a request the client refused or handed back unsent (its `Canceled`,
+///      `UserAbsoluteUriRequired`, `UserUnsupportedVersion` and `UserUnsupportedRequestMethod`
+///      kinds); any other is looked into;
+///    - a [`hyper::Error`] whose `is_timeout()` is `Timeout`, whose `is_canceled()` (a request
+///      canceled before it was sent) is `ConnectError`, whose `is_incomplete_message()` (the
+///      connection closed before the response) is `ConnectionLost`; any other is looked into;
+///    - a [`std::io::Error`] of kind `TimedOut` is `Timeout`; of kind `ConnectionRefused` or
+///      `AddrNotAvailable` is `ConnectError`; of kind `ConnectionReset`, `ConnectionAborted`,
+///      `NotConnected`, `BrokenPipe` or `UnexpectedEof` is `ConnectionLost`.
+/// 3. Anything else is `ConnectionLost`: a transport failure before a response, after the
+///    request may have been sent.
 ///
 /// An [`std::io::Error`] wrapping another error is followed into the wrapped error (its own
 /// `source()` skips it), so a timeout or a rejection carried through an `io::Error` is found.
@@ -125,7 +138,7 @@ pub fn classify_error(error: &(dyn std::error::Error + 'static)) -> Outcome {
     }
     let kind = chain()
         .find_map(transport_kind)
-        .unwrap_or(OutcomeKind::ConnectError);
+        .unwrap_or(OutcomeKind::ConnectionLost);
     Outcome::new(kind)
 }
 
@@ -287,20 +300,48 @@ fn transport_kind(error: &(dyn std::error::Error + 'static)) -> Option<OutcomeKi
         return Some(OutcomeKind::Timeout);
     }
     if let Some(e) = error.downcast_ref::<hyper::Error>() {
-        return e.is_timeout().then_some(OutcomeKind::Timeout);
+        return if e.is_timeout() {
+            Some(OutcomeKind::Timeout)
+        } else if e.is_canceled() {
+            Some(OutcomeKind::ConnectError)
+        } else if e.is_incomplete_message() {
+            Some(OutcomeKind::ConnectionLost)
+        } else {
+            None
+        };
     }
     if let Some(e) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
-        return e.is_connect().then_some(OutcomeKind::ConnectError);
+        return (e.is_connect() || unsent_by_hyper_util(e)).then_some(OutcomeKind::ConnectError);
     }
     match error.downcast_ref::<std::io::Error>()?.kind() {
         ErrorKind::TimedOut => Some(OutcomeKind::Timeout),
-        ErrorKind::ConnectionRefused
-        | ErrorKind::ConnectionReset
+        ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable => {
+            Some(OutcomeKind::ConnectError)
+        }
+        ErrorKind::ConnectionReset
         | ErrorKind::ConnectionAborted
         | ErrorKind::NotConnected
         | ErrorKind::BrokenPipe
-        | ErrorKind::UnexpectedEof
-        | ErrorKind::AddrNotAvailable => Some(OutcomeKind::ConnectError),
+        | ErrorKind::UnexpectedEof => Some(OutcomeKind::ConnectionLost),
         _ => None,
     }
+}
+
+/// Whether hyper-util's legacy client refused a request or handed it back before sending it.
+/// Its error kinds are private; their names in its `Display` (`client error (Canceled)`) are
+/// what tells them apart. Should they ever change, such an error reads as `ConnectionLost`,
+/// the cautious side (`tests/transport_errors.rs` would notice).
+fn unsent_by_hyper_util(error: &hyper_util::client::legacy::Error) -> bool {
+    const UNSENT: [&str; 4] = [
+        "Canceled",
+        "UserAbsoluteUriRequired",
+        "UserUnsupportedVersion",
+        "UserUnsupportedRequestMethod",
+    ];
+    // Only on the error path: a transport failure is worth one small string.
+    let shown = error.to_string();
+    shown
+        .strip_prefix("client error (")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .is_some_and(|kind| UNSENT.contains(&kind))
 }

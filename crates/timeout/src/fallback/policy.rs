@@ -28,7 +28,8 @@ where
 /// A set of [`Trigger`]s that fall back.
 ///
 /// [`Default`]: the upstream is unavailable — overloaded, circuit open, rate limited (after
-/// whatever waiting the layers below allowed), timeout, connect error, server error. Never, unless
+/// whatever waiting the layers below allowed), timeout, connect error, connection lost, server
+/// error. Never, unless
 /// added: an exhausted quota, a refused credential, an invalid request — errors the caller must
 /// see, because only the caller can fix them.
 ///
@@ -97,6 +98,7 @@ impl Triggers {
             .with(Trigger::RateLimited)
             .with(Trigger::Timeout)
             .with(Trigger::ConnectError)
+            .with(Trigger::ConnectionLost)
             .with(Trigger::ServerError)
     }
 }
@@ -148,6 +150,7 @@ mod tests {
             (Trigger::RateLimited, true),
             (Trigger::Timeout, true),
             (Trigger::ConnectError, true),
+            (Trigger::ConnectionLost, true),
             (Trigger::ServerError, true),
             (Trigger::QuotaExhausted, false),
             (Trigger::AuthError, false),
@@ -156,7 +159,7 @@ mod tests {
         for (trigger, falls_back) in expected {
             assert_eq!(triggers.contains(trigger), falls_back, "{trigger}");
         }
-        assert_eq!(Triggers::all().iter().count(), 9);
+        assert_eq!(Triggers::all().iter().count(), 10);
         assert_eq!(Triggers::none().iter().count(), 0);
         assert_eq!(
             format!("{:?}", Triggers::none().with(Trigger::Timeout)),

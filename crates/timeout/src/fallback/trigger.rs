@@ -20,8 +20,10 @@ pub enum Trigger {
     RateLimited,
     /// No answer in time: a timeout layer, a queue timeout, a 408 or 504.
     Timeout,
-    /// The connection failed or broke before a response.
+    /// No connection could be made: the request was never sent.
     ConnectError,
+    /// The connection broke after the request may have been sent, before a response.
+    ConnectionLost,
     /// Another 5xx.
     ServerError,
     /// The account is out of quota. Off by default: the caller must hear about it.
@@ -34,12 +36,13 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    pub(crate) const ALL: [Self; 9] = [
+    pub(crate) const ALL: [Self; 10] = [
         Self::Overloaded,
         Self::CircuitOpen,
         Self::RateLimited,
         Self::Timeout,
         Self::ConnectError,
+        Self::ConnectionLost,
         Self::ServerError,
         Self::QuotaExhausted,
         Self::AuthError,
@@ -47,8 +50,8 @@ impl Trigger {
     ];
 
     /// The stable snake_case name, also the value of the degraded header: `"overloaded"`,
-    /// `"circuit_open"`, `"rate_limited"`, `"timeout"`, `"connect_error"`, `"server_error"`,
-    /// `"quota_exhausted"`, `"auth_error"`, `"invalid_request"`.
+    /// `"circuit_open"`, `"rate_limited"`, `"timeout"`, `"connect_error"`, `"connection_lost"`,
+    /// `"server_error"`, `"quota_exhausted"`, `"auth_error"`, `"invalid_request"`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Overloaded => "overloaded",
@@ -56,6 +59,7 @@ impl Trigger {
             Self::RateLimited => "rate_limited",
             Self::Timeout => "timeout",
             Self::ConnectError => "connect_error",
+            Self::ConnectionLost => "connection_lost",
             Self::ServerError => "server_error",
             Self::QuotaExhausted => "quota_exhausted",
             Self::AuthError => "auth_error",
@@ -72,6 +76,7 @@ impl Trigger {
             OutcomeKind::RateLimited(_) => Self::RateLimited,
             OutcomeKind::Timeout => Self::Timeout,
             OutcomeKind::ConnectError => Self::ConnectError,
+            OutcomeKind::ConnectionLost => Self::ConnectionLost,
             OutcomeKind::ServerError => Self::ServerError,
             OutcomeKind::QuotaExhausted => Self::QuotaExhausted,
             OutcomeKind::AuthError => Self::AuthError,
