@@ -69,9 +69,13 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 /// scopes leave nothing behind. One atomic Lua script applies the changes queued for a scope,
 /// then reserves every dimension of a request at once: all or nothing, refused with the
 /// dimension and its wait, or never when the request exceeds a quota; its arithmetic is the
-/// in-memory cells', to the nanosecond. Time is the caller's, `wall clock at start + tokio's
-/// elapsed time` (one start per process), so the machines of a fleet agree within their NTP
-/// skew and paused-time tests work; Redis `TIME` is never read.
+/// in-memory cells', to the nanosecond. Time is the caller's, `wall clock at an anchor +
+/// tokio's elapsed time` (one anchor per process), so the machines of a fleet agree within
+/// their NTP skew and paused-time tests work; Redis `TIME` is never read. The anchor follows
+/// the system clock's steps (an NTP correction, a resumed virtual machine) within a second of
+/// real time: once a step is seen, this process's buckets look refilled by up to the step (a
+/// step forward) or emptier by it (a step back), once; reservations already granted and
+/// leases keep their instants.
 ///
 /// # Leases
 ///
