@@ -47,8 +47,10 @@ impl CircuitBreakerLayer {
         })
     }
 
-    /// One circuit per scope, keeping at most about `max_scopes` (closed, idle circuits are
-    /// forgotten first).
+    /// One circuit per scope, keeping at most `max_scopes` (closed circuits with no failure
+    /// counted are forgotten to make room; when every kept circuit is busy, a new scope's
+    /// circuit is not kept and sees only its own request — see
+    /// [`ScopeMap`](tollgate_core::ScopeMap)).
     ///
     /// # Errors
     ///

@@ -278,7 +278,9 @@ impl OverloadLayer {
         self.with(|s| s.shared = true)
     }
 
-    /// Keeps at most `max` scopes (idle ones are forgotten to make room).
+    /// Keeps at most `max` scopes (idle ones are forgotten to make room; when every kept scope
+    /// is busy, a new scope's controller is not kept and sees only its own request — see
+    /// [`ScopeMap`](tollgate_core::ScopeMap)).
     pub fn with_max_scopes(self, max: usize) -> Self {
         self.with(|s| s.max_scopes = max)
     }

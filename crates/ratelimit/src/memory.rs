@@ -1,14 +1,13 @@
 //! [`MemoryStore`]: limit state in this process, lock-free per decision.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::{Ready, ready};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tollgate_core::{RateLimitSnapshot, RateLimitWindow, Scope};
+use tollgate_core::{RateLimitSnapshot, RateLimitWindow, Scope, ScopeMap};
 
 use crate::gcra::{Denied, Gcra, View};
 use crate::quota::{Dimension, Quota, QuotaTable, Quotas};
@@ -16,10 +15,13 @@ use crate::store::{Charges, Refusal, ScopeStats, Store};
 
 /// Limit state in memory: one GCRA cell per scope and dimension.
 ///
-/// Decisions are lock-free (an atomic compare-exchange per limited dimension). Finding a
-/// scope's state takes a read lock on a map that is written only when a new scope appears;
-/// past `max_scopes`, scopes whose every bucket is full again (idle long enough that
-/// forgetting them loses nothing) are evicted.
+/// Decisions are lock-free (an atomic compare-exchange per limited dimension), and so is
+/// finding a known scope's state (a [`ScopeMap`]). At most `max_scopes` scopes are kept: past
+/// it, scopes whose every bucket is full again (idle long enough that forgetting them loses
+/// nothing) are evicted, and when every kept scope is busy a new scope is limited by a state of
+/// its own that is not kept — its limits then hold only within one request, so a client that
+/// invents models cannot grow the store, but neither are those made-up scopes limited (see
+/// [`ScopeMap`]'s bound).
 ///
 /// # Clone
 ///
@@ -32,8 +34,7 @@ pub struct MemoryStore {
 struct Inner {
     epoch: Instant,
     table: QuotaTable,
-    scopes: RwLock<HashMap<Scope, Arc<MemoryScope>>>,
-    max_scopes: usize,
+    scopes: ScopeMap<MemoryScope>,
 }
 
 /// The state of one scope in a [`MemoryStore`].
@@ -56,19 +57,17 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 epoch: Instant::now(),
                 table,
-                scopes: RwLock::new(HashMap::new()),
-                max_scopes: DEFAULT_MAX_SCOPES,
+                scopes: ScopeMap::new(DEFAULT_MAX_SCOPES),
             }),
         }
     }
 
-    /// Keeps at most about `max_scopes` scopes (idle ones are evicted first).
+    /// Keeps at most `max_scopes` scopes (at least one; idle ones are evicted to make room).
     pub fn with_max_scopes(self, max_scopes: usize) -> Self {
         let inner = Inner {
             epoch: self.inner.epoch,
             table: self.inner.table.clone(),
-            scopes: RwLock::new(HashMap::new()),
-            max_scopes: max_scopes.max(1),
+            scopes: ScopeMap::new(max_scopes),
         };
         Self {
             inner: Arc::new(inner),
@@ -82,11 +81,7 @@ impl MemoryStore {
 
     /// How many scopes are held now.
     pub fn len(&self) -> usize {
-        self.inner
-            .scopes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.inner.scopes.len()
     }
 
     /// Whether no scope is held.
@@ -100,7 +95,7 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("table", &self.inner.table)
             .field("scopes", &self.len())
-            .field("max_scopes", &self.inner.max_scopes)
+            .field("max_scopes", &self.inner.scopes.max())
             .finish()
     }
 }
@@ -284,32 +279,12 @@ impl Store for MemoryStore {
 
     fn scope(&self, scope: &Scope, now: Instant) -> Arc<MemoryScope> {
         let inner = &*self.inner;
-        if let Some(found) = inner
-            .scopes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(scope)
-        {
-            return found.clone();
-        }
-        let mut scopes = inner.scopes.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = scopes.get(scope) {
-            return found.clone();
-        }
-        if scopes.len() >= inner.max_scopes {
-            // Forget the scopes whose buckets are all full again: nothing is lost.
-            scopes.retain(|_, state| Arc::strong_count(state) > 1 || !state.is_idle(now));
-            if scopes.len() >= inner.max_scopes {
-                tracing::warn!(
-                    scopes = scopes.len(),
-                    max_scopes = inner.max_scopes,
-                    "rate limiter holds more active scopes than max_scopes"
-                );
-            }
-        }
-        let state = Arc::new(MemoryScope::new(inner.table.quotas_for(scope), inner.epoch));
-        scopes.insert(scope.clone(), state.clone());
-        state
+        // Scopes whose buckets are all full again can go: nothing is lost.
+        inner.scopes.get(
+            scope,
+            |scope| MemoryScope::new(inner.table.quotas_for(scope), inner.epoch),
+            |state| state.is_idle(now),
+        )
     }
 
     fn stats(scope: &MemoryScope) -> &ScopeStats {
@@ -395,6 +370,31 @@ mod tests {
         drop(a);
         let _d = store.scope(&scope("d"), Instant::now());
         assert!(store.len() <= 2, "{}", store.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_full_of_busy_scopes_does_not_grow() {
+        let store = MemoryStore::new(QuotaTable::new(Quotas::per_minute(60, 0))).with_max_scopes(2);
+        let now = Instant::now();
+        for model in ["a", "b"] {
+            let busy = store.scope(&scope(model), now);
+            assert!(
+                busy.reserve(Charges::request(0, 0), now, Duration::ZERO)
+                    .is_ok()
+            );
+        }
+        for n in 0..100 {
+            let made_up = store.scope(&scope(&format!("made-up-{n}")), now);
+            // A usable state, not kept.
+            assert!(
+                made_up
+                    .reserve(Charges::request(0, 0), now, Duration::ZERO)
+                    .is_ok()
+            );
+            assert_eq!(store.len(), 2);
+        }
+        let a = store.scope(&scope("a"), now);
+        assert_eq!(a.view(Dimension::Requests, now).unwrap().remaining, 59);
     }
 
     #[test]

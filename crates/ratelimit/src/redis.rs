@@ -11,19 +11,20 @@ mod script;
 mod store;
 mod worker;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tollgate_core::{BoxError, Scope};
+use tollgate_core::{BoxError, ScopeMap};
 
 use self::clock::Clock;
 use self::options::Settings;
+use self::scope::Leftovers;
 use self::script::Change;
 use self::worker::{Health, guarded};
 use crate::gcra::View;
@@ -68,9 +69,13 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 /// scopes leave nothing behind. One atomic Lua script applies the changes queued for a scope,
 /// then reserves every dimension of a request at once: all or nothing, refused with the
 /// dimension and its wait, or never when the request exceeds a quota; its arithmetic is the
-/// in-memory cells', to the nanosecond. Time is the caller's, `wall clock at start + tokio's
-/// elapsed time` (one start per process), so the machines of a fleet agree within their NTP
-/// skew and paused-time tests work; Redis `TIME` is never read.
+/// in-memory cells', to the nanosecond. Time is the caller's, `wall clock at an anchor +
+/// tokio's elapsed time` (one anchor per process), so the machines of a fleet agree within
+/// their NTP skew and paused-time tests work; Redis `TIME` is never read. The anchor follows
+/// the system clock's steps (an NTP correction, a resumed virtual machine) within a second of
+/// real time: once a step is seen, this process's buckets look refilled by up to the step (a
+/// step forward) or emptier by it (a step back), once; reservations already granted and
+/// leases keep their instants.
 ///
 /// # Leases
 ///
@@ -134,7 +139,10 @@ struct Shared {
     clock: Clock,
     table: QuotaTable,
     settings: RwLock<Settings>,
-    scopes: RwLock<HashMap<Scope, Arc<RedisScope>>>,
+    /// Replaced whole when an option changes (scopes are rebuilt with the new options).
+    scopes: ArcSwap<ScopeMap<RedisScope>>,
+    /// Changes of scopes let go of while they still had some: the worker sends them.
+    leftovers: Arc<Leftovers>,
     health: Health,
     /// Wakes the worker when a change is queued.
     wake: Arc<Notify>,
@@ -165,7 +173,8 @@ impl RedisStore {
             clock: Clock::new(),
             table,
             settings: RwLock::new(Settings::default()),
-            scopes: RwLock::new(HashMap::new()),
+            scopes: ArcSwap::from_pointee(ScopeMap::new(Settings::default().max_scopes)),
+            leftovers: Arc::new(Leftovers::new(wake.clone())),
             health: Health::default(),
             wake: wake.clone(),
             reservation_trips: AtomicU64::new(0),
@@ -178,6 +187,16 @@ impl RedisStore {
     /// The quotas it gives scopes.
     pub fn table(&self) -> &QuotaTable {
         &self.shared.table
+    }
+
+    /// How many scopes are held now.
+    pub fn len(&self) -> usize {
+        self.shared.scopes.load().len()
+    }
+
+    /// Whether no scope is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Whether Redis is unreachable (limits are local until it answers again).
@@ -200,6 +219,7 @@ impl RedisStore {
         for scope in self.shared.scopes_to_send(true) {
             self.shared.send(&scope).await;
         }
+        self.shared.send_leftovers().await;
     }
 
     /// How `dimension` of `scope` stands in Redis now, for the whole fleet (this process's
@@ -258,10 +278,9 @@ impl Shared {
         if self.health.failed(error, retry_at, settings.fail_open) && settings.fail_open {
             // The local limits start from what Redis last said, not from full buckets.
             let now = Instant::now();
-            let scopes = self.scopes.read().unwrap_or_else(PoisonError::into_inner);
-            for scope in scopes.values() {
+            self.scopes.load().for_each(|_, scope| {
                 scope.seed_fallback(now, self.clock.local(now), settings.local_share);
-            }
+            });
         }
     }
 
@@ -303,7 +322,7 @@ impl fmt::Debug for RedisStore {
             .field("url", &shared.url)
             .field("table", &shared.table)
             .field("settings", &shared.settings())
-            .field("scopes", &shared.scopes.read().map_or(0, |s| s.len()))
+            .field("scopes", &shared.scopes.load().len())
             .field("degraded", &shared.health.is_degraded())
             .finish()
     }

@@ -360,3 +360,37 @@ async fn the_password_never_shows() {
         .unwrap_err();
     assert!(!error.to_string().contains("wrong-pw"), "{error}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_store_full_of_busy_scopes_does_not_grow_and_loses_no_refund() {
+    let server = RedisServer::start(&[]);
+    // 600 a minute with a lease of 60 and a second of refill in reserve: 590 free at rest.
+    let store = connect(&server, Quotas::per_minute(600, 0)).await;
+    let store = store
+        .with_lease_fraction(0.1)
+        .with_lease_hold(SECOND)
+        .with_max_scopes(1);
+    let kept = store.scope(&model("kept"), Instant::now());
+    assert_eq!(take(&store, &kept, ONE).await, Ok(Instant::now()));
+    // The one kept scope holds a lease: a new scope's state is made, used, and not kept.
+    let made_up = store.scope(&model("made-up"), Instant::now());
+    assert_eq!(take(&store, &made_up, ONE).await, Ok(Instant::now()));
+    assert_eq!(store.len(), 1);
+    assert!(
+        !Arc::ptr_eq(&made_up, &store.scope(&model("made-up"), Instant::now())),
+        "not kept"
+    );
+    // Its refund and its lease reach Redis once its request lets go of it.
+    store.release(&made_up, ONE);
+    drop(made_up);
+    assert_eq!(
+        remaining(
+            &store,
+            &store.scope(&model("made-up"), Instant::now()),
+            REQUESTS
+        )
+        .await,
+        590
+    );
+    assert_eq!(store.len(), 1);
+}

@@ -78,6 +78,7 @@ async fn stats(State(admin): State<Admin>, headers: HeaderMap) -> Response {
             "calls": stats.calls,
             "calls_saved": stats.calls_saved,
             "submit_failures": stats.submit_failures,
+            "unwritten": stats.unwritten,
         }))
         .into_response(),
         Err(error) => (

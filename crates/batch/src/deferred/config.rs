@@ -2,26 +2,59 @@
 
 use std::time::Duration;
 
-/// When the queue sends its jobs, and how.
+/// When the queue sends its jobs, how, and how long it keeps them.
+///
+/// With feature `serde` it loads from a config file, durations human-readable (`"24h"`,
+/// `"30s"`), every field optional:
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use std::time::Duration;
+/// use tollgate_batch::deferred::DeferredConfig;
+///
+/// let config: DeferredConfig =
+///     serde_json::from_str(r#"{"interval": "30m", "retention": "7d"}"#).unwrap();
+/// assert_eq!(config.retention, Duration::from_secs(7 * 24 * 3600));
+/// assert_eq!(config.max_batch_size, 1_000);
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct DeferredConfig {
     /// Whether jobs wait for a flush at all (`USE_BATCHED_CLIENT`); when not, each is sent at
     /// once — still written first, so still recovered after a crash (default: true).
     pub deferred: bool,
     /// Time between flushes (`BATCH_INTERVAL_HOURS`; default 1 h).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub interval: Duration,
     /// Jobs per flush at most (`MAX_BATCH_SIZE`; default 1,000).
     pub max_batch_size: usize,
     /// A job waits at most this long for a flush before it is sent alone, unless its own max
     /// age says otherwise (default 5 min).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_age: Duration,
     /// How often a submitted batch is polled (default 30 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub poll_interval: Duration,
     /// Plain calls in flight at once (default 16).
     pub concurrency: usize,
     /// A job left unrun by this many batches (expired, cancelled) is sent alone as a plain call
     /// instead (default 3).
     pub max_attempts: u32,
+    /// How long a job is kept once it has ended — answered or failed, its answer collected or
+    /// not — before it is deleted with its request and answer (default 24 h). Its answer can
+    /// be read until then; after it, [`status`](super::DeferredQueue::status) finds no such job,
+    /// and a key it was submitted with names no job any more (submitting that key again queues
+    /// a new job).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub retention: Duration,
+    /// Bytes of answers kept in memory while the store refuses to write them (a full disk),
+    /// retried with backoff until it takes them (default 64 MiB). Past it, a plain call's job
+    /// goes back to pending and is sent again, and a batch's results are read again from the
+    /// provider: both cost another upstream call or read rather than memory the process may
+    /// not have. 0 keeps no answer in memory.
+    pub max_unwritten_bytes: usize,
 }
 
 impl Default for DeferredConfig {
@@ -34,6 +67,8 @@ impl Default for DeferredConfig {
             poll_interval: Duration::from_secs(30),
             concurrency: 16,
             max_attempts: 3,
+            retention: Duration::from_secs(24 * 3600),
+            max_unwritten_bytes: 64 << 20,
         }
     }
 }
@@ -101,6 +136,9 @@ impl DeferredConfig {
         if self.max_batch_size == 0 || self.concurrency == 0 || self.max_attempts == 0 {
             return Err("max_batch_size, concurrency and max_attempts must be positive".into());
         }
+        if self.retention.is_zero() {
+            return Err("retention must be positive, not 0s".into());
+        }
         Ok(())
     }
 }
@@ -132,5 +170,36 @@ mod tests {
         );
         let off = DeferredConfig::from_vars(|n| (n == "USE_BATCHED_CLIENT").then(|| "0".into()));
         assert!(!off.unwrap().deferred);
+    }
+
+    #[test]
+    fn retention_must_be_positive() {
+        assert_eq!(
+            DeferredConfig::default().retention,
+            Duration::from_secs(86_400)
+        );
+        let config = DeferredConfig {
+            retention: Duration::ZERO,
+            ..DeferredConfig::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err(),
+            "retention must be positive, not 0s"
+        );
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn loads_with_human_readable_durations() {
+        let config: DeferredConfig = serde_json::from_str(
+            r#"{"retention": "36h", "poll_interval": "10s", "max_unwritten_bytes": 1024}"#,
+        )
+        .unwrap();
+        assert_eq!(config.retention, Duration::from_secs(36 * 3600));
+        assert_eq!(config.poll_interval, Duration::from_secs(10));
+        assert_eq!(config.max_unwritten_bytes, 1024);
+        assert_eq!(config.interval, DeferredConfig::default().interval);
+        let unknown = serde_json::from_str::<DeferredConfig>(r#"{"retain": "1h"}"#);
+        assert!(unknown.is_err());
     }
 }

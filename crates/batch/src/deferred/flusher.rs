@@ -12,11 +12,16 @@ use tower::ServiceExt;
 
 use super::api::{BatchItem, ItemResult, RemoteStatus};
 use super::store::{FlushRecord, JobRecord, Outcome, Stage, StoreError, Via};
+use super::unwritten::{self, Entry};
 use super::{IDEMPOTENCY_HEADER, Shared};
 use crate::metrics;
 
 /// Overdue jobs taken per round.
 const OVERDUE_ROUND: usize = 1_000;
+
+/// Ended jobs deleted per transaction, and per pass of the flusher: a long backlog (a first
+/// start with retention on an old store) is worked through pass by pass, each short.
+const PURGE_BATCH: usize = 1_000;
 
 /// Tries at uploading and creating one batch before its jobs go back to pending.
 const SUBMIT_TRIES: u32 = 3;
@@ -49,11 +54,20 @@ pub(crate) async fn recover(shared: &Arc<Shared>) -> Result<usize, StoreError> {
 /// The flusher's loop.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let interval_ms = u64::try_from(shared.config.interval.as_millis()).unwrap_or(u64::MAX);
+    let retention_ms = u64::try_from(shared.config.retention.as_millis()).unwrap_or(u64::MAX);
     let mut next_flush = shared.now_ms().saturating_add(interval_ms);
     while !shared.stopped.load(Ordering::SeqCst) {
         if let Err(error) = round(&shared, &mut next_flush, interval_ms).await {
             tracing::warn!(%error, "deferred queue round failed; retrying");
         }
+        unwritten::retry(&shared).await;
+        let purged_all = match purge(&shared, retention_ms).await {
+            Ok(purged) => purged < PURGE_BATCH,
+            Err(error) => {
+                tracing::warn!(%error, "deleting ended jobs past their retention failed; retrying");
+                true
+            }
+        };
         // One read of the store per round, only when someone records it.
         if metrics::ENABLED
             && let Ok((pending, ..)) = shared.with_store(|store| store.summary()).await
@@ -66,13 +80,38 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             .await
             .ok()
             .flatten();
-        let wake_at = next_due.map_or(next_flush, |due| due.min(next_flush));
+        // A job that ends while the flusher sleeps expires a retention from now or later:
+        // waking by then is never late for it.
+        let next_expiry = shared
+            .with_store(|store| store.first_ended())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(now)
+            .saturating_add(retention_ms);
+        let wake_at = [next_due, Some(next_expiry), shared.unwritten.retry_at()]
+            .into_iter()
+            .flatten()
+            .fold(next_flush, u64::min);
+        let wake_at = if purged_all { wake_at } else { now };
         let sleep = Duration::from_millis(wake_at.saturating_sub(now).max(1));
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
             () = shared.wake.notified() => {}
         }
     }
+}
+
+/// Deletes up to a batch of the jobs that ended more than `retention_ms` ago; how many went.
+async fn purge(shared: &Arc<Shared>, retention_ms: u64) -> Result<usize, StoreError> {
+    let before = shared.now_ms().saturating_sub(retention_ms);
+    let purged = shared
+        .with_store(move |store| store.purge(before, PURGE_BATCH))
+        .await?;
+    if purged > 0 {
+        tracing::debug!(jobs = purged, "deleted ended jobs past their retention");
+    }
+    Ok(purged)
 }
 
 async fn round(
@@ -189,7 +228,7 @@ fn rebuild(
 }
 
 /// Sends one job as a plain call and records its answer.
-fn spawn_alone(shared: &Arc<Shared>, id: u64) {
+pub(super) fn spawn_alone(shared: &Arc<Shared>, id: u64) {
     let task = shared.clone();
     shared.spawn(async move {
         let shared = task;
@@ -225,17 +264,18 @@ fn spawn_alone(shared: &Arc<Shared>, id: u64) {
                 return;
             }
         };
+        let written = outcome.clone();
         match shared
-            .with_store(move |store| store.complete(0, vec![(id, outcome)], false))
+            .with_store(move |store| store.complete(0, vec![(id, written)]))
             .await
         {
             Ok(ended) => shared.announce(&ended),
-            Err(error) => tracing::warn!(%error, job = id, "could not record a job's answer"),
+            Err(error) => unwritten::refused(&shared, Entry::Answer { id, outcome }, &error),
         }
     });
 }
 
-fn spawn_remote(shared: &Arc<Shared>, flush: u64, record: FlushRecord) {
+pub(super) fn spawn_remote(shared: &Arc<Shared>, flush: u64, record: FlushRecord) {
     {
         let mut running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
         if running.insert(flush, ()).is_some() {
@@ -319,51 +359,47 @@ async fn drive(shared: &Arc<Shared>, flush: u64, record: FlushRecord) {
         }
     };
     let at_ms = shared.now_ms();
+    let (mut answered, mut not_run) = (Vec::new(), Vec::new());
+    for (custom_id, result) in results {
+        let Some(id) = job_of(&custom_id) else {
+            continue;
+        };
+        match result {
+            ItemResult::Answered { status, body } => answered.push((
+                id,
+                Outcome::Answered {
+                    status,
+                    body,
+                    via: Via::BatchApi,
+                    at_ms,
+                },
+            )),
+            ItemResult::Failed(error) => answered.push((id, Outcome::Failed { error, at_ms })),
+            ItemResult::NotRun => not_run.push(id),
+        }
+    }
     let max_attempts = shared.config.max_attempts;
-    let outcomes: Vec<(u64, ItemResult)> = results
-        .into_iter()
-        .filter_map(|(custom_id, result)| Some((job_of(&custom_id)?, result)))
-        .collect();
-    let ended = shared
-        .with_store(move |store| {
-            let mut answered = Vec::new();
-            let mut exhausted = Vec::new();
-            for (id, result) in outcomes {
-                let outcome = match result {
-                    ItemResult::Answered { status, body } => Outcome::Answered {
-                        status,
-                        body,
-                        via: Via::BatchApi,
-                        at_ms,
-                    },
-                    ItemResult::Failed(error) => Outcome::Failed { error, at_ms },
-                    ItemResult::NotRun => {
-                        // Not run: another flush takes it; after `max_attempts` batches that
-                        // did not run it, it goes alone.
-                        let attempts = store.job(id)?.map_or(0, |r| r.attempts);
-                        if attempts + 1 >= max_attempts {
-                            exhausted.push(id);
-                        }
-                        continue;
-                    }
-                };
-                answered.push((id, outcome));
-            }
-            let ended = store.complete(flush, answered, false)?;
-            // What the batch did not answer goes back to pending, and the flush is done.
-            store.dissolve(flush, true)?;
-            let (_, alone) = store.start_flush(None, &exhausted, at_ms)?;
-            Ok((ended, alone))
-        })
+    let (written, unrun) = (answered.clone(), not_run.clone());
+    // What the batch did not answer goes back to pending, and the flush is done.
+    let settled = shared
+        .with_store(move |store| store.settle(flush, written, &unrun, max_attempts, at_ms))
         .await;
-    match ended {
+    match settled {
         Ok((ended, alone)) => {
             shared.announce(&ended);
             for id in alone {
                 spawn_alone(shared, id);
             }
         }
-        Err(error) => tracing::warn!(%error, flush, "could not record a batch's results"),
+        Err(error) => {
+            let entry = Entry::Batch {
+                flush,
+                answered,
+                not_run,
+                at_ms,
+            };
+            unwritten::refused(shared, entry, &error);
+        }
     }
 }
 

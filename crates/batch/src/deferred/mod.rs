@@ -12,7 +12,14 @@
 //!   calls. A job that waited past its max age (default 5 min) is sent alone at once.
 //! - Results are written back; [`wait`](DeferredQueue::wait) awaits one,
 //!   [`status`](DeferredQueue::status) polls one, [`completions`](DeferredQueue::completions)
-//!   streams them as they end.
+//!   streams them as they end. An answer is seen only once it is in the store: one the store
+//!   refuses (a full disk) is kept in memory, bounded by
+//!   [`max_unwritten_bytes`](DeferredConfig::max_unwritten_bytes), and written again with
+//!   backoff; past the bound its job is sent again instead.
+//! - An ended job — answered or failed, its answer collected or not — is kept for
+//!   [`retention`](DeferredConfig::retention) (default 24 h), then deleted with its request,
+//!   its answer and its key by the flusher, a bounded batch per pass: the store does not grow
+//!   without end, and an answer nobody collected within the retention is gone.
 //! - On open, everything in flight is recovered. A batch submitted before a crash is polled
 //!   again by its recorded id, or found again by its tag when the crash came between creating it
 //!   and recording it, so it is never submitted twice. A plain call cut short by a crash is sent
@@ -28,6 +35,9 @@ mod config;
 mod flusher;
 mod openai;
 mod store;
+#[cfg(test)]
+mod tests;
+mod unwritten;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -175,6 +185,8 @@ pub struct QueueStats {
     pub calls_saved: u64,
     /// Uploads or batch creations that failed (their jobs went back to pending).
     pub submit_failures: u64,
+    /// Answers (and requeues) the store refused, kept in memory and written again later.
+    pub unwritten: u64,
 }
 
 /// Headers never written to the store.
@@ -192,6 +204,8 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
+    /// Answers the store refused, written again later.
+    pub(crate) unwritten: unwritten::Unwritten,
     pub(crate) config: DeferredConfig,
     pub(crate) transport: Transport,
     pub(crate) api: Option<Arc<dyn BatchApi>>,
@@ -311,6 +325,7 @@ impl DeferredQueueBuilder {
         let (completions, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
             store: Arc::new(store),
+            unwritten: unwritten::Unwritten::default(),
             calls: Arc::new(Semaphore::new(self.config.concurrency)),
             config: self.config,
             transport: self.transport,
@@ -518,6 +533,7 @@ impl DeferredQueue {
     /// The store failed.
     pub async fn stats(&self) -> Result<QueueStats, StoreError> {
         let now = self.shared.now_ms();
+        let unwritten = self.shared.unwritten.len() as u64;
         self.shared
             .with_store(move |store| {
                 let (pending, oldest, counters) = store.summary()?;
@@ -532,6 +548,7 @@ impl DeferredQueue {
                     calls: counters.calls,
                     calls_saved: counters.batched_jobs.saturating_sub(counters.batches),
                     submit_failures: counters.submit_failures,
+                    unwritten,
                 })
             })
             .await

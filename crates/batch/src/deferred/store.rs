@@ -4,13 +4,15 @@
 //! is one transaction committed with immediate durability, so what a call returned survives a
 //! crash.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
+
+mod flush;
+mod retention;
 
 /// The first bytes of every redb file.
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
@@ -27,6 +29,8 @@ const PENDING: TableDefinition<'_, u64, u64> = TableDefinition::new("pending");
 /// Client keys: key → job id.
 const KEYS: TableDefinition<'_, &str, u64> = TableDefinition::new("keys");
 const FLUSHES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("flushes");
+/// Ended jobs, oldest first: (end ms since the epoch, id), for the retention.
+const ENDED: TableDefinition<'_, (u64, u64), ()> = TableDefinition::new("ended");
 
 /// Why the store could not be used.
 #[derive(Debug)]
@@ -148,6 +152,9 @@ pub(crate) struct Store {
     db: Database,
     /// A random id of this store, so two stores' batches are never confused.
     pub(crate) id: u64,
+    /// Writes of answers to refuse, as a full disk would: a test hook.
+    #[cfg(test)]
+    pub(crate) refuse_answers: std::sync::atomic::AtomicU32,
 }
 
 impl fmt::Debug for Store {
@@ -163,6 +170,9 @@ fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 fn from_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(io)
 }
+
+/// Jobs ended by a write, each with whether it was answered.
+pub(crate) type Ended = Vec<(u64, bool)>;
 
 /// A new job, as written by [`Store::insert`].
 pub(crate) struct NewJob {
@@ -233,8 +243,14 @@ impl Store {
         txn.open_table(PENDING).map_err(io)?;
         txn.open_table(KEYS).map_err(io)?;
         txn.open_table(FLUSHES).map_err(io)?;
+        retention::index_ended(&txn)?;
         txn.commit().map_err(io)?;
-        Ok(Self { db, id })
+        Ok(Self {
+            db,
+            id,
+            #[cfg(test)]
+            refuse_answers: std::sync::atomic::AtomicU32::new(0),
+        })
     }
 
     /// Creates a queue file whole or not at all: it is built beside `path`, then renamed into
@@ -421,225 +437,6 @@ impl Store {
         Ok(earliest)
     }
 
-    /// Moves pending jobs into a new flush (or, with `api == None`, marks them sent alone);
-    /// returns the flush id and the jobs actually moved (those still pending).
-    pub(crate) fn start_flush(
-        &self,
-        api: Option<&str>,
-        ids: &[u64],
-        now_ms: u64,
-    ) -> Result<(u64, Vec<u64>), StoreError> {
-        let txn = self.db.begin_write().map_err(io)?;
-        let mut moved = Vec::with_capacity(ids.len());
-        let flush = {
-            let mut meta = txn.open_table(META).map_err(io)?;
-            let mut jobs = txn.open_table(JOBS).map_err(io)?;
-            let mut pending = txn.open_table(PENDING).map_err(io)?;
-            let mut flushes = txn.open_table(FLUSHES).map_err(io)?;
-            let flush = match api {
-                Some(_) => Self::next(&mut meta, "next_flush")?,
-                None => 0,
-            };
-            for &id in ids {
-                if pending.remove(id).map_err(io)?.is_none() {
-                    continue;
-                }
-                let Some(bytes) = jobs.get(id).map_err(io)?.map(|v| v.value().to_vec()) else {
-                    continue;
-                };
-                let mut record: JobRecord = from_json(&bytes)?;
-                record.state = JobState::InFlight { flush };
-                jobs.insert(id, &to_json(&record)?[..]).map_err(io)?;
-                moved.push(id);
-            }
-            if let Some(api) = api {
-                let record = FlushRecord {
-                    api: api.to_owned(),
-                    jobs: moved.clone(),
-                    stage: Stage::Created,
-                    created_ms: now_ms,
-                };
-                flushes.insert(flush, &to_json(&record)?[..]).map_err(io)?;
-            }
-            flush
-        };
-        txn.commit().map_err(io)?;
-        Ok((flush, moved))
-    }
-
-    pub(crate) fn flushes(&self) -> Result<BTreeMap<u64, FlushRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
-        let table = txn.open_table(FLUSHES).map_err(io)?;
-        let mut out = BTreeMap::new();
-        for entry in table.iter().map_err(io)? {
-            let (id, bytes) = entry.map_err(io)?;
-            out.insert(id.value(), from_json(bytes.value())?);
-        }
-        Ok(out)
-    }
-
-    /// Records how far a flush got.
-    pub(crate) fn set_stage(&self, flush: u64, stage: Stage) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(io)?;
-        {
-            let mut flushes = txn.open_table(FLUSHES).map_err(io)?;
-            let Some(bytes) = flushes.get(flush).map_err(io)?.map(|v| v.value().to_vec()) else {
-                return Ok(());
-            };
-            let mut record: FlushRecord = from_json(&bytes)?;
-            if matches!(stage, Stage::Submitted { .. })
-                && !matches!(record.stage, Stage::Submitted { .. })
-            {
-                let mut meta = txn.open_table(META).map_err(io)?;
-                Self::update_counters(&mut meta, |c| c.batches += 1)?;
-            }
-            record.stage = stage;
-            flushes.insert(flush, &to_json(&record)?[..]).map_err(io)?;
-        }
-        txn.commit().map_err(io)?;
-        Ok(())
-    }
-
-    /// Gives a flush's unanswered jobs back to pending (counting an attempt when `attempt`),
-    /// and forgets the flush.
-    pub(crate) fn dissolve(&self, flush: u64, attempt: bool) -> Result<Vec<u64>, StoreError> {
-        let txn = self.db.begin_write().map_err(io)?;
-        let returned = {
-            let mut flushes = txn.open_table(FLUSHES).map_err(io)?;
-            let mut jobs = txn.open_table(JOBS).map_err(io)?;
-            let mut pending = txn.open_table(PENDING).map_err(io)?;
-            let ids = match flushes.remove(flush).map_err(io)? {
-                Some(bytes) => from_json::<FlushRecord>(bytes.value())?.jobs,
-                None => Vec::new(),
-            };
-            let mut returned = Vec::new();
-            for id in ids {
-                let Some(bytes) = jobs.get(id).map_err(io)?.map(|v| v.value().to_vec()) else {
-                    continue;
-                };
-                let mut record: JobRecord = from_json(&bytes)?;
-                if record.state != (JobState::InFlight { flush }) {
-                    continue;
-                }
-                record.state = JobState::Pending;
-                record.attempts += u32::from(attempt);
-                jobs.insert(id, &to_json(&record)?[..]).map_err(io)?;
-                pending.insert(id, record.created_ms).map_err(io)?;
-                returned.push(id);
-            }
-            returned
-        };
-        txn.commit().map_err(io)?;
-        Ok(returned)
-    }
-
-    /// Gives every job sent alone (flush 0) back to pending: after a crash nobody knows whether
-    /// its call was made.
-    pub(crate) fn recover_alone(&self) -> Result<Vec<u64>, StoreError> {
-        let txn = self.db.begin_write().map_err(io)?;
-        let returned = {
-            let mut jobs = txn.open_table(JOBS).map_err(io)?;
-            let mut pending = txn.open_table(PENDING).map_err(io)?;
-            let mut stuck = Vec::new();
-            for entry in jobs.iter().map_err(io)? {
-                let (id, bytes) = entry.map_err(io)?;
-                let record: JobRecord = from_json(bytes.value())?;
-                if record.state == (JobState::InFlight { flush: 0 }) {
-                    stuck.push((id.value(), record));
-                }
-            }
-            let mut returned = Vec::new();
-            for (id, mut record) in stuck {
-                record.state = JobState::Pending;
-                record.attempts += 1;
-                jobs.insert(id, &to_json(&record)?[..]).map_err(io)?;
-                pending.insert(id, record.created_ms).map_err(io)?;
-                returned.push(id);
-            }
-            returned
-        };
-        txn.commit().map_err(io)?;
-        Ok(returned)
-    }
-
-    /// Ends jobs of `flush` (0: sent alone) with their outcomes, once: a job already ended, or
-    /// no longer in that flush, is left as it is. Returns the jobs ended now. When `finished`,
-    /// the flush record goes too.
-    pub(crate) fn complete(
-        &self,
-        flush: u64,
-        outcomes: Vec<(u64, Outcome)>,
-        finished: bool,
-    ) -> Result<Vec<(u64, bool)>, StoreError> {
-        let txn = self.db.begin_write().map_err(io)?;
-        let ended = {
-            let mut meta = txn.open_table(META).map_err(io)?;
-            let mut jobs = txn.open_table(JOBS).map_err(io)?;
-            let mut results = txn.open_table(RESULTS).map_err(io)?;
-            let mut flushes = txn.open_table(FLUSHES).map_err(io)?;
-            let mut ended = Vec::new();
-            let mut counters = Self::counters_in(&meta)?;
-            for (id, outcome) in outcomes {
-                let Some(bytes) = jobs.get(id).map_err(io)?.map(|v| v.value().to_vec()) else {
-                    continue;
-                };
-                let mut record: JobRecord = from_json(&bytes)?;
-                if record.state != (JobState::InFlight { flush }) {
-                    continue;
-                }
-                let ok = match outcome {
-                    Outcome::Answered {
-                        status,
-                        body,
-                        via,
-                        at_ms,
-                    } => {
-                        results.insert(id, &body[..]).map_err(io)?;
-                        record.state = JobState::Done {
-                            status,
-                            finished_ms: at_ms,
-                            via,
-                        };
-                        counters.done += 1;
-                        match via {
-                            Via::BatchApi => counters.batched_jobs += 1,
-                            Via::Call => counters.calls += 1,
-                        }
-                        true
-                    }
-                    Outcome::Failed { error, at_ms } => {
-                        record.state = JobState::Failed {
-                            error,
-                            finished_ms: at_ms,
-                        };
-                        counters.failed += 1;
-                        false
-                    }
-                };
-                jobs.insert(id, &to_json(&record)?[..]).map_err(io)?;
-                ended.push((id, ok));
-            }
-            meta.insert("counters", &to_json(&counters)?[..])
-                .map_err(io)?;
-            if finished && flush != 0 {
-                flushes.remove(flush).map_err(io)?;
-            }
-            ended
-        };
-        txn.commit().map_err(io)?;
-        Ok(ended)
-    }
-
-    pub(crate) fn count_submit_failure(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(io)?;
-        {
-            let mut meta = txn.open_table(META).map_err(io)?;
-            Self::update_counters(&mut meta, |c| c.submit_failures += 1)?;
-        }
-        txn.commit().map_err(io)?;
-        Ok(())
-    }
-
     /// (pending, oldest pending's creation ms, counters).
     pub(crate) fn summary(&self) -> Result<(u64, Option<u64>, Counters), StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
@@ -681,4 +478,14 @@ pub(crate) enum Outcome {
         error: String,
         at_ms: u64,
     },
+}
+
+impl Outcome {
+    /// The bytes it holds in memory, about.
+    pub(crate) fn size(&self) -> usize {
+        64 + match self {
+            Self::Answered { body, .. } => body.len(),
+            Self::Failed { error, .. } => error.len(),
+        }
+    }
 }

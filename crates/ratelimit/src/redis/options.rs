@@ -3,6 +3,8 @@
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use tollgate_core::ScopeMap;
+
 use super::RedisStore;
 use crate::memory::DEFAULT_MAX_SCOPES;
 
@@ -44,19 +46,19 @@ impl Default for Settings {
 
 impl RedisStore {
     fn configure(self, change: impl FnOnce(&mut Settings)) -> Self {
-        change(
-            &mut self
+        let max_scopes = {
+            let mut settings = self
                 .shared
                 .settings
                 .write()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+                .unwrap_or_else(PoisonError::into_inner);
+            change(&mut settings);
+            settings.max_scopes
+        };
         // Scopes are rebuilt with the new options.
         self.shared
             .scopes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+            .store(Arc::new(ScopeMap::new(max_scopes)));
         self
     }
 
@@ -115,8 +117,10 @@ impl RedisStore {
         self.configure(|s| s.retry_interval = interval)
     }
 
-    /// Keeps at most about `max_scopes` scopes in this process (those holding no lease are
-    /// forgotten first; their state stays in Redis).
+    /// Keeps at most `max_scopes` scopes in this process (at least one). Those holding no lease
+    /// and nothing unsent are forgotten to make room (their state stays in Redis); when every
+    /// kept scope is busy, a new scope gets a state of its own that is not kept, whose lease and
+    /// unsent changes go back to Redis when its request lets go of it.
     pub fn with_max_scopes(self, max_scopes: usize) -> Self {
         self.configure(|s| s.max_scopes = max_scopes.max(1))
     }

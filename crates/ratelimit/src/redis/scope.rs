@@ -6,6 +6,7 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tollgate_core::{RateLimitSnapshot, RateLimitWindow, Scope};
 
@@ -32,10 +33,84 @@ pub struct RedisScope {
     /// One call to Redis at a time for this scope, in arrival order: a reservation carries the
     /// changes queued before it, and the worker sends the rest.
     pub(crate) turn: tokio::sync::Mutex<()>,
+    /// Where its lease and unsent changes go when it is dropped.
+    leftovers: Arc<Leftovers>,
+}
+
+/// Most changes waiting in [`Leftovers`]; past it, more are dropped (as while Redis is
+/// unreachable) and that is logged.
+const MAX_LEFTOVERS: usize = 32_768;
+
+/// The leases and unsent changes of scopes dropped with some: a scope the store did not keep
+/// (every kept scope was busy) is dropped when its request ends, and the worker, which only
+/// visits kept scopes, would otherwise never send them — a refund would be lost, and a lease
+/// would stay taken in Redis until its TAT passed.
+pub(crate) struct Leftovers {
+    /// The changes, oldest first, and whether some were dropped since it was last empty.
+    changes: Mutex<(Vec<Leftover>, bool)>,
+    wake: Arc<Notify>,
+}
+
+/// A change and the cell it is for.
+type Leftover = (Arc<Cell>, Change);
+
+impl Leftovers {
+    pub(crate) fn new(wake: Arc<Notify>) -> Self {
+        Self {
+            changes: Mutex::new((Vec::new(), false)),
+            wake,
+        }
+    }
+
+    fn hand_over(&self, mut changes: Vec<Leftover>) {
+        let mut guard = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        let (queued, overflowing) = &mut *guard;
+        let room = MAX_LEFTOVERS.saturating_sub(queued.len());
+        if changes.len() > room {
+            changes.truncate(room);
+            if !*overflowing {
+                tracing::warn!(
+                    max = MAX_LEFTOVERS,
+                    "too many changes of dropped rate-limit scopes wait for redis; dropping some"
+                );
+            }
+            *overflowing = true;
+        }
+        queued.extend(changes);
+        drop(guard);
+        self.wake.notify_one();
+    }
+
+    /// The oldest `max` changes waiting.
+    pub(crate) fn take(&self, max: usize) -> Vec<Leftover> {
+        let mut guard = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        let (queued, overflowing) = &mut *guard;
+        let end = queued.len().min(max);
+        let taken = queued.drain(..end).collect();
+        if queued.is_empty() {
+            *overflowing = false;
+        }
+        taken
+    }
+}
+
+impl fmt::Debug for Leftovers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let queued = self.changes.lock().map_or(0, |guard| guard.0.len());
+        f.debug_struct("Leftovers")
+            .field("changes", &queued)
+            .finish()
+    }
 }
 
 impl RedisScope {
-    pub(crate) fn new(name: &Scope, quotas: Quotas, settings: &Settings, epoch: Instant) -> Self {
+    pub(crate) fn new(
+        name: &Scope,
+        quotas: Quotas,
+        settings: &Settings,
+        epoch: Instant,
+        leftovers: Arc<Leftovers>,
+    ) -> Self {
         let scope = Self {
             name: name.clone(),
             prefix: settings.prefix.clone(),
@@ -46,6 +121,7 @@ impl RedisScope {
             fallback: MemoryScope::new(share(quotas, settings.local_share), epoch),
             pending: Mutex::new(Vec::new()),
             turn: tokio::sync::Mutex::new(()),
+            leftovers,
         };
         for dimension in Dimension::ALL {
             if let Some(quota) = quotas.get(dimension) {
@@ -205,6 +281,31 @@ fn share(quotas: Quotas, share: f64) -> Quotas {
         input_tokens_per_minute: scale(quotas.input_tokens_per_minute),
         output_tokens_per_minute: scale(quotas.output_tokens_per_minute),
         requests_per_day: scale(quotas.requests_per_day),
+    }
+}
+
+impl Drop for RedisScope {
+    /// A scope dropped with a lease or unsent changes (one the store did not keep, or forgot
+    /// while a request still held it) hands them to the worker.
+    fn drop(&mut self) {
+        let pending = std::mem::take(
+            self.pending
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let mut changes: Vec<Leftover> = pending
+            .into_iter()
+            .filter_map(|(dimension, change)| Some((self.cell(dimension)?.clone(), change)))
+            .collect();
+        for (_, cell) in self.cells() {
+            let units = cell.drain();
+            if units > 0 {
+                changes.push((cell.clone(), Change::Add(-(units as i64))));
+            }
+        }
+        if !changes.is_empty() {
+            self.leftovers.hand_over(changes);
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! [`Store`] for [`RedisStore`]: the scope map, and where each change goes.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -19,42 +19,20 @@ impl Store for RedisStore {
     fn scope(&self, scope: &Scope, now: Instant) -> Arc<RedisScope> {
         let _ = now;
         let shared = &*self.shared;
-        if let Some(found) = shared
-            .scopes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(scope)
-        {
-            return found.clone();
-        }
-        let settings = shared.settings();
-        let mut scopes = shared
-            .scopes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = scopes.get(scope) {
-            return found.clone();
-        }
-        if scopes.len() >= settings.max_scopes {
-            // Forget the scopes nobody holds and that hold no lease: their state is in Redis.
-            scopes.retain(|_, state| Arc::strong_count(state) > 1 || !state.is_idle());
-            if scopes.len() >= settings.max_scopes {
-                tracing::warn!(
-                    scopes = scopes.len(),
-                    max_scopes = settings.max_scopes,
-                    "rate limiter holds more active scopes than max_scopes"
-                );
-            }
-        }
-        let quotas = shared.table.quotas_for(scope);
-        let state = Arc::new(RedisScope::new(
+        // Scopes that hold no lease and have sent everything can go: their state is in Redis.
+        shared.scopes.load().get(
             scope,
-            quotas,
-            &settings,
-            shared.clock.instant(0),
-        ));
-        scopes.insert(scope.clone(), state.clone());
-        state
+            |scope| {
+                RedisScope::new(
+                    scope,
+                    shared.table.quotas_for(scope),
+                    &shared.settings(),
+                    shared.clock.instant(0),
+                    shared.leftovers.clone(),
+                )
+            },
+            RedisScope::is_idle,
+        )
     }
 
     fn stats(scope: &RedisScope) -> &ScopeStats {

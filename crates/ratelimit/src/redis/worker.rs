@@ -121,6 +121,7 @@ pub(crate) async fn run(shared: Weak<Shared>, wake: Arc<Notify>) {
         for scope in shared.scopes_to_send(false) {
             shared.send(&scope).await;
         }
+        shared.send_leftovers().await;
         if shared.health.due(now) {
             shared.probe().await;
         }
@@ -130,25 +131,42 @@ pub(crate) async fn run(shared: Weak<Shared>, wake: Arc<Notify>) {
 impl Shared {
     /// Leases past their hold go back to Redis.
     fn reap(&self, now: u64) {
-        let scopes = self.scopes.read().unwrap_or_else(PoisonError::into_inner);
-        for scope in scopes.values() {
+        self.scopes.load().for_each(|_, scope| {
             for (dimension, cell) in scope.cells() {
                 let units = cell.drain_expired(now);
                 if units > 0 {
                     scope.push(dimension, Change::Add(-(units as i64)));
                 }
             }
-        }
+        });
     }
 
     /// The scopes with changes to send (`all`: every scope).
     pub(super) fn scopes_to_send(&self, all: bool) -> Vec<Arc<RedisScope>> {
-        let scopes = self.scopes.read().unwrap_or_else(PoisonError::into_inner);
-        scopes
-            .values()
-            .filter(|scope| all || scope.has_pending())
-            .cloned()
-            .collect()
+        let mut out = Vec::new();
+        self.scopes.load().for_each(|_, scope| {
+            if all || scope.has_pending() {
+                out.push(scope.clone());
+            }
+        });
+        out
+    }
+
+    /// Sends the changes of scopes that were let go of with some unsent (their leftovers).
+    pub(super) async fn send_leftovers(&self) {
+        loop {
+            let taken = self.leftovers.take(MAX_CHANGES);
+            if taken.is_empty() {
+                return;
+            }
+            let changes: Vec<(&Cell, Change)> = taken
+                .iter()
+                .map(|(cell, change)| (&**cell, *change))
+                .collect();
+            if !self.send_changes(&changes).await {
+                return;
+            }
+        }
     }
 
     /// Sends the changes queued for `scope`, in its turn.
@@ -204,11 +222,11 @@ impl Shared {
             Ok(conn) => {
                 *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
                 // Redis may have lost its keys: forget what it said before.
-                let scopes = self.scopes.read().unwrap_or_else(PoisonError::into_inner);
-                for (_, cell) in scopes.values().flat_map(|scope| scope.cells()) {
-                    cell.seen(0);
-                }
-                drop(scopes);
+                self.scopes.load().for_each(|_, scope| {
+                    for (_, cell) in scope.cells() {
+                        cell.seen(0);
+                    }
+                });
                 self.health.recovered();
             }
             Err(error) => self.failed(&*error),
