@@ -220,10 +220,14 @@ async fn serve(
         max_connections: limits.max_connections,
         http2_max_concurrent_streams: limits.http2_max_concurrent_streams,
     };
+    // Every listener is bound before the address is printed: a client that reads it may
+    // connect to any of them at once.
     let listener = bind(config.listen).await?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let addr = local_addr(&listener)?;
+    let metrics_listener = match config.metrics.listen {
+        Some(at) => Some(bind(at).await?),
+        None => None,
+    };
     let (stop, stopped) = watch::channel(false);
     let grace = config.shutdown_grace;
     let mut servers = vec![tokio::spawn(serve::serve(
@@ -233,18 +237,12 @@ async fn serve(
         stopped.clone(),
         grace,
     ))];
-    let mut stdout = std::io::stdout();
-    writeln!(stdout, "listening on http://{addr}")
-        .and_then(|()| stdout.flush())
-        .map_err(|e| format!("cannot write to stdout: {e}"))?;
-    if let Some(at) = config.metrics.listen {
-        let listener = bind(at).await?;
-        let at = listener
-            .local_addr()
-            .map_err(|e| format!("cannot read the bound address: {e}"))?;
-        writeln!(stdout, "metrics on http://{at}/metrics")
-            .and_then(|()| stdout.flush())
-            .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    let mut printed = format!("listening on http://{addr}\n");
+    if let Some(listener) = metrics_listener {
+        printed.push_str(&format!(
+            "metrics on http://{}/metrics\n",
+            local_addr(&listener)?
+        ));
         servers.push(tokio::spawn(serve::serve(
             listener,
             metrics_routes,
@@ -253,6 +251,11 @@ async fn serve(
             grace,
         )));
     }
+    let mut stdout = std::io::stdout();
+    stdout
+        .write_all(printed.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("cannot write to stdout: {e}"))?;
     let upstream = &config.upstream;
     let upstream = format!(
         "{}://{}{}",
@@ -287,6 +290,12 @@ async fn serve(
         ));
     }
     Ok(())
+}
+
+fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr, String> {
+    listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))
 }
 
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
