@@ -1,13 +1,20 @@
 //! `tollgate proxy`'s config file (`docs/tollgate.toml`): `[server]`, `[upstream]` and the
 //! `[stack]` it hands to `StackConfig`. The parser lives in the `tollgate` binary
 //! (`crates/cli/src/proxy/config.rs`), which has no library to link, so that file is compiled
-//! into this target as it is. Environment variables are read from a fixed map. Nothing panics,
+//! into this target as it is (with the header allow-list it checks). Environment variables are read from a fixed map. Nothing panics,
 //! and a config that loads has an upstream credential header when it has a key.
 #![no_main]
 
+// The binary's own module layout, so that the config's submodules and its use of the header
+// allow-list resolve as they do there.
 #[allow(dead_code)]
-#[path = "../../crates/cli/src/proxy/config.rs"]
-mod config;
+#[path = "../../crates/cli/src/proxy"]
+mod proxy {
+    pub(crate) mod config;
+    pub(crate) mod headers;
+}
+
+use proxy::config;
 
 use libfuzzer_sys::fuzz_target;
 

@@ -9,7 +9,7 @@ use tollgate::ConfigError;
 
 use super::keys::Key;
 use super::{duration, invalid};
-use crate::proxy::headers::ForwardedHeaders;
+use super::super::headers::ForwardedHeaders;
 
 /// `[server]` as written.
 #[derive(Debug, Default, Deserialize)]
