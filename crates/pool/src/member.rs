@@ -4,10 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE, HeaderName, HeaderValue};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Uri};
 use http_body_util::Full;
+use tollgate_core::credential::{API_KEY_HEADERS, CREDENTIAL_HEADERS, without_key_param};
 use tollgate_core::{BoxError, CredentialId, LlmRequest, Secret};
 
 /// How a member sends its key.
@@ -33,9 +34,6 @@ pub trait Adapter: Send + Sync + 'static {
     /// When the request cannot be sent to this member (the pool then tries another).
     fn adapt(&self, request: &mut Request<Full<Bytes>>) -> Result<(), BoxError>;
 }
-
-/// The headers that carry an API key, in every provider's style.
-const KEY_HEADERS: [&str; 4] = ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
 /// The usual adapter: sets the key, and optionally the scheme and host (`base`), the model in
 /// the JSON body, and — for Azure OpenAI deployments — the deployment path.
@@ -118,29 +116,26 @@ impl Rewrite {
     }
 }
 
-/// Removes the API-key headers and the `key` query parameter; with `cookies`, the `Cookie`
-/// header too.
-fn strip_credentials(request: &mut Request<Full<Bytes>>, cookies: bool) -> Result<(), BoxError> {
+/// Removes the API-key headers and the `key` query parameter; when the request `moves` to
+/// another host, every other credential header (cookies, a proxy's) too.
+fn strip_credentials(request: &mut Request<Full<Bytes>>, moves: bool) -> Result<(), BoxError> {
     let headers = request.headers_mut();
-    for name in KEY_HEADERS {
-        headers.remove(name);
+    let names: &[&str] = if moves {
+        &CREDENTIAL_HEADERS
+    } else {
+        &API_KEY_HEADERS
+    };
+    for name in names {
+        headers.remove(*name);
     }
-    if cookies {
-        headers.remove(COOKIE);
-    }
-    let Some(query) = request.uri().query() else {
+    let Some(query) = request.uri().query().and_then(without_key_param) else {
         return Ok(());
     };
-    let is_key = |pair: &str| pair == "key" || pair.starts_with("key=");
-    if !query.split('&').any(is_key) {
-        return Ok(());
-    }
-    let kept: Vec<&str> = query.split('&').filter(|pair| !is_key(pair)).collect();
     let path = request.uri().path();
-    let path_and_query: PathAndQuery = if kept.is_empty() {
+    let path_and_query: PathAndQuery = if query.is_empty() {
         path.parse()?
     } else {
-        format!("{path}?{}", kept.join("&")).parse()?
+        format!("{path}?{query}").parse()?
     };
     let mut parts = request.uri().clone().into_parts();
     parts.path_and_query = Some(path_and_query);

@@ -50,6 +50,7 @@ use http::{HeaderName, Request, StatusCode};
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 use tollgate_core::Clock;
+use tollgate_core::credential::CREDENTIAL_HEADERS;
 
 #[cfg(feature = "admin")]
 pub use self::admin::admin_router;
@@ -188,16 +189,6 @@ pub struct QueueStats {
     /// Answers (and requeues) the store refused, kept in memory and written again later.
     pub unwritten: u64,
 }
-
-/// Headers never written to the store.
-const SECRET_HEADERS: [&str; 6] = [
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
-    "cookie",
-];
 
 /// The header carrying a job's idempotency key on plain calls.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -429,7 +420,7 @@ impl DeferredQueue {
             let headers = parts
                 .headers
                 .iter()
-                .filter(|(name, _)| !SECRET_HEADERS.contains(&name.as_str()))
+                .filter(|(name, _)| !CREDENTIAL_HEADERS.contains(&name.as_str()))
                 .filter_map(|(name, value)| {
                     Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
                 })
@@ -583,5 +574,5 @@ impl DeferredQueue {
 
 /// The header names that never reach the store.
 pub fn is_secret_header(name: &HeaderName) -> bool {
-    SECRET_HEADERS.contains(&name.as_str())
+    CREDENTIAL_HEADERS.contains(&name.as_str())
 }

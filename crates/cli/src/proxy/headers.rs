@@ -12,6 +12,7 @@
 //!   that normalises paths lets a client leave the base URL's prefix.
 
 use http::{HeaderMap, HeaderName, header};
+use tollgate_core::credential::CREDENTIAL_HEADERS;
 
 /// Request headers forwarded by default: content negotiation, the providers' API versions and
 /// beta flags, the SDKs' own descriptions of themselves, and request ids.
@@ -24,16 +25,6 @@ pub(crate) const DEFAULT_FORWARDED: [&str; 8] = [
     "openai-beta",
     "x-stainless-*",
     "x-request-id",
-];
-
-/// Headers that carry a credential, the client's or anyone's: never forwarded.
-const CREDENTIALS: [&str; 6] = [
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
-    "cookie",
 ];
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), and `host` and `content-length`, which each side sets
@@ -83,7 +74,7 @@ impl ForwardedHeaders {
             if stem.is_empty() || HeaderName::try_from(stem).is_err() {
                 return Err(not_a_name());
             }
-            if CREDENTIALS.iter().any(|c| {
+            if CREDENTIAL_HEADERS.iter().any(|c| {
                 if prefix {
                     c.starts_with(stem)
                 } else {

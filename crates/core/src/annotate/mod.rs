@@ -45,7 +45,6 @@
 //! # Ok(()) }
 //! ```
 
-mod credential;
 pub mod future;
 mod layer;
 pub(crate) mod parse;
@@ -86,7 +85,7 @@ pub fn annotate(
         .extensions
         .get::<CredentialId>()
         .cloned()
-        .or_else(|| credential::credential_id(&parts.uri, &parts.headers));
+        .or_else(|| crate::credential::credential_id(&parts.uri, &parts.headers));
     request.model = model_from_path(provider, path).map(Into::into);
     request.stream = path.ends_with(":streamGenerateContent");
     if let Some(fields) = parse::BodyFields::parse(body, estimator) {

@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use tollgate::ConfigError;
 
+use super::super::headers::ForwardedHeaders;
 use super::keys::Key;
 use super::{duration, invalid};
-use super::super::headers::ForwardedHeaders;
 
 /// `[server]` as written.
 #[derive(Debug, Default, Deserialize)]
