@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tollgate::concurrency::PermitBody;
 use tower::Service;
 
 use super::connection::ConnState;
@@ -63,7 +62,7 @@ where
     S::Future: Send,
     B: Send + 'static,
 {
-    type Response = Response<TrackedBody>;
+    type Response = Response<PermitBody<Body, InFlight>>;
     type Error = S::Error;
     type Future = TrackedFuture<S::Future>;
 
@@ -92,49 +91,13 @@ impl<F, E> Future for TrackedFuture<F>
 where
     F: Future<Output = Result<Response<Body>, E>>,
 {
-    type Output = Result<Response<TrackedBody>, E>;
+    type Output = Result<Response<PermitBody<Body, InFlight>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = std::task::ready!(this.future.poll(cx))?;
         let in_flight = this.in_flight.take().expect("polled after completion");
-        Poll::Ready(Ok(response.map(|body| TrackedBody {
-            body,
-            in_flight: Some(in_flight),
-        })))
-    }
-}
-
-pin_project! {
-    /// A response body that holds its request's place in flight until it ends or is dropped.
-    pub(crate) struct TrackedBody {
-        #[pin]
-        body: Body,
-        in_flight: Option<InFlight>,
-    }
-}
-
-impl http_body::Body for TrackedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = self.project();
-        let frame = std::task::ready!(this.body.poll_frame(cx));
-        if frame.is_none() {
-            this.in_flight.take();
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        // The body holds the request's place until it ends, fails or is dropped.
+        Poll::Ready(Ok(response.map(|body| PermitBody::new(body, in_flight))))
     }
 }
