@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
@@ -25,7 +24,7 @@ use super::config::ClientKeys;
 use super::headers::{ForwardedHeaders, filter_response, path_problem};
 use super::metrics::{Metrics, route_index};
 use super::refusal::{Dialect, Refusal, chain, refusal_of};
-use super::relay::relay;
+use super::relay::deliver;
 use super::tls::is_certificate_error;
 
 /// What every request handler shares.
@@ -159,7 +158,7 @@ impl Gateway {
         // The request body is no longer needed: its bytes go back to the budget.
         drop(body_bytes);
         match answer {
-            Ok(response) => self.client_response(response, place),
+            Ok(response) => self.client_response(dialect, response, place).await,
             Err(error) => {
                 let (refusal, wait) = refusal_of(error.as_ref());
                 let mut message = chain(error.as_ref());
@@ -217,17 +216,26 @@ impl Gateway {
     }
 
     /// The upstream's response for the client: its status, headers (rate limits,
-    /// `retry-after`, request ids; never cookies nor organisation ids) and body, relayed at the
-    /// client's pace within the send timeout (see [`relay`]); the key's place in flight is held
-    /// until the upstream body is done with.
-    fn client_response<P: Send + 'static>(
+    /// `retry-after`, request ids; never cookies nor organisation ids) and body, read whole or
+    /// relayed at the client's pace within the send timeout (see [`deliver`]); the key's place
+    /// in flight is held until the upstream body is done with.
+    async fn client_response<P: Send + 'static>(
         &self,
+        dialect: Dialect,
         response: http::Response<LlmBody>,
         place: P,
     ) -> Response {
         let (mut parts, body) = response.into_parts();
         filter_response(&mut parts.headers);
-        let mut response = Response::new(Body::new(relay(body, self.send_timeout, place)));
+        let body = match deliver(body, self.send_timeout, place).await {
+            Ok(body) => body,
+            Err(error) => {
+                let message = format!("the upstream's answer broke off: {}", chain(error.as_ref()));
+                tracing::warn!(error = %message, "no whole answer from the upstream");
+                return self.refuse(dialect, Refusal::Unreachable, &message, None);
+            }
+        };
+        let mut response = Response::new(body);
         *response.status_mut() = parts.status;
         *response.headers_mut() = parts.headers;
         response

@@ -31,6 +31,30 @@ use tollgate_core::BoxError;
 /// Frames queued between the upstream and a client that reads slower than it.
 pub(crate) const QUEUE_FRAMES: usize = 8;
 
+/// An answer whose length the upstream announced, up to this size, is read whole before the
+/// response goes out (the upstream sends it at once; its permits go back then), with no task
+/// or queue: most JSON answers.
+pub(crate) const READ_WHOLE_BYTES: u64 = 256 * 1024;
+
+/// The client's body for `upstream`: read whole when it is small and its length is known,
+/// else [`relay`]ed. `held` is dropped once the upstream body is done with.
+pub(crate) async fn deliver<H: Send + 'static>(
+    upstream: LlmBody,
+    send_timeout: Duration,
+    held: H,
+) -> Result<axum::body::Body, BoxError> {
+    if upstream
+        .size_hint()
+        .exact()
+        .is_some_and(|len| len <= READ_WHOLE_BYTES)
+    {
+        let whole = upstream.collect().await?.to_bytes();
+        drop(held);
+        return Ok(axum::body::Body::from(whole));
+    }
+    Ok(axum::body::Body::new(relay(upstream, send_timeout, held)))
+}
+
 /// Why the client's body ended early.
 #[derive(Debug)]
 struct ClientTooSlow(Duration);
@@ -169,6 +193,23 @@ mod tests {
             Ok::<_, BoxError>(Frame::data(Bytes::from(format!("data: {i}\n\n"))))
         }));
         LlmBody::new(StreamBody::new(stream))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_small_answer_of_known_length_is_read_whole_and_releases_at_once() {
+        let (held, mut released) = tokio::sync::oneshot::channel::<()>();
+        let upstream = LlmBody::new(
+            http_body_util::Full::new(Bytes::from_static(b"{}"))
+                .map_err(|never: std::convert::Infallible| -> BoxError { match never {} }),
+        );
+        let body = deliver(upstream, Duration::from_secs(30), held)
+            .await
+            .unwrap();
+        assert!(
+            released.try_recv().is_err(),
+            "released before the client read anything"
+        );
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "{}");
     }
 
     #[tokio::test(start_paused = true)]
