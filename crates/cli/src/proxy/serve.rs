@@ -10,8 +10,8 @@
 //! - each connection is [`Watched`]: the first request head is due within the header-read
 //!   timeout, an idle connection is closed after the idle timeout, a write the client does not
 //!   take fails after the send timeout;
-//! - HTTP/1 heads are bounded by hyper (its header-read timeout and buffer limit); HTTP/2 gets
-//!   keep-alive pings, a cap on concurrent streams, on header lists and on reset floods;
+//! - request heads are bounded in bytes (64 KiB) too; HTTP/2 gets keep-alive pings, a cap on
+//!   concurrent streams, on header lists and on reset floods;
 //! - on shutdown, no new connection is accepted, open ones finish their requests within the
 //!   grace period, and whatever is still open then is cut and reported.
 
@@ -135,7 +135,9 @@ fn builder(limits: &ServeLimits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.conn.header_read)
+        // The connection's own clock bounds every head (see `Watched`), without a timer reset
+        // per request.
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES as usize + 16 * 1024)
         .keep_alive(true);
     builder

@@ -3,12 +3,13 @@
 //! hyper closes a connection when its IO fails, so the bounds live in the IO: [`Watched`]
 //! fails a read or a write that has waited past its deadline.
 //!
-//! - **Until the first request**: a connection must deliver a whole request head within the
-//!   header-read timeout of being accepted, however slowly it trickles bytes (slowloris), for
-//!   HTTP/1, HTTP/2 and the protocol sniffing before either.
-//! - **Idle**: with no request in flight, a connection is closed the idle timeout after its
-//!   last request ended. Bytes do not count: a client trickling pings or half a head does not
-//!   keep its slot.
+//! - **Request heads**: a connection must deliver its first request head within the
+//!   header-read timeout of being accepted, and each later head within the header-read timeout
+//!   of its first byte, however slowly it trickles bytes (slowloris), for HTTP/1, HTTP/2 and
+//!   the protocol sniffing before either. (hyper's own HTTP/1 header timer is off: this one
+//!   covers more, and costs less.)
+//! - **Idle**: with no request in flight and no head begun, a connection is closed the idle
+//!   timeout after its last request ended.
 //! - **Send stall**: a write that cannot proceed (the client stopped reading and its socket is
 //!   full) fails after the send timeout, which closes the connection and drops the response
 //!   with the upstream call behind it.
@@ -20,7 +21,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,7 +44,8 @@ pub(crate) struct ConnLimits {
 #[derive(Debug)]
 pub(crate) struct ConnState {
     accepted: Instant,
-    started: AtomicBool,
+    /// How many requests have started.
+    requests: AtomicU64,
     in_flight: AtomicUsize,
     /// When the last request started or ended, in ms after `accepted`.
     last_change_ms: AtomicU64,
@@ -55,7 +57,7 @@ impl ConnState {
     pub(crate) fn new() -> Self {
         Self {
             accepted: Instant::now(),
-            started: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             last_change_ms: AtomicU64::new(0),
             waker: AtomicWaker::new(),
@@ -70,7 +72,7 @@ impl ConnState {
 
     /// A request head arrived.
     pub(crate) fn request_started(&self) {
-        self.started.store(true, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.mark();
     }
@@ -82,31 +84,37 @@ impl ConnState {
             self.waker.wake();
         }
     }
+}
 
-    /// When a read waiting now must give up, if ever: the first request's head is due the
-    /// header-read timeout after accept; with requests done and none in flight, the next is due
-    /// the idle timeout after the last ended.
-    fn read_deadline(&self, limits: &ConnLimits) -> Option<Instant> {
-        if !self.started.load(Ordering::Relaxed) {
-            return Some(self.accepted + limits.header_read);
-        }
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let last = Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed));
-        Some(self.accepted + last + limits.idle)
+impl ConnLimits {
+    /// The shortest of the limits: the timer is never armed further ahead than this, so a
+    /// deadline that starts later (a head's first byte, a blocked write) is never missed.
+    fn shortest(&self) -> Duration {
+        self.header_read.min(self.idle).min(self.send)
     }
 }
 
 /// A client's socket whose reads and writes fail once past their deadlines (see the module
 /// docs).
+///
+/// The timer is armed lazily: at most once per [`shortest`](ConnLimits::shortest) limit, and
+/// re-armed when it fires to whatever deadline applies then. A busy connection's deadlines move
+/// with every request; resetting the timer for each would cost a timer-wheel update per
+/// request. A deadline measured from an event after the timer was armed (a head's first byte, a
+/// blocked write) is never later than the armed one; an idle deadline may be seen up to the
+/// shortest limit late.
 #[derive(Debug)]
 pub(crate) struct Watched<T> {
     io: T,
     timer: Pin<Box<Sleep>>,
+    armed: bool,
     state: Arc<ConnState>,
     limits: ConnLimits,
-    read_deadline: Option<Instant>,
+    /// Whether a read is waiting for the client.
+    read_waiting: bool,
+    /// When the first byte of a head arrived on a connection with no request in flight, and
+    /// how many requests had started then (once another starts, that head has arrived).
+    head_started: Option<(Instant, u64)>,
     /// Since when a write has been waiting.
     write_blocked: Option<Instant>,
 }
@@ -118,34 +126,86 @@ impl<T> Watched<T> {
             timer: Box::pin(tokio::time::sleep_until(
                 state.accepted + limits.header_read,
             )),
+            armed: true,
             state,
             limits,
-            read_deadline: None,
+            read_waiting: false,
+            head_started: None,
             write_blocked: None,
         }
     }
 
-    /// Sets the timer to the earliest deadline that applies and fails if it has passed.
+    /// When the waiting read must give up, if ever: the first request's head is due the
+    /// header-read timeout after accept, and so is a later head after its first byte; with no
+    /// request in flight and no head begun, the next is due the idle timeout after the last
+    /// request ended.
+    fn read_deadline(&self) -> Option<Instant> {
+        if !self.read_waiting {
+            return None;
+        }
+        let state = &self.state;
+        let requests = state.requests.load(Ordering::Acquire);
+        if requests == 0 {
+            return Some(state.accepted + self.limits.header_read);
+        }
+        if state.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(match self.head_started {
+            Some((first_byte, then)) if then == requests => first_byte + self.limits.header_read,
+            _ => {
+                let last = Duration::from_millis(state.last_change_ms.load(Ordering::Relaxed));
+                state.accepted + last + self.limits.idle
+            }
+        })
+    }
+
+    /// Whether the read deadline now is the idle one (no head begun since the last request).
+    fn idle_now(&self) -> bool {
+        let requests = self.state.requests.load(Ordering::Acquire);
+        requests > 0 && !self.head_started.is_some_and(|(_, then)| then == requests)
+    }
+
+    fn arm(&mut self, deadline: Instant) {
+        let furthest = Instant::now() + self.limits.shortest();
+        self.timer.as_mut().reset(deadline.min(furthest));
+        self.armed = true;
+    }
+
+    /// Fails once the earliest deadline that applies has passed; keeps the timer armed.
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let write = self.write_blocked.map(|since| since + self.limits.send);
-        let deadline = match (self.read_deadline, write) {
-            (Some(r), Some(w)) => r.min(w),
-            (Some(d), None) | (None, Some(d)) => d,
-            (None, None) => return Ok(()),
+        let deadline = match (self.read_deadline(), write) {
+            (Some(r), Some(w)) => Some(r.min(w)),
+            (d, None) | (None, d) => d,
         };
-        if self.timer.deadline() != deadline {
-            self.timer.as_mut().reset(deadline);
+        if !self.armed {
+            let Some(deadline) = deadline else {
+                return Ok(());
+            };
+            self.arm(deadline);
         }
         if self.timer.as_mut().poll(cx).is_pending() {
             return Ok(());
         }
-        Err(if write.is_some_and(|w| w <= Instant::now()) {
-            expired("the client took nothing for the send timeout")
-        } else if self.state.started.load(Ordering::Relaxed) {
-            expired("the connection was idle past the idle timeout")
-        } else {
-            expired("no request head within the header-read timeout")
-        })
+        self.armed = false;
+        let now = Instant::now();
+        match deadline {
+            Some(deadline) if deadline <= now => Err(if write.is_some_and(|w| w <= now) {
+                expired("the client took nothing for the send timeout")
+            } else if self.read_deadline() == Some(deadline) && !self.idle_now() {
+                expired("no request head within the header-read timeout")
+            } else {
+                expired("the connection was idle past the idle timeout")
+            }),
+            Some(deadline) => {
+                self.arm(deadline);
+                // Registers this task with the re-armed timer.
+                let _ = self.timer.as_mut().poll(cx);
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// After a write-side poll: progress clears the stall clock, a wait starts it.
@@ -176,14 +236,24 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                this.read_deadline = None;
+                this.read_waiting = false;
+                let requests = this.state.requests.load(Ordering::Acquire);
+                let head_pending = this.head_started.is_some_and(|(_, then)| then == requests);
+                if requests > 0
+                    && !head_pending
+                    && buf.filled().len() > before
+                    && this.state.in_flight.load(Ordering::Acquire) == 0
+                {
+                    this.head_started = Some((Instant::now(), requests));
+                }
                 Poll::Ready(result)
             }
             Poll::Pending => {
+                this.read_waiting = true;
                 this.state.waker.register(cx.waker());
-                this.read_deadline = this.state.read_deadline(&this.limits);
                 this.check(cx)?;
                 Poll::Pending
             }
@@ -281,6 +351,49 @@ mod tests {
         state.request_ended();
         let error = watched.read(&mut buf).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(ended.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_head_is_due_the_header_read_timeout_after_its_first_byte() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let state = Arc::new(ConnState::new());
+        let mut watched = Box::pin(Watched::new(server, state.clone(), LIMITS));
+        state.request_started();
+        state.request_ended();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        let first = watched.read(&mut buf).await.unwrap();
+        assert!(first > 0);
+        let began = Instant::now();
+        let error = watched.read(&mut buf).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(error.to_string().contains("header-read"), "{error}");
+        assert_eq!(
+            began.elapsed(),
+            Duration::from_secs(10),
+            "not the 60 s idle timeout"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_became_a_request_leaves_the_next_wait_to_the_idle_timeout() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let state = Arc::new(ConnState::new());
+        let mut watched = Box::pin(Watched::new(server, state.clone(), LIMITS));
+        state.request_started();
+        state.request_ended();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert!(watched.read(&mut buf).await.unwrap() > 0);
+        // The head was whole: a request ran (its reads were not polled meanwhile) and ended.
+        state.request_started();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        state.request_ended();
+        let ended = Instant::now();
+        let error = watched.read(&mut buf).await.unwrap_err();
+        assert!(error.to_string().contains("idle"), "{error}");
         assert_eq!(ended.elapsed(), Duration::from_secs(60));
     }
 
