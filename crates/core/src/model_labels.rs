@@ -28,59 +28,56 @@ pub const OTHER: &str = "other";
 /// How many names outside the known and listed ones get a label of their own by default.
 pub const DEFAULT_MAX_UNLISTED: usize = 64;
 
-/// The providers' current models (as of 2026-12), labelled without being listed.
+/// The providers' current models (as of 2026-12: OpenAI, Anthropic, Gemini, Mistral, and
+/// open models as Groq and Together serve them), labelled without being listed. Sorted, for a
+/// binary search.
 pub const KNOWN_MODELS: &[&str] = &[
-    // OpenAI
-    "gpt-5",
-    "gpt-5-mini",
-    "gpt-5-nano",
+    "claude-3-5-haiku-latest",
+    "claude-3-5-sonnet-latest",
+    "claude-3-7-sonnet-latest",
+    "claude-3-haiku-20240307",
+    "claude-3-opus-latest",
+    "claude-haiku-4-5",
+    "claude-opus-4-0",
+    "claude-opus-4-1",
+    "claude-sonnet-4-0",
+    "claude-sonnet-4-5",
+    "codestral-latest",
+    "gemini-1.5-flash",
+    "gemini-1.5-pro",
+    "gemini-2.0-flash",
+    "gemini-2.0-flash-lite",
+    "gemini-2.5-flash",
+    "gemini-2.5-flash-lite",
+    "gemini-2.5-pro",
+    "gemini-embedding-001",
+    "gpt-3.5-turbo",
+    "gpt-4",
+    "gpt-4-turbo",
     "gpt-4.1",
     "gpt-4.1-mini",
     "gpt-4.1-nano",
     "gpt-4o",
     "gpt-4o-mini",
-    "gpt-4-turbo",
-    "gpt-4",
-    "gpt-3.5-turbo",
+    "gpt-5",
+    "gpt-5-mini",
+    "gpt-5-nano",
+    "llama-3.1-8b-instant",
+    "llama-3.3-70b-versatile",
+    "mistral-embed",
+    "mistral-large-latest",
+    "mistral-medium-latest",
+    "mistral-small-latest",
     "o1",
     "o1-mini",
     "o3",
     "o3-mini",
     "o4-mini",
-    "text-embedding-3-small",
-    "text-embedding-3-large",
-    "text-embedding-ada-002",
     "omni-moderation-latest",
-    // Anthropic
-    "claude-opus-4-1",
-    "claude-opus-4-0",
-    "claude-sonnet-4-5",
-    "claude-sonnet-4-0",
-    "claude-haiku-4-5",
-    "claude-3-7-sonnet-latest",
-    "claude-3-5-sonnet-latest",
-    "claude-3-5-haiku-latest",
-    "claude-3-opus-latest",
-    "claude-3-haiku-20240307",
-    // Gemini
-    "gemini-2.5-pro",
-    "gemini-2.5-flash",
-    "gemini-2.5-flash-lite",
-    "gemini-2.0-flash",
-    "gemini-2.0-flash-lite",
-    "gemini-1.5-pro",
-    "gemini-1.5-flash",
-    "gemini-embedding-001",
     "text-embedding-004",
-    // Mistral
-    "mistral-large-latest",
-    "mistral-medium-latest",
-    "mistral-small-latest",
-    "codestral-latest",
-    "mistral-embed",
-    // Groq, Together and other hosts of open models
-    "llama-3.3-70b-versatile",
-    "llama-3.1-8b-instant",
+    "text-embedding-3-large",
+    "text-embedding-3-small",
+    "text-embedding-ada-002",
 ];
 
 /// The process's model-label policy, which every layer's metrics follow.
@@ -132,7 +129,7 @@ impl ModelLabels {
 
     /// The label for `model`: the name itself, or [`OTHER`].
     pub fn label<'a>(&self, model: &'a str) -> &'a str {
-        if KNOWN_MODELS.contains(&model)
+        if KNOWN_MODELS.binary_search(&model).is_ok()
             || self.listed.load().contains(model)
             || self.unlisted.load().contains(model)
             || self.admit_unlisted(model)
@@ -185,6 +182,14 @@ mod tests {
         labels.list(["late-listed"]);
         assert_eq!(labels.label("late-listed"), "late-listed");
         assert_eq!(labels.unlisted.load().len(), 2);
+    }
+
+    #[test]
+    fn the_known_models_are_sorted_and_valid_names() {
+        assert!(KNOWN_MODELS.windows(2).all(|w| w[0] < w[1]));
+        for name in KNOWN_MODELS {
+            assert_eq!(crate::model_name::check_model_name(name), Ok(()), "{name}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -114,7 +115,14 @@ impl BodyBudget {
         if declared.is_some_and(|len| len > self.max_body_bytes as u64) {
             return Err(BodyError::TooLarge);
         }
-        tokio::time::timeout(self.read_timeout, self.read_within(body))
+        let mut read = std::pin::pin!(self.read_within(body));
+        // Most bodies have arrived with their head: read them without arming a timer.
+        if let Poll::Ready(result) =
+            std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+        {
+            return result;
+        }
+        tokio::time::timeout(self.read_timeout, read)
             .await
             .unwrap_or(Err(BodyError::TooSlow(self.read_timeout)))
     }

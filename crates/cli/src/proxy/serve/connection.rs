@@ -163,7 +163,7 @@ impl<T> Watched<T> {
     /// Whether the read deadline now is the idle one (no head begun since the last request).
     fn idle_now(&self) -> bool {
         let requests = self.state.requests.load(Ordering::Acquire);
-        requests > 0 && !self.head_started.is_some_and(|(_, then)| then == requests)
+        requests > 0 && self.head_started.is_none_or(|(_, then)| then != requests)
     }
 
     fn arm(&mut self, deadline: Instant) {
