@@ -135,15 +135,37 @@ pub(crate) fn filter_response(headers: &mut HeaderMap) {
     }
 }
 
-/// Why a path is not forwarded, if it is not.
+/// Why a path is not forwarded, if it is not. Reads the path in place (it runs for every
+/// request).
 pub(crate) fn path_problem(path: &str) -> Option<&'static str> {
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || path.contains('\\') {
+    let bytes = path.as_bytes();
+    let encoded = |at: usize, code: &[u8; 2]| {
+        bytes
+            .get(at + 1..at + 3)
+            .is_some_and(|hex| hex.eq_ignore_ascii_case(code))
+    };
+    let slash = bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\\' || (b == b'%' && (encoded(i, b"2f") || encoded(i, b"5c"))));
+    if slash {
         return Some("the path holds an encoded or literal slash or backslash");
     }
     let dot_segment = path.split('/').any(|segment| {
-        let segment = segment.to_ascii_lowercase().replace("%2e", ".");
-        segment == "." || segment == ".."
+        // A segment of one or two dots, each written as `.` or `%2e`.
+        let mut rest = segment.as_bytes();
+        let mut dots = 0;
+        while !rest.is_empty() {
+            if rest[0] == b'.' {
+                rest = &rest[1..];
+            } else if rest.len() >= 3 && rest[0] == b'%' && rest[1..3].eq_ignore_ascii_case(b"2e") {
+                rest = &rest[3..];
+            } else {
+                return false;
+            }
+            dots += 1;
+        }
+        dots == 1 || dots == 2
     });
     dot_segment.then_some("the path holds a . or .. segment")
 }
@@ -237,6 +259,8 @@ mod tests {
             "/v1/files/file-abc.jsonl",
             "/v1/models/gemini-2.0-flash:generateContent",
             "/v1/a..b",
+            "/v1/.../x",
+            "/v1/models/ft%3Agpt",
         ] {
             assert_eq!(path_problem(path), None, "{path}");
         }
