@@ -4,7 +4,7 @@
 //! keys state by it: scopes, metric labels, health reports. Unbounded, one request with a 4 MiB
 //! name would be kept in each of them; so [`AnnotateLayer`](crate::annotate::AnnotateLayer)
 //! refuses a name that no provider uses before anything is sent or kept, with
-//! [`InvalidModel`](crate::error::InvalidModel).
+//! [`InvalidModel`].
 //!
 //! A name is 1 to [`MAX_MODEL_NAME_BYTES`] bytes of ASCII letters, digits and `- . _ : / @ + = ~`.
 //! That covers every provider's ids: `gpt-4o-2024-08-06`, `ft:gpt-4o-mini:acme::abc123`,
