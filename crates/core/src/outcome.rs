@@ -152,6 +152,9 @@ pub struct Outcome {
     pub retry_after: Option<Duration>,
     /// The provider's `x-should-retry` header, when sent.
     pub should_retry: Option<bool>,
+    /// For a rate-limited outcome, the window the limit counts over when the refusal names it
+    /// (Gemini's `…PerMinute…` quota ids): what a limit learned from it is measured over.
+    pub rate_limit_window: Option<Duration>,
 }
 
 impl Outcome {
@@ -162,6 +165,7 @@ impl Outcome {
             status: None,
             retry_after: None,
             should_retry: None,
+            rate_limit_window: None,
         }
     }
 
@@ -185,6 +189,12 @@ impl Outcome {
     /// Sets the provider's `x-should-retry` verdict.
     pub const fn with_should_retry(mut self, should_retry: Option<bool>) -> Self {
         self.should_retry = should_retry;
+        self
+    }
+
+    /// Sets the window the violated limit counts over.
+    pub const fn with_rate_limit_window(mut self, window: Option<Duration>) -> Self {
+        self.rate_limit_window = window;
         self
     }
 

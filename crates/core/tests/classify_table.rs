@@ -341,6 +341,8 @@ fn responses() {
             status: Some(status),
             retry_after: c.retry_after,
             should_retry: c.should_retry,
+            // Checked on its own (`a_refusal_that_names_its_window_carries_it`).
+            rate_limit_window: got.rate_limit_window,
         };
         assert_eq!(got, want, "{}", c.name);
     }
@@ -719,4 +721,23 @@ fn gemini_invalid_key_is_an_auth_error() {
     );
     assert_eq!(outcome.kind, tollgate_core::OutcomeKind::AuthError);
     assert!(!outcome.is_retryable());
+}
+
+#[test]
+fn a_refusal_that_names_its_window_carries_it() {
+    let outcome = classify_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        &HeaderMap::new(),
+        GEMINI_RATE_LIMIT.as_bytes(),
+        SystemTime::UNIX_EPOCH,
+    );
+    assert_eq!(outcome.rate_limit_window, Some(Duration::from_secs(60)));
+    let openai = classify_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        &HeaderMap::new(),
+        br#"{"error":{"message":"Rate limit reached. Please try again in 50ms.","type":"requests"}}"#,
+        SystemTime::UNIX_EPOCH,
+    );
+    assert_eq!(openai.rate_limit_window, None, "no window named");
+    assert_eq!(openai.retry_after, Some(Duration::from_millis(50)));
 }

@@ -77,6 +77,9 @@ pub fn classify_response(
     if outcome.retry_after.is_none() {
         outcome.retry_after = error.as_ref().and_then(body_wait);
     }
+    if matches!(outcome.kind, OutcomeKind::RateLimited(_)) {
+        outcome.rate_limit_window = error.as_ref().and_then(ErrorBody::rate_limit_window);
+    }
     outcome
 }
 

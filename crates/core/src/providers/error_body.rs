@@ -110,6 +110,12 @@ impl ErrorBody {
             .or_else(|| gemini::dimension(&self.details))
     }
 
+    /// The window the violated quota counts over, when the body names it (Gemini's
+    /// `quotaId`).
+    pub(crate) fn rate_limit_window(&self) -> Option<Duration> {
+        gemini::window(&self.details)
+    }
+
     /// The wait the body asks for: Gemini's `RetryInfo`, then the message text.
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         gemini::retry_delay(&self.details)

@@ -90,6 +90,17 @@ pub(super) fn dimension(details: &[Detail]) -> Option<RateLimitDimension> {
     })
 }
 
+/// The window of the first violated quota that names one (`…PerSecond…`, `…PerMinute…`,
+/// `…PerHour…`): what a limit learned from this refusal counts over.
+pub(super) fn window(details: &[Detail]) -> Option<Duration> {
+    quota_ids(details).find_map(|id| {
+        [("PerSecond", 1), ("PerMinute", 60), ("PerHour", 3_600)]
+            .into_iter()
+            .find(|(unit, _)| id.contains(unit))
+            .map(|(_, secs)| Duration::from_secs(secs))
+    })
+}
+
 fn quota_ids(details: &[Detail]) -> impl Iterator<Item = &str> {
     details
         .iter()
@@ -115,6 +126,7 @@ mod tests {
         assert_eq!(dimension(&d), Some(RateLimitDimension::InputTokens));
         assert_eq!(retry_delay(&d), Some(Duration::from_millis(1500)));
         assert!(!is_daily(&d));
+        assert_eq!(window(&d), Some(Duration::from_secs(60)));
 
         let d = details(
             r#"[{"violations":[{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]},
@@ -122,6 +134,11 @@ mod tests {
         );
         assert_eq!(dimension(&d), Some(RateLimitDimension::Requests));
         assert!(is_daily(&d));
+        assert_eq!(
+            window(&d),
+            None,
+            "a day is not a window a pace is learned over"
+        );
         assert_eq!(retry_delay(&d), None, "only RetryInfo carries the wait");
         assert!(!rejects_key(&d));
 
