@@ -14,7 +14,9 @@ use tokio::time::Instant;
 use tollgate_core::body::{EndOfStream, StreamEnd};
 use tollgate_core::classify::{classify_error, classify_response, is_local_refusal};
 use tollgate_core::error::{ExceedsLimit, RateLimited};
-use tollgate_core::{BoxError, OutcomeKind, PendingCall, Provider, RateLimitSnapshot};
+use tollgate_core::{
+    BoxError, OutcomeKind, PendingCall, Provider, RateLimitDimension, RateLimitSnapshot,
+};
 use tower::Service;
 
 use crate::layer::Config;
@@ -349,6 +351,9 @@ impl<St: Store> Ticket<St> {
         }
         match outcome.kind {
             OutcomeKind::Success => {
+                if self.config.learn {
+                    self.store.answered(&self.scope, self.charges, now);
+                }
                 if let Some(end) = extensions.get::<EndOfStream>() {
                     let store = self.store.clone();
                     let scope = self.scope.clone();
@@ -357,6 +362,22 @@ impl<St: Store> Ticket<St> {
                 }
             }
             OutcomeKind::RateLimited(dimension) => {
+                // A limit nobody configured and no header reported is learned from this: a 429
+                // that names no limit is taken as the requests limit.
+                let learned = match dimension {
+                    RateLimitDimension::Unknown => &[Dimension::Requests][..],
+                    named => Dimension::from_core(named),
+                };
+                if self.config.learn {
+                    self.store.refused(
+                        &self.scope,
+                        learned,
+                        outcome.rate_limit_window,
+                        outcome.retry_after,
+                        self.sent_at.unwrap_or(now),
+                        now,
+                    );
+                }
                 if let Some(wait) = outcome.retry_after {
                     tracing::debug!(%dimension, ?wait, "provider rate limit: pausing the scope");
                     St::stats(&self.scope).metrics.paused();

@@ -7,7 +7,9 @@
 //! lock, no allocation — and a request that has to wait is given its own departure time, in
 //! arrival order, instead of polling.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::quota::Quota;
 
@@ -21,14 +23,22 @@ pub(crate) enum Denied {
 }
 
 /// One limit's state: `tat` in nanoseconds since the limiter's epoch.
+///
+/// The rate is fixed for a configured quota or one a provider's headers report, and moves for
+/// one learned from refusals ([`set_pace`](Self::set_pace)): `interval` and `tolerance` are
+/// atomics so that a decision reads them without a lock.
 #[derive(Debug)]
 pub(crate) struct Gcra {
     tat: AtomicU64,
-    quota: Quota,
+    /// The quota as reported (for a learned pace, the per-minute figure it amounts to).
+    limit: AtomicU64,
+    period: Duration,
     /// Nanoseconds per unit.
-    interval: u64,
-    /// The bucket depth in nanoseconds: one period's quota.
-    tolerance: u64,
+    interval: AtomicU64,
+    /// The bucket depth in nanoseconds: one period's quota, or a learned pace's burst.
+    tolerance: AtomicU64,
+    /// A learned pace never refuses a request as too large: its true bucket is unknown.
+    paced: AtomicBool,
 }
 
 /// A limit as it stands at one moment.
@@ -47,25 +57,80 @@ impl Gcra {
         let interval = quota.interval_nanos();
         Self {
             tat: AtomicU64::new(0),
-            quota,
-            interval,
-            tolerance: interval.saturating_mul(quota.limit()),
+            limit: AtomicU64::new(quota.limit()),
+            period: quota.period(),
+            interval: AtomicU64::new(interval),
+            tolerance: AtomicU64::new(interval.saturating_mul(quota.limit())),
+            paced: AtomicBool::new(false),
         }
     }
 
+    /// A pace learned from refusals: one unit every `interval` nanoseconds, `burst` units ahead
+    /// of schedule at most.
+    pub(crate) fn paced(interval: u64, burst: u64) -> Self {
+        let cell = Self {
+            tat: AtomicU64::new(0),
+            limit: AtomicU64::new(1),
+            period: Duration::from_secs(60),
+            interval: AtomicU64::new(1),
+            tolerance: AtomicU64::new(1),
+            paced: AtomicBool::new(true),
+        };
+        cell.set_pace(interval, burst);
+        cell
+    }
+
+    /// Moves a learned pace (or replaces a pace by a quota the provider reported).
+    pub(crate) fn set_pace(&self, interval: u64, burst: u64) {
+        let interval = interval.max(1);
+        self.interval.store(interval, Ordering::Release);
+        self.tolerance
+            .store(interval.saturating_mul(burst.max(1)), Ordering::Release);
+        let per_period = (self.period.as_nanos() as u64).div_ceil(interval).max(1);
+        self.limit.store(per_period, Ordering::Release);
+    }
+
+    /// Replaces a learned pace by a quota the provider reported (of this cell's period).
+    pub(crate) fn set_quota(&self, quota: Quota) {
+        let interval = quota.interval_nanos();
+        self.interval.store(interval, Ordering::Release);
+        self.tolerance
+            .store(interval.saturating_mul(quota.limit()), Ordering::Release);
+        self.limit.store(quota.limit(), Ordering::Release);
+        self.paced.store(false, Ordering::Release);
+    }
+
+    /// Whether the rate is a pace learned from refusals.
+    pub(crate) fn is_paced(&self) -> bool {
+        self.paced.load(Ordering::Acquire)
+    }
+
+    /// Nanoseconds per unit.
+    pub(crate) fn interval(&self) -> u64 {
+        self.interval.load(Ordering::Acquire)
+    }
+
     pub(crate) fn quota(&self) -> Quota {
-        self.quota
+        let limit = NonZeroU64::new(self.limit.load(Ordering::Acquire)).unwrap_or(NonZeroU64::MIN);
+        Quota::new(limit, self.period)
     }
 
     #[inline]
     fn span(&self, units: u64) -> u64 {
-        units.saturating_mul(self.interval)
+        units.saturating_mul(self.interval.load(Ordering::Relaxed))
     }
 
-    /// Whether `units` exceed the whole quota: no wait makes them fit.
+    #[inline]
+    fn tolerance(&self) -> u64 {
+        self.tolerance.load(Ordering::Relaxed)
+    }
+
+    /// Whether `units` exceed the whole quota: no wait makes them fit. A learned pace says
+    /// nothing about the provider's bucket, so it never refuses: a large request waits its
+    /// share of time.
     #[inline]
     pub(crate) fn never(&self, units: u64) -> bool {
-        self.span(units) > self.tolerance
+        self.span(units) > self.tolerance() && !self.is_paced()
     }
 
     /// Takes `units`, to go at the returned time (`now` or later, in arrival order), unless
@@ -76,10 +141,11 @@ impl Gcra {
             return Err(Denied::Never);
         }
         let span = self.span(units);
+        let tolerance = self.tolerance();
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
             let next = tat.max(now).saturating_add(span);
-            let departure = next.saturating_sub(self.tolerance).max(now);
+            let departure = next.saturating_sub(tolerance).max(now);
             let wait = departure - now;
             if wait > max_wait {
                 return Err(Denied::Wait(wait));
@@ -118,7 +184,7 @@ impl Gcra {
     /// Never lets more than `remaining` units be available at `at`: the provider's own count,
     /// which includes traffic this process does not see. Only ever tightens.
     pub(crate) fn tighten(&self, remaining: u64, at: u64) {
-        let used = self.tolerance.saturating_sub(self.span(remaining));
+        let used = self.tolerance().saturating_sub(self.span(remaining));
         self.tat
             .fetch_max(at.saturating_add(used), Ordering::AcqRel);
     }
@@ -127,7 +193,7 @@ impl Gcra {
     /// `retry-after` for a request of that size).
     pub(crate) fn pause_until(&self, until: u64, units: u64) {
         let empty_then = until
-            .saturating_add(self.tolerance)
+            .saturating_add(self.tolerance())
             .saturating_sub(self.span(units.max(1)));
         self.tat.fetch_max(empty_then, Ordering::AcqRel);
     }
@@ -136,8 +202,8 @@ impl Gcra {
         let tat = self.tat.load(Ordering::Acquire).max(now);
         let used = tat - now;
         View {
-            quota: self.quota,
-            remaining: self.tolerance.saturating_sub(used) / self.interval,
+            quota: self.quota(),
+            remaining: self.tolerance().saturating_sub(used) / self.interval(),
             reset_nanos: used,
         }
     }
@@ -145,8 +211,6 @@ impl Gcra {
 
 #[cfg(test)]
 mod tests {
-    use std::num::NonZeroU64;
-
     use proptest::prelude::*;
 
     use super::*;

@@ -96,8 +96,9 @@ impl<St: Store> RateLimitLayer<St> {
         self
     }
 
-    /// Whether a limit nobody configured is learned from the provider's headers (default:
-    /// yes). Learned once per scope.
+    /// Whether a limit nobody configured is learned (default: yes): from the provider's
+    /// rate-limit headers when it sends them, else as a pace from its 429s (see the crate
+    /// docs, "Limits learned from refusals"). A header-reported quota replaces a learned pace.
     pub fn with_learning(mut self, enabled: bool) -> Self {
         self.config_mut().learn = enabled;
         self

@@ -52,9 +52,11 @@
 //! whole (there is no usage to reconcile with).
 #![forbid(unsafe_code)]
 
+mod admitted;
 pub mod future;
 mod gcra;
 mod layer;
+mod learn;
 mod memory;
 mod metrics;
 mod quota;

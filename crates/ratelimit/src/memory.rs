@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tollgate_core::{RateLimitSnapshot, RateLimitWindow, Scope, ScopeMap};
 
 use crate::gcra::{Denied, Gcra, View};
+use crate::learn::{Learner, RefusalHint};
 use crate::quota::{Dimension, Quota, QuotaTable, Quotas};
 use crate::store::{Charges, Refusal, ScopeStats, Store};
 
@@ -44,7 +45,52 @@ pub struct MemoryScope {
     dims: [OnceLock<Gcra>; 5],
     /// One bit per dimension that has a cell: decisions visit only those.
     limited: AtomicU8,
+    /// Where each dimension's quota comes from ([`QuotaSource`] as a number; 0: none).
+    sources: [AtomicU8; 5],
+    /// Paces learned from refusals, and what they are learned from: made when a scope's
+    /// requests have no quota from configuration or headers, or at its first refusal.
+    learner: OnceLock<Box<Learner>>,
     stats: ScopeStats,
+}
+
+/// Where a dimension's quota comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum QuotaSource {
+    /// The user configured it.
+    Configured,
+    /// The provider's rate-limit headers reported it.
+    Headers,
+    /// It was learned from the provider's refusals: a pace that moves (see the crate docs).
+    Refusals,
+}
+
+impl QuotaSource {
+    /// The snake_case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Configured => "configured",
+            Self::Headers => "headers",
+            Self::Refusals => "refusals",
+        }
+    }
+
+    const fn code(self) -> u8 {
+        match self {
+            Self::Configured => 1,
+            Self::Headers => 2,
+            Self::Refusals => 3,
+        }
+    }
+
+    const fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Self::Configured),
+            2 => Some(Self::Headers),
+            3 => Some(Self::Refusals),
+            _ => None,
+        }
+    }
 }
 
 /// The default bound on the number of scopes kept.
@@ -116,12 +162,69 @@ impl MemoryScope {
             }
             cell
         });
+        let sources = Dimension::ALL.map(|dimension| {
+            let configured = limited & (1 << dimension.index()) != 0;
+            AtomicU8::new(if configured {
+                QuotaSource::Configured.code()
+            } else {
+                0
+            })
+        });
         Self {
             epoch,
             dims,
             limited: AtomicU8::new(limited),
+            sources,
+            learner: OnceLock::new(),
             stats: ScopeStats::default(),
         }
+    }
+
+    /// Where `dimension`'s quota comes from, if it has one.
+    pub fn source(&self, dimension: Dimension) -> Option<QuotaSource> {
+        QuotaSource::from_code(self.sources[dimension.index()].load(Ordering::Acquire))
+    }
+
+    /// Whether a refusal on `dimension` may teach its quota: nobody configured it and no
+    /// header reported it.
+    fn learnable(&self, dimension: Dimension) -> bool {
+        matches!(self.source(dimension), None | Some(QuotaSource::Refusals))
+    }
+
+    /// An answer of `charges` came back: counted for the paces learned from refusals, when
+    /// the scope's requests have no other quota.
+    pub(crate) fn answered(&self, charges: Charges, now: Instant) {
+        let learner = match self.learner.get() {
+            Some(learner) => learner,
+            None if self.learnable(Dimension::Requests) => {
+                self.learner.get_or_init(Default::default)
+            }
+            None => return,
+        };
+        learner.answered(charges, self.nanos(now), &self.dims);
+    }
+
+    /// A 429 the pace did not prevent, on `dimensions`: learns or cuts their paces.
+    pub(crate) fn refused(&self, dimensions: &[Dimension], hint: RefusalHint, now: Instant) {
+        let learner = self.learner.get_or_init(Default::default);
+        let now = self.nanos(now);
+        for &dimension in dimensions {
+            if dimension == Dimension::RequestsPerDay || !self.learnable(dimension) {
+                continue;
+            }
+            let index = dimension.index();
+            if learner.refused(dimension, &self.dims[index], hint, now)
+                && self.dims[index].get().is_some_and(Gcra::is_paced)
+            {
+                self.sources[index].store(QuotaSource::Refusals.code(), Ordering::Release);
+                self.limited.fetch_or(1 << index, Ordering::Release);
+            }
+        }
+    }
+
+    /// When the refused request was sent, in this scope's time.
+    pub(crate) fn nanos_at(&self, at: Instant) -> u64 {
+        self.nanos(at)
     }
 
     #[inline]
@@ -178,8 +281,22 @@ impl MemoryScope {
                 continue;
             }
             match cell.reserve(units, at, max_wait_nanos) {
-                Ok(go) => departure = departure.max(go),
+                Ok(go) => {
+                    if go > at
+                        && cell.is_paced()
+                        && let Some(learner) = self.learner.get()
+                    {
+                        learner.waited(dimension.index());
+                    }
+                    departure = departure.max(go);
+                }
                 Err(denied) => {
+                    if cell.is_paced()
+                        && let Some(learner) = self.learner.get()
+                    {
+                        // Demand is above the pace: worth probing higher.
+                        learner.waited(dimension.index());
+                    }
                     // All or nothing: give back what the earlier dimensions took.
                     for (dimension, cell) in self.cells().take(i) {
                         cell.release(charges.get(dimension));
@@ -226,14 +343,26 @@ impl MemoryScope {
         ];
         for (dimension, window) in windows {
             let Some(window) = window else { continue };
-            let cell = &self.dims[dimension.index()];
+            let index = dimension.index();
+            let cell = &self.dims[index];
             if learn
-                && cell.get().is_none()
+                && self.learnable(dimension)
                 && let Some(quota) = learned(dimension, &window)
             {
-                let _ = cell.set(Gcra::new(quota));
-                self.limited
-                    .fetch_or(1 << dimension.index(), Ordering::Release);
+                // A quota the provider reports wins over a pace learned from its refusals.
+                match cell.get() {
+                    Some(paced) if quota.period() == paced.quota().period() => {
+                        paced.set_quota(quota);
+                    }
+                    Some(_) => {}
+                    None => {
+                        let _ = cell.set(Gcra::new(quota));
+                    }
+                }
+                if cell.get().is_some_and(|c| !c.is_paced()) {
+                    self.sources[index].store(QuotaSource::Headers.code(), Ordering::Release);
+                    self.limited.fetch_or(1 << index, Ordering::Release);
+                }
             }
             if let (Some(cell), Some(remaining)) = (cell.get(), window.remaining) {
                 // A window of another period (Groq's requests per day) says nothing about
@@ -331,6 +460,27 @@ impl Store for MemoryStore {
 
     fn view(&self, scope: &MemoryScope, dimension: Dimension, now: Instant) -> Option<View> {
         scope.view(dimension, now)
+    }
+
+    fn answered(&self, scope: &MemoryScope, charges: Charges, now: Instant) {
+        scope.answered(charges, now);
+    }
+
+    fn refused(
+        &self,
+        scope: &MemoryScope,
+        dimensions: &[Dimension],
+        window: Option<Duration>,
+        retry_after: Option<Duration>,
+        sent_at: Instant,
+        now: Instant,
+    ) {
+        let hint = RefusalHint {
+            window,
+            retry_after,
+            sent_at: scope.nanos_at(sent_at),
+        };
+        scope.refused(dimensions, hint, now);
     }
 }
 

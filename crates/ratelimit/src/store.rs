@@ -189,4 +189,27 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// How `dimension` stands now, if it is limited.
     fn view(&self, scope: &Self::Scope, dimension: Dimension, now: Instant) -> Option<View>;
+
+    /// An answer of `charges` came back at `now`. A store that learns limits from refusals
+    /// counts it (what the upstream admits); the default does nothing.
+    fn answered(&self, scope: &Self::Scope, charges: Charges, now: Instant) {
+        let _ = (scope, charges, now);
+    }
+
+    /// The provider refused a request sent at `sent_at` with a 429 on `dimensions` (naming
+    /// the `window` its limit counts over, asking to wait `retry_after`). A store that learns
+    /// limits from refusals learns or cuts the pace of those nobody configured and no header
+    /// reported; the default does nothing (the [`pause`](Self::pause) that follows still
+    /// holds).
+    fn refused(
+        &self,
+        scope: &Self::Scope,
+        dimensions: &[Dimension],
+        window: Option<Duration>,
+        retry_after: Option<Duration>,
+        sent_at: Instant,
+        now: Instant,
+    ) {
+        let _ = (scope, dimensions, window, retry_after, sent_at, now);
+    }
 }

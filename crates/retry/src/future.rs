@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tollgate_core::classify::{classify_error, is_local_refusal, response_outcome};
 use tollgate_core::rng::Rng;
-use tollgate_core::{BoxError, Delivery, LlmRequest, Outcome, Repeat};
+use tollgate_core::{BoxError, Delivery, LlmRequest, Outcome, OutcomeKind, Repeat};
 use tower::{Service, ServiceExt};
 
 use crate::layer::Shared;
@@ -266,8 +266,11 @@ where
                 return Poll::Ready(finish(result, "the wait would pass the deadline"));
             }
             // The budget guards the upstream from retry storms; a local refusal never reached
-            // it, so waiting it out and trying again costs the upstream nothing.
-            if !local && !shared.budget.withdraw(now) {
+            // it, so waiting it out and trying again costs the upstream nothing. Nor does a
+            // 429: it is the upstream pacing its callers, not failing — the rate limiter below
+            // learns from it and holds the retry to the pace, one call per pause.
+            let pacing = matches!(outcome.kind, OutcomeKind::RateLimited(_));
+            if !local && !pacing && !shared.budget.withdraw(now) {
                 metrics::gave_up(llm, GaveUp::BudgetExhausted);
                 return Poll::Ready(finish(result, "retry budget exhausted"));
             }

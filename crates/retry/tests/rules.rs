@@ -397,3 +397,23 @@ async fn waiting_out_an_open_breaker_costs_no_budget() {
     assert_eq!(start.elapsed(), Duration::from_secs(30));
     assert_eq!(seen.lock().unwrap().len(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_429_is_retried_without_spending_the_budget() {
+    // No budget at all: a 503 is not retried, but a 429 — the upstream pacing its callers,
+    // which the rate limiter below learns from — is waited out and tried again.
+    let layer = exact().with_budget(0.0, 0, 0);
+    let (stack, seen) = upstream(layer.clone(), vec![status(503)], status(200));
+    assert_eq!(send(&stack).await.0.unwrap(), 503);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let limited = Answer::Status(
+        429,
+        vec![("retry-after-ms", "250")],
+        r#"{"error":{"type":"requests","message":"Rate limit reached"}}"#,
+    );
+    let (stack, seen) = upstream(layer, vec![limited], status(200));
+    let start = Instant::now();
+    assert_eq!(send(&stack).await.0.unwrap(), 200);
+    assert_eq!(start.elapsed(), Duration::from_millis(250));
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}

@@ -1,0 +1,401 @@
+//! Limits learned from refusals, for providers that send no rate-limit headers.
+//!
+//! # Why
+//!
+//! A quota configured by the user or reported by the provider's headers (OpenAI's
+//! `x-ratelimit-*`, Anthropic's `anthropic-ratelimit-*`) is paced before a 429 happens. Many
+//! upstreams say nothing until they refuse: Gemini sends no rate-limit headers, Azure only
+//! `remaining-*`, and corporate gateways, vLLM or TGI behind a limiter and many
+//! OpenAI-compatible hosts answer only with a 429 and a wait. Honouring each 429's wait alone is
+//! a storm: the pause ends, everyone goes at once, the next wall of 429s follows, the retry
+//! budget runs dry and the rest reach the caller. Measured against a Gemini free tier
+//! (15 requests a minute), 84 % of the upstream calls were 429s.
+//!
+//! # What is learned
+//!
+//! When a scope's dimension has neither a configured nor a header-reported quota, its first
+//! 429 sets a **pace**: the rate the upstream actually admitted just before refusing — the
+//! answers counted in the window the limit counts over ([`Admitted`]), less 2 % — after which
+//! requests go one at a time at that rate, in arrival order, waiting their turn rather than
+//! failing (up to their deadline or `MaxWait`, as with any quota).
+//!
+//! - **The window** is the refusal's own when it names one (Gemini's `…PerMinute…` quota ids,
+//!   [`Outcome::rate_limit_window`](tollgate_core::Outcome::rate_limit_window)), narrowed by
+//!   the wait it asks for, which is never longer than the window it waits out: a wait under a
+//!   second means a limit counted per second (a leaky or token bucket, Azure's 1 s windows), up
+//!   to 10 s one counted over 10 s (Azure), anything longer a minute. Too few answers in a
+//!   short window to measure a rate (fewer than 10) widen it to the next one, as far as the
+//!   answers counted go back.
+//! - **Keep finding it.** While requests wait on the pace and no 429 comes, the pace rises
+//!   once per window by 1 %, a step that doubles every five windows raised (up to 25 %), so a
+//!   higher tier or a quieter neighbour on the same key is found again. A 429 cuts it to the
+//!   lower of 98 % of what was admitted in the window and 95 % of the pace (85 %, 70 %, 50 %
+//!   for each 429 that follows a cut within a window: the cut did not hold), and the step
+//!   starts over. Only one cut counts per overshoot: a 429 for a request sent before the last
+//!   cut says nothing new.
+//! - **Headers and configuration win.** A quota the user configured is never learned; one the
+//!   provider's headers report replaces a learned pace at once.
+//! - **Requests, not guesses.** A 429 that does not say which limit it hit is taken as the
+//!   requests limit. Token dimensions are learned from the tokens reserved by the answers
+//!   counted; they pace with a second's worth of burst (a request larger than that waits its
+//!   share of time rather than being refused), requests with none.
+//!
+//! # How it behaves on each kind of limiter
+//!
+//! Tested in `tests/learned.rs` against `tollgate-sim` in simulated time, offered two and four
+//! times the hidden limit for ten minutes:
+//!
+//! - **Fixed windows** (Gemini's per-minute quotas, Azure's 1 s and 10 s windows): the first
+//!   refusal comes when the window's quota is spent, so what was admitted in the window is the
+//!   quota itself; the pace starts at 98 % of it and probes up past it every few windows, one
+//!   429 each time.
+//! - **Sliding windows**: as fixed windows; an even pace never crowds a window.
+//! - **Token buckets**: the first estimate includes the bucket's burst, so it starts high and
+//!   falls in a few 5 % cuts to the refill rate, then probes as above.
+//! - **Leaky buckets** (a wait under a second): the window is a second; the pace starts at what
+//!   one second admitted and settles on the leak rate.
+
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::admitted::{Admitted, LONGEST};
+use crate::gcra::Gcra;
+use crate::quota::Dimension;
+
+/// What a 429 says about the limit it hit.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RefusalHint {
+    /// The window the limit counts over, when the refusal names it.
+    pub(crate) window: Option<Duration>,
+    /// How long it asked to wait.
+    pub(crate) retry_after: Option<Duration>,
+    /// When the refused request was sent (nanoseconds since the store's epoch).
+    pub(crate) sent_at: u64,
+}
+
+/// The share of the admitted rate a new pace keeps, in thousandths.
+const ADMITTED_SHARE: u64 = 980;
+/// The most a 429 leaves of the pace, in thousandths: 95 %, and less for each 429 that follows
+/// another within a window (the pace it set was still too high).
+const CUT_SHARES: [u64; 4] = [950, 850, 700, 500];
+/// The first step up, in thousandths; it doubles every [`STEPS_PER_DOUBLING`] windows raised
+/// without a refusal, up to [`MAX_STEP`].
+const FIRST_STEP: u64 = 10;
+const STEPS_PER_DOUBLING: u64 = 5;
+const MAX_STEP: u64 = 250;
+/// Answers a window must hold to measure a rate in it.
+const ENOUGH: u64 = 10;
+
+/// One dimension's pace, when learned.
+#[derive(Debug, Default)]
+struct Pace {
+    /// The window its rate was measured over, in nanoseconds.
+    window: u64,
+    /// The next step up, in thousandths.
+    step: u64,
+    /// Steps taken since the last cut.
+    raised: u64,
+    /// Cuts in a row, each within a window of the one before.
+    cuts: usize,
+    /// When a 429 last cut it.
+    cut_at: u64,
+    /// When it last moved.
+    moved_at: u64,
+}
+
+/// A scope's learned paces and what they are learned from.
+#[derive(Debug, Default)]
+pub(crate) struct Learner {
+    /// What the upstream answered lately.
+    pub(crate) admitted: Admitted,
+    paces: [Mutex<Pace>; 4],
+    /// When to look at raising each pace next (nanoseconds; 0: nothing learned).
+    next_look: [AtomicU64; 4],
+    /// Whether a request has waited on each pace since it last moved.
+    waited: [AtomicBool; 4],
+}
+
+/// The window a limit that asked for `wait` counts over, as far as the wait tells.
+fn window_of(wait: Duration) -> Duration {
+    [1, 10, 60]
+        .into_iter()
+        .map(Duration::from_secs)
+        .find(|window| wait <= *window)
+        .unwrap_or(LONGEST)
+}
+
+/// A burst of `burst` nanoseconds' worth of a pace of `interval` nanoseconds per unit, in units.
+fn burst_units(dimension: Dimension, interval: u64) -> u64 {
+    match dimension {
+        Dimension::Requests | Dimension::RequestsPerDay => 1,
+        // A second's worth of tokens.
+        _ => (1_000_000_000 / interval.max(1)).max(1),
+    }
+}
+
+impl Learner {
+    /// Counts an answer of `charges` at `now`, and raises a pace that requests waited on for a
+    /// whole window without a refusal.
+    pub(crate) fn answered(
+        &self,
+        charges: crate::store::Charges,
+        now: u64,
+        cells: &[std::sync::OnceLock<Gcra>; 5],
+    ) {
+        self.admitted.add(now, charges);
+        for (i, next) in self.next_look.iter().enumerate() {
+            let at = next.load(Ordering::Relaxed);
+            if at == 0 || now < at {
+                continue;
+            }
+            let Some(cell) = cells[i].get().filter(|c| c.is_paced()) else {
+                continue;
+            };
+            let mut pace = self.paces[i].lock().unwrap_or_else(PoisonError::into_inner);
+            if now < pace.moved_at.saturating_add(pace.window) {
+                continue;
+            }
+            if self.waited[i].swap(false, Ordering::AcqRel) {
+                // Requests wanted more than the pace and none was refused: probe higher.
+                let interval = cell.interval();
+                let faster = interval.saturating_mul(1_000) / (1_000 + pace.step);
+                cell.set_pace(faster, burst_units(Dimension::ALL[i], faster));
+                pace.raised += 1;
+                if pace.raised.is_multiple_of(STEPS_PER_DOUBLING) {
+                    pace.step = (pace.step * 2).min(MAX_STEP);
+                }
+            }
+            pace.moved_at = now;
+            next.store(now.saturating_add(pace.window), Ordering::Relaxed);
+        }
+    }
+
+    /// A request waited on dimension `index`'s pace.
+    pub(crate) fn waited(&self, index: usize) {
+        if !self.waited[index].load(Ordering::Relaxed) {
+            self.waited[index].store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Learns (or cuts) the pace of `dimension` from a 429: `cell` is its cell, created paced
+    /// when there is none. Returns whether a pace was set; nothing is learned without answers
+    /// to measure a rate on.
+    pub(crate) fn refused(
+        &self,
+        dimension: Dimension,
+        cell: &std::sync::OnceLock<Gcra>,
+        hint: RefusalHint,
+        now: u64,
+    ) -> bool {
+        let index = dimension.index();
+        let mut pace = self.paces[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let existing = cell.get().filter(|c| c.is_paced());
+        if existing.is_some() && hint.sent_at < pace.cut_at {
+            // Sent at the old pace: the cut that followed its siblings' 429s covers it.
+            return false;
+        }
+        // A wait is never longer than the window it waits out: a short one narrows even a
+        // named window (a per-minute quota enforced in 10 s windows asks for seconds).
+        let hinted = match (hint.window, hint.retry_after.map(window_of)) {
+            (Some(named), Some(waited)) => named.min(waited),
+            (named, waited) => named.or(waited).unwrap_or(LONGEST),
+        }
+        .min(LONGEST);
+        let (count, window) = self.measure(dimension, hinted, now);
+        if count == 0 && existing.is_none() {
+            // Nothing answered yet to measure: the pause alone holds until there is.
+            return false;
+        }
+        let window_nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+        // Nanoseconds per unit at 98 % of the admitted rate.
+        let admitted = window_nanos.saturating_mul(1_000) / (count.max(1) * ADMITTED_SHARE);
+        // A 429 within a window of the last cut: the pace that cut set is still too high.
+        let cuts = if now < pace.cut_at.saturating_add(pace.window) {
+            (pace.cuts + 1).min(CUT_SHARES.len() - 1)
+        } else {
+            0
+        };
+        let interval = match existing {
+            // At most 95 % of the pace that was refused (less after a cut that did not hold).
+            Some(cell) => admitted.max(cell.interval().saturating_mul(1_000) / CUT_SHARES[cuts]),
+            None => admitted,
+        };
+        let burst = burst_units(dimension, interval);
+        match existing {
+            Some(cell) => cell.set_pace(interval, burst),
+            None => {
+                let created = cell.get_or_init(|| Gcra::paced(interval, burst));
+                if created.is_paced() {
+                    created.set_pace(interval, burst);
+                }
+            }
+        }
+        *pace = Pace {
+            window: window_nanos,
+            step: FIRST_STEP,
+            raised: 0,
+            cuts,
+            cut_at: now,
+            moved_at: now,
+        };
+        self.waited[index].store(false, Ordering::Relaxed);
+        self.next_look[index].store(now.saturating_add(window_nanos).max(1), Ordering::Relaxed);
+        true
+    }
+
+    /// The answers of `dimension` in the window a rate is measured over: `hinted`, or a wider
+    /// one (10 s, a minute) when it holds too few answers and the count goes back that far.
+    fn measure(&self, dimension: Dimension, hinted: Duration, now: u64) -> (u64, Duration) {
+        let history = self.admitted.history(now);
+        let mut chosen = (self.admitted.count(dimension, hinted, now), hinted);
+        for wider in [Duration::from_secs(10), LONGEST] {
+            if chosen.0 >= ENOUGH || wider <= chosen.1 || history < wider {
+                break;
+            }
+            chosen = (self.admitted.count(dimension, wider, now), wider);
+        }
+        chosen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use super::*;
+    use crate::store::Charges;
+
+    const MS: u64 = 1_000_000;
+    const S: u64 = 1_000 * MS;
+
+    fn fresh() -> [OnceLock<Gcra>; 5] {
+        std::array::from_fn(|_| OnceLock::new())
+    }
+
+    #[test]
+    fn the_wait_says_the_window() {
+        assert_eq!(window_of(Duration::from_millis(50)), Duration::from_secs(1));
+        assert_eq!(window_of(Duration::from_secs(6)), Duration::from_secs(10));
+        assert_eq!(window_of(Duration::from_secs(37)), Duration::from_secs(60));
+        assert_eq!(window_of(Duration::from_secs(3_600)), LONGEST);
+    }
+
+    #[test]
+    fn a_first_refusal_paces_at_what_the_named_window_admitted() {
+        let learner = Learner::default();
+        let cells = fresh();
+        // 15 answers in the first 30 s of a per-minute window, then a 429 naming the minute.
+        for i in 0..15 {
+            learner.answered(Charges::request(100, 10), i * 2 * S, &cells);
+        }
+        let hint = RefusalHint {
+            window: Some(Duration::from_secs(60)),
+            retry_after: Some(Duration::from_secs(30)),
+            sent_at: 30 * S,
+        };
+        assert!(learner.refused(Dimension::Requests, &cells[0], hint, 30 * S));
+        let cell = cells[0].get().unwrap();
+        assert!(cell.is_paced());
+        // 98 % of 15 a minute: one every 4.08 s.
+        assert_eq!(cell.interval(), 60 * S * 1_000 / (15 * 980));
+        // A sibling sent before the cut changes nothing.
+        let before = RefusalHint {
+            sent_at: 29 * S,
+            ..hint
+        };
+        assert!(!learner.refused(Dimension::Requests, &cells[0], before, 31 * S));
+        assert_eq!(cell.interval(), 60 * S * 1_000 / (15 * 980));
+    }
+
+    #[test]
+    fn a_short_wait_measures_over_a_second_and_widens_when_too_few_answered() {
+        let learner = Learner::default();
+        let cells = fresh();
+        // A leaky bucket of 20 a second: 21 answers in the first second, then a 50 ms wait.
+        for i in 0..21 {
+            learner.answered(Charges::request(1, 1), i * 48 * MS, &cells);
+        }
+        let hint = RefusalHint {
+            window: None,
+            retry_after: Some(Duration::from_millis(50)),
+            sent_at: 1_000 * MS,
+        };
+        assert!(learner.refused(Dimension::Requests, &cells[0], hint, 1_000 * MS));
+        let rate = S as f64 / cells[0].get().unwrap().interval() as f64;
+        // A second counted to the 100 ms slot: up to one slot short.
+        assert!((16.0..22.0).contains(&rate), "{rate} a second");
+
+        // Three answers a minute: a second holds too few, a minute (once counted) enough.
+        let learner = Learner::default();
+        let cells = fresh();
+        for i in 0..40 {
+            learner.answered(Charges::request(1, 1), i * 2 * S, &cells);
+        }
+        let hint = RefusalHint {
+            window: None,
+            retry_after: Some(Duration::from_millis(500)),
+            sent_at: 80 * S,
+        };
+        assert!(learner.refused(Dimension::Requests, &cells[0], hint, 80 * S));
+        let per_minute = 60.0 * S as f64 / cells[0].get().unwrap().interval() as f64;
+        assert!((28.0..31.0).contains(&per_minute), "{per_minute} a minute");
+    }
+
+    #[test]
+    fn nothing_is_learned_without_answers_and_a_pace_rises_only_when_waited_on() {
+        let learner = Learner::default();
+        let cells = fresh();
+        let hint = RefusalHint {
+            window: None,
+            retry_after: Some(Duration::from_secs(1)),
+            sent_at: 0,
+        };
+        assert!(!learner.refused(Dimension::Requests, &cells[0], hint, 0));
+        assert!(cells[0].get().is_none());
+
+        for i in 0..60 {
+            learner.answered(Charges::request(1, 1), i * S, &cells);
+        }
+        let hint = RefusalHint {
+            window: Some(Duration::from_secs(60)),
+            retry_after: None,
+            sent_at: 60 * S,
+        };
+        assert!(learner.refused(Dimension::Requests, &cells[0], hint, 60 * S));
+        let cell = cells[0].get().unwrap();
+        let learned = cell.interval();
+        // A window passes with nobody waiting: the pace stays.
+        learner.answered(Charges::request(1, 1), 121 * S, &cells);
+        assert_eq!(cell.interval(), learned);
+        // Windows with requests waiting: up 1 % each, the step doubling every five.
+        let mut expected = learned;
+        for window in 0..6u64 {
+            learner.waited(0);
+            learner.answered(Charges::request(1, 1), (182 + 61 * window) * S, &cells);
+            let step = if window < 5 { 1_010 } else { 1_020 };
+            expected = expected * 1_000 / step;
+            assert_eq!(cell.interval(), expected, "window {window}");
+        }
+        // A 429 after that cuts at least 5 %.
+        let before = cell.interval();
+        let hint = RefusalHint {
+            window: Some(Duration::from_secs(60)),
+            retry_after: None,
+            sent_at: 600 * S,
+        };
+        assert!(learner.refused(Dimension::Requests, &cells[0], hint, 600 * S));
+        assert!(cell.interval() >= before * 1_000 / 950);
+        // Another within the window: the cut did not hold, the next goes deeper.
+        let again = cell.interval();
+        let hint = RefusalHint {
+            sent_at: 610 * S,
+            ..hint
+        };
+        assert!(learner.refused(Dimension::Requests, &cells[0], hint, 610 * S));
+        assert!(cell.interval() >= again * 1_000 / 850);
+    }
+}
