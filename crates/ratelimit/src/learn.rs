@@ -20,19 +20,23 @@
 //! failing (up to their deadline or `MaxWait`, as with any quota).
 //!
 //! - **The window** is the refusal's own when it names one (Gemini's `…PerMinute…` quota ids,
-//!   [`Outcome::rate_limit_window`](tollgate_core::Outcome::rate_limit_window)), narrowed by
-//!   the wait it asks for, which is never longer than the window it waits out: a wait under a
-//!   second means a limit counted per second (a leaky or token bucket, Azure's 1 s windows), up
-//!   to 10 s one counted over 10 s (Azure), anything longer a minute. Too few answers in a
-//!   short window to measure a rate (fewer than 10) widen it to the next one, as far as the
-//!   answers counted go back.
-//! - **Keep finding it.** While requests wait on the pace and no 429 comes, the pace rises
-//!   once per window by 1 %, a step that doubles every five windows raised (up to 25 %), so a
-//!   higher tier or a quieter neighbour on the same key is found again. A 429 cuts it to the
-//!   lower of 98 % of what was admitted in the window and 95 % of the pace (85 %, 70 %, 50 %
-//!   for each 429 that follows a cut within a window: the cut did not hold), and the step
-//!   starts over. Only one cut counts per overshoot: a 429 for a request sent before the last
-//!   cut says nothing new.
+//!   [`Outcome::rate_limit_window`](tollgate_core::Outcome::rate_limit_window)). Otherwise the
+//!   wait it asks for is a floor: a wait is never longer than the window it waits out, but may
+//!   be much shorter (near a fixed window's end). So the rate is measured over each of the
+//!   shortest window the wait allows (a second for a wait under one: a leaky or token bucket,
+//!   Azure's 1 s windows; 10 s for one under 10 s; else a minute), 10 s and a minute, as far
+//!   as the answers counted go back, and the lowest rate among those holding enough answers
+//!   to measure (10) is the one learned: a burst admitted near a window's end, or a token
+//!   bucket's burst, looks fast over a second and not over a minute. The pace moves once per
+//!   the shortest window.
+//! - **Keep finding it.** A 429 cuts the pace to the lower of 98 % of what was admitted in the
+//!   window and 95 % of the pace (85 %, 75 %, 60 % for each 429 that follows a cut within a
+//!   window: the cut did not hold). Only one cut counts per overshoot: a 429 for a request sent
+//!   before the last cut says nothing new. The refused pace is remembered: while requests wait
+//!   on a pace below 98 % of it, the pace recovers halfway there every 10 s (or every window,
+//!   if shorter). Past it, while requests wait and no 429 comes, it probes up once per window
+//!   by 1 %, a step that doubles every five windows (up to 25 %), so a higher tier or a
+//!   quieter neighbour on the same key is found again.
 //! - **Headers and configuration win.** A quota the user configured is never learned; one the
 //!   provider's headers report replaces a learned pace at once.
 //! - **Requests, not guesses.** A 429 that does not say which limit it hit is taken as the
@@ -79,7 +83,9 @@ pub(crate) struct RefusalHint {
 const ADMITTED_SHARE: u64 = 980;
 /// The most a 429 leaves of the pace, in thousandths: 95 %, and less for each 429 that follows
 /// another within a window (the pace it set was still too high).
-const CUT_SHARES: [u64; 4] = [950, 850, 700, 500];
+const CUT_SHARES: [u64; 4] = [950, 850, 750, 600];
+/// How often a pace cut below a refused one recovers toward it, at most.
+const RECOVERY_EVERY: u64 = 10_000_000_000;
 /// The first step up, in thousandths; it doubles every [`STEPS_PER_DOUBLING`] windows raised
 /// without a refusal, up to [`MAX_STEP`].
 const FIRST_STEP: u64 = 10;
@@ -91,7 +97,7 @@ const ENOUGH: u64 = 10;
 /// One dimension's pace, when learned.
 #[derive(Debug, Default)]
 struct Pace {
-    /// The window its rate was measured over, in nanoseconds.
+    /// How often it moves: the shortest window its limit may count over, in nanoseconds.
     window: u64,
     /// The next step up, in thousandths.
     step: u64,
@@ -99,6 +105,9 @@ struct Pace {
     raised: u64,
     /// Cuts in a row, each within a window of the one before.
     cuts: usize,
+    /// The interval of the fastest pace known to be refused since the last probe that held
+    /// (0: none): the pace recovers toward just under it quickly, and probes past it slowly.
+    ceiling: u64,
     /// When a 429 last cut it.
     cut_at: u64,
     /// When it last moved.
@@ -154,21 +163,41 @@ impl Learner {
                 continue;
             };
             let mut pace = self.paces[i].lock().unwrap_or_else(PoisonError::into_inner);
-            if now < pace.moved_at.saturating_add(pace.window) {
+            let interval = cell.interval();
+            // 98 % of the lowest pace refused since the last probe that held: below it the pace
+            // recovers fast, above it it probes slowly.
+            let safe = u64::try_from(u128::from(pace.ceiling) * 1_000 / u128::from(ADMITTED_SHARE))
+                .unwrap_or(u64::MAX);
+            let recovering = pace.ceiling != 0 && interval > safe;
+            let every = if recovering {
+                pace.window.min(RECOVERY_EVERY)
+            } else {
+                pace.window
+            };
+            if now < pace.moved_at.saturating_add(every) {
+                next.store(pace.moved_at.saturating_add(every), Ordering::Relaxed);
                 continue;
             }
             if self.waited[i].swap(false, Ordering::AcqRel) {
-                // Requests wanted more than the pace and none was refused: probe higher.
-                let interval = cell.interval();
-                let faster = interval.saturating_mul(1_000) / (1_000 + pace.step);
+                // Requests wanted more than the pace and none was refused.
+                let faster = if recovering {
+                    // Halfway (in rate) to just under the pace that was refused.
+                    let (a, b) = (u128::from(interval), u128::from(safe));
+                    u64::try_from(2 * a * b / (a + b)).unwrap_or(safe).max(safe)
+                } else {
+                    // At it already, and it held: probe higher, the refusal forgotten.
+                    pace.ceiling = 0;
+                    let faster = interval.saturating_mul(1_000) / (1_000 + pace.step);
+                    pace.raised += 1;
+                    if pace.raised.is_multiple_of(STEPS_PER_DOUBLING) {
+                        pace.step = (pace.step * 2).min(MAX_STEP);
+                    }
+                    faster
+                };
                 cell.set_pace(faster, burst_units(Dimension::ALL[i], faster));
-                pace.raised += 1;
-                if pace.raised.is_multiple_of(STEPS_PER_DOUBLING) {
-                    pace.step = (pace.step * 2).min(MAX_STEP);
-                }
             }
             pace.moved_at = now;
-            next.store(now.saturating_add(pace.window), Ordering::Relaxed);
+            next.store(now.saturating_add(every), Ordering::Relaxed);
         }
     }
 
@@ -198,14 +227,15 @@ impl Learner {
             // Sent at the old pace: the cut that followed its siblings' 429s covers it.
             return false;
         }
-        // A wait is never longer than the window it waits out: a short one narrows even a
-        // named window (a per-minute quota enforced in 10 s windows asks for seconds).
-        let hinted = match (hint.window, hint.retry_after.map(window_of)) {
-            (Some(named), Some(waited)) => named.min(waited),
-            (named, waited) => named.or(waited).unwrap_or(LONGEST),
-        }
-        .min(LONGEST);
-        let (count, window) = self.measure(dimension, hinted, now);
+        // The window a named quota counts over; else the shortest the wait allows (a wait is
+        // never longer than the window it waits out, but may be much shorter: near a fixed
+        // window's end).
+        let shortest = hint
+            .window
+            .or_else(|| hint.retry_after.map(window_of))
+            .unwrap_or(LONGEST)
+            .min(LONGEST);
+        let (count, window) = self.measure(dimension, shortest, now, hint.window.is_some());
         if count == 0 && existing.is_none() {
             // Nothing answered yet to measure: the pause alone holds until there is.
             return false;
@@ -219,9 +249,10 @@ impl Learner {
         } else {
             0
         };
+        let refused = existing.map_or(0, Gcra::interval);
         let interval = match existing {
             // At most 95 % of the pace that was refused (less after a cut that did not hold).
-            Some(cell) => admitted.max(cell.interval().saturating_mul(1_000) / CUT_SHARES[cuts]),
+            Some(_) => admitted.max(refused.saturating_mul(1_000) / CUT_SHARES[cuts]),
             None => admitted,
         };
         let burst = burst_units(dimension, interval);
@@ -234,31 +265,59 @@ impl Learner {
                 }
             }
         }
+        let period = u64::try_from(shortest.as_nanos()).unwrap_or(u64::MAX);
+        // The refused pace bounds the limit from above (a slower refused pace, a tighter bound).
+        let ceiling = existing.map_or(pace.ceiling, |_| pace.ceiling.max(refused));
         *pace = Pace {
-            window: window_nanos,
+            window: period,
             step: FIRST_STEP,
             raised: 0,
             cuts,
+            ceiling,
             cut_at: now,
             moved_at: now,
         };
         self.waited[index].store(false, Ordering::Relaxed);
-        self.next_look[index].store(now.saturating_add(window_nanos).max(1), Ordering::Relaxed);
+        self.next_look[index].store(now.saturating_add(period).max(1), Ordering::Relaxed);
         true
     }
 
-    /// The answers of `dimension` in the window a rate is measured over: `hinted`, or a wider
-    /// one (10 s, a minute) when it holds too few answers and the count goes back that far.
-    fn measure(&self, dimension: Dimension, hinted: Duration, now: u64) -> (u64, Duration) {
-        let history = self.admitted.history(now);
-        let mut chosen = (self.admitted.count(dimension, hinted, now), hinted);
-        for wider in [Duration::from_secs(10), LONGEST] {
-            if chosen.0 >= ENOUGH || wider <= chosen.1 || history < wider {
-                break;
-            }
-            chosen = (self.admitted.count(dimension, wider, now), wider);
+    /// The answers of `dimension` in the window a rate is measured over, and that window.
+    ///
+    /// A named window is the window. Otherwise the limit counts over `shortest` or longer, so
+    /// each of `shortest`, 10 s and a minute that the answers counted go back over is a
+    /// candidate, and the lowest rate among those holding enough answers to measure one (10)
+    /// is taken: what a burst near a fixed window's end, or a token bucket's burst, made look
+    /// faster over a short window is measured over a longer one. With too few answers in any,
+    /// the longest counted is taken.
+    fn measure(
+        &self,
+        dimension: Dimension,
+        shortest: Duration,
+        now: u64,
+        named: bool,
+    ) -> (u64, Duration) {
+        let count = |window| self.admitted.count(dimension, window, now);
+        if named {
+            return (count(shortest), shortest);
         }
-        chosen
+        let history = self.admitted.history(now);
+        let mut lowest: Option<(u64, Duration)> = None;
+        let mut longest = (count(shortest), shortest);
+        for window in [shortest, Duration::from_secs(10), LONGEST] {
+            if window < shortest || (window > shortest && history < window) {
+                continue;
+            }
+            let answers = count(window);
+            longest = (answers, window);
+            let slower = |(best, over): (u64, Duration)| {
+                u128::from(answers) * over.as_nanos() < u128::from(best) * window.as_nanos()
+            };
+            if answers >= ENOUGH && lowest.is_none_or(slower) {
+                lowest = Some((answers, window));
+            }
+        }
+        lowest.unwrap_or(longest)
     }
 }
 

@@ -217,12 +217,12 @@ fn gemini_per_minute() -> Shape {
     }
 }
 
-fn gemini_fixed_10s() -> Shape {
+fn gemini_fixed_minute() -> Shape {
     Shape {
-        name: "Gemini, 120 a minute in fixed 10 s windows",
+        name: "Gemini, 30 a minute in fixed one-minute windows",
         dialect: Dialect::Gemini,
-        per_minute: 120,
-        key: "requests_per_minute = 120\nwindow = \"10s\"\n",
+        per_minute: 30,
+        key: "requests_per_minute = 30\nwindow = \"60s\"\n",
     }
 }
 
@@ -237,11 +237,11 @@ async fn a_per_minute_bucket_at_four_times_its_limit() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn fixed_ten_second_windows_at_twice_their_limit() {
-    converges(gemini_fixed_10s(), 2).await;
+async fn fixed_minute_windows_at_twice_their_limit() {
+    converges(gemini_fixed_minute(), 2).await;
 }
 
 #[tokio::test(start_paused = true)]
-async fn fixed_ten_second_windows_at_four_times_their_limit() {
-    converges(gemini_fixed_10s(), 4).await;
+async fn fixed_minute_windows_at_four_times_their_limit() {
+    converges(gemini_fixed_minute(), 4).await;
 }
