@@ -333,3 +333,19 @@ fn bad_shapes_name_the_field() {
         assert!(!error.contains('\n'), "one line: {error}");
     }
 }
+
+#[test]
+fn the_scenario_format_examples_load() {
+    let readme =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/scenarios/README.md");
+    let text = std::fs::read_to_string(readme).unwrap();
+    let blocks: Vec<&str> = text
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect();
+    assert!(blocks.len() >= 3, "{} blocks", blocks.len());
+    for block in blocks {
+        SimConfig::from_toml(block).unwrap_or_else(|e| panic!("{e}:\n{block}"));
+    }
+}
