@@ -2,13 +2,15 @@
 //! phases. Loads from TOML (see `docs/scenarios/`); durations are human-readable (`"250ms"`).
 
 mod limits;
+mod shape;
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use tollgate_core::error::ConfigError;
 
-pub use self::limits::{KeyConfig, Limits, Window};
+pub use self::limits::{KeyConfig, Limits};
+pub use self::shape::{Burst, BurstPerDimension, Window};
 
 /// Everything the simulator does, as one value. `SimConfig::default()` is a healthy, instant
 /// provider that accepts any key with generous limits.

@@ -192,7 +192,9 @@ where
                 Err(refusal) => {
                     let view = key_state.limiter.view(refusal.dimension, now);
                     let used = view.map_or(0, |v| v.limit.saturating_sub(v.remaining));
-                    dialect.retry_headers(&mut headers, refusal.wait);
+                    if key_state.rate_limit_headers {
+                        dialect.retry_headers(&mut headers, refusal.wait);
+                    }
                     Err(Refuse::RateLimited {
                         model: ask.model.clone(),
                         refusal,
@@ -201,8 +203,11 @@ where
                 }
             }
         };
-        let wall = shared.wall(now);
-        dialect.limit_headers(&mut headers, &mut state.key_state(key).limiter, now, wall);
+        let key_state = state.key_state(key);
+        if key_state.rate_limit_headers {
+            let wall = shared.wall(now);
+            dialect.limit_headers(&mut headers, &mut key_state.limiter, now, wall);
+        }
         match decision {
             Ok(Some(())) => {
                 let unused = Charge {
@@ -215,7 +220,7 @@ where
                     Some(Break::Stall(_)) => state.stats.streams_stalled += 1,
                     None => {}
                 }
-                Ok(Some(InFlight::start(shared, &mut state, key, unused)))
+                Ok(Some(InFlight::start(shared, &mut state, key, unused, now)))
             }
             Ok(None) => {
                 state.stats.hung += 1;
@@ -236,6 +241,7 @@ where
                     input: 0,
                     output: 0,
                 },
+                now,
             );
             shared.lock().record(entry.clone(), config.log_capacity);
             std::future::pending::<()>().await;

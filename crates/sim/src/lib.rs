@@ -20,9 +20,19 @@
 //!
 //! - per-key limits on requests, tokens, input and output tokens per minute and requests per
 //!   day, charged at admission on the estimate (prompt + `max_tokens`) and corrected by the
-//!   actual answer; token buckets, or Azure-style fixed windows of a few seconds;
+//!   actual answer, in the shape of the common limiters (see [`config::Window`]):
+//!   - token buckets holding a minute's quota (OpenAI, Anthropic), or a small `burst` (the
+//!     classic gateway token bucket);
+//!   - fixed windows of a few seconds (Azure OpenAI);
+//!   - sliding windows, counted exactly (sliding-log gateways and proxies);
+//!   - leaky buckets (GCRA) spacing requests at the rate, strictly or with a `burst` (nginx's
+//!     `limit_req`, GCRA limiters);
 //! - 429s with the wait rounded up (a client that waits exactly as told is admitted),
 //!   exhausted quotas, "Request too large", 401 for unknown or revoked keys;
+//! - keys that hide their rate-limit headers (`rate_limit_headers = false`): no rate-limit
+//!   headers, no `retry-after`, only what the provider's 429 body says (OpenAI's "Please try
+//!   again in 1.2s", Azure's "Please retry after 2 seconds", Gemini's `RetryInfo`), for clients
+//!   that must learn a limit from its 429s alone;
 //! - a hidden concurrency capacity beyond which requests are 529 `overloaded_error` (or 500
 //!   "Overloaded", or 503), random 5xx, hangs, streams cut off or ended by an error event;
 //! - batches that expire with partial results, and file uploads that fail with a 500;

@@ -1,182 +1,54 @@
-//! Per-key rate limits, enforced as the providers do: a token bucket per dimension holding a
-//! minute's quota and refilled continuously, or Azure-style fixed windows; a per-day request
-//! quota is a bucket holding a day's quota, refilled over 24 hours.
+//! Per-key rate limits, enforced as the providers do, one meter per dimension (requests,
+//! tokens, input and output tokens per minute, requests per day).
+//!
+//! A key that learns a provider's limit from its 429s alone must converge whatever the
+//! provider's limiter looks like, so the simulator offers the common shapes (`window` in the
+//! scenario), each with the same per-minute quota:
+//!
+//! - **Token bucket** (`"token_bucket"`, the default): a bucket refilled continuously at the
+//!   per-minute rate, holding a minute's quota, so an idle key may spend the whole minute at
+//!   once. OpenAI and Anthropic document their limits this way. With a small `burst` (the
+//!   bucket's capacity) it is the classic token bucket of API gateways (AWS API Gateway's rate
+//!   and burst): `burst` at once, then the rate.
+//! - **Fixed windows** (`"10s"`): the quota scaled to the window, all of it back when the next
+//!   window starts, so twice the share can pass around a boundary. Azure OpenAI enforces RPM
+//!   over 1 s or 10 s windows.
+//! - **Sliding window** (`"sliding:60s"`): never more than the quota scaled to the window in
+//!   any trailing window of that length, counted exactly from a log of the admissions (bounded
+//!   by the quota); what comes back is what was taken one window earlier. The shape of
+//!   sliding-log limiters in API gateways and Redis-backed proxies in front of self-hosted
+//!   models.
+//! - **Leaky bucket** (`"leaky_bucket"`): GCRA, admissions spaced at the per-minute rate
+//!   (60 s / limit per unit) with `burst` units allowed ahead of schedule, by default one
+//!   request's worth: strict spacing, no burst at all. nginx's `limit_req` and Shopify's API
+//!   limit this way, as do GCRA limiters such as `governor` and redis-cell.
+//!
+//! A per-day request quota is always a bucket holding a day's quota, refilled over 24 hours.
+//! Whatever the shape, a refusal carries the exact time until the request would be admitted
+//! (if nothing else is admitted meanwhile); the dialects round it up, so a client that waits as
+//! long as it is told gets in.
 //!
 //! A request is charged at admission on its estimate (prompt tokens + `max_tokens`) and the
 //! unused part of the output estimate is refunded when the answer is complete, so a client that
 //! asks for 4,096 tokens and gets 50 pays for 4,096 only while the answer is being generated.
 
+mod bucket;
+mod fixed;
+mod gcra;
+mod meter;
+mod sliding;
+
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{Limits, Window};
+use self::meter::Meter;
+pub(crate) use self::meter::MeterView;
+use crate::config::{Burst, Limits, Window};
 
-/// One limit on one dimension.
-#[derive(Clone, Debug)]
-pub(crate) enum Meter {
-    /// Holds up to `capacity`, refilled at `capacity` per `period` seconds.
-    Bucket {
-        capacity: f64,
-        period: f64,
-        level: f64,
-        updated: Instant,
-    },
-    /// Allows `limit` per fixed window of `window`.
-    Fixed {
-        limit: u64,
-        window: Duration,
-        started: Instant,
-        used: u64,
-    },
-}
-
-/// What a meter reports in rate-limit headers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct MeterView {
-    /// The limit per period (a minute, or a day for [`Dimension::RequestsPerDay`]).
-    pub(crate) limit: u64,
-    /// What can still be taken now.
-    pub(crate) remaining: u64,
-    /// Until the meter is full again.
-    pub(crate) reset: Duration,
-}
-
-const MINUTE: f64 = 60.0;
+/// A day in seconds, as the tests count.
+#[cfg(test)]
 const DAY: f64 = 24.0 * 60.0 * 60.0;
-
-impl Meter {
-    pub(crate) fn new(per_minute: u64, window: Window, now: Instant) -> Self {
-        match window {
-            Window::TokenBucket => Self::bucket(per_minute, MINUTE, now),
-            Window::Fixed(window) => {
-                let share = per_minute as f64 * window.as_secs_f64() / MINUTE;
-                Self::Fixed {
-                    limit: (share.ceil() as u64).max(1),
-                    window,
-                    started: now,
-                    used: 0,
-                }
-            }
-        }
-    }
-
-    /// A full bucket of `limit`, refilled over `period` seconds.
-    fn bucket(limit: u64, period: f64, now: Instant) -> Self {
-        Self::Bucket {
-            capacity: limit as f64,
-            period,
-            level: limit as f64,
-            updated: now,
-        }
-    }
-
-    fn refresh(&mut self, now: Instant) {
-        match self {
-            Self::Bucket {
-                capacity,
-                period,
-                level,
-                updated,
-            } => {
-                let elapsed = now.saturating_duration_since(*updated).as_secs_f64();
-                *level = (*level + elapsed * *capacity / *period).min(*capacity);
-                *updated = now;
-            }
-            Self::Fixed {
-                window,
-                started,
-                used,
-                ..
-            } => {
-                if now >= *started + *window {
-                    let windows =
-                        now.duration_since(*started).as_nanos() / window.as_nanos().max(1);
-                    *started += *window * u32::try_from(windows).unwrap_or(u32::MAX);
-                    *used = 0;
-                }
-            }
-        }
-    }
-
-    /// The most one request can ever take.
-    pub(crate) fn ceiling(&self) -> u64 {
-        match self {
-            Self::Bucket { capacity, .. } => *capacity as u64,
-            Self::Fixed { limit, .. } => *limit,
-        }
-    }
-
-    /// `None` if `amount` fits now, else how long until it will.
-    fn wait_for(&mut self, amount: u64, now: Instant) -> Option<Duration> {
-        self.refresh(now);
-        match self {
-            Self::Bucket {
-                capacity,
-                period,
-                level,
-                ..
-            } => {
-                let missing = amount as f64 - *level;
-                (missing > 0.0).then(|| Duration::from_secs_f64(missing * *period / *capacity))
-            }
-            Self::Fixed {
-                limit,
-                window,
-                started,
-                used,
-            } => (*used + amount > *limit)
-                .then(|| (*started + *window).saturating_duration_since(now)),
-        }
-    }
-
-    fn take(&mut self, amount: u64) {
-        match self {
-            Self::Bucket { level, .. } => *level -= amount as f64,
-            Self::Fixed { used, .. } => *used += amount,
-        }
-    }
-
-    fn give_back(&mut self, amount: u64, now: Instant) {
-        self.refresh(now);
-        match self {
-            Self::Bucket {
-                capacity, level, ..
-            } => *level = (*level + amount as f64).min(*capacity),
-            Self::Fixed { used, .. } => *used = used.saturating_sub(amount),
-        }
-    }
-
-    pub(crate) fn view(&mut self, limit: u64, now: Instant) -> MeterView {
-        self.refresh(now);
-        match self {
-            Self::Bucket {
-                capacity,
-                period,
-                level,
-                ..
-            } => MeterView {
-                limit,
-                remaining: level.max(0.0).floor() as u64,
-                reset: Duration::from_secs_f64((*capacity - level.max(0.0)) * *period / *capacity),
-            },
-            Self::Fixed {
-                limit: share,
-                window,
-                started,
-                used,
-            } => MeterView {
-                limit,
-                remaining: share.saturating_sub(*used),
-                reset: if *used == 0 {
-                    Duration::ZERO
-                } else {
-                    (*started + *window).saturating_duration_since(now)
-                },
-            },
-        }
-    }
-}
 
 /// The dimensions a key is limited on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -237,14 +109,21 @@ impl KeyLimiter {
         let mut meters: Vec<_> = per_minute
             .into_iter()
             .filter_map(|(dimension, limit)| {
-                limit.map(|limit| (dimension, limit, Meter::new(limit, limits.window, now)))
+                let burst = burst_of(&limits, dimension);
+                limit.map(|limit| {
+                    (
+                        dimension,
+                        limit,
+                        Meter::new(limit, limits.window, burst, now),
+                    )
+                })
             })
             .collect();
         if let Some(per_day) = limits.requests_per_day {
             meters.push((
                 Dimension::RequestsPerDay,
                 per_day,
-                Meter::bucket(per_day, DAY, now),
+                Meter::per_day(per_day, now),
             ));
         }
         Self { meters }
@@ -283,16 +162,17 @@ impl KeyLimiter {
             return Err(refusal);
         }
         for (dimension, _, meter) in &mut self.meters {
-            meter.take(charge.amount(*dimension));
+            meter.take(charge.amount(*dimension), now);
         }
         Ok(())
     }
 
-    /// Returns what an admitted request did not use (requests are never refunded).
-    pub(crate) fn refund(&mut self, unused: Charge, now: Instant) {
+    /// Returns what a request admitted at `admitted` did not use (requests are never
+    /// refunded).
+    pub(crate) fn refund(&mut self, unused: Charge, admitted: Instant, now: Instant) {
         for (dimension, _, meter) in &mut self.meters {
             if !matches!(dimension, Dimension::Requests | Dimension::RequestsPerDay) {
-                meter.give_back(unused.amount(*dimension), now);
+                meter.give_back(unused.amount(*dimension), admitted, now);
             }
         }
     }
@@ -304,6 +184,25 @@ impl KeyLimiter {
             .find(|(d, _, _)| *d == dimension)
             .map(|(_, limit, meter)| meter.view(*limit, now))
     }
+}
+
+/// The configured burst of `dimension`. A leaky bucket's requests default to a burst of one
+/// request, which admits exactly as "one request's worth" does and lets the headers say so.
+fn burst_of(limits: &Limits, dimension: Dimension) -> Option<u64> {
+    let configured = match limits.burst {
+        None => None,
+        // Validation allows a bare number only on a key with one per-minute dimension.
+        Some(Burst::Units(units)) => Some(units),
+        Some(Burst::PerDimension(each)) => match dimension {
+            Dimension::Requests => each.requests,
+            Dimension::Tokens => each.tokens,
+            Dimension::InputTokens => each.input_tokens,
+            Dimension::OutputTokens => each.output_tokens,
+            Dimension::RequestsPerDay => None,
+        },
+    };
+    let one_request = limits.window == Window::LeakyBucket && dimension == Dimension::Requests;
+    configured.or(one_request.then_some(1))
 }
 
 #[cfg(test)]

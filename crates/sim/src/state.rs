@@ -48,6 +48,8 @@ pub(crate) struct State {
 pub(crate) struct KeyState {
     pub(crate) name: String,
     pub(crate) limiter: KeyLimiter,
+    /// Whether responses carry the rate-limit and wait headers.
+    pub(crate) rate_limit_headers: bool,
     pub(crate) quota_exhausted: bool,
     revoked_after: Option<Duration>,
 }
@@ -154,9 +156,11 @@ impl State {
             .name
             .clone()
             .unwrap_or_else(|| CredentialId::from_secret(key.key.as_bytes()).to_string());
+        let limits = key.limits_over(&config.limits);
         self.keys.push(KeyState {
             name,
-            limiter: KeyLimiter::new(key.limits_over(&config.limits), now),
+            limiter: KeyLimiter::new(limits, now),
+            rate_limit_headers: limits.rate_limit_headers,
             quota_exhausted: key.quota_exhausted,
             revoked_after: key.revoked_after,
         });
@@ -245,15 +249,18 @@ pub(crate) struct InFlight {
     shared: Arc<Shared>,
     key: usize,
     unused: Charge,
+    admitted: Instant,
 }
 
 impl InFlight {
-    /// Takes a slot; `state` is the locked state of `shared`.
+    /// Takes a slot for a request admitted at `admitted`; `state` is the locked state of
+    /// `shared`.
     pub(crate) fn start(
         shared: &Arc<Shared>,
         state: &mut State,
         key: usize,
         unused: Charge,
+        admitted: Instant,
     ) -> Self {
         state.stats.in_flight += 1;
         state.stats.max_in_flight = state.stats.max_in_flight.max(state.stats.in_flight);
@@ -261,6 +268,7 @@ impl InFlight {
             shared: shared.clone(),
             key,
             unused,
+            admitted,
         }
     }
 }
@@ -271,7 +279,7 @@ impl Drop for InFlight {
         let mut state = self.shared.lock();
         state.stats.in_flight = state.stats.in_flight.saturating_sub(1);
         if let Some(key) = state.keys.get_mut(self.key) {
-            key.limiter.refund(self.unused, now);
+            key.limiter.refund(self.unused, self.admitted, now);
         }
     }
 }
