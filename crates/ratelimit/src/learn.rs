@@ -28,15 +28,17 @@
 //!   as the answers counted go back, and the lowest rate among those holding enough answers
 //!   to measure (10) is the one learned: a burst admitted near a window's end, or a token
 //!   bucket's burst, looks fast over a second and not over a minute. The pace moves once per
-//!   the shortest window.
+//!   the shortest window. A pace learned from fewer than 10 answers is a guess: it doubles
+//!   each window requests wait on it until the next 429 (a leaky bucket refuses the second
+//!   request of a burst, after one answer).
 //! - **Keep finding it.** A 429 cuts the pace to the lower of 98 % of what was admitted in the
 //!   window and 95 % of the pace (85 %, 75 %, 60 % for each 429 that follows a cut within a
 //!   window: the cut did not hold). Only one cut counts per overshoot: a 429 for a request sent
 //!   before the last cut says nothing new. The refused pace is remembered: while requests wait
 //!   on a pace below 98 % of it, the pace recovers halfway there every 10 s (or every window,
 //!   if shorter). Past it, while requests wait and no 429 comes, it probes up once per window
-//!   by 1 %, a step that doubles every five windows (up to 25 %), so a higher tier or a
-//!   quieter neighbour on the same key is found again.
+//!   (at most every 30 s) by 1 %, a step that doubles every five probes (up to 25 %), so a
+//!   higher tier or a quieter neighbour on the same key is found again.
 //! - **Headers and configuration win.** A quota the user configured is never learned; one the
 //!   provider's headers report replaces a learned pace at once.
 //! - **Requests, not guesses.** A 429 that does not say which limit it hit is taken as the
@@ -86,6 +88,9 @@ const ADMITTED_SHARE: u64 = 980;
 const CUT_SHARES: [u64; 4] = [950, 850, 750, 600];
 /// How often a pace cut below a refused one recovers toward it, at most.
 const RECOVERY_EVERY: u64 = 10_000_000_000;
+/// How often a pace probes past what was refused, at least: each probe that overshoots costs
+/// a 429, so a pace at the limit probes twice a minute.
+const PROBE_EVERY: u64 = 30_000_000_000;
 /// The first step up, in thousandths; it doubles every [`STEPS_PER_DOUBLING`] windows raised
 /// without a refusal, up to [`MAX_STEP`].
 const FIRST_STEP: u64 = 10;
@@ -108,6 +113,9 @@ struct Pace {
     /// The interval of the fastest pace known to be refused since the last probe that held
     /// (0: none): the pace recovers toward just under it quickly, and probes past it slowly.
     ceiling: u64,
+    /// Learned from too few answers to trust: it doubles every window requests wait on it,
+    /// until the next 429.
+    starting: bool,
     /// When a 429 last cut it.
     cut_at: u64,
     /// When it last moved.
@@ -169,10 +177,10 @@ impl Learner {
             let safe = u64::try_from(u128::from(pace.ceiling) * 1_000 / u128::from(ADMITTED_SHARE))
                 .unwrap_or(u64::MAX);
             let recovering = pace.ceiling != 0 && interval > safe;
-            let every = if recovering {
+            let every = if recovering || pace.starting {
                 pace.window.min(RECOVERY_EVERY)
             } else {
-                pace.window
+                pace.window.max(PROBE_EVERY)
             };
             if now < pace.moved_at.saturating_add(every) {
                 next.store(pace.moved_at.saturating_add(every), Ordering::Relaxed);
@@ -180,7 +188,10 @@ impl Learner {
             }
             if self.waited[i].swap(false, Ordering::AcqRel) {
                 // Requests wanted more than the pace and none was refused.
-                let faster = if recovering {
+                let faster = if pace.starting {
+                    // A guess from a handful of answers: find the limit fast.
+                    interval / 2
+                } else if recovering {
                     // Halfway (in rate) to just under the pace that was refused.
                     let (a, b) = (u128::from(interval), u128::from(safe));
                     u64::try_from(2 * a * b / (a + b)).unwrap_or(safe).max(safe)
@@ -274,6 +285,7 @@ impl Learner {
             raised: 0,
             cuts,
             ceiling,
+            starting: existing.is_none() && count < ENOUGH,
             cut_at: now,
             moved_at: now,
         };

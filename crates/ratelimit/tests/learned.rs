@@ -39,6 +39,9 @@ const DEADLINE: Duration = Duration::from_secs(120);
 enum Dialect {
     /// Gemini's native API: no rate-limit headers, 429s naming a …PerMinute… quota.
     Gemini,
+    /// OpenAI's API from a host that sends no rate-limit headers: a 429 says only "Please try
+    /// again in …" in its message.
+    OpenAi,
 }
 
 /// One kind of limiter, as the simulator plays it.
@@ -78,6 +81,15 @@ fn request(dialect: Dialect, i: u64) -> Request<Full<Bytes>> {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_string())))
             .unwrap()
+        }
+        Dialect::OpenAi => {
+            let body = json!({"model": "llama-3.1-8b-instant", "max_tokens": 32,
+                "messages": [{"role": "user", "content": format!("question {i}")}]});
+            Request::post("https://llm.internal.example/v1/chat/completions")
+                .header("authorization", format!("Bearer {KEY}"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap()
         }
     }
 }
@@ -224,6 +236,105 @@ fn gemini_fixed_minute() -> Shape {
         per_minute: 30,
         key: "requests_per_minute = 30\nwindow = \"60s\"\n",
     }
+}
+
+fn no_headers(name: &'static str, per_minute: u64, key: &'static str) -> Shape {
+    Shape {
+        name,
+        dialect: Dialect::OpenAi,
+        per_minute,
+        key,
+    }
+}
+
+fn leaky_bucket() -> Shape {
+    no_headers(
+        "no headers, a leaky bucket of 5 a second",
+        300,
+        "requests_per_minute = 300\nwindow = \"leaky_bucket\"\nrate_limit_headers = false\n",
+    )
+}
+
+fn sliding_minute() -> Shape {
+    no_headers(
+        "no headers, 120 in any sliding minute",
+        120,
+        "requests_per_minute = 120\nwindow = \"sliding:60s\"\nrate_limit_headers = false\n",
+    )
+}
+
+fn small_bucket() -> Shape {
+    no_headers(
+        "no headers, a token bucket of 120 a minute with a burst of 5",
+        120,
+        "requests_per_minute = 120\nburst = 5\nrate_limit_headers = false\n",
+    )
+}
+
+fn fixed_ten_seconds() -> Shape {
+    no_headers(
+        "no headers, 120 a minute in fixed 10 s windows (Azure)",
+        120,
+        "requests_per_minute = 120\nwindow = \"10s\"\nrate_limit_headers = false\n",
+    )
+}
+
+fn fixed_second() -> Shape {
+    no_headers(
+        "no headers, 600 a minute in fixed 1 s windows (Azure)",
+        600,
+        "requests_per_minute = 600\nwindow = \"1s\"\nrate_limit_headers = false\n",
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leaky_bucket_at_twice_its_limit() {
+    converges(leaky_bucket(), 2).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leaky_bucket_at_four_times_its_limit() {
+    converges(leaky_bucket(), 4).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sliding_minute_at_twice_its_limit() {
+    converges(sliding_minute(), 2).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sliding_minute_at_four_times_its_limit() {
+    converges(sliding_minute(), 4).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_small_token_bucket_at_twice_its_limit() {
+    converges(small_bucket(), 2).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_small_token_bucket_at_four_times_its_limit() {
+    converges(small_bucket(), 4).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn fixed_ten_second_windows_at_twice_their_limit() {
+    converges(fixed_ten_seconds(), 2).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn fixed_ten_second_windows_at_four_times_their_limit() {
+    converges(fixed_ten_seconds(), 4).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn fixed_one_second_windows_at_twice_their_limit() {
+    converges(fixed_second(), 2).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn fixed_one_second_windows_at_four_times_their_limit() {
+    converges(fixed_second(), 4).await;
 }
 
 #[tokio::test(start_paused = true)]
