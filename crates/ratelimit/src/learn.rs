@@ -470,3 +470,118 @@ mod tests {
         assert!(cell.interval() >= again * 1_000 / 850);
     }
 }
+
+/// The pace against a hidden limiter, in a closed loop: arrivals wait on the learned pace, the
+/// limiter admits or refuses at their departure, and the learner hears both.
+#[cfg(test)]
+mod closed_loop {
+    use std::collections::VecDeque;
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::store::Charges;
+
+    const S: u64 = 1_000_000_000;
+
+    /// `limit` per `window` nanoseconds, fixed or sliding.
+    struct Hidden {
+        limit: u64,
+        window: u64,
+        sliding: bool,
+        admitted: VecDeque<u64>,
+    }
+
+    impl Hidden {
+        /// Admits at `at`, or says how long until it would.
+        fn ask(&mut self, at: u64) -> Result<(), u64> {
+            if self.sliding {
+                while self
+                    .admitted
+                    .front()
+                    .is_some_and(|&t| t + self.window <= at)
+                {
+                    self.admitted.pop_front();
+                }
+                if (self.admitted.len() as u64) < self.limit {
+                    self.admitted.push_back(at);
+                    return Ok(());
+                }
+                return Err(self.admitted[0] + self.window - at);
+            }
+            let start = at / self.window * self.window;
+            while self.admitted.front().is_some_and(|&t| t < start) {
+                self.admitted.pop_front();
+            }
+            if (self.admitted.len() as u64) < self.limit {
+                self.admitted.push_back(at);
+                return Ok(());
+            }
+            Err(start + self.window - at)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// After a refusal, a learned pace is cut at least 5 % — or is at or below the hidden
+        /// limit already: it never stays above it. No more than four refusals in a row leave it
+        /// above.
+        #[test]
+        fn the_learned_pace_never_stays_above_the_hidden_limit(
+            limit in 3u64..120,
+            window_secs in prop::sample::select(vec![1u64, 10, 60]),
+            sliding in any::<bool>(),
+            offered_percent in 150u64..400,
+        ) {
+            let window = window_secs * S;
+            let mut hidden = Hidden { limit, window, sliding, admitted: VecDeque::new() };
+            let hidden_rate = limit as f64 / window as f64;
+            let learner = Learner::default();
+            let cells: [OnceLock<Gcra>; 5] = std::array::from_fn(|_| OnceLock::new());
+            let gap = window * 100 / (limit * offered_percent);
+            let end = 12 * window.max(60 * S);
+            let mut above_in_a_row = 0;
+            let mut refusals = 0;
+            let mut arrival = 0;
+            while arrival < end {
+                arrival += gap;
+                let departure = match cells[0].get() {
+                    Some(cell) => cell.reserve(1, arrival, u64::MAX).unwrap(),
+                    None => arrival,
+                };
+                match hidden.ask(departure) {
+                    Ok(()) => learner.answered(Charges::request(1, 1), departure, &cells),
+                    Err(wait) => {
+                        refusals += 1;
+                        let before = cells[0].get().map(Gcra::interval);
+                        let hint = RefusalHint {
+                            window: None,
+                            retry_after: Some(Duration::from_nanos(wait)),
+                            sent_at: departure,
+                        };
+                        let cut = learner.refused(Dimension::Requests, &cells[0], hint, departure);
+                        if let Some(cell) = cells[0].get() {
+                            cell.pause_until(departure + wait, 1);
+                            let rate = 1.0 / cell.interval() as f64;
+                            if let (true, Some(before)) = (cut, before) {
+                                prop_assert!(
+                                    rate <= hidden_rate || cell.interval() * 950 >= before * 1_000,
+                                    "a refused pace above the limit was not cut"
+                                );
+                            }
+                            above_in_a_row = if rate > hidden_rate { above_in_a_row + 1 } else { 0 };
+                            prop_assert!(
+                                above_in_a_row <= 4,
+                                "{above_in_a_row} refusals in a row left it above the limit"
+                            );
+                        }
+                    }
+                }
+            }
+            prop_assert!(refusals > 0, "offered above the limit, something was refused");
+            prop_assert!(cells[0].get().is_some(), "and a pace was learned");
+        }
+    }
+}
