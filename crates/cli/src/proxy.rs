@@ -350,6 +350,7 @@ async fn health(State(gateway): State<Arc<Gateway>>) -> Response {
                 "overload": s.overload.as_str(),
                 "limit": s.limit,
                 "in_flight": s.in_flight,
+                "rate_limits": rate_limits_json(&s.rate_limits),
             })
         })
         .collect();
@@ -363,6 +364,24 @@ async fn health(State(gateway): State<Arc<Gateway>>) -> Response {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// A scope's rate limits: each dimension's quota, where it comes from (`configured`,
+/// `headers`, or `refusals`: learned from the provider's 429s), and what is left now.
+pub(crate) fn rate_limits_json(limits: &[tollgate::ratelimit::LimitState]) -> serde_json::Value {
+    limits
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "dimension": l.dimension.as_str(),
+                "source": l.source.as_str(),
+                "per_minute": (l.per_minute * 100.0).round() / 100.0,
+                "limit": l.quota.limit(),
+                "period_seconds": l.quota.period().as_secs(),
+                "remaining": l.remaining,
+            })
+        })
+        .collect()
 }
 
 /// `GET /metrics`: Prometheus text.

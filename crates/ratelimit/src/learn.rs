@@ -154,14 +154,15 @@ fn burst_units(dimension: Dimension, interval: u64) -> u64 {
 
 impl Learner {
     /// Counts an answer of `charges` at `now`, and raises a pace that requests waited on for a
-    /// whole window without a refusal.
+    /// whole window without a refusal. Returns a bit per dimension whose pace moved.
     pub(crate) fn answered(
         &self,
         charges: crate::store::Charges,
         now: u64,
         cells: &[std::sync::OnceLock<Gcra>; 5],
-    ) {
+    ) -> u8 {
         self.admitted.add(now, charges);
+        let mut moved = 0;
         for (i, next) in self.next_look.iter().enumerate() {
             let at = next.load(Ordering::Relaxed);
             if at == 0 || now < at {
@@ -206,10 +207,12 @@ impl Learner {
                     faster
                 };
                 cell.set_pace(faster, burst_units(Dimension::ALL[i], faster));
+                moved |= 1 << i;
             }
             pace.moved_at = now;
             next.store(now.saturating_add(every), Ordering::Relaxed);
         }
+        moved
     }
 
     /// A request waited on dimension `index`'s pace.
@@ -552,7 +555,9 @@ mod closed_loop {
                     None => arrival,
                 };
                 match hidden.ask(departure) {
-                    Ok(()) => learner.answered(Charges::request(1, 1), departure, &cells),
+                    Ok(()) => {
+                        learner.answered(Charges::request(1, 1), departure, &cells);
+                    }
                     Err(wait) => {
                         refusals += 1;
                         let before = cells[0].get().map(Gcra::interval);

@@ -67,7 +67,7 @@ mod store;
 
 pub use self::gcra::View;
 pub use self::layer::{DEFAULT_OUTPUT_TOKENS, RateLimitLayer};
-pub use self::memory::{DEFAULT_MAX_SCOPES, MemoryScope, MemoryStore};
+pub use self::memory::{DEFAULT_MAX_SCOPES, LimitState, MemoryScope, MemoryStore, QuotaSource};
 pub use self::quota::{Dimension, Quota, QuotaTable, Quotas, ScopeMatch};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisReserve, RedisScope, RedisStore, RoundTrips};

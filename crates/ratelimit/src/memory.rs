@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::{Ready, ready};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -50,6 +50,8 @@ pub struct MemoryScope {
     /// Paces learned from refusals, and what they are learned from: made when a scope's
     /// requests have no quota from configuration or headers, or at its first refusal.
     learner: OnceLock<Box<Learner>>,
+    /// Whether the quota gauges were set once (they are then set when a quota changes).
+    quotas_reported: AtomicBool,
     stats: ScopeStats,
 }
 
@@ -66,6 +68,9 @@ pub enum QuotaSource {
 }
 
 impl QuotaSource {
+    /// Every source, in code order.
+    pub const ALL: [Self; 3] = [Self::Configured, Self::Headers, Self::Refusals];
+
     /// The snake_case name.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -90,6 +95,32 @@ impl QuotaSource {
             3 => Some(Self::Refusals),
             _ => None,
         }
+    }
+}
+
+/// One dimension's limit as it stands.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct LimitState {
+    /// The dimension.
+    pub dimension: Dimension,
+    /// Where its quota comes from.
+    pub source: QuotaSource,
+    /// The quota (a learned pace, as the whole number per minute it rounds up to).
+    pub quota: Quota,
+    /// The quota in units a minute, exactly (a learned pace is rarely a whole number).
+    pub per_minute: f64,
+    /// Units that can be taken now without waiting.
+    pub remaining: u64,
+}
+
+/// A cell's rate in units a minute.
+fn per_minute(cell: &Gcra) -> f64 {
+    if cell.is_paced() {
+        60e9 / cell.interval() as f64
+    } else {
+        let quota = cell.quota();
+        quota.limit() as f64 * 60.0 / quota.period().as_secs_f64()
     }
 }
 
@@ -123,6 +154,27 @@ impl MemoryStore {
     /// The quotas it gives scopes.
     pub fn table(&self) -> &QuotaTable {
         &self.inner.table
+    }
+
+    /// The limits of `scope` as they stand now: what was configured, reported by the
+    /// provider's headers or learned from its refusals (empty when the scope is not kept).
+    pub fn limits(&self, scope: &Scope) -> Vec<LimitState> {
+        self.inner
+            .scopes
+            .find(scope)
+            .map(|state| state.limits(Instant::now()))
+            .unwrap_or_default()
+    }
+
+    /// Every kept scope with its limits.
+    pub fn all_limits(&self) -> Vec<(Scope, Vec<LimitState>)> {
+        let now = Instant::now();
+        self.inner
+            .scopes
+            .all()
+            .into_iter()
+            .map(|(scope, state)| (scope, state.limits(now)))
+            .collect()
     }
 
     /// How many scopes are held now.
@@ -176,6 +228,7 @@ impl MemoryScope {
             limited: AtomicU8::new(limited),
             sources,
             learner: OnceLock::new(),
+            quotas_reported: AtomicBool::new(false),
             stats: ScopeStats::default(),
         }
     }
@@ -194,6 +247,11 @@ impl MemoryScope {
     /// An answer of `charges` came back: counted for the paces learned from refusals, when
     /// the scope's requests have no other quota.
     pub(crate) fn answered(&self, charges: Charges, now: Instant) {
+        if !self.quotas_reported.swap(true, Ordering::Relaxed) {
+            for dimension in Dimension::ALL {
+                self.report_quota(dimension);
+            }
+        }
         let learner = match self.learner.get() {
             Some(learner) => learner,
             None if self.learnable(Dimension::Requests) => {
@@ -201,7 +259,44 @@ impl MemoryScope {
             }
             None => return,
         };
-        learner.answered(charges, self.nanos(now), &self.dims);
+        let moved = learner.answered(charges, self.nanos(now), &self.dims);
+        if moved != 0 {
+            for dimension in Dimension::ALL {
+                if moved & (1 << dimension.index()) != 0 {
+                    self.report_quota(dimension);
+                }
+            }
+        }
+    }
+
+    /// Sets `dimension`'s quota gauge (with the `metrics` feature).
+    fn report_quota(&self, dimension: Dimension) {
+        if let (Some(cell), Some(source)) =
+            (self.dims[dimension.index()].get(), self.source(dimension))
+        {
+            self.stats
+                .metrics
+                .quota(dimension, source, per_minute(cell));
+        }
+    }
+
+    /// Every limited dimension as it stands at `now`.
+    pub fn limits(&self, now: Instant) -> Vec<LimitState> {
+        let at = self.nanos(now);
+        Dimension::ALL
+            .into_iter()
+            .filter_map(|dimension| {
+                let cell = self.dims[dimension.index()].get()?;
+                let view = cell.view(at);
+                Some(LimitState {
+                    dimension,
+                    source: self.source(dimension)?,
+                    quota: view.quota,
+                    per_minute: per_minute(cell),
+                    remaining: view.remaining,
+                })
+            })
+            .collect()
     }
 
     /// A 429 the pace did not prevent, on `dimensions`: learns or cuts their paces.
@@ -218,6 +313,7 @@ impl MemoryScope {
             {
                 self.sources[index].store(QuotaSource::Refusals.code(), Ordering::Release);
                 self.limited.fetch_or(1 << index, Ordering::Release);
+                self.report_quota(dimension);
             }
         }
     }
@@ -359,9 +455,12 @@ impl MemoryScope {
                         let _ = cell.set(Gcra::new(quota));
                     }
                 }
-                if cell.get().is_some_and(|c| !c.is_paced()) {
+                if cell.get().is_some_and(|c| !c.is_paced())
+                    && self.source(dimension) != Some(QuotaSource::Headers)
+                {
                     self.sources[index].store(QuotaSource::Headers.code(), Ordering::Release);
                     self.limited.fetch_or(1 << index, Ordering::Release);
+                    self.report_quota(dimension);
                 }
             }
             if let (Some(cell), Some(remaining)) = (cell.get(), window.remaining) {

@@ -27,12 +27,13 @@ pub(crate) enum Refused {
 mod on {
     use std::sync::OnceLock;
 
-    use metrics::{Counter, Histogram, Label};
+    use metrics::{Counter, Gauge, Histogram, Label};
     use tokio::time::Instant;
     use tollgate_core::Scope;
     use tollgate_core::metrics::scope_labels;
 
     use super::Refused;
+    use crate::memory::QuotaSource;
     use crate::quota::Dimension;
     use crate::store::Charges;
 
@@ -49,6 +50,9 @@ mod on {
 
     #[derive(Debug)]
     struct Handles {
+        labels: [Label; 2],
+        /// The quota of each dimension, by where it comes from: registered when first set.
+        quota: [[OnceLock<Gauge>; 3]; 5],
         wait: Histogram,
         refused: [Counter; 2],
         reserved: [Counter; 3],
@@ -76,6 +80,7 @@ mod on {
                     })
                 };
                 Handles {
+                    quota: Default::default(),
                     wait: metrics::histogram!("tollgate_ratelimit_wait_seconds", labels.to_vec()),
                     refused: ["wait", "exceeds_limit"].map(|reason| {
                         metrics::counter!(
@@ -86,6 +91,7 @@ mod on {
                     reserved: tokens("tollgate_ratelimit_tokens_reserved_total"),
                     used: tokens("tollgate_ratelimit_tokens_used_total"),
                     pauses: metrics::counter!("tollgate_ratelimit_pauses_total", labels.to_vec()),
+                    labels,
                 }
             });
         }
@@ -124,6 +130,28 @@ mod on {
                 handles.pauses.increment(1);
             }
         }
+
+        /// `dimension`'s quota is now `per_minute` a minute, from `source`; the gauges of its
+        /// other sources, if any, go to 0.
+        pub(crate) fn quota(&self, dimension: Dimension, source: QuotaSource, per_minute: f64) {
+            let Some(handles) = self.0.get() else {
+                return;
+            };
+            for (i, cell) in handles.quota[dimension.index()].iter().enumerate() {
+                let this = QuotaSource::ALL[i];
+                if this == source {
+                    let gauge = cell.get_or_init(|| {
+                        let mut labels = handles.labels.to_vec();
+                        labels.push(Label::from_static_parts("dimension", dimension.as_str()));
+                        labels.push(Label::from_static_parts("source", this.as_str()));
+                        metrics::gauge!("tollgate_ratelimit_quota_per_minute", labels)
+                    });
+                    gauge.set(per_minute);
+                } else if let Some(gauge) = cell.get() {
+                    gauge.set(0.0);
+                }
+            }
+        }
     }
 }
 
@@ -151,4 +179,6 @@ impl ScopeMetrics {
     pub(crate) fn used(&self, _: Charges) {}
     #[inline(always)]
     pub(crate) fn paused(&self) {}
+    #[inline(always)]
+    pub(crate) fn quota(&self, _: crate::quota::Dimension, _: crate::memory::QuotaSource, _: f64) {}
 }

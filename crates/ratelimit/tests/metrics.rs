@@ -103,6 +103,19 @@ async fn waits_refusals_pauses_and_tokens_per_scope() {
             "counter 1",
         ),
         (key("tollgate_ratelimit_pauses_total", ""), "counter 1"),
+        // The configured quotas, a minute, set with the first answer.
+        (
+            "tollgate_ratelimit_quota_per_minute{dimension=requests,model=gpt-4o-mini,\
+             provider=openai,source=configured}"
+                .to_owned(),
+            "gauge 1",
+        ),
+        (
+            "tollgate_ratelimit_quota_per_minute{dimension=tokens,model=gpt-4o-mini,\
+             provider=openai,source=configured}"
+                .to_owned(),
+            "gauge 1000",
+        ),
         (
             key(
                 "tollgate_ratelimit_tokens_reserved_total",
@@ -147,5 +160,61 @@ async fn waits_refusals_pauses_and_tokens_per_scope() {
     .map(|(k, v)| (k, v.to_owned()))
     .collect();
     assert_eq!(recorded, expected);
+    tollgate_testkit::metrics::assert_no_credential(&recorded, SECRET);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limit_learned_from_refusals_is_a_gauge_with_its_source() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    // An upstream with no rate-limit headers: ten answers, then a 429 that asks for 30 s.
+    let calls = Arc::new(Mutex::new(0u32));
+    let counted = calls.clone();
+    let provider = service_fn(move |_: Request<Full<Bytes>>| {
+        let n = {
+            let mut calls = counted.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        async move {
+            let response = if n > 10 {
+                Response::builder()
+                    .status(StatusCode::TOO_MANY_REQUESTS)
+                    .body(Full::new(Bytes::from(
+                        r#"{"error":{"type":"requests","message":"Rate limit reached. Please try again in 30s."}}"#,
+                    )))
+            } else {
+                Response::builder().body(Full::new(Bytes::from(
+                    r#"{"choices":[],"usage":{"prompt_tokens":6,"completion_tokens":4,"total_tokens":10}}"#,
+                )))
+            };
+            Ok::<_, Infallible>(response.unwrap())
+        }
+    });
+    let service = ServiceBuilder::new()
+        .layer(AnnotateLayer::new())
+        .layer(RateLimitLayer::new(Quotas::unlimited()))
+        .layer(ClassifyLayer::new())
+        .service(provider);
+    for _ in 0..10 {
+        let response = service.clone().oneshot(chat(10)).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        tokio::time::advance(Duration::from_secs(3)).await;
+    }
+    let response = service.clone().oneshot(chat(10)).await.unwrap();
+    assert_eq!(response.status(), 429);
+
+    let recorded = recorded(&snapshotter);
+    let gauge = recorded
+        .get(
+            "tollgate_ratelimit_quota_per_minute{dimension=requests,model=gpt-4o-mini,\
+             provider=openai,source=refusals}",
+        )
+        .unwrap_or_else(|| panic!("{recorded:#?}"));
+    // Ten answers in the minute before the refusal, less 2 %.
+    let per_minute: f64 = gauge.trim_start_matches("gauge ").parse().unwrap();
+    assert!((9.5..10.0).contains(&per_minute), "{per_minute}");
     tollgate_testkit::metrics::assert_no_credential(&recorded, SECRET);
 }

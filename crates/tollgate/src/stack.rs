@@ -15,7 +15,7 @@ use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
 use tollgate_core::{BoxError, Scope};
 use tollgate_overload::{Aimd, OverloadHandle, OverloadLayer, OverloadState};
-use tollgate_ratelimit::{Quotas, RateLimitLayer};
+use tollgate_ratelimit::{LimitState, MemoryStore, Quotas, RateLimitLayer};
 use tollgate_retry::{Backoff, Jitter, RetryLayer};
 use tollgate_timeout::{TimeoutConfig, TimeoutLayer};
 use tower::util::BoxCloneSyncService;
@@ -285,6 +285,11 @@ pub struct StackHandle {
     pub overload: OverloadHandle,
     /// The response cache (`None` when disabled).
     pub cache: Option<CacheHandle>,
+    /// The rate limits: configured, reported by the provider's headers, or learned from its
+    /// refusals.
+    pub rate_limits: MemoryStore,
+    /// Whether rate limits are kept per model (else per key: a scope without its model).
+    per_model_limits: bool,
 }
 
 /// One scope's health.
@@ -301,6 +306,9 @@ pub struct ScopeHealth {
     pub limit: usize,
     /// Its calls in flight.
     pub in_flight: usize,
+    /// Its rate limits, each with where it comes from (configured, the provider's headers, or
+    /// learned from its refusals) and what is left now.
+    pub rate_limits: Vec<LimitState>,
 }
 
 impl StackHandle {
@@ -309,12 +317,20 @@ impl StackHandle {
         self.overload
             .snapshot()
             .into_iter()
-            .map(|s| ScopeHealth {
-                circuit: self.circuit.state(&s.scope),
-                scope: s.scope,
-                overload: s.state,
-                limit: s.limit,
-                in_flight: s.in_flight,
+            .map(|s| {
+                let limited = if self.per_model_limits {
+                    s.scope.clone()
+                } else {
+                    s.scope.clone().with_model(None)
+                };
+                ScopeHealth {
+                    circuit: self.circuit.state(&s.scope),
+                    rate_limits: self.rate_limits.limits(&limited),
+                    scope: s.scope,
+                    overload: s.state,
+                    limit: s.limit,
+                    in_flight: s.in_flight,
+                }
             })
             .collect()
     }
@@ -415,6 +431,8 @@ impl LlmStack {
             .with_policy(Cacheable(false)),
         };
         let cache_handle = r.cache.as_ref().map(|_| cache.handle());
+        let rate_limit = RateLimitLayer::new(quotas).with_per_model_limits(r.per_model);
+        let rate_limits = rate_limit.store().clone();
         let stack = ServiceBuilder::new()
             .layer(AnnotateLayer::new())
             .layer(cache)
@@ -422,7 +440,7 @@ impl LlmStack {
             .layer(retry)
             .layer(circuit)
             .layer(overload)
-            .layer(RateLimitLayer::new(quotas).with_per_model_limits(r.per_model))
+            .layer(rate_limit)
             .layer(ConcurrencyLimitLayer::new(r.concurrency))
             .layer(TimeoutLayer::new(r.timeouts).expect("LlmStack::new checked the config"))
             .layer(ClassifyLayer::new())
@@ -434,6 +452,8 @@ impl LlmStack {
                 circuit: circuit_handle,
                 overload: overload_handle,
                 cache: cache_handle,
+                rate_limits,
+                per_model_limits: r.per_model,
             },
         )
     }

@@ -180,6 +180,7 @@ async fn health(State(admin): State<Arc<Admin>>) -> Response {
         entry["overload"] = s.overload.as_str().into();
         entry["limit"] = s.limit.into();
         entry["in_flight"] = s.in_flight.into();
+        entry["rate_limits"] = super::rate_limits_json(&s.rate_limits);
         seen.insert(s.scope);
         scopes.push(entry);
     }
