@@ -115,6 +115,9 @@ impl Template {
 fn default_body(path: &str) -> String {
     let body = if path.contains("embeddings") {
         serde_json::json!({"model": "text-embedding-3-small", "input": "the quick brown fox"})
+    } else if path.contains(":generateContent") || path.contains(":streamGenerateContent") {
+        serde_json::json!({"contents": [{"parts": [{"text": "Say hello."}]}],
+            "generationConfig": {"maxOutputTokens": 16}})
     } else if path.starts_with("/v1/messages") {
         serde_json::json!({"model": "claude-3-5-haiku-latest", "max_tokens": 16,
             "messages": [{"role": "user", "content": "Say hello."}]})

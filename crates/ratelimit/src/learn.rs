@@ -19,16 +19,19 @@
 //! requests go one at a time at that rate, in arrival order, waiting their turn rather than
 //! failing (up to their deadline or `MaxWait`, as with any quota).
 //!
-//! - **The window** is the refusal's own when it names one (Gemini's `…PerMinute…` quota ids,
-//!   [`Outcome::rate_limit_window`](tollgate_core::Outcome::rate_limit_window)). Otherwise the
-//!   wait it asks for is a floor: a wait is never longer than the window it waits out, but may
-//!   be much shorter (near a fixed window's end). So the rate is measured over each of the
-//!   shortest window the wait allows (a second for a wait under one: a leaky or token bucket,
-//!   Azure's 1 s windows; 10 s for one under 10 s; else a minute), 10 s and a minute, as far
-//!   as the answers counted go back, and the lowest rate among those holding enough answers
-//!   to measure (10) is the one learned: a burst admitted near a window's end, or a token
-//!   bucket's burst, looks fast over a second and not over a minute. The pace moves once per
-//!   the shortest window. A pace learned from fewer than 10 answers is a guess: it doubles
+//! - **The window.** The wait a 429 asks for is a floor on the window its limit counts over: a
+//!   wait is never longer than the window it waits out, but may be much shorter (near a fixed
+//!   window's end). So the rate is measured over each of the shortest window the wait allows
+//!   (a second for a wait under one: a leaky or token bucket, Azure's 1 s windows; 10 s for one
+//!   under 10 s; else a minute), 10 s and a minute, as far as the answers counted go back, and
+//!   the lowest rate among those holding enough answers to measure (10) is the one learned: a
+//!   burst admitted near a window's end, or a token bucket's burst, looks fast over a second
+//!   and not over a minute. A refusal that asks for no wait but names its window (Gemini's
+//!   `…PerMinute…` quota ids,
+//!   [`Outcome::rate_limit_window`](tollgate_core::Outcome::rate_limit_window)) starts from
+//!   that window. A named window does not overrule a short wait: a "per minute" quota whose
+//!   429 asks for half a second is enforced over far less than a minute. The pace moves once
+//!   per the shortest window. A pace learned from fewer than 10 answers is a guess: it doubles
 //!   each window requests wait on it until the next 429 (a leaky bucket refuses the second
 //!   request of a burst, after one answer).
 //! - **Keep finding it.** A 429 cuts the pace to the lower of 98 % of what was admitted in the
@@ -37,7 +40,7 @@
 //!   before the last cut says nothing new. The refused pace is remembered: while requests wait
 //!   on a pace below 98 % of it, the pace recovers halfway there every 10 s (or every window,
 //!   if shorter). Past it, while requests wait and no 429 comes, it probes up once per window
-//!   (at most every 30 s) by 1 %, a step that doubles every five probes (up to 25 %), so a
+//!   (at most once a minute) by 1 %, a step that doubles every five probes (up to 25 %), so a
 //!   higher tier or a quieter neighbour on the same key is found again.
 //! - **Headers and configuration win.** A quota the user configured is never learned; one the
 //!   provider's headers report replaces a learned pace at once.
@@ -86,11 +89,13 @@ const ADMITTED_SHARE: u64 = 980;
 /// The most a 429 leaves of the pace, in thousandths: 95 %, and less for each 429 that follows
 /// another within a window (the pace it set was still too high).
 const CUT_SHARES: [u64; 4] = [950, 850, 750, 600];
+/// How far past the rate admitted when cut a pace recovers, in thousandths.
+const RECOVERY_PAST_ADMITTED: u64 = 1_020;
 /// How often a pace cut below a refused one recovers toward it, at most.
 const RECOVERY_EVERY: u64 = 10_000_000_000;
 /// How often a pace probes past what was refused, at least: each probe that overshoots costs
-/// a 429, so a pace at the limit probes twice a minute.
-const PROBE_EVERY: u64 = 30_000_000_000;
+/// a 429, so a pace at the limit probes once a minute.
+const PROBE_EVERY: u64 = 60_000_000_000;
 /// The first step up, in thousandths; it doubles every [`STEPS_PER_DOUBLING`] windows raised
 /// without a refusal, up to [`MAX_STEP`].
 const FIRST_STEP: u64 = 10;
@@ -116,6 +121,11 @@ struct Pace {
     /// Learned from too few answers to trust: it doubles every window requests wait on it,
     /// until the next 429.
     starting: bool,
+    /// The interval at the rate admitted when last cut: recovery stops a little past it.
+    admitted: u64,
+    /// Since when the pace has been near the limit: learned, or past its doubling guess. A
+    /// rate measured over a window reaching back before it is not the limit's.
+    settled_at: u64,
     /// When a 429 last cut it.
     cut_at: u64,
     /// When it last moved.
@@ -173,10 +183,13 @@ impl Learner {
             };
             let mut pace = self.paces[i].lock().unwrap_or_else(PoisonError::into_inner);
             let interval = cell.interval();
-            // 98 % of the lowest pace refused since the last probe that held: below it the pace
-            // recovers fast, above it it probes slowly.
+            // 98 % of the lowest pace refused since the last probe that held, and no more than
+            // 2 % past what was admitted when it was refused: below that the pace recovers
+            // fast, above it it probes slowly. (A bucket's burst can keep a pace well above
+            // the limit answered for a while: what is admitted once it is spent is the limit.)
             let safe = u64::try_from(u128::from(pace.ceiling) * 1_000 / u128::from(ADMITTED_SHARE))
-                .unwrap_or(u64::MAX);
+                .unwrap_or(u64::MAX)
+                .max(pace.admitted.saturating_mul(1_000) / RECOVERY_PAST_ADMITTED);
             let recovering = pace.ceiling != 0 && interval > safe;
             let every = if recovering || pace.starting {
                 pace.window.min(RECOVERY_EVERY)
@@ -241,15 +254,18 @@ impl Learner {
             // Sent at the old pace: the cut that followed its siblings' 429s covers it.
             return false;
         }
-        // The window a named quota counts over; else the shortest the wait allows (a wait is
-        // never longer than the window it waits out, but may be much shorter: near a fixed
-        // window's end).
+        // The shortest window the limit may count over: the wait says (a wait is never longer
+        // than the window it waits out, though it may be much shorter, near a fixed window's
+        // end); else the window the refusal names; else a minute. A named window does not
+        // overrule a short wait: a "per minute" quota that asks for half a second is enforced
+        // over far less than a minute.
         let shortest = hint
-            .window
-            .or_else(|| hint.retry_after.map(window_of))
+            .retry_after
+            .map(window_of)
+            .or(hint.window)
             .unwrap_or(LONGEST)
             .min(LONGEST);
-        let (count, window) = self.measure(dimension, shortest, now, hint.window.is_some());
+        let (count, window) = self.measure(dimension, shortest, now);
         if count == 0 && existing.is_none() {
             // Nothing answered yet to measure: the pause alone holds until there is.
             return false;
@@ -257,8 +273,9 @@ impl Learner {
         let window_nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
         // Nanoseconds per unit at 98 % of the admitted rate.
         let admitted = window_nanos.saturating_mul(1_000) / (count.max(1) * ADMITTED_SHARE);
-        // A 429 within a window of the last cut: the pace that cut set is still too high.
-        let cuts = if now < pace.cut_at.saturating_add(pace.window) {
+        // A 429 soon after the last cut (within its window, and at least the 10 s a recovery
+        // step takes): the pace that cut set, or recovered to, is still too high.
+        let cuts = if now < pace.cut_at.saturating_add(pace.window.max(RECOVERY_EVERY)) {
             (pace.cuts + 1).min(CUT_SHARES.len() - 1)
         } else {
             0
@@ -280,8 +297,17 @@ impl Learner {
             }
         }
         let period = u64::try_from(shortest.as_nanos()).unwrap_or(u64::MAX);
-        // The refused pace bounds the limit from above (a slower refused pace, a tighter bound).
-        let ceiling = existing.map_or(pace.ceiling, |_| pace.ceiling.max(refused));
+        let settled_at = if existing.is_none() || pace.starting {
+            now
+        } else {
+            pace.settled_at
+        };
+        // The refused pace bounds the limit from above (a slower pace, a tighter bound).
+        let ceiling = if existing.is_some() {
+            pace.ceiling.max(refused)
+        } else {
+            pace.ceiling
+        };
         *pace = Pace {
             window: period,
             step: FIRST_STEP,
@@ -289,6 +315,14 @@ impl Learner {
             cuts,
             ceiling,
             starting: existing.is_none() && count < ENOUGH,
+            // A rate measured back into a doubling guess, or before the pace was learned, says
+            // nothing about the limit.
+            admitted: if count >= ENOUGH && now.saturating_sub(settled_at) >= window_nanos {
+                window_nanos / count
+            } else {
+                0
+            },
+            settled_at,
             cut_at: now,
             moved_at: now,
         };
@@ -299,23 +333,13 @@ impl Learner {
 
     /// The answers of `dimension` in the window a rate is measured over, and that window.
     ///
-    /// A named window is the window. Otherwise the limit counts over `shortest` or longer, so
-    /// each of `shortest`, 10 s and a minute that the answers counted go back over is a
-    /// candidate, and the lowest rate among those holding enough answers to measure one (10)
-    /// is taken: what a burst near a fixed window's end, or a token bucket's burst, made look
-    /// faster over a short window is measured over a longer one. With too few answers in any,
-    /// the longest counted is taken.
-    fn measure(
-        &self,
-        dimension: Dimension,
-        shortest: Duration,
-        now: u64,
-        named: bool,
-    ) -> (u64, Duration) {
+    /// The limit counts over `shortest` or longer, so each of `shortest`, 10 s and a minute
+    /// that the answers counted go back over is a candidate, and the lowest rate among those
+    /// holding enough answers to measure one (10) is taken: what a burst near a fixed window's
+    /// end, or a token bucket's burst, made look faster over a short window is measured over a
+    /// longer one. With too few answers in any, the longest counted is taken.
+    fn measure(&self, dimension: Dimension, shortest: Duration, now: u64) -> (u64, Duration) {
         let count = |window| self.admitted.count(dimension, window, now);
-        if named {
-            return (count(shortest), shortest);
-        }
         let history = self.admitted.history(now);
         let mut lowest: Option<(u64, Duration)> = None;
         let mut longest = (count(shortest), shortest);
