@@ -15,6 +15,12 @@
 //!   headers tighten the local view, so it slows down before a 429, and a 429's `retry-after`
 //!   pauses the scope's dimension for every caller; limits nobody configured are learned from
 //!   those headers;
+//! - **learns from refusals** when there are no headers (Gemini, many OpenAI-compatible hosts
+//!   and gateways): a 429 on a limit nobody configured sets a pace at what the upstream
+//!   admitted before refusing, which keeps probing up and is cut on the next 429 (see
+//!   "Limits learned from refusals" in the [`learn`] module); `StackHandle::health`, the
+//!   gateway's `/health` and a metric show each limit and where it comes from
+//!   ([`QuotaSource`]);
 //! - **waits in line rather than failing**: a request that does not fit now is given its turn,
 //!   in arrival order, and sleeps until then without holding any downstream capacity; a
 //!   [`MaxWait`] or a [`Deadline`](tollgate_core::Deadline) turns a long wait into an immediate
@@ -56,7 +62,7 @@ mod admitted;
 pub mod future;
 mod gcra;
 mod layer;
-mod learn;
+pub mod learn;
 mod memory;
 mod metrics;
 mod quota;
