@@ -4,6 +4,8 @@
 //!
 //! The provider is `docs/scenarios/demo.toml`: a tier-1 OpenAI key (500 requests and 200,000
 //! tokens a minute), 2 % of calls failing with a 500, and an overload from minute 2 to minute 3.
+//! A second comparison runs against `docs/scenarios/gemini-free-tier.toml`, a provider that
+//! sends no rate-limit headers at all: Tollgate paces it at a limit learned from its 429s.
 //! Both runs play in simulated time (tokio's clock, paused and advanced as the work waits), so
 //! minutes of traffic against per-minute limits take seconds; every request still goes through
 //! the real layers and the real simulator.
@@ -13,18 +15,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
 use rand::RngExt as _;
 use tokio::time::Instant;
 use tollgate::{LlmStack, Preset, StackConfig};
 use tollgate_core::BoxError;
-use tollgate_sim::{SimConfig, SimService};
-use tower::ServiceExt;
+use tollgate_sim::SimService;
 
-/// The scenario, as in `docs/scenarios/demo.toml`.
-const SCENARIO: &str = include_str!("../../../docs/scenarios/demo.toml");
+mod scenario;
+
+use self::scenario::Scenario;
+use tower::ServiceExt;
 
 /// Arguments of `tollgate demo`.
 #[derive(Debug, clap::Args)]
@@ -35,6 +37,10 @@ pub(crate) struct Args {
     /// Requests the application sends at once.
     #[arg(long, default_value_t = 64)]
     workers: usize,
+    /// Requests in the second comparison, against a provider that sends no rate-limit headers
+    /// (Gemini's free tier), from 8 workers.
+    #[arg(long, default_value_t = 150)]
+    gemini_requests: usize,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -56,57 +62,18 @@ struct Report {
     cost_usd: f64,
 }
 
-/// gpt-4o-mini: $0.15 per million input tokens, $0.60 per million output tokens;
-/// text-embedding-3-small: $0.02 per million.
-fn cost(route: &str, input: u64, output: u64) -> f64 {
-    if route.contains("embeddings") {
-        input as f64 * 0.02e-6
-    } else {
-        input as f64 * 0.15e-6 + output as f64 * 0.60e-6
-    }
-}
-
-/// The `n`th request of the workload: four chat completions of varied length to one
-/// single-input embedding.
-fn request(n: usize) -> Request<Full<Bytes>> {
-    let max_tokens = [100, 200, 300][n % 3];
-    let (path, body) = if n % 5 == 4 {
-        (
-            "/v1/embeddings",
-            serde_json::json!({"model": "text-embedding-3-small",
-                "input": format!("passage {n}: {}", "the quick brown fox ".repeat(4 + n % 20))}),
-        )
-    } else {
-        (
-            "/v1/chat/completions",
-            serde_json::json!({"model": "gpt-4o-mini", "max_tokens": max_tokens,
-                "messages": [{"role": "user", "content":
-                    format!("Summarise ticket {n}: {}", "the customer reports a problem ".repeat(2 + n % 30))}]}),
-        )
-    };
-    Request::post(format!("https://api.openai.com{path}"))
-        .header("authorization", "Bearer sk-demo")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("a valid request")
-}
-
-fn sim() -> Result<SimService, String> {
-    let config = SimConfig::from_toml(SCENARIO).map_err(|e| format!("the demo scenario: {e}"))?;
-    SimService::new(config).map_err(|e| format!("the demo scenario: {e}"))
-}
-
 /// The client most applications start with: the official SDKs' defaults — two retries on 408,
 /// 409, 429 and 5xx, waiting the `retry-after` the provider sent (up to 60 s) or 0.5 s doubling
 /// up to 8 s with jitter — and no other protection.
 async fn naive_call(
+    scenario: Scenario,
     sim: SimService,
     n: usize,
     rng: Arc<std::sync::Mutex<tollgate_core::rng::Rng>>,
 ) -> Result<StatusCode, BoxError> {
     let mut attempt = 0u32;
     loop {
-        let response = sim.clone().oneshot(request(n)).await?;
+        let response = sim.clone().oneshot(scenario.request(n)).await?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -211,7 +178,12 @@ where
     (results, elapsed)
 }
 
-fn report(sim: &SimService, results: &[(bool, Duration)], elapsed: Duration) -> Report {
+fn report(
+    scenario: Scenario,
+    sim: &SimService,
+    results: &[(bool, Duration)],
+    elapsed: Duration,
+) -> Report {
     let log = sim.log();
     let mut latencies: Vec<Duration> = results
         .iter()
@@ -240,34 +212,31 @@ fn report(sim: &SimService, results: &[(bool, Duration)], elapsed: Duration) -> 
         p99_ms: percentile(99),
         cost_usd: log
             .iter()
-            .map(|e| cost(&e.route, e.input_tokens, e.output_tokens))
+            .map(|e| scenario.cost(&e.route, e.input_tokens, e.output_tokens))
             .sum(),
     }
 }
 
-async fn demo(args: &Args) -> Result<(Report, Report), String> {
-    eprintln!(
-        "tollgate demo: {} requests ({} chat completions, {} embeddings) from {} workers, against \
-         a simulated tier-1 OpenAI key\n(500 requests and 200,000 tokens a minute, 2 % 500s, \
-         overloaded from minute 2 to 3), in simulated time.\n",
-        args.requests,
-        args.requests - args.requests / 5,
-        args.requests / 5,
-        args.workers
-    );
-    let naive_sim = sim()?;
+/// Runs `scenario`'s workload through the naive client, then through the stack.
+async fn compare(
+    scenario: Scenario,
+    requests: usize,
+    workers: usize,
+) -> Result<(Report, Report), String> {
+    eprintln!("{}", scenario.describe(requests, workers));
+    let naive_sim = scenario.sim()?;
     let upstream = naive_sim.clone();
     let rng = Arc::new(std::sync::Mutex::new(tollgate_core::rng::seeded(7)));
-    let (results, elapsed) = run("naive", args.requests, args.workers, move |n| {
-        naive_call(upstream.clone(), n, rng.clone())
+    let (results, elapsed) = run("naive", requests, workers, move |n| {
+        naive_call(scenario, upstream.clone(), n, rng.clone())
     })
     .await;
-    let naive = report(&naive_sim, &results, elapsed);
+    let naive = report(scenario, &naive_sim, &results, elapsed);
 
-    let stack_sim = sim()?;
+    let stack_sim = scenario.sim()?;
     let config = StackConfig {
         preset: Some(Preset::Balanced),
-        max_concurrent_requests: Some(args.workers),
+        max_concurrent_requests: Some(workers),
         // The simulated key counts every model against one limit.
         limits_per_model: Some(false),
         seed: Some(7),
@@ -278,17 +247,17 @@ async fn demo(args: &Args) -> Result<(Report, Report), String> {
         .map_err(|never: std::convert::Infallible| -> BoxError { match never {} })
         .service(stack_sim.clone());
     let (llm, _handle) = stack.service(client);
-    let (results, elapsed) = run("tollgate", args.requests, args.workers, move |n| {
+    let (results, elapsed) = run("tollgate", requests, workers, move |n| {
         let llm = llm.clone();
         async move {
-            let response: Response<_> = llm.oneshot(request(n)).await?;
+            let response: Response<_> = llm.oneshot(scenario.request(n)).await?;
             let status = response.status();
             response.into_body().collect().await?;
             Ok(status)
         }
     })
     .await;
-    let tollgate = report(&stack_sim, &results, elapsed);
+    let tollgate = report(scenario, &stack_sim, &results, elapsed);
     Ok((naive, tollgate))
 }
 
@@ -358,8 +327,8 @@ fn table(naive: &Report, tollgate: &Report) -> String {
 }
 
 pub(crate) fn run_demo(args: &Args) -> Result<(), String> {
-    if args.requests == 0 || args.workers == 0 {
-        return Err("--requests and --workers must be at least 1".into());
+    if args.requests == 0 || args.workers == 0 || args.gemini_requests == 0 {
+        return Err("--requests, --workers and --gemini-requests must be at least 1".into());
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -367,18 +336,31 @@ pub(crate) fn run_demo(args: &Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let wall = std::time::Instant::now();
-    let (naive, tollgate) = runtime.block_on(demo(args))?;
+    let (naive, tollgate) =
+        runtime.block_on(compare(Scenario::OpenAiTier1, args.requests, args.workers))?;
+    let (gemini_naive, gemini_tollgate) = runtime.block_on(compare(
+        Scenario::GeminiFreeTier,
+        args.gemini_requests,
+        Scenario::GEMINI_WORKERS,
+    ))?;
     let mut stdout = std::io::stdout();
     let text = if args.json {
-        serde_json::to_string_pretty(&serde_json::json!({"naive": naive, "tollgate": tollgate}))
-            .map_err(|e| e.to_string())?
+        serde_json::to_string_pretty(&serde_json::json!({
+            "naive": naive,
+            "tollgate": tollgate,
+            "no_headers": {"naive": gemini_naive, "tollgate": gemini_tollgate},
+        }))
+        .map_err(|e| e.to_string())?
     } else {
         format!(
-            "{}\nBoth runs took {:.1} s of wall time. The naive client is the official SDKs' default \
-             (2 retries, backoff or retry-after);\ntollgate is `LlmStack` with the balanced preset: \
-             limits learned from the provider's headers, retries with a budget,\na breaker, an \
-             adaptive concurrency limit and micro-batched embeddings.",
+            "{}\nA provider that sends no rate-limit headers (Gemini's free tier, 15 requests a \
+             minute):{}\nBoth comparisons took {:.1} s of wall time. The naive client is the \
+             official SDKs' default (2 retries, backoff or retry-after);\ntollgate is `LlmStack` \
+             with the balanced preset: limits learned from the provider's headers (or, without \
+             headers, from its 429s),\nretries with a budget, a breaker, an adaptive concurrency \
+             limit and micro-batched embeddings.",
             table(&naive, &tollgate),
+            table(&gemini_naive, &gemini_tollgate),
             wall.elapsed().as_secs_f64()
         )
     };

@@ -31,6 +31,20 @@ fn the_stack_beats_the_naive_client() {
         number(tollgate, "upstream_calls") < number(naive, "upstream_calls"),
         "{report}"
     );
+    // Against a provider that sends no rate-limit headers, the pace is learned from its 429s.
+    let (naive, tollgate) = (
+        &report["no_headers"]["naive"],
+        &report["no_headers"]["tollgate"],
+    );
+    assert_eq!(number(tollgate, "failed"), 0, "{report}");
+    assert!(
+        number(tollgate, "rate_limited_429") * 10 < number(tollgate, "upstream_calls"),
+        "{report}"
+    );
+    assert!(
+        number(tollgate, "completed") > number(naive, "completed"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -42,6 +56,6 @@ fn bad_arguments_are_refused_clearly() {
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr)
-            .contains("--requests and --workers must be at least 1")
+            .contains("--requests, --workers and --gemini-requests must be at least 1")
     );
 }
