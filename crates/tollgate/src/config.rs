@@ -185,6 +185,9 @@ pub struct StackConfig {
     /// Whether rate limits are kept per model (OpenAI's, the default) or per key across models
     /// (`false`: providers that count every model against one limit).
     pub limits_per_model: Option<bool>,
+    /// Whether limits nobody configured are learned (default true): from the provider's
+    /// rate-limit headers, or, when it sends none, as a pace from its 429s.
+    pub learn_limits: Option<bool>,
     /// Seeds every random choice (retry and breaker jitter, throttling draws), for repeatable
     /// runs.
     pub seed: Option<u64>,

@@ -64,6 +64,7 @@ pub(crate) struct Resolved {
     pub(crate) resend_unanswered: bool,
     pub(crate) batch: Option<(u32, Duration)>,
     pub(crate) per_model: bool,
+    pub(crate) learn: bool,
     pub(crate) seed: Option<u64>,
     pub(crate) timeouts: TimeoutConfig,
     pub(crate) cache: Option<CacheConfig>,
@@ -118,6 +119,7 @@ fn preset(preset: Preset) -> Resolved {
             resend_unanswered: false,
             batch: Some((256, Duration::from_millis(50))),
             per_model: true,
+            learn: true,
             seed: None,
             timeouts: TimeoutConfig::default(),
             cache: Some(CacheConfig::default()),
@@ -136,6 +138,7 @@ fn preset(preset: Preset) -> Resolved {
             resend_unanswered: false,
             batch: Some((128, Duration::from_millis(10))),
             per_model: true,
+            learn: true,
             seed: None,
             timeouts: TimeoutConfig::default(),
             cache: Some(CacheConfig::default()),
@@ -154,6 +157,7 @@ fn preset(preset: Preset) -> Resolved {
             resend_unanswered: false,
             batch: Some((64, Duration::from_millis(5))),
             per_model: true,
+            learn: true,
             seed: None,
             timeouts: TimeoutConfig::default(),
             cache: Some(CacheConfig::default()),
@@ -185,6 +189,7 @@ pub(crate) fn resolve(config: &StackConfig) -> Resolved {
     r.concurrency = config.max_concurrent_requests.unwrap_or(r.concurrency);
     r.adaptive = config.adaptive_concurrency.unwrap_or(r.adaptive);
     r.per_model = config.limits_per_model.unwrap_or(r.per_model);
+    r.learn = config.learn_limits.unwrap_or(r.learn);
     r.seed = config.seed.or(r.seed);
     let c = &config.cache;
     r.cache = match c.enabled {
@@ -431,7 +436,9 @@ impl LlmStack {
             .with_policy(Cacheable(false)),
         };
         let cache_handle = r.cache.as_ref().map(|_| cache.handle());
-        let rate_limit = RateLimitLayer::new(quotas).with_per_model_limits(r.per_model);
+        let rate_limit = RateLimitLayer::new(quotas)
+            .with_per_model_limits(r.per_model)
+            .with_learning(r.learn);
         let rate_limits = rate_limit.store().clone();
         let stack = ServiceBuilder::new()
             .layer(AnnotateLayer::new())

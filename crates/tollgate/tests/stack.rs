@@ -222,3 +222,64 @@ async fn the_largest_durations_a_config_allows_never_overflow() {
         .await;
     assert!(!handle.health().is_empty());
 }
+
+/// A key with no rate-limit headers: a burst past its limit meets 429s.
+fn no_header_sim() -> SimService {
+    SimService::new(
+        SimConfig::from_toml(
+            "seed = 4\n[[keys]]\nkey = \"sk-stack\"\nrequests_per_minute = 600\nburst = 5\n\
+             rate_limit_headers = false\n",
+        )
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The requests limit `health()` shows, and where it comes from.
+fn requests_limit(handle: &tollgate::StackHandle) -> Option<(String, f64)> {
+    handle.health().iter().find_map(|s| {
+        s.rate_limits
+            .iter()
+            .find(|l| l.dimension == tollgate::ratelimit::Dimension::Requests)
+            .map(|l| (l.source.as_str().to_owned(), l.per_minute))
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limit_is_learned_from_429s_unless_the_config_says_not_to() {
+    for (toml, learned) in [("", true), ("learn_limits = false", false)] {
+        let sim = no_header_sim();
+        let stack = LlmStack::new(&StackConfig::from_toml(toml).unwrap()).unwrap();
+        let (llm, handle) = stack.service(client(sim));
+        // Each caller reads its answer to the end: an unread body holds its permits.
+        let calls: Vec<_> = (0..20)
+            .map(|n| {
+                let request = post(
+                    "/v1/chat/completions",
+                    json!({"model": "gpt-4o-mini", "max_tokens": 4,
+                        "messages": [{"role": "user", "content": format!("hi {n}")}]}),
+                );
+                let llm = llm.clone();
+                tokio::spawn(async move {
+                    let response = llm.oneshot(request).await.unwrap();
+                    let status = response.status();
+                    response.into_body().collect().await.unwrap();
+                    status
+                })
+            })
+            .collect();
+        for call in calls {
+            let status = call.await.unwrap();
+            // Paced at what was learned, every caller is answered.
+            assert!(!learned || status.is_success(), "{status}");
+        }
+        match (learned, requests_limit(&handle)) {
+            (true, Some((source, per_minute))) => {
+                assert_eq!(source, "refusals");
+                assert!(per_minute > 0.0);
+            }
+            (false, None) => {}
+            (_, got) => panic!("{toml:?}: {got:?}"),
+        }
+    }
+}
