@@ -19,7 +19,7 @@ use tollgate_core::error::ConfigError;
 /// cache holds up to a few hundred writes more (in the test of 100,000 inserts by four callers
 /// at once, a sixth over `max_bytes` at the peak), never more than that.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct CacheConfig {
     /// The most entries kept.
@@ -38,17 +38,17 @@ pub struct CacheConfig {
     /// until it reads on or leaves.
     pub max_entry_bytes: u64,
     /// How long an entry is served after it was stored ("1h").
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration"))]
     pub time_to_live: Duration,
     /// How long an entry that nobody asks for is kept ("10m"; none by default).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration::option"))]
     pub time_to_idle: Option<Duration>,
     /// How long past its time to live (and idle timeout) an entry is kept for a
     /// [stale lookup](crate::CacheHandle::stale_lookup) to serve when the upstream is
     /// unavailable ("10m"; 0 by default: nothing is kept past its time). Ordinary lookups
     /// never serve such an entry. The entries kept count against `max_entries` and
     /// `max_bytes` like fresh ones.
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration"))]
     pub max_staleness: Duration,
     /// Whether identical requests in flight at once share one upstream call.
     pub coalesce: bool,

@@ -6,6 +6,8 @@ use tollgate_core::error::ConfigError;
 
 /// The calls a breaker's rates are computed over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Window {
     /// The last `n` calls.
     Count(u32),
@@ -15,6 +17,8 @@ pub enum Window {
 
 /// How a breaker behaves.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Mode {
     /// Trips, opens and probes.
     #[default]
@@ -31,7 +35,18 @@ pub enum Mode {
 /// A breaker's configuration. [`Default`] follows the seeds: 5 consecutive failures, or half
 /// of at least 10 of the last 20 calls; open 30 s, doubling on repeated trips up to 5 min,
 /// ±10 % jitter; 3 probes to close.
+///
+/// With the `serde` feature it reads from TOML or JSON (durations as seconds or text,
+/// `window = { count = 20 }` or `{ time = 60 }`), every field optional:
+///
+/// ```toml
+/// consecutive_failures = 5
+/// open_duration = "30s"
+/// half_open_probes = 3
+/// ```
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct CircuitConfig {
     /// Trip after this many failures in a row (`None`: never on that alone).
     pub consecutive_failures: Option<u32>,
@@ -41,16 +56,19 @@ pub struct CircuitConfig {
     pub slow_call_rate: Option<f64>,
     /// A call slower than this is slow. For a stream this is the time to its first byte: a
     /// long answer is not a slow one.
+    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration"))]
     pub slow_call_threshold: Duration,
     /// The calls the rates are computed over.
     pub window: Window,
     /// No rate trips the breaker before the window holds this many calls.
     pub minimum_calls: u32,
     /// How long the breaker stays open after its first trip.
+    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration"))]
     pub open_duration: Duration,
     /// How much longer each further trip in a row keeps it open.
     pub backoff_multiplier: f64,
     /// The longest it stays open (a provider's `retry-after` is capped by it too).
+    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration"))]
     pub max_open_duration: Duration,
     /// The open duration varies by up to this share either way, so that a fleet's breakers do
     /// not probe in lockstep.

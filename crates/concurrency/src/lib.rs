@@ -30,11 +30,13 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod config;
 pub mod future;
 mod layer;
 mod metrics;
 mod service;
 
 pub use self::body::PermitBody;
+pub use self::config::ConcurrencyConfig;
 pub use self::layer::{ConcurrencyLimitLayer, Priority};
 pub use self::service::ConcurrencyLimit;

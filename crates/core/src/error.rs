@@ -5,7 +5,6 @@
 //! errors raised by the limiter, the breaker and the throttle alike
 //! (see [`retry_after_of`]).
 
-use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -249,46 +248,7 @@ impl fmt::Display for RetriesExhausted {
 
 impl std::error::Error for RetriesExhausted {}
 
-/// A configuration value is invalid; the message names the field and the value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    field: Cow<'static, str>,
-    value: String,
-    reason: &'static str,
-}
-
-impl ConfigError {
-    /// An error for `field` (a dotted path such as `faults.error_rate`) set to `value`, which
-    /// is wrong because of `reason`.
-    pub fn new(
-        field: impl Into<Cow<'static, str>>,
-        value: impl fmt::Display,
-        reason: &'static str,
-    ) -> Self {
-        Self {
-            field: field.into(),
-            value: value.to_string(),
-            reason,
-        }
-    }
-
-    /// The name of the offending field.
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid {} = {}: {}",
-            self.field, self.value, self.reason
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub use crate::config::ConfigError;
 
 /// How long the error says to wait before another attempt, for the error types of this module.
 pub fn retry_after_of(error: &(dyn std::error::Error + 'static)) -> Option<Duration> {

@@ -36,6 +36,7 @@ pub mod annotate;
 pub mod body;
 pub mod classify;
 pub mod clock;
+pub mod config;
 pub mod credential;
 pub mod duration;
 pub mod error;

@@ -57,6 +57,7 @@
 
 mod algorithm;
 mod batch;
+mod config;
 mod controller;
 mod detector;
 pub mod future;
@@ -70,6 +71,7 @@ mod window;
 
 pub use self::algorithm::{Aimd, Gradient, LimitAlgorithm, Sample};
 pub use self::batch::recommended_batch_size;
+pub use self::config::OverloadConfig;
 pub use self::controller::OverloadEvent;
 pub use self::detector::{DetectorConfig, OverloadState};
 pub use self::handle::{OverloadHandle, OverloadSnapshot};

@@ -59,6 +59,7 @@
 #![forbid(unsafe_code)]
 
 mod admitted;
+mod config;
 pub mod future;
 mod gcra;
 mod layer;
@@ -71,6 +72,7 @@ mod redis;
 mod service;
 mod store;
 
+pub use self::config::{ModelLimits, RateLimitConfig, RedisSettings};
 pub use self::gcra::View;
 pub use self::layer::{DEFAULT_OUTPUT_TOKENS, RateLimitLayer};
 pub use self::memory::{DEFAULT_MAX_SCOPES, LimitState, MemoryScope, MemoryStore, QuotaSource};

@@ -139,7 +139,7 @@ impl Quota {
 /// The quota of each dimension of one scope; `None` is unlimited (or learned from the
 /// provider's headers, when the layer is told to).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct Quotas {
     /// Requests per minute.
@@ -152,6 +152,16 @@ pub struct Quotas {
     pub output_tokens_per_minute: Option<NonZeroU64>,
     /// Requests per day.
     pub requests_per_day: Option<NonZeroU64>,
+    /// At least this long between two requests, whatever the minute allows: a pace with no
+    /// burst (for a free tier that refuses two calls close together).
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            with = "tollgate_core::config::duration::option",
+            skip_serializing_if = "Option::is_none"
+        )
+    )]
+    pub min_interval: Option<Duration>,
 }
 
 impl Quotas {
@@ -163,6 +173,7 @@ impl Quotas {
             input_tokens_per_minute: None,
             output_tokens_per_minute: None,
             requests_per_day: None,
+            min_interval: None,
         }
     }
 
@@ -191,7 +202,22 @@ impl Quotas {
     /// The quota of `dimension`, if limited.
     pub fn get(&self, dimension: Dimension) -> Option<Quota> {
         match dimension {
-            Dimension::Requests => self.requests_per_minute.map(Quota::per_minute),
+            Dimension::Requests => {
+                let per_minute = self.requests_per_minute.map(Quota::per_minute);
+                let paced = self
+                    .min_interval
+                    .filter(|i| !i.is_zero() && u64::try_from(i.as_nanos()).is_ok())
+                    .map(|interval| Quota::new(NonZeroU64::MIN, interval));
+                // The slower of the two: both must hold.
+                match (per_minute, paced) {
+                    (Some(a), Some(b)) => Some(if a.interval_nanos() >= b.interval_nanos() {
+                        a
+                    } else {
+                        b
+                    }),
+                    (a, b) => a.or(b),
+                }
+            }
             Dimension::Tokens => self.tokens_per_minute.map(Quota::per_minute),
             Dimension::InputTokens => self.input_tokens_per_minute.map(Quota::per_minute),
             Dimension::OutputTokens => self.output_tokens_per_minute.map(Quota::per_minute),
@@ -289,6 +315,24 @@ impl QuotaTable {
 mod tests {
     use super::*;
     use tollgate_core::CredentialId;
+
+    #[test]
+    fn a_minimum_interval_paces_requests_unless_the_minute_is_slower() {
+        let paced = Quotas {
+            min_interval: Some(Duration::from_secs(2)),
+            ..Quotas::per_minute(600, 0)
+        };
+        let quota = paced.get(Dimension::Requests).unwrap();
+        assert_eq!((quota.limit(), quota.period()), (1, Duration::from_secs(2)));
+        let slower = Quotas {
+            min_interval: Some(Duration::from_millis(10)),
+            ..Quotas::per_minute(6, 0)
+        };
+        assert_eq!(
+            slower.get(Dimension::Requests),
+            Some(Quota::per_minute(NonZeroU64::new(6).unwrap()))
+        );
+    }
 
     #[test]
     fn intervals_round_up_so_the_quota_holds() {

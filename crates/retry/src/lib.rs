@@ -77,6 +77,7 @@
 
 mod backoff;
 mod budget;
+mod config;
 pub mod future;
 mod hedge;
 mod layer;
@@ -86,6 +87,7 @@ mod service;
 
 pub use self::backoff::{Backoff, Jitter};
 pub use self::budget::RetryBudget;
+pub use self::config::{JitterName, JitterSetting, RetryConfig};
 pub use self::future::Retried;
 pub use self::hedge::{Hedge, HedgeAfter, HedgeWhen};
 pub use self::layer::{IDEMPOTENCY_KEY, RetryLayer};

@@ -281,6 +281,8 @@ fn share(quotas: Quotas, share: f64) -> Quotas {
         input_tokens_per_minute: scale(quotas.input_tokens_per_minute),
         output_tokens_per_minute: scale(quotas.output_tokens_per_minute),
         requests_per_day: scale(quotas.requests_per_day),
+        // A pace shared by a fleet is one request per interval per replica's share.
+        min_interval: quotas.min_interval.map(|i| i.div_f64(share.max(f64::MIN_POSITIVE))),
     }
 }
 
