@@ -17,7 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tokio::time::Instant;
-use tollgate::{LlmStack, Preset, StackConfig, TimeoutSection};
+use tollgate::{LlmStack, StackConfig};
 use tollgate_core::classify::classify_error;
 use tollgate_sim::{Sim, SimConfig};
 use tower::ServiceExt;
@@ -99,18 +99,20 @@ async fn every_request_ends_exactly_once_through_the_chaos() {
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(64)
         .build_http::<Full<Bytes>>();
-    let config = StackConfig {
-        preset: Some(Preset::Aggressive),
-        seed: Some(13),
-        timeouts: TimeoutSection {
-            first_byte: Some(Duration::from_secs(5)),
-            idle: Some(Duration::from_secs(3)),
-            total: Some(Duration::from_secs(20)),
-            per_output_token: None,
-        },
-        request_timeout: Some(Duration::from_secs(60)),
-        ..StackConfig::default()
-    };
+    let config = StackConfig::from_toml(
+        r#"
+        preset = "aggressive"
+        seed = 13
+        [timeouts]
+        first_byte = "5s"
+        idle = "3s"
+        total = "20s"
+        per_output_token = 0
+        [retry]
+        deadline = "60s"
+    "#,
+    )
+    .unwrap();
     let (llm, handle) = LlmStack::new(&config).unwrap().service(client);
 
     let ended = Arc::new(AtomicU64::new(0));

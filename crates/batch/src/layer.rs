@@ -10,6 +10,8 @@ use crate::service::Batch;
 
 /// What a full queue does to a new request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum WhenFull {
     /// `poll_ready` waits for room (back-pressure to the caller).
     #[default]
@@ -19,7 +21,12 @@ pub enum WhenFull {
 }
 
 /// When a batch is flushed, and how many requests may wait.
+///
+/// With the `serde` feature it reads from TOML or JSON (`max_wait` as seconds or text,
+/// `when_full` as `"wait"` or `"fail"`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct BatchConfig {
     /// Items (embedding inputs) per merged request; capped by the codec's own limit
     /// (default 256).
@@ -28,6 +35,7 @@ pub struct BatchConfig {
     /// codec's limit).
     pub max_tokens: Option<u64>,
     /// The longest a request waits for others to join it (default 10 ms).
+    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration"))]
     pub max_wait: Duration,
     /// Requests waiting in the batcher at most (default 10,000).
     pub queue_capacity: usize,

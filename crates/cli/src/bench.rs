@@ -225,11 +225,11 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
         let config = match &args.stack_config {
             Some(path) => StackConfig::from_file(path).map_err(|e| e.to_string())?,
             // A fixed limit: the stack's cost is measured, not the adaptive limit's pacing.
-            None => StackConfig {
-                max_concurrent_requests: Some(args.concurrency),
-                adaptive_concurrency: Some(false),
-                ..StackConfig::default()
-            },
+            None => StackConfig::from_toml(&format!(
+                "max_concurrent_requests = {}\nadaptive_concurrency = false",
+                args.concurrency
+            ))
+            .map_err(|e| e.to_string())?,
         };
         Some(LlmStack::new(&config).map_err(|e| e.to_string())?)
     } else {

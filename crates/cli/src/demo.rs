@@ -19,7 +19,7 @@ use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use rand::RngExt as _;
 use tokio::time::Instant;
-use tollgate::{LlmStack, Preset, StackConfig};
+use tollgate::{LlmStack, StackConfig};
 use tollgate_core::BoxError;
 use tollgate_sim::SimService;
 
@@ -234,14 +234,11 @@ async fn compare(
     let naive = report(scenario, &naive_sim, &results, elapsed);
 
     let stack_sim = scenario.sim()?;
-    let config = StackConfig {
-        preset: Some(Preset::Balanced),
-        max_concurrent_requests: Some(workers),
-        // The simulated key counts every model against one limit.
-        limits_per_model: Some(false),
-        seed: Some(7),
-        ..StackConfig::default()
-    };
+    // The simulated key counts every model against one limit.
+    let config = StackConfig::from_toml(&format!(
+        "preset = \"balanced\"\nmax_concurrent_requests = {workers}\nlimits_per_model = false\nseed = 7"
+    ))
+    .map_err(|e| e.to_string())?;
     let stack = LlmStack::new(&config).map_err(|e| e.to_string())?;
     let client = tower::ServiceBuilder::new()
         .map_err(|never: std::convert::Infallible| -> BoxError { match never {} })

@@ -10,7 +10,7 @@
 
 use std::convert::Infallible;
 
-use tollgate::{LlmStack, Preset, StackConfig};
+use tollgate::{LlmStack, StackConfig};
 use tollgate_testkit::poll::roundtrip_drained;
 use tollgate_testkit::requests::{SMALL_COMPLETION, chat_completion_request, small_completion};
 use tollgate_testkit::runtime;
@@ -34,12 +34,10 @@ fn main() {
             }
         }
         "stack" => {
-            let config = StackConfig {
-                preset: Some(Preset::Balanced),
-                max_concurrent_requests: Some(64),
-                seed: Some(1),
-                ..StackConfig::default()
-            };
+            let config = StackConfig::from_toml(
+                "preset = \"balanced\"\nmax_concurrent_requests = 64\nseed = 1",
+            )
+            .expect("a valid config");
             let client = ServiceBuilder::new()
                 .map_err(|never: Infallible| -> tollgate::core::BoxError { match never {} })
                 .service(service_fn(small_completion));

@@ -1,421 +1,382 @@
-//! [`StackConfig`]: the stack's settings, from a preset, code, or a TOML or JSON file with the
-//! seeds' keys.
+//! [`StackConfig`]: the stack's settings, one section per layer, from a preset, code, or a
+//! TOML or JSON file.
 
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tollgate_batch::BatchConfig;
+use tollgate_cache::CacheConfig;
+use tollgate_circuit::CircuitConfig;
+use tollgate_concurrency::ConcurrencyConfig;
+pub use tollgate_core::config::ConfigError;
+use tollgate_overload::OverloadConfig;
+use tollgate_ratelimit::RateLimitConfig;
+use tollgate_retry::RetryConfig;
+use tollgate_timeout::TimeoutConfig;
 
-/// A starting point for the settings.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Preset {
-    /// One call at a time, about one every 2 s (30 a minute), patient retries, a breaker that
-    /// trips early, large batches: for free tiers and shared keys.
-    Conservative,
-    /// Ten calls at a time, limits learned from the provider's headers, the seeds' retries
-    /// (default).
-    #[default]
-    Balanced,
-    /// Fifty calls at a time, short backoff, a breaker that tolerates more, small fast batches:
-    /// for high tiers.
-    Aggressive,
-}
+use crate::compat;
+use crate::preset::Preset;
 
-/// Why a config was refused: the field, the value, and what is allowed.
+/// A key that was read but cannot be honoured as written, and why (see
+/// [`StackConfig::warnings`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The field (`circuit_breaker.failure_threshold`), or the file.
-    pub field: String,
-    /// What was wrong, and what is allowed.
-    pub message: String,
+pub struct ConfigWarning {
+    field: String,
+    message: String,
 }
 
-impl fmt::Display for ConfigError {
+impl ConfigWarning {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The key as written.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// What it was taken to mean, or why it is ignored.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.field, self.message)
     }
 }
 
-impl std::error::Error for ConfigError {}
-
-pub(crate) fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.to_owned(),
-        message: message.into(),
-    }
-}
-
-/// A duration as a number of seconds (`30`, `0.5`) or a humantime string (`"30s"`, `"1m"`).
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        Seconds(f64),
-        Text(String),
-    }
-    match Option::<Either>::deserialize(deserializer)? {
-        None => Ok(None),
-        // Negative, NaN, infinite, or more seconds than a Duration holds (1e20): an error.
-        Some(Either::Seconds(s)) => Duration::try_from_secs_f64(s).map(Some).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "{s} is not a duration; use seconds (30) or text (\"30s\")"
-            ))
-        }),
-        Some(Either::Text(text)) => humantime::parse_duration(&text).map(Some).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration ({e}); use \"30s\", \"2m\" or seconds"
-            ))
-        }),
-    }
-}
-
-/// `circuit_breaker.*`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CircuitSection {
-    /// Consecutive failures that open the breaker.
-    pub failure_threshold: Option<u32>,
-    /// How long it stays open before probing (`recovery_timeout` in the seeds).
-    #[serde(deserialize_with = "duration", alias = "open_duration")]
-    pub recovery_timeout: Option<Duration>,
-    /// Probes let through half-open.
-    pub half_open_requests: Option<u32>,
-}
-
-/// `backoff_strategy.*`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BackoffSection {
-    /// Retries after the first attempt.
-    pub max_retries: Option<u32>,
-    /// The first wait.
-    #[serde(deserialize_with = "duration", alias = "base_delay")]
-    pub initial_delay: Option<Duration>,
-    /// The longest wait.
-    #[serde(deserialize_with = "duration")]
-    pub max_delay: Option<Duration>,
-    /// Growth per retry.
-    pub multiplier: Option<f64>,
-    /// Whether waits are jittered (full jitter).
-    pub jitter: Option<bool>,
-    /// Whether a billed call (generation, embeddings) whose connection broke after it may have
-    /// been sent is sent again (default false): the provider may have processed it, so it may
-    /// be billed twice. Uploads and batch creations are never resent after such a failure.
-    pub resend_unanswered: Option<bool>,
-}
-
-/// `cache.*`: the response cache (deterministic requests and embeddings).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CacheSection {
-    /// Whether answers are cached (default true).
-    pub enabled: Option<bool>,
-    /// Answers kept at most (default 10,000).
-    pub max_entries: Option<u64>,
-    /// Bytes kept at most (default 256 MiB).
-    pub max_bytes: Option<u64>,
-    /// How long an answer stays fresh (default 1 h, the seed's).
-    #[serde(deserialize_with = "duration")]
-    pub ttl: Option<Duration>,
-}
-
-/// `timeouts.*`: the deadlines of each attempt.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TimeoutSection {
-    /// Time to the first token of a stream (default 60 s).
-    #[serde(deserialize_with = "duration")]
-    pub first_byte: Option<Duration>,
-    /// Longest silence between chunks (default 30 s).
-    #[serde(deserialize_with = "duration")]
-    pub idle: Option<Duration>,
-    /// Total time of an attempt before the allowance for output tokens (default 60 s).
-    #[serde(deserialize_with = "duration")]
-    pub total: Option<Duration>,
-    /// Added to the total per output token allowed (default 50 ms).
-    #[serde(deserialize_with = "duration")]
-    pub per_output_token: Option<Duration>,
-}
-
-/// `batch.*`: micro-batching of embeddings.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BatchSection {
-    /// Whether embeddings are batched (default true).
-    pub enabled: Option<bool>,
-    /// Inputs per merged call.
-    pub max_batch_size: Option<u32>,
-    /// The longest a request waits for others.
-    #[serde(deserialize_with = "duration")]
-    pub max_wait: Option<Duration>,
-}
-
-/// The stack's settings: a [`Preset`], overridden by whatever is set. Loads the seeds' config
-/// files as they are (TOML or JSON).
+/// The stack's settings: one section per layer, each the layer's own config type. A section
+/// that is `None` leaves its layer out of the stack.
+///
+/// A file names a [`Preset`] (balanced by default) and sets what differs from it, key by key.
+/// It may also use the keys other tools' config files use — `max_requests_per_minute`,
+/// `max_concurrent_requests`, `circuit_breaker.failure_threshold`, `backoff_strategy.*`,
+/// `min_delay_between_calls` and more (`docs/config.md` lists them all): each is read as
+/// the key that does the same thing here, and one that cannot be honoured is reported in
+/// [`warnings`](Self::warnings), never silently dropped.
 ///
 /// ```
+/// use std::time::Duration;
+///
 /// let config = tollgate::StackConfig::from_toml(r#"
 ///     preset = "conservative"
-///     max_requests_per_minute = 60
+///     max_requests_per_minute = 60        # = rate_limit.quotas.requests_per_minute
 ///     [circuit_breaker]
-///     failure_threshold = 3
-///     recovery_timeout = "45s"
-///     [backoff_strategy]
+///     failure_threshold = 3               # = consecutive_failures
+///     recovery_timeout = "45s"            # = open_duration
+///     [retry]
 ///     initial_delay = 1
-///     max_delay = 60
+///     max_delay = "60s"
+///     [cache]
+///     enabled = false                     # no cache layer at all
 /// "#).unwrap();
-/// assert_eq!(config.max_requests_per_minute, Some(60));
+/// let rate_limit = config.rate_limit.as_ref().unwrap();
+/// assert_eq!(rate_limit.quotas.requests_per_minute.unwrap().get(), 60);
+/// let breaker = config.circuit_breaker.as_ref().unwrap();
+/// assert_eq!(breaker.open_duration, Duration::from_secs(45));
+/// assert_eq!(config.concurrency.as_ref().unwrap().max_in_flight, 1, "from the preset");
+/// assert!(config.cache.is_none());
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+///
+/// [`Default`] is the balanced preset, as an empty file gives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Value")]
 pub struct StackConfig {
-    /// The starting point (default: balanced).
-    pub preset: Option<Preset>,
-    /// Requests per minute (unset: the preset's, or learned from the provider's headers).
-    pub max_requests_per_minute: Option<u64>,
-    /// Tokens per minute.
-    pub max_tokens_per_minute: Option<u64>,
-    /// Calls in flight at most.
-    pub max_concurrent_requests: Option<usize>,
-    /// Whether the limit adapts below `max_concurrent_requests` to what the provider takes
-    /// (default true).
-    pub adaptive_concurrency: Option<bool>,
-    /// Whether rate limits are kept per model (OpenAI's, the default) or per key across models
-    /// (`false`: providers that count every model against one limit).
-    pub limits_per_model: Option<bool>,
-    /// Whether limits nobody configured are learned (default true): from the provider's
-    /// rate-limit headers, or, when it sends none, as a pace from its 429s.
-    pub learn_limits: Option<bool>,
     /// Seeds every random choice (retry and breaker jitter, throttling draws), for repeatable
     /// runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
-    /// One deadline across all attempts of a request.
-    #[serde(deserialize_with = "duration")]
-    pub request_timeout: Option<Duration>,
-    /// The breaker.
-    pub circuit_breaker: CircuitSection,
-    /// Retries.
-    pub backoff_strategy: BackoffSection,
-    /// Micro-batching.
-    pub batch: BatchSection,
-    /// Per-attempt deadlines.
-    pub timeouts: TimeoutSection,
-    /// The response cache.
-    pub cache: CacheSection,
+    /// Requests and tokens per period: configured, or learned.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Calls in flight at most.
+    pub concurrency: Option<ConcurrencyConfig>,
+    /// The adaptive limit and overload detection, per key and model.
+    pub overload: Option<OverloadConfig>,
+    /// Retries, their backoff and one deadline per request.
+    pub retry: Option<RetryConfig>,
+    /// The breaker of each key and model.
+    pub circuit_breaker: Option<CircuitConfig>,
+    /// The deadlines of each attempt: first byte, idle, total.
+    pub timeouts: Option<TimeoutConfig>,
+    /// The response cache (deterministic requests and embeddings).
+    pub cache: Option<CacheConfig>,
+    /// Micro-batching of embeddings.
+    pub batch: Option<BatchConfig>,
+    #[serde(skip)]
+    warnings: Vec<ConfigWarning>,
+}
+
+/// The sections, in the order of the stack (outermost first).
+const SECTIONS: [&str; 8] = [
+    "cache",
+    "batch",
+    "retry",
+    "circuit_breaker",
+    "overload",
+    "rate_limit",
+    "concurrency",
+    "timeouts",
+];
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        Self::preset(Preset::Balanced)
+    }
 }
 
 impl StackConfig {
+    /// Every layer with its own defaults, before any preset.
+    fn layer_defaults() -> Self {
+        Self {
+            seed: None,
+            rate_limit: Some(RateLimitConfig::default()),
+            concurrency: Some(ConcurrencyConfig::default()),
+            overload: Some(OverloadConfig::default()),
+            retry: Some(RetryConfig::default()),
+            circuit_breaker: Some(CircuitConfig::default()),
+            timeouts: Some(TimeoutConfig::default()),
+            cache: Some(CacheConfig::default()),
+            batch: Some(BatchConfig::default()),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The settings `preset` gives.
+    pub fn preset(preset: Preset) -> Self {
+        let mut doc = Map::new();
+        doc.insert("preset".into(), Value::from(preset.name()));
+        Self::from_value(Value::Object(doc)).expect("every preset is a valid config")
+    }
+
     /// Parses TOML.
     ///
     /// # Errors
     ///
-    /// A field that is unknown, of the wrong type, or out of range.
+    /// A key that is unknown, of the wrong type, or out of range: its full path, the value,
+    /// why, and its line.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text)
-            .map_err(|e| invalid("config", e.message().to_owned() + &span(text, e.span())))?;
-        config.validate()?;
-        Ok(config)
+        let doc: toml::Table = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| line_at(text, span.start));
+            ConfigError::invalid("", e.message().to_owned()).at_line(line)
+        })?;
+        let value = serde_json::to_value(doc).map_err(|e| ConfigError::invalid("", e.to_string()))?;
+        Self::from_value(value).map_err(|e| e.located_in(text))
     }
 
     /// Parses JSON.
     ///
     /// # Errors
     ///
-    /// As [`from_toml`](Self::from_toml).
+    /// As [`from_toml`](Self::from_toml), without lines past the syntax.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        let config: Self =
-            serde_json::from_str(text).map_err(|e| invalid("config", e.to_string()))?;
-        config.validate()?;
-        Ok(config)
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| ConfigError::invalid("", e.to_string()).at_line(Some(e.line())))?;
+        Self::from_value(value)
     }
 
-    /// Reads a `.toml` or `.json` file.
+    /// Reads a `.json` file as JSON, any other as TOML.
     ///
     /// # Errors
     ///
-    /// The file cannot be read, or as [`from_toml`](Self::from_toml).
+    /// The file cannot be read, or as [`from_toml`](Self::from_toml), naming the file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| invalid(&path.display().to_string(), e.to_string()))?;
+            .map_err(|e| ConfigError::invalid("", e.to_string()).in_file(path))?;
         let parsed = if path.extension().is_some_and(|e| e == "json") {
             Self::from_json(&text)
         } else {
             Self::from_toml(&text)
         };
-        parsed.map_err(|e| invalid(&format!("{} ({})", path.display(), e.field), e.message))
+        parsed.map_err(|e| e.in_file(path))
     }
 
-    /// Checks every value is usable.
+    /// Reads a config already parsed (a table of a larger file, say): the preset it names,
+    /// with its keys laid over.
     ///
     /// # Errors
     ///
-    /// The first that is not.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive = |field: &str, value: Option<u64>| match value {
-            Some(0) => Err(invalid(
-                field,
-                "0 is not allowed; leave it out for no limit",
-            )),
-            _ => Ok(()),
+    /// As [`from_toml`](Self::from_toml), without lines.
+    pub fn from_value(value: Value) -> Result<Self, ConfigError> {
+        let Value::Object(mut doc) = value else {
+            return Err(ConfigError::new("", value, "must be a table of settings"));
         };
-        positive("max_requests_per_minute", self.max_requests_per_minute)?;
-        positive("max_tokens_per_minute", self.max_tokens_per_minute)?;
-        positive(
-            "max_concurrent_requests",
-            self.max_concurrent_requests.map(|n| n as u64),
-        )?;
-        positive(
-            "circuit_breaker.failure_threshold",
-            self.circuit_breaker.failure_threshold.map(u64::from),
-        )?;
-        positive(
-            "circuit_breaker.half_open_requests",
-            self.circuit_breaker.half_open_requests.map(u64::from),
-        )?;
-        positive(
-            "batch.max_batch_size",
-            self.batch.max_batch_size.map(u64::from),
-        )?;
-        if let Some(m) = self.backoff_strategy.multiplier
-            && !(m.is_finite() && m >= 1.0)
-        {
-            return Err(invalid(
-                "backoff_strategy.multiplier",
-                format!("{m} must be at least 1"),
-            ));
+        let preset = match doc.remove("preset") {
+            None => Preset::default(),
+            Some(value) => Preset::deserialize(&value).map_err(|_| {
+                ConfigError::new(
+                    "preset",
+                    &value,
+                    "is not a preset; use \"conservative\", \"balanced\" or \"aggressive\"",
+                )
+            })?,
+        };
+        let mut warnings = Vec::new();
+        let deferred = compat::normalize(&mut doc, &mut warnings)?;
+        let sets_max_open = doc
+            .get("circuit_breaker")
+            .and_then(Value::as_object)
+            .is_some_and(|c| c.contains_key("max_open_duration"));
+        let mut merged = match serde_json::to_value(Self::layer_defaults()) {
+            Ok(Value::Object(merged)) => merged,
+            _ => unreachable!("a config serializes to a table"),
+        };
+        let mut base: Map<String, Value> =
+            toml::from_str(preset.toml()).expect("every preset parses");
+        compat::normalize(&mut base, &mut Vec::new())?;
+        merge(&mut merged, base);
+        merge(&mut merged, doc);
+        let as_written = |e: ConfigError| match deferred.as_written(e.field()) {
+            Some(field) => e.with_field(field),
+            None => e,
+        };
+        let mut config = Self::from_canonical(merged).map_err(as_written)?;
+        if deferred.no_burst {
+            compat::spread(&mut config, &mut warnings);
         }
-        if let (Some(low), Some(high)) = (
-            self.backoff_strategy.initial_delay,
-            self.backoff_strategy.max_delay,
-        ) && low > high
+        // A longer first open period than the longest allowed raises the longest, unless
+        // that was set too.
+        if let Some(circuit) = &mut config.circuit_breaker
+            && !sets_max_open
         {
-            return Err(invalid(
-                "backoff_strategy.initial_delay",
-                format!("{low:?} is above max_delay {high:?}"),
-            ));
+            circuit.max_open_duration = circuit.max_open_duration.max(circuit.open_duration);
         }
+        config.warnings = warnings;
+        config.validate().map_err(as_written)?;
+        Ok(config)
+    }
+
+    /// Reads each section as its layer's config.
+    fn from_canonical(doc: Map<String, Value>) -> Result<Self, ConfigError> {
+        let mut config = Self {
+            seed: None,
+            rate_limit: None,
+            concurrency: None,
+            overload: None,
+            retry: None,
+            circuit_breaker: None,
+            timeouts: None,
+            cache: None,
+            batch: None,
+            warnings: Vec::new(),
+        };
+        for (key, value) in doc {
+            match key.as_str() {
+                "seed" => config.seed = section(&key, value)?,
+                "rate_limit" => config.rate_limit = section(&key, value)?,
+                "concurrency" => config.concurrency = section(&key, value)?,
+                "overload" => config.overload = section(&key, value)?,
+                "retry" => config.retry = section(&key, value)?,
+                "circuit_breaker" => config.circuit_breaker = section(&key, value)?,
+                "timeouts" => config.timeouts = section(&key, value)?,
+                "cache" => config.cache = section(&key, value)?,
+                "batch" => config.batch = section(&key, value)?,
+                _ => {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!(
+                            "is not a setting; expected preset, seed, one of the sections {} \
+                             or a key docs/config.md lists",
+                            SECTIONS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Checks every section is usable.
+    ///
+    /// # Errors
+    ///
+    /// The first value that is not, by its full path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn check<T>(
+            name: &str,
+            section: Option<&T>,
+            validate: impl Fn(&T) -> Result<(), ConfigError>,
+        ) -> Result<(), ConfigError> {
+            section.map_or(Ok(()), |s| validate(s).map_err(|e| e.within(name)))
+        }
+        check("rate_limit", self.rate_limit.as_ref(), RateLimitConfig::validate)?;
+        check("concurrency", self.concurrency.as_ref(), ConcurrencyConfig::validate)?;
+        check("overload", self.overload.as_ref(), OverloadConfig::validate)?;
+        check("retry", self.retry.as_ref(), RetryConfig::validate)?;
+        check("circuit_breaker", self.circuit_breaker.as_ref(), CircuitConfig::validate)?;
+        check("timeouts", self.timeouts.as_ref(), TimeoutConfig::validate)?;
+        check("cache", self.cache.as_ref(), CacheConfig::validate)?;
+        check("batch", self.batch.as_ref(), |b: &BatchConfig| {
+            if b.max_batch_size == 0 {
+                Err(ConfigError::new("max_batch_size", 0, "must be at least 1; set enabled = false for no batching"))
+            } else {
+                Ok(())
+            }
+        })?;
         Ok(())
     }
-}
 
-fn span(text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    match span {
-        Some(range) => {
-            let line = text[..range.start.min(text.len())].lines().count().max(1);
-            format!(" (line {line})")
-        }
-        None => String::new(),
+    /// Keys that were read but cannot be honoured as written, and why. [`LlmStack::new`]
+    /// logs each as a warning.
+    ///
+    /// [`LlmStack::new`]: crate::LlmStack::new
+    pub fn warnings(&self) -> &[ConfigWarning] {
+        &self.warnings
+    }
+
+    /// The most calls the stack keeps in flight (unbounded when the concurrency limit is left
+    /// out).
+    pub fn max_concurrent_calls(&self) -> usize {
+        self.concurrency
+            .as_ref()
+            .map_or(usize::MAX, |c| c.max_in_flight)
+    }
+
+    /// The longest silence allowed between two chunks of a stream, if any.
+    pub fn stream_idle_timeout(&self) -> Option<Duration> {
+        self.timeouts.as_ref().and_then(|t| t.idle)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl TryFrom<Value> for StackConfig {
+    type Error = ConfigError;
 
-    #[test]
-    fn seconds_beyond_a_duration_are_an_error_not_a_panic() {
-        // A panic before; the `stack_config` fuzz target checks it (fuzz/README.md).
-        for text in [
-            "request_timeout = 1e20",
-            "[circuit_breaker]\nrecovery_timeout = 1.9e19",
-        ] {
-            let error = StackConfig::from_toml(text).unwrap_err();
-            assert!(error.message.contains("is not a duration"), "{error}");
+    fn try_from(value: Value) -> Result<Self, ConfigError> {
+        Self::from_value(value)
+    }
+}
+
+/// One section, read as `T`; an error names the path inside it.
+fn section<T: DeserializeOwned>(name: &str, value: Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ConfigError::invalid(field, inner).within(name)
+    })
+}
+
+/// Lays `over` on `base`, table by table; any other value (null included) replaces.
+fn merge(base: &mut Map<String, Value>, over: Map<String, Value>) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Object(inner)), Value::Object(value)) => merge(inner, value),
+            (_, value) => {
+                base.insert(key, value);
+            }
         }
-        let error = StackConfig::from_json(r#"{"request_timeout": 1e300}"#).unwrap_err();
-        assert!(error.message.contains("is not a duration"), "{error}");
-        assert_eq!(
-            StackConfig::from_toml("request_timeout = 1.8e10")
-                .unwrap()
-                .request_timeout,
-            Some(Duration::from_secs(18_000_000_000))
-        );
     }
+}
 
-    #[test]
-    fn the_seeds_keys_load_from_toml_and_json() {
-        let toml = StackConfig::from_toml(
-            r#"
-            max_requests_per_minute = 500
-            max_concurrent_requests = 5
-            [circuit_breaker]
-            failure_threshold = 5
-            recovery_timeout = 60
-            [backoff_strategy]
-            max_retries = 3
-            initial_delay = "500ms"
-            max_delay = "30s"
-            multiplier = 2.0
-            jitter = true
-        "#,
-        )
-        .unwrap();
-        let json = StackConfig::from_json(
-            r#"{"max_requests_per_minute": 500, "max_concurrent_requests": 5,
-                "circuit_breaker": {"failure_threshold": 5, "recovery_timeout": 60},
-                "backoff_strategy": {"max_retries": 3, "initial_delay": 0.5, "max_delay": 30,
-                                     "multiplier": 2.0, "jitter": true}}"#,
-        )
-        .unwrap();
-        assert_eq!(toml, json);
-        assert_eq!(
-            toml.circuit_breaker.recovery_timeout,
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(
-            toml.backoff_strategy.initial_delay,
-            Some(Duration::from_millis(500))
-        );
-    }
-
-    #[test]
-    fn resending_unanswered_calls_is_opt_in() {
-        let default = StackConfig::from_toml("").unwrap();
-        assert!(!crate::stack::resolve(&default).resend_unanswered);
-        let config = StackConfig::from_toml(
-            r#"
-            [backoff_strategy]
-            max_retries = 2
-            resend_unanswered = true
-        "#,
-        )
-        .unwrap();
-        assert_eq!(config.backoff_strategy.resend_unanswered, Some(true));
-        assert!(crate::stack::resolve(&config).resend_unanswered);
-        let json =
-            StackConfig::from_json(r#"{"backoff_strategy": {"resend_unanswered": true}}"#).unwrap();
-        assert_eq!(json.backoff_strategy.resend_unanswered, Some(true));
-    }
-
-    #[test]
-    fn bad_configs_name_the_field_the_value_and_what_is_allowed() {
-        let error = StackConfig::from_toml("max_concurrent_requests = 0").unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "max_concurrent_requests: 0 is not allowed; leave it out for no limit"
-        );
-        let error = StackConfig::from_toml("[backoff_strategy]\nmultiplier = 0.5").unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "backoff_strategy.multiplier: 0.5 must be at least 1"
-        );
-        let error = StackConfig::from_toml("max_request_per_minute = 5").unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .contains("unknown field `max_request_per_minute`"),
-            "{error}"
-        );
-        let error =
-            StackConfig::from_toml("[circuit_breaker]\nrecovery_timeout = \"soon\"").unwrap_err();
-        assert!(
-            error.to_string().contains("\"soon\" is not a duration"),
-            "{error}"
-        );
-        let error = StackConfig::from_toml("preset = \"reckless\"").unwrap_err();
-        assert!(error.to_string().contains("reckless"), "{error}");
-    }
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].lines().count().max(1)
 }

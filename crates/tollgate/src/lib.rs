@@ -46,16 +46,21 @@
 )]
 
 #[cfg(feature = "stack")]
+mod compat;
+#[cfg(feature = "stack")]
 mod config;
 mod ext;
+#[cfg(feature = "stack")]
+mod optional;
+#[cfg(feature = "stack")]
+mod preset;
 #[cfg(feature = "stack")]
 mod stack;
 
 #[cfg(feature = "stack")]
-pub use self::config::{
-    BackoffSection, BatchSection, CacheSection, CircuitSection, ConfigError, Preset, StackConfig,
-    TimeoutSection,
-};
+pub use self::config::{ConfigError, ConfigWarning, StackConfig};
+#[cfg(feature = "stack")]
+pub use self::preset::Preset;
 pub use self::ext::ServiceBuilderExt;
 #[cfg(feature = "stack")]
 pub use self::stack::{LlmBody, LlmService, LlmStack, ScopeHealth, StackHandle};

@@ -1,6 +1,4 @@
-use std::time::Duration;
-
-use tollgate::{BackoffSection, StackConfig};
+use tollgate::StackConfig;
 use tollgate_sim::{Sim, SimConfig, SimHandle};
 
 use super::*;
@@ -47,15 +45,10 @@ async fn chat_streams_and_embeddings_go_through_the_stack() {
 async fn the_sdk_does_not_retry_on_top_of_the_stack() {
     // Every call fails with a 500: async-openai alone would send 4, the stack 1 + 2 retries.
     let sim = sim("[faults]\nerror_rate = 1.0").await;
-    let config = StackConfig {
-        preset: Some(Preset::Balanced),
-        backoff_strategy: BackoffSection {
-            max_retries: Some(2),
-            initial_delay: Some(Duration::from_millis(100)),
-            ..BackoffSection::default()
-        },
-        ..StackConfig::default()
-    };
+    let config = StackConfig::from_toml(
+        "[backoff_strategy]\nmax_retries = 2\ninitial_delay = \"100ms\"",
+    )
+    .unwrap();
     let (llm, _handle) = LlmStack::new(&config).unwrap().service(http());
     let client = openai_client(llm, &format!("{}/v1", sim.url()), "sk-test");
 
@@ -82,14 +75,7 @@ async fn a_refusal_by_the_stack_downcasts_to_tollgates_error() {
     // Five 500s in a row open the balanced preset's breaker; the next call is refused
     // before it is sent.
     let sim = sim("[faults]\nerror_rate = 1.0").await;
-    let config = StackConfig {
-        preset: Some(Preset::Balanced),
-        backoff_strategy: BackoffSection {
-            max_retries: Some(0),
-            ..BackoffSection::default()
-        },
-        ..StackConfig::default()
-    };
+    let config = StackConfig::from_toml("[backoff_strategy]\nmax_retries = 0").unwrap();
     let (llm, handle) = LlmStack::new(&config).unwrap().service(http());
     let client = openai_client(llm, &format!("{}/v1", sim.url()), "sk-test");
     let mut refused = None;

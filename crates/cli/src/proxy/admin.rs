@@ -143,7 +143,10 @@ fn degraded(state: CircuitState) -> bool {
 }
 
 fn circuit_json(handle: &StackHandle, scope: &Scope) -> serde_json::Value {
-    match handle.circuit.metrics(scope) {
+    let Some(circuit) = &handle.circuit else {
+        return serde_json::Value::Null;
+    };
+    match circuit.metrics(scope) {
         Some(m) => serde_json::json!({
             "state": m.state.as_str(),
             "calls": m.window.calls,
@@ -154,7 +157,7 @@ fn circuit_json(handle: &StackHandle, scope: &Scope) -> serde_json::Value {
             "trips": m.trips,
             "open_remaining_ms": m.open_remaining.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }),
-        None => serde_json::json!({ "state": handle.circuit.state(scope).as_str() }),
+        None => serde_json::json!({ "state": circuit.state(scope).as_str() }),
     }
 }
 
@@ -185,7 +188,8 @@ async fn health(State(admin): State<Arc<Admin>>) -> Response {
         scopes.push(entry);
     }
     // Breakers without an overload detector yet: a scope forced open before its first call.
-    for (scope, metrics) in handle.circuit.all() {
+    let breakers = handle.circuit.as_ref().map(|c| c.all()).unwrap_or_default();
+    for (scope, metrics) in breakers {
         if seen.contains(&scope) {
             continue;
         }
@@ -252,14 +256,23 @@ impl Admin {
         &self,
         body: &Bytes,
         action: &'static str,
-        steer: fn(&StackHandle, &Scope),
+        steer: fn(&tollgate::circuit::CircuitHandle, &Scope),
     ) -> Response {
+        let Some(circuit) = &self.handle.circuit else {
+            return error_response(
+                Dialect::OpenAi,
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                "tollgate: the stack has no circuit breaker (stack.circuit_breaker)",
+                None,
+            );
+        };
         let scope = match self.scope(body) {
             Ok(scope) => scope,
             Err(message) => return bad_request(&message),
         };
-        steer(&self.handle, &scope);
-        let state = self.handle.circuit.state(&scope);
+        steer(circuit, &scope);
+        let state = circuit.state(&scope);
         tracing::info!(%scope, action, state = state.as_str(), "admin: circuit");
         let mut body = scope_json(&scope);
         body["circuit"] = state.as_str().into();
@@ -269,12 +282,12 @@ impl Admin {
 
 /// `POST /admin/circuit/open`.
 async fn circuit_open(State(admin): State<Arc<Admin>>, body: Bytes) -> Response {
-    admin.steer(&body, "force_open", |h, s| h.circuit.force_open(s))
+    admin.steer(&body, "force_open", |c, s| c.force_open(s))
 }
 
 /// `POST /admin/circuit/reset`.
 async fn circuit_reset(State(admin): State<Arc<Admin>>, body: Bytes) -> Response {
-    admin.steer(&body, "reset", |h, s| h.circuit.reset(s))
+    admin.steer(&body, "reset", |c, s| c.reset(s))
 }
 
 /// `POST /admin/cache/clear`.

@@ -33,8 +33,8 @@ struct File {
     upstream: Option<UpstreamSection>,
     #[serde(default)]
     metrics: metrics::MetricsSection,
-    #[serde(default)]
-    stack: StackConfig,
+    /// Read by [`StackConfig::from_value`]: its preset, with these keys laid over.
+    stack: Option<serde_json::Value>,
 }
 
 /// The gateway's settings, checked.
@@ -59,10 +59,7 @@ pub(crate) struct ProxyConfig {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.to_owned(),
-        message: message.into(),
-    }
+    ConfigError::invalid(field.to_owned(), message.into())
 }
 
 fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
@@ -110,14 +107,15 @@ pub(crate) fn parse(
                 .map(str::to_owned),
         );
     }
-    file.stack.validate().map_err(|e| ConfigError {
-        field: format!("stack.{}", e.field),
-        message: e.message,
-    })?;
+    let stack = match file.stack {
+        Some(value) => StackConfig::from_value(value)
+            .map_err(|e| e.within("stack").located_in(text))?,
+        None => StackConfig::default(),
+    };
     let limits = server.client_limits(
         keys.len(),
-        file.stack.max_concurrent_calls(),
-        file.stack
+        stack.max_concurrent_calls(),
+        stack
             .stream_idle_timeout()
             .unwrap_or(Duration::from_secs(30)),
     )?;
@@ -153,7 +151,7 @@ pub(crate) fn parse(
         limits,
         shutdown_grace,
         upstream,
-        stack: file.stack,
+        stack,
         admin_token,
         metrics,
     })
@@ -191,7 +189,7 @@ fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
         (false, Some(table), None) => table,
         (false, None, None) => "config".to_owned(),
     };
-    invalid(&format!("{field} (line {line_no})"), message)
+    invalid(&field, message).at_line(Some(line_no))
 }
 
 #[cfg(test)]
@@ -239,7 +237,7 @@ mod tests {
         assert_eq!(config.shutdown_grace, Duration::from_secs(5));
         assert_eq!(config.upstream.prefix, "");
         assert_eq!(config.upstream.auth, Auth::XApiKey);
-        assert_eq!(config.stack.max_concurrent_requests, Some(7));
+        assert_eq!(config.stack.max_concurrent_calls(), 7);
         let (name, value) = config.upstream.credential().unwrap();
         assert_eq!(name, "x-api-key");
         assert_eq!(value, "sk-upstream-secret");
@@ -258,7 +256,7 @@ mod tests {
         };
         let config = parse(include_str!("../../../../docs/tollgate.toml"), &env).unwrap();
         assert!(config.clients.admits(b"tg-b"));
-        assert_eq!(config.stack.max_concurrent_requests, Some(64));
+        assert_eq!(config.stack.max_concurrent_calls(), 64);
         assert_eq!(
             config
                 .upstream

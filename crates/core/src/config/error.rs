@@ -25,6 +25,7 @@ pub struct ConfigError {
     value: Option<String>,
     reason: Cow<'static, str>,
     line: Option<usize>,
+    file: Option<String>,
 }
 
 impl ConfigError {
@@ -39,6 +40,7 @@ impl ConfigError {
             value: Some(value.to_string()),
             reason: reason.into(),
             line: None,
+            file: None,
         }
     }
 
@@ -53,6 +55,7 @@ impl ConfigError {
             value: None,
             reason: reason.into(),
             line: None,
+            file: None,
         }
     }
 
@@ -70,6 +73,14 @@ impl ConfigError {
         self
     }
 
+    /// The same error, for `field` (the key as it was written, when it was read under
+    /// another name).
+    #[must_use]
+    pub fn with_field(mut self, field: impl Into<Cow<'static, str>>) -> Self {
+        self.field = field.into();
+        self
+    }
+
     /// The same error at `line` of the file (a line already known is kept).
     #[must_use]
     pub fn at_line(mut self, line: Option<usize>) -> Self {
@@ -83,6 +94,13 @@ impl ConfigError {
     pub fn located_in(self, text: &str) -> Self {
         let line = super::line_of(text, &self.field);
         self.at_line(line)
+    }
+
+    /// The same error in the file at `path` (shown first).
+    #[must_use]
+    pub fn in_file(mut self, path: &std::path::Path) -> Self {
+        self.file = Some(path.display().to_string());
+        self
     }
 
     /// The full path of the offending field.
@@ -108,7 +126,14 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.field)?;
+        if let Some(file) = &self.file {
+            write!(f, "{file}: ")?;
+        }
+        f.write_str(if self.field.is_empty() {
+            "config"
+        } else {
+            &self.field
+        })?;
         if let Some(line) = self.line {
             write!(f, " (line {line})")?;
         }
@@ -129,6 +154,10 @@ mod tests {
     fn an_error_names_the_full_path_the_value_and_the_line() {
         let error = ConfigError::invalid("", "expected a table").within("stack");
         assert_eq!(error.to_string(), "stack: expected a table");
+        let error = ConfigError::invalid("", "expected `=`")
+            .at_line(Some(2))
+            .in_file(std::path::Path::new("tollgate.toml"));
+        assert_eq!(error.to_string(), "tollgate.toml: config (line 2): expected `=`");
         let error = ConfigError::new("jitter", 1.5, "must be in [0, 1)")
             .within("circuit_breaker")
             .within("stack")
