@@ -40,7 +40,7 @@ use tollgate::core::classify::ClassifyLayer;
 use tollgate::ratelimit::{Quotas, RateLimitLayer};
 use tollgate::retry::RetryLayer;
 use tollgate::timeout::{TimeoutConfig, TimeoutLayer};
-use tollgate::{LlmBody, LlmService, LlmStack, Preset, StackConfig};
+use tollgate::{LlmBody, LlmService, LlmStack, StackConfig};
 use tollgate_testkit::requests::{chat_completion_request, small_completion};
 use tollgate_testkit::{Comparison, runtime};
 use tower::retry::Policy;

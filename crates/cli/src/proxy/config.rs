@@ -353,7 +353,7 @@ mod tests {
             ),
             (
                 format!("{UPSTREAM}[stack]\nmax_concurrent_requests = 0\n"),
-                "stack.max_concurrent_requests: 0 is not allowed",
+                "stack.max_concurrent_requests (line 4): 0 is not allowed",
             ),
             (
                 format!("{UPSTREAM}[stack.circuit_breaker]\nrecovery_timeout = \"later\"\n"),
