@@ -361,7 +361,7 @@ mod tests {
             ),
             (
                 format!("{UPSTREAM}[stack]\npreset = \"reckless\"\n"),
-                "stack.preset (line 4): unknown variant `reckless`",
+                "stack.preset (line 4): \"reckless\" is not a preset",
             ),
             (
                 format!("[server]\nsend_timeout = \"0s\"\n{UPSTREAM}"),
