@@ -6,8 +6,8 @@ use tollgate_core::{BoxError, LlmRequest};
 use tower::Service;
 
 use crate::future::ResponseFuture;
-use crate::policy::FailurePolicy;
 use crate::layer::Breakers;
+use crate::policy::FailurePolicy;
 
 /// The service made by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
 ///
