@@ -112,7 +112,9 @@ impl<T, E> ScopeRegistry<T, E> {
     pub fn get_for(&self, llm: &LlmRequest) -> Arc<T> {
         match &self.shared {
             Some(shared) => shared.clone(),
-            None => self.scopes.get_for(llm, |scope| self.make(scope), self.idle),
+            None => self
+                .scopes
+                .get_for(llm, |scope| self.make(scope), self.idle),
         }
     }
 

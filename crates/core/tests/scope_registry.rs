@@ -107,7 +107,10 @@ fn per_scope_mode_is_bounded_and_forgets_only_idle_values() {
     assert!(registry.find(&scope("busy")).is_some());
     assert!(registry.find(&scope("idle")).is_none());
     // Whatever scopes clients make up, no more than the bound is kept.
-    registry.get(&scope("new")).busy.store(true, Ordering::Relaxed);
+    registry
+        .get(&scope("new"))
+        .busy
+        .store(true, Ordering::Relaxed);
     for n in 0..100 {
         let made_up = registry.get(&scope(&format!("made-up-{n}")));
         assert_eq!(made_up.scope, scope(&format!("made-up-{n}")), "usable");
