@@ -15,7 +15,7 @@ use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
 use tollgate_core::{BoxError, Scope};
 use tollgate_overload::{Aimd, OverloadHandle, OverloadLayer, OverloadState};
-use tollgate_ratelimit::{LimitState, MemoryStore, Quotas, RateLimitLayer};
+use tollgate_ratelimit::{LimitState, Quotas, RateLimitHandle, RateLimitLayer};
 use tollgate_retry::{Backoff, Jitter, RetryLayer};
 use tollgate_timeout::{TimeoutConfig, TimeoutLayer};
 use tower::util::BoxCloneSyncService;
@@ -292,7 +292,7 @@ pub struct StackHandle {
     pub cache: Option<CacheHandle>,
     /// The rate limits: configured, reported by the provider's headers, or learned from its
     /// refusals.
-    pub rate_limits: MemoryStore,
+    pub rate_limits: RateLimitHandle,
     /// Whether rate limits are kept per model (else per key: a scope without its model).
     per_model_limits: bool,
 }
@@ -439,7 +439,7 @@ impl LlmStack {
         let rate_limit = RateLimitLayer::new(quotas)
             .with_per_model_limits(r.per_model)
             .with_learning(r.learn);
-        let rate_limits = rate_limit.store().clone();
+        let rate_limits = rate_limit.handle();
         let stack = ServiceBuilder::new()
             .layer(AnnotateLayer::new())
             .layer(cache)
