@@ -118,13 +118,13 @@ impl<S, P: Clone> Layer<S> for CircuitBreakerLayer<P> {
 
 #[cfg(test)]
 mod tests {
-    use tollgate_core::{CredentialId, EndpointKind, LlmRequest, Provider, Scope};
+    use tollgate_core::{EndpointKind, LlmRequest, Provider, Scope};
 
     use super::*;
 
+    /// An Anthropic request to `model`.
     fn request(model: &str) -> LlmRequest {
         let mut llm = LlmRequest::new(Provider::Anthropic, EndpointKind::Messages);
-        llm.credential = Some(CredentialId::named("team-a"));
         llm.model = Some(model.into());
         llm
     }
