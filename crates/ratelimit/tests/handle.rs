@@ -24,10 +24,13 @@ use tower::{ServiceBuilder, ServiceExt, service_fn};
 type Stack =
     BoxCloneSyncService<Request<Full<Bytes>>, Response<ObservedBody<Full<Bytes>>>, BoxError>;
 
+/// A status and the headers that come with it.
+type Answer = (StatusCode, Vec<(&'static str, &'static str)>);
+
 /// A fake provider: answers in the order queued, each once the test lets it through the gate.
 #[derive(Clone)]
 struct Upstream {
-    answers: Arc<Mutex<VecDeque<(StatusCode, Vec<(&'static str, &'static str)>)>>>,
+    answers: Arc<Mutex<VecDeque<Answer>>>,
     gate: Arc<Semaphore>,
     called: Arc<AtomicUsize>,
 }
