@@ -146,9 +146,9 @@ impl Variants {
     }
 
     fn assert_counts(&self) {
-        let hit = self.hit_handle.stats();
+        let hit = self.hit_handle.snapshot();
         assert_eq!((hit.misses, hit.stored), (1, 1), "{hit:?}");
-        let miss = self.miss_handle.stats();
+        let miss = self.miss_handle.snapshot();
         assert_eq!(miss.hits, 0, "{miss:?}");
         assert_eq!(miss.stored, miss.misses, "{miss:?}");
     }

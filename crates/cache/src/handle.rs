@@ -26,7 +26,7 @@ impl CacheHandle {
     /// `entries` and `bytes` follow evictions as the cache carries them out, in batches
     /// amortised over later calls: [`run_pending_tasks`](Self::run_pending_tasks) first for
     /// exact figures.
-    pub fn stats(&self) -> CacheStats {
+    pub fn snapshot(&self) -> CacheStats {
         let in_flight = self.core.flights.len() as u64;
         self.core.store.counters.snapshot(in_flight)
     }
@@ -60,7 +60,7 @@ impl CacheHandle {
 impl fmt::Debug for CacheHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheHandle")
-            .field("stats", &self.stats())
+            .field("stats", &self.snapshot())
             .finish()
     }
 }

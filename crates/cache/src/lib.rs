@@ -29,7 +29,7 @@
 //!   upstream is unavailable (see [below](#stale-on-error)).
 //! - **Fleet** (feature `redis`): a shared second level in Redis (`redis::RedisStore`).
 //! - **Observable**: every response carries a [`CacheStatus`] extension; hits and shared
-//!   answers are marked `x-tollgate-cache: hit` / `coalesced`; [`CacheHandle::stats`] counts
+//!   answers are marked `x-tollgate-cache: hit` / `coalesced`; [`CacheHandle::snapshot`] counts
 //!   hits, misses, coalesced waiters, bypasses, evictions, entries and bytes; with feature
 //!   `metrics` the same counts go through the [`metrics`](https://docs.rs/metrics) facade
 //!   (`tollgate_cache_*`, see `docs/metrics.md`).
@@ -105,7 +105,7 @@
 //! let again = llm.clone().oneshot(ask()?).await?;
 //! assert_eq!(again.headers()["x-tollgate-cache"], "hit");
 //! assert_eq!(again.into_body().collect().await?.to_bytes(), first);
-//! assert_eq!((stats.stats().misses, stats.stats().hits), (1, 1));
+//! assert_eq!((stats.snapshot().misses, stats.snapshot().hits), (1, 1));
 //! # Ok(()) }
 //! ```
 //!

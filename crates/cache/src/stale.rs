@@ -169,7 +169,7 @@ mod tests {
             error.to_string(),
             "no cached answer to serve in place of the upstream's"
         );
-        assert_eq!(layer.handle().stats().stale_hits, 0);
+        assert_eq!(layer.handle().snapshot().stale_hits, 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -206,7 +206,7 @@ mod tests {
         assert_eq!(response.headers()[header::AGE], "90");
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "{}");
-        assert_eq!(handle.stats().stale_hits, 1);
+        assert_eq!(handle.snapshot().stale_hits, 1);
 
         let no_store = ask(Some(("cache-control", "no-store")));
         assert!(not_cached(&lookup.call(no_store).await.unwrap_err()));
@@ -220,6 +220,6 @@ mod tests {
             not_cached(&lookup.call(ask(None)).await.unwrap_err()),
             "660 s: too stale"
         );
-        assert_eq!(handle.stats().stale_hits, 1);
+        assert_eq!(handle.snapshot().stale_hits, 1);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The cache's counters at one moment, from [`CacheHandle::stats`](crate::CacheHandle::stats).
+/// The cache's counters at one moment, from [`CacheHandle::snapshot`](crate::CacheHandle::snapshot).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStats {

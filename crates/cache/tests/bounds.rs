@@ -68,20 +68,20 @@ async fn fill(config: CacheConfig, count: usize, size: usize) -> CacheHandle {
                     let response = cache.ready().await.unwrap().call(embed(i)).await.unwrap();
                     assert_eq!(response.extensions().get(), Some(&CacheStatus::Miss));
                     response.into_body().collect().await.unwrap();
-                    peak = peak.max(handle.stats().bytes);
+                    peak = peak.max(handle.snapshot().bytes);
                 }
                 peak
             });
         }
         peak = callers.join_all().await.into_iter().fold(peak, u64::max);
         handle.run_pending_tasks();
-        let stats = handle.stats();
+        let stats = handle.snapshot();
         assert!(stats.bytes <= config.max_bytes, "{round}: {stats:?}");
         assert!(stats.entries <= config.max_entries, "{round}: {stats:?}");
     }
     println!(
         "{count} inserts of {size} bytes: peak {peak} bytes before pending evictions ran, {:?}",
-        handle.stats()
+        handle.snapshot()
     );
     // Between the amortised eviction batches the cache may hold a little more, never much.
     assert!(
@@ -99,7 +99,7 @@ async fn a_hundred_thousand_distinct_answers_stay_within_the_byte_bound() {
         ..CacheConfig::default()
     };
     let handle = fill(config.clone(), 100_000, 500).await;
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!(stats.stored, 100_000);
     assert!(
         stats.bytes > config.max_bytes * 9 / 10,
@@ -116,7 +116,7 @@ async fn small_answers_stay_within_the_entry_bound() {
         max_bytes: 64 * 1024 * 1024,
         ..CacheConfig::default()
     };
-    let stats = fill(config, 5_000, 10).await.stats();
+    let stats = fill(config, 5_000, 10).await.snapshot();
     assert!(stats.entries <= 100 && stats.entries >= 90, "{stats:?}");
 }
 

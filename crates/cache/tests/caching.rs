@@ -35,7 +35,7 @@ async fn an_identical_request_costs_once() {
     let other = send(&stack, chat("sk-a", "something else")).await;
     assert_eq!(other.cache, CacheStatus::Miss);
     assert_eq!(calls(&sim), 2);
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!((stats.hits, stats.misses, stats.stored), (1, 2, 2));
     assert_eq!(stats.entries, 2);
     assert!(stats.bytes > first.bytes().len() as u64, "{stats:?}");
@@ -70,7 +70,7 @@ async fn entries_expire_after_their_time_to_live_on_tokios_clock() {
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(status(&stack, chat("sk", "ttl")).await, CacheStatus::Miss);
     assert_eq!(calls(&sim), 2);
-    assert_eq!(handle.stats().expirations, 1);
+    assert_eq!(handle.snapshot().expirations, 1);
     // The fresh answer lives its own hour.
     tokio::time::advance(Duration::from_secs(30)).await;
     assert_eq!(status(&stack, chat("sk", "ttl")).await, CacheStatus::Hit);
@@ -157,7 +157,7 @@ async fn embeddings_are_cached_and_random_chats_are_not_unless_forced() {
     assert_eq!(status(&stack, forced()).await, CacheStatus::Miss);
     assert_eq!(status(&stack, forced()).await, CacheStatus::Hit);
     assert_eq!(calls(&sim), 1 + 2 + 1);
-    assert_eq!(handle.stats().bypasses, 2);
+    assert_eq!(handle.snapshot().bypasses, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -189,7 +189,7 @@ async fn no_cache_refreshes_and_no_store_leaves_the_cache_alone() {
     assert_eq!(after.cache, CacheStatus::Hit);
     assert_eq!(after.bytes(), fresh.bytes());
     assert_eq!(calls(&sim), 3);
-    assert_eq!(handle.stats().stored, 2);
+    assert_eq!(handle.snapshot().stored, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -202,8 +202,8 @@ async fn errors_are_not_stored() {
         assert_eq!(refused.cache, CacheStatus::Miss);
     }
     assert_eq!(calls(&sim), 2);
-    assert_eq!(handle.stats().stored, 0);
-    assert_eq!(handle.stats().not_stored, 2);
+    assert_eq!(handle.snapshot().stored, 0);
+    assert_eq!(handle.snapshot().not_stored, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -222,7 +222,7 @@ async fn a_stream_that_fails_midway_is_not_stored() {
             }
         }
         assert_eq!(calls(&sim), 2, "{fault}");
-        assert_eq!(handle.stats().stored, 0, "{fault}");
+        assert_eq!(handle.snapshot().stored, 0, "{fault}");
     }
 }
 
@@ -239,7 +239,7 @@ async fn an_answer_over_the_entry_cap_is_served_but_not_stored() {
     assert!(first.bytes().len() > 2_000);
     assert_eq!(status(&stack, embed()).await, CacheStatus::Miss);
     assert_eq!(calls(&sim), 2);
-    assert_eq!(handle.stats().not_stored, 2);
+    assert_eq!(handle.snapshot().not_stored, 2);
 }
 
 #[tokio::test(start_paused = true)]

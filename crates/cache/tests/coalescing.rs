@@ -43,7 +43,7 @@ async fn a_hundred_identical_requests_make_one_upstream_call() {
             .filter(|r| r.cache == CacheStatus::Coalesced)
             .all(|r| r.marker() == Some("coalesced"))
     );
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!((stats.misses, stats.coalesced, stats.stored), (1, 99, 1));
     assert_eq!(stats.in_flight, 0);
     // And the next one is a hit.
@@ -113,8 +113,8 @@ async fn when_every_caller_leaves_the_upstream_call_is_dropped() {
     callers.shutdown().await;
     tokio::task::yield_now().await;
     assert_eq!(sim.stats().in_flight, 0, "and dropped with its last caller");
-    assert_eq!(handle.stats().in_flight, 0);
-    assert_eq!(handle.stats().stored, 0);
+    assert_eq!(handle.snapshot().in_flight, 0);
+    assert_eq!(handle.snapshot().stored, 0);
     // A new request starts afresh.
     assert_eq!(
         status(&stack, chat_stream("sk", "nobody")).await,
@@ -136,7 +136,7 @@ async fn a_failed_shared_call_fails_every_waiter_and_is_not_stored() {
         assert_eq!(reply.head.status, 500);
     }
     assert_eq!(calls(&sim), 1);
-    assert_eq!(handle.stats().stored, 0);
+    assert_eq!(handle.snapshot().stored, 0);
     send(&stack, chat("sk", "fails")).await;
     assert_eq!(calls(&sim), 2, "a failure is not served again");
 }

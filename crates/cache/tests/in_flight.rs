@@ -186,7 +186,7 @@ async fn a_stream_past_the_entry_cap_is_not_stored_and_held_within_bounds_while_
     // The most a flight holds: the larger of the cap and the read-ahead, and one frame.
     let bound = CAP.max(READ_AHEAD) + FRAME as u64;
     settle().await;
-    let held = handle.stats().in_flight_bytes;
+    let held = handle.snapshot().in_flight_bytes;
     assert!(
         held > 0 && held <= bound,
         "held {held} while the joiner reads nothing"
@@ -200,7 +200,7 @@ async fn a_stream_past_the_entry_cap_is_not_stored_and_held_within_bounds_while_
         read += frame.unwrap().into_data().unwrap().len();
         if read % (100 * FRAME) == 0 {
             settle().await;
-            let held = handle.stats().in_flight_bytes;
+            let held = handle.snapshot().in_flight_bytes;
             assert!(held <= bound, "held {held} after {read} bytes read");
         }
     }
@@ -208,7 +208,7 @@ async fn a_stream_past_the_entry_cap_is_not_stored_and_held_within_bounds_while_
     assert_eq!(leader.await.unwrap(), 1_000 * FRAME);
     drop(body);
 
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!((stats.stored, stats.not_stored, stats.entries), (0, 1, 0));
     assert_eq!(stats.in_flight_bytes, 0, "nothing held once read");
     assert_eq!(upstream.calls(), 1);
@@ -221,15 +221,15 @@ async fn once_recording_stopped_an_identical_request_does_not_join() {
     upstream.allow(CAP as usize / FRAME + 4);
     let (mut cache, handle) = cache(CAP, &upstream);
     let [leader, joiner] = send(&mut cache).await;
-    assert_eq!(handle.stats().coalesced, 1);
+    assert_eq!(handle.snapshot().coalesced, 1);
     let leader = tokio::spawn(read(leader));
     settle().await;
     assert_eq!(upstream.pulled(), CAP as usize / FRAME + 4, "past the cap");
-    assert_eq!(handle.stats().in_flight, 0, "no call to join");
+    assert_eq!(handle.snapshot().in_flight, 0, "no call to join");
 
     let [late] = send(&mut cache).await;
     assert_eq!(late.extensions().get(), Some(&CacheStatus::Miss));
-    assert_eq!(handle.stats().coalesced, 1);
+    assert_eq!(handle.snapshot().coalesced, 1);
     assert_eq!(upstream.calls(), 2, "it made its own call");
     // Everyone still gets the whole answer.
     upstream.allow(usize::MAX);
@@ -266,7 +266,7 @@ async fn past_the_entry_cap_a_stalled_caller_pauses_the_upstream_read() {
     assert!(!reader.is_finished());
     drop(body);
     assert_eq!(reader.await.unwrap(), 1_000 * FRAME);
-    assert_eq!(handle.stats().in_flight_bytes, 0);
+    assert_eq!(handle.snapshot().in_flight_bytes, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -283,7 +283,7 @@ async fn when_the_stalled_caller_leaves_the_others_read_to_the_end() {
     assert_eq!(readers.await.unwrap(), (1_000 * FRAME, 1_000 * FRAME));
     assert_eq!(upstream.pulled(), 1_000);
     assert_eq!(upstream.calls(), 1);
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!(
         (stats.coalesced, stats.stored, stats.in_flight_bytes),
         (2, 0, 0)
@@ -298,7 +298,7 @@ async fn a_stalled_caller_does_not_hold_back_an_answer_that_fits_an_entry() {
     let reader = tokio::spawn(read(reader));
     assert_eq!(reader.await.unwrap(), 100 * FRAME, "read without waiting");
     settle().await;
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!(stats.stored, 1, "stored while a caller still reads");
     assert_eq!(
         stats.in_flight_bytes,
@@ -306,7 +306,7 @@ async fn a_stalled_caller_does_not_hold_back_an_answer_that_fits_an_entry() {
         "what the stalled caller has yet to read"
     );
     assert_eq!(read(stalled).await, 100 * FRAME);
-    assert_eq!(handle.stats().in_flight_bytes, 0);
+    assert_eq!(handle.snapshot().in_flight_bytes, 0);
     let [hit] = send(&mut cache).await;
     assert_eq!(hit.extensions().get(), Some(&CacheStatus::Hit));
     assert_eq!(read(hit).await, 100 * FRAME);

@@ -45,7 +45,7 @@ async fn lookups_stores_and_levels_match_the_stats() {
     assert_eq!(status(&stack, bypass).await, CacheStatus::Bypass);
     assert_eq!(calls(&sim), 2);
 
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!((stats.entries, stats.stored), (1, 1));
     assert!(stats.bytes > 0);
     assert_eq!(stats.in_flight_bytes, 0, "every call ended and was read");

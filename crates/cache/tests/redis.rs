@@ -42,7 +42,7 @@ async fn an_answer_one_process_paid_for_serves_another() {
     assert_eq!(shared.marker(), Some("hit"));
     assert_eq!(shared.bytes(), paid.bytes());
     assert_eq!(calls(&sim), 1);
-    let stats = second_handle.stats();
+    let stats = second_handle.snapshot();
     assert_eq!(
         (stats.second_level_hits, stats.misses, stats.hits),
         (1, 1, 0)
@@ -52,7 +52,7 @@ async fn an_answer_one_process_paid_for_serves_another() {
         send(&second, chat("sk", "fleet")).await.cache,
         CacheStatus::Hit
     );
-    assert_eq!(second_handle.stats().hits, 1);
+    assert_eq!(second_handle.snapshot().hits, 1);
 }
 
 #[tokio::test]
@@ -107,5 +107,5 @@ async fn without_redis_a_lookup_is_a_miss_not_an_error() {
         assert_eq!(reply.head.status, 200);
     }
     assert_eq!(calls(&sim), 1, "memory still works");
-    assert_eq!(handle.stats().second_level_hits, 0);
+    assert_eq!(handle.snapshot().second_level_hits, 0);
 }

@@ -112,7 +112,7 @@ async fn callers_of_a_shared_call_get_its_error_as_the_source() {
         .collect();
     let (_, reply) = handle.next_request().await.unwrap();
     // Every caller has joined before the answer.
-    while stats.stats().coalesced < 2 {
+    while stats.snapshot().coalesced < 2 {
         tokio::task::yield_now().await;
     }
     reply.send_error(refused());

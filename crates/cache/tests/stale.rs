@@ -144,7 +144,7 @@ async fn outage(down: &str, status: u16, trigger: Trigger) {
         .headers_mut()
         .insert("cache-control", "no-store".parse().unwrap());
     upstream_failure_as(&send(&llm, no_store).await, status, CacheStatus::Bypass);
-    assert_eq!(handle.stats().stale_hits, 2);
+    assert_eq!(handle.snapshot().stale_hits, 2);
 
     // Just within `time_to_live + max_staleness`, then just past it.
     tokio::time::advance(Duration::from_secs(479)).await;
@@ -152,8 +152,8 @@ async fn outage(down: &str, status: u16, trigger: Trigger) {
     assert_eq!(age(&last), 659);
     tokio::time::advance(Duration::from_secs(1)).await;
     upstream_failure(&send(&llm, chat("sk-a", "Hi")).await, status);
-    assert_eq!(handle.stats().stale_hits, 3);
-    assert_eq!(handle.stats().hits, 1);
+    assert_eq!(handle.snapshot().stale_hits, 3);
+    assert_eq!(handle.snapshot().hits, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -180,12 +180,12 @@ async fn a_refused_key_is_not_answered_stale_unless_asked() {
     // Revoked, and past the time to live: the caller must hear about it.
     tokio::time::advance(Duration::from_secs(180)).await;
     upstream_failure(&send(&llm, chat("sk-a", "Hi")).await, 401);
-    assert_eq!(handle.stats().stale_hits, 0);
+    assert_eq!(handle.snapshot().stale_hits, 0);
 
     // Unless the fallback is asked to cover refused keys too.
     let stale = send(&covering, chat("sk-a", "Hi")).await;
     assert_eq!(stale.head.status, 200);
     assert_eq!(stale.head.headers[DEGRADED_HEADER], "auth_error");
     assert_eq!(stale.bytes(), covered.bytes());
-    assert_eq!(covering_handle.stats().stale_hits, 1);
+    assert_eq!(covering_handle.snapshot().stale_hits, 1);
 }

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tollgate_core::Scope;
 
 use crate::config::Mode;
-use crate::registry::Registry;
+use crate::layer::Breakers;
 use crate::state::{CircuitEvent, CircuitMetrics, CircuitState};
 
 /// Reads and controls the circuits of a [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
@@ -19,26 +19,27 @@ use crate::state::{CircuitEvent, CircuitMetrics, CircuitState};
 /// Clones act on the same circuits.
 #[derive(Clone, Debug)]
 pub struct CircuitHandle {
-    pub(crate) registry: Arc<Registry>,
+    pub(crate) breakers: Arc<Breakers>,
 }
 
 impl CircuitHandle {
     /// The state of `scope`'s circuit (closed if it has none yet).
     pub fn state(&self, scope: &Scope) -> CircuitState {
-        self.registry
+        self.breakers
             .find(scope)
             .map_or(CircuitState::Closed, |b| b.state())
     }
 
     /// The counters of `scope`'s circuit, if it has one.
     pub fn metrics(&self, scope: &Scope) -> Option<CircuitMetrics> {
-        self.registry.find(scope).map(|b| b.metrics(Instant::now()))
+        self.breakers.find(scope).map(|b| b.metrics(Instant::now()))
     }
 
-    /// The counters of every circuit, for a health report.
-    pub fn all(&self) -> Vec<(Scope, CircuitMetrics)> {
+    /// The counters of every circuit, for a health report (a shared circuit is reported under
+    /// [`SHARED_SCOPE`](tollgate_core::SHARED_SCOPE)).
+    pub fn snapshot(&self) -> Vec<(Scope, CircuitMetrics)> {
         let now = Instant::now();
-        self.registry
+        self.breakers
             .all()
             .into_iter()
             .map(|(scope, breaker)| (scope, breaker.metrics(now)))
@@ -47,27 +48,27 @@ impl CircuitHandle {
 
     /// Refuses every call to `scope` until [`reset`](Self::reset).
     pub fn force_open(&self, scope: &Scope) {
-        self.registry.get(scope).set_mode(Mode::ForcedOpen);
+        self.breakers.get(scope).set_mode(Mode::ForcedOpen);
     }
 
     /// Closes `scope`'s circuit and returns it to normal operation, forgetting its counts.
     pub fn reset(&self, scope: &Scope) {
-        self.registry.get(scope).set_mode(Mode::Normal);
+        self.breakers.get(scope).set_mode(Mode::Normal);
     }
 
     /// Lets every call to `scope` through, counting nothing.
     pub fn disable(&self, scope: &Scope) {
-        self.registry.get(scope).set_mode(Mode::Disabled);
+        self.breakers.get(scope).set_mode(Mode::Disabled);
     }
 
     /// Counts and reports for `scope` but never refuses.
     pub fn metrics_only(&self, scope: &Scope) {
-        self.registry.get(scope).set_mode(Mode::MetricsOnly);
+        self.breakers.get(scope).set_mode(Mode::MetricsOnly);
     }
 
     /// A stream of every state change from now on (a slow reader that falls more than 256
     /// events behind gets a `Lagged` error and continues from the newest).
     pub fn subscribe(&self) -> broadcast::Receiver<CircuitEvent> {
-        self.registry.subscribe()
+        self.breakers.subscribe()
     }
 }

@@ -1,13 +1,39 @@
 use std::sync::Arc;
 
+use tokio::time::Instant;
 use tollgate_core::error::ConfigError;
+use tollgate_core::{ScopeMode, ScopeRegistry};
 use tower::Layer;
 
+use crate::breaker::Breaker;
 use crate::config::CircuitConfig;
 use crate::handle::CircuitHandle;
 use crate::policy::{DefaultPolicy, FailurePolicy};
-use crate::registry::{DEFAULT_MAX_SCOPES, Registry};
 use crate::service::CircuitBreaker;
+use crate::state::CircuitEvent;
+
+/// The circuits of every scope, or the one shared circuit, and their events.
+pub(crate) type Breakers = ScopeRegistry<Breaker, CircuitEvent>;
+
+/// Circuits made closed with `config`; closed circuits with nothing against them can be
+/// forgotten without loss.
+fn breakers(config: CircuitConfig, mode: ScopeMode) -> Arc<Breakers> {
+    let config = Arc::new(config);
+    let epoch = Instant::now();
+    Arc::new(ScopeRegistry::new(
+        mode,
+        move |scope, events| {
+            Breaker::new(
+                scope.clone(),
+                config.clone(),
+                config.mode,
+                epoch,
+                events.clone(),
+            )
+        },
+        Breaker::is_idle,
+    ))
+}
 
 /// Fails fast while an upstream is down; see the [crate docs](crate).
 ///
@@ -16,7 +42,7 @@ use crate::service::CircuitBreaker;
 /// Clones share the circuits (and a [`handle`](Self::handle) reaches them).
 #[derive(Clone, Debug)]
 pub struct CircuitBreakerLayer<P = DefaultPolicy> {
-    registry: Arc<Registry>,
+    breakers: Arc<Breakers>,
     policy: P,
 }
 
@@ -29,7 +55,7 @@ impl CircuitBreakerLayer {
     pub fn new(config: CircuitConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
-            registry: Arc::new(Registry::new(config, false, DEFAULT_MAX_SCOPES)),
+            breakers: breakers(config, ScopeMode::default()),
             policy: DefaultPolicy::new(),
         })
     }
@@ -42,7 +68,7 @@ impl CircuitBreakerLayer {
     pub fn shared(config: CircuitConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
-            registry: Arc::new(Registry::new(config, true, 1)),
+            breakers: breakers(config, ScopeMode::Shared),
             policy: DefaultPolicy::new(),
         })
     }
@@ -50,7 +76,8 @@ impl CircuitBreakerLayer {
     /// One circuit per scope, keeping at most `max_scopes` (closed circuits with no failure
     /// counted are forgotten to make room; when every kept circuit is busy, a new scope's
     /// circuit is not kept and sees only its own request — see
-    /// [`ScopeMap`](tollgate_core::ScopeMap)).
+    /// [`ScopeMap`](tollgate_core::ScopeMap)). The default is
+    /// [`DEFAULT_MAX_SCOPES`](crate::DEFAULT_MAX_SCOPES).
     ///
     /// # Errors
     ///
@@ -58,7 +85,7 @@ impl CircuitBreakerLayer {
     pub fn with_max_scopes(config: CircuitConfig, max_scopes: usize) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
-            registry: Arc::new(Registry::new(config, false, max_scopes)),
+            breakers: breakers(config, ScopeMode::PerScope { max_scopes }),
             policy: DefaultPolicy::new(),
         })
     }
@@ -68,7 +95,7 @@ impl<P> CircuitBreakerLayer<P> {
     /// Decides failures with `policy` instead of the default.
     pub fn with_policy<P2: FailurePolicy>(self, policy: P2) -> CircuitBreakerLayer<P2> {
         CircuitBreakerLayer {
-            registry: self.registry,
+            breakers: self.breakers,
             policy,
         }
     }
@@ -76,7 +103,7 @@ impl<P> CircuitBreakerLayer<P> {
     /// A handle to read, subscribe to and steer the circuits.
     pub fn handle(&self) -> CircuitHandle {
         CircuitHandle {
-            registry: self.registry.clone(),
+            breakers: self.breakers.clone(),
         }
     }
 }
@@ -85,6 +112,55 @@ impl<S, P: Clone> Layer<S> for CircuitBreakerLayer<P> {
     type Service = CircuitBreaker<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::new(inner, self.registry.clone(), self.policy.clone())
+        CircuitBreaker::new(inner, self.breakers.clone(), self.policy.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_core::{EndpointKind, LlmRequest, Provider, Scope};
+
+    use super::*;
+
+    /// An Anthropic request to `model`.
+    fn request(model: &str) -> LlmRequest {
+        let mut llm = LlmRequest::new(Provider::Anthropic, EndpointKind::Messages);
+        llm.model = Some(model.into());
+        llm
+    }
+
+    #[test]
+    fn a_request_finds_its_scopes_circuit_again() {
+        let layer = CircuitBreakerLayer::new(CircuitConfig::default()).unwrap();
+        let llm = request("claude");
+        let created = layer.breakers.get_for(&llm);
+        assert!(Arc::ptr_eq(&created, &layer.breakers.get_for(&llm)));
+        assert!(Arc::ptr_eq(&created, &layer.breakers.get(&llm.scope())));
+        assert_eq!(layer.breakers.len(), 1);
+        assert_eq!(layer.breakers.max_scopes(), crate::DEFAULT_MAX_SCOPES);
+    }
+
+    #[test]
+    fn a_shared_layer_has_one_circuit_for_every_scope() {
+        let layer = CircuitBreakerLayer::shared(CircuitConfig::default()).unwrap();
+        let one = layer.breakers.get_for(&request("a"));
+        assert!(Arc::ptr_eq(&one, &layer.breakers.get_for(&request("b"))));
+        let other = Scope::new(Provider::Gemini);
+        assert!(Arc::ptr_eq(&one, &layer.breakers.get(&other)));
+        assert_eq!(layer.handle().snapshot().len(), 1);
+    }
+
+    #[test]
+    fn closed_circuits_with_nothing_against_them_make_room() {
+        let layer = CircuitBreakerLayer::with_max_scopes(CircuitConfig::default(), 2).unwrap();
+        for model in ["a", "b", "c", "d"] {
+            drop(layer.breakers.get_for(&request(model)));
+            assert!(layer.breakers.len() <= 2);
+        }
+        layer.handle().force_open(&request("d").scope());
+        assert_eq!(
+            layer.handle().state(&request("d").scope()),
+            crate::CircuitState::ForcedOpen
+        );
     }
 }

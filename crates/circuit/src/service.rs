@@ -6,8 +6,8 @@ use tollgate_core::{BoxError, LlmRequest};
 use tower::Service;
 
 use crate::future::ResponseFuture;
+use crate::layer::Breakers;
 use crate::policy::FailurePolicy;
-use crate::registry::{Registry, shared_scope};
 
 /// The service made by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
 ///
@@ -18,15 +18,15 @@ use crate::registry::{Registry, shared_scope};
 #[derive(Clone, Debug)]
 pub struct CircuitBreaker<S, P> {
     inner: S,
-    registry: Arc<Registry>,
+    breakers: Arc<Breakers>,
     policy: P,
 }
 
 impl<S, P> CircuitBreaker<S, P> {
-    pub(crate) fn new(inner: S, registry: Arc<Registry>, policy: P) -> Self {
+    pub(crate) fn new(inner: S, breakers: Arc<Breakers>, policy: P) -> Self {
         Self {
             inner,
-            registry,
+            breakers,
             policy,
         }
     }
@@ -62,14 +62,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let breaker = match (
-            self.registry.shared(),
-            request.extensions().get::<LlmRequest>(),
-        ) {
-            (Some(shared), _) => shared.clone(),
-            (None, Some(llm)) => self.registry.get_for(llm),
-            (None, None) => self.registry.get(&shared_scope()),
-        };
+        let breaker = self
+            .breakers
+            .for_request(request.extensions().get::<LlmRequest>());
         match breaker.admit() {
             Ok(permit) => {
                 let future = self.inner.call(request);

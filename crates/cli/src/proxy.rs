@@ -367,7 +367,8 @@ async fn health(State(gateway): State<Arc<Gateway>>) -> Response {
 }
 
 /// A scope's rate limits: each dimension's quota, where it comes from (`configured`,
-/// `headers`, or `refusals`: learned from the provider's 429s), and what is left now.
+/// `headers`, or `refusals`: learned from the provider's 429s), what is left now, and what
+/// calls in flight hold (`reserved`).
 pub(crate) fn rate_limits_json(limits: &[tollgate::ratelimit::LimitState]) -> serde_json::Value {
     limits
         .iter()
@@ -379,6 +380,7 @@ pub(crate) fn rate_limits_json(limits: &[tollgate::ratelimit::LimitState]) -> se
                 "limit": l.quota.limit(),
                 "period_seconds": l.quota.period().as_secs(),
                 "remaining": l.remaining,
+                "reserved": l.reserved,
             })
         })
         .collect()

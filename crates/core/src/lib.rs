@@ -11,7 +11,8 @@
 //!   stream ends ([`body::EndOfStream`]).
 //! - [`Repeat`] says whether a failed request may be sent again (a resent generation may be
 //!   billed twice, a resent upload makes a second file), for every layer that resends.
-//! - [`Scope`] keys per-key state; [`error`] holds the rejections every layer shares;
+//! - [`Scope`] keys per-key state, kept in a bounded [`ScopeRegistry`] by every layer that has
+//!   some; [`error`] holds the rejections every layer shares;
 //!   [`Clock`] and [`rng`] make time and jitter injectable.
 //!
 //! Feature `metrics`: `Classify` counts requests by outcome and times them through the
@@ -54,6 +55,7 @@ pub mod request;
 pub mod rng;
 mod scope;
 mod scope_map;
+pub mod scope_registry;
 mod secret;
 pub mod usage;
 
@@ -67,5 +69,6 @@ pub use self::repeat::{Delivery, Repeat};
 pub use self::request::{Deadline, LlmRequest};
 pub use self::scope::{CredentialId, Scope};
 pub use self::scope_map::ScopeMap;
+pub use self::scope_registry::{DEFAULT_MAX_SCOPES, SHARED_SCOPE, ScopeMode, ScopeRegistry};
 pub use self::secret::Secret;
 pub use self::usage::Usage;

@@ -56,7 +56,7 @@ mod on {
 
     use super::{CANCELLED, TRANSPORT_ERROR};
     use crate::body::{EndOfStream, EndReason};
-    use crate::{LlmRequest, OutcomeKind, ScopeMap};
+    use crate::{LlmRequest, OutcomeKind, ScopeMode, ScopeRegistry};
 
     /// Scopes whose handles are kept; past it, unused ones are dropped and registered again
     /// when next seen (the recorder keeps the values).
@@ -74,14 +74,21 @@ mod on {
 
     #[derive(Debug)]
     struct ScopeMapCell {
-        scopes: ScopeMap<Handles>,
+        /// Handles can always be dropped: the recorder keeps the values.
+        scopes: ScopeRegistry<Handles>,
         unscoped: OnceLock<Arc<Handles>>,
     }
 
     impl Default for ScopeMapCell {
         fn default() -> Self {
             Self {
-                scopes: ScopeMap::new(MAX_SCOPES),
+                scopes: ScopeRegistry::new(
+                    ScopeMode::PerScope {
+                        max_scopes: MAX_SCOPES,
+                    },
+                    |scope, _| Handles::new(scope.provider().as_str(), scope.model()),
+                    |_| true,
+                ),
                 unscoped: OnceLock::new(),
             }
         }
@@ -127,11 +134,7 @@ mod on {
 
         pub(crate) fn for_request(&self, llm: Option<&LlmRequest>) -> CallMetrics {
             let handles = match llm {
-                Some(llm) => self.scopes.scopes.get_for(
-                    llm,
-                    |scope| Handles::new(scope.provider().as_str(), scope.model()),
-                    |_| true,
-                ),
+                Some(llm) => self.scopes.scopes.get_for(llm),
                 None => self
                     .scopes
                     .unscoped

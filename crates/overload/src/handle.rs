@@ -8,7 +8,7 @@ use tollgate_core::Scope;
 
 use crate::controller::OverloadEvent;
 use crate::detector::OverloadState;
-use crate::layer::Registry;
+use crate::layer::Shared;
 
 /// Reads the state of an [`OverloadLayer`](crate::OverloadLayer)'s scopes.
 ///
@@ -17,7 +17,7 @@ use crate::layer::Registry;
 /// Clones read the same state.
 #[derive(Clone, Debug)]
 pub struct OverloadHandle {
-    pub(crate) registry: Arc<Registry>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// One scope at a glance.
@@ -41,19 +41,24 @@ pub struct OverloadSnapshot {
 impl OverloadHandle {
     /// A scope's state (Normal for a scope never seen).
     pub fn state(&self, scope: &Scope) -> OverloadState {
-        self.registry
+        self.shared
+            .controllers
             .find(scope)
             .map_or(OverloadState::Normal, |c| c.state_at(Instant::now()))
     }
 
     /// A scope's concurrency limit (`None` for a scope never seen).
     pub fn limit(&self, scope: &Scope) -> Option<usize> {
-        self.registry.find(scope).map(|c| c.limiter.limit())
+        self.shared
+            .controllers
+            .find(scope)
+            .map(|c| c.limiter.limit())
     }
 
     /// A scope's calls in flight.
     pub fn in_flight(&self, scope: &Scope) -> usize {
-        self.registry
+        self.shared
+            .controllers
             .find(scope)
             .map_or(0, |c| c.limiter.in_flight())
     }
@@ -61,10 +66,11 @@ impl OverloadHandle {
     /// Every scope at a glance.
     pub fn snapshot(&self) -> Vec<OverloadSnapshot> {
         let now = Instant::now();
-        self.registry
+        self.shared
+            .controllers
             .all()
             .into_iter()
-            .map(|c| OverloadSnapshot {
+            .map(|(_, c)| OverloadSnapshot {
                 scope: c.scope().clone(),
                 state: c.state_at(now),
                 limit: c.limiter.limit(),
@@ -80,12 +86,12 @@ impl OverloadHandle {
     /// scope's breaker is open (told by the layer's breaker probe).
     pub fn recommended_batch_size(&self, scope: &Scope, max: usize) -> usize {
         let breaker_open = self
-            .registry
+            .shared
             .settings
             .breaker
             .as_ref()
             .is_some_and(|probe| probe(scope));
-        let (state, bad_share) = match self.registry.find(scope) {
+        let (state, bad_share) = match self.shared.controllers.find(scope) {
             Some(c) => {
                 let now = Instant::now();
                 (c.state_at(now), c.bad_share(now))
@@ -97,6 +103,6 @@ impl OverloadHandle {
 
     /// Every state transition from now on (also emitted as `tracing` events).
     pub fn subscribe(&self) -> broadcast::Receiver<OverloadEvent> {
-        self.registry.subscribe()
+        self.shared.controllers.subscribe()
     }
 }

@@ -4,10 +4,9 @@ use std::time::Duration;
 
 use rand::RngExt as _;
 
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tollgate_core::rng::{self, Rng};
-use tollgate_core::{LlmRequest, Provider, Scope, ScopeMap};
+use tollgate_core::{DEFAULT_MAX_SCOPES, Scope, ScopeMode, ScopeRegistry};
 use tower::Layer;
 
 use crate::algorithm::{Aimd, LimitAlgorithm};
@@ -16,9 +15,6 @@ use crate::detector::DetectorConfig;
 use crate::handle::OverloadHandle;
 use crate::service::Overload;
 use crate::throttle::ThrottleConfig;
-
-/// Scopes kept at most by default; idle ones are forgotten beyond it.
-pub const DEFAULT_MAX_SCOPES: usize = 10_000;
 
 /// What latency a sample carries: LLM latency grows with the answer's length, so the raw time
 /// of a call says little about load.
@@ -81,85 +77,36 @@ impl fmt::Debug for Settings {
     }
 }
 
-/// The controllers of every scope, or the one shared controller.
+/// What an [`OverloadLayer`]'s clones share: its settings, the controllers of every scope (or
+/// the one shared controller) and the throttle's draws.
 #[derive(Debug)]
-pub(crate) struct Registry {
-    pub(crate) settings: Settings,
-    epoch: Instant,
-    events: broadcast::Sender<OverloadEvent>,
-    shared: Option<Arc<Controller>>,
-    scopes: ScopeMap<Controller>,
+pub(crate) struct Shared {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) controllers: ScopeRegistry<Controller, OverloadEvent>,
     /// The throttle's draws, when seeded (the thread's generator otherwise).
     rng: Option<Mutex<Rng>>,
 }
 
-pub(crate) fn shared_scope() -> Scope {
-    Scope::new(Provider::OpenAiCompatible)
-}
-
-impl Registry {
+impl Shared {
     fn new(settings: Settings) -> Self {
+        let settings = Arc::new(settings);
+        let mode = if settings.shared {
+            ScopeMode::Shared
+        } else {
+            ScopeMode::PerScope {
+                max_scopes: settings.max_scopes,
+            }
+        };
         let epoch = Instant::now();
-        let (events, _) = broadcast::channel(256);
-        let shared = settings.shared.then(|| {
-            Arc::new(Controller::new(
-                shared_scope(),
-                &settings,
-                epoch,
-                events.clone(),
-            ))
-        });
+        let made = settings.clone();
         Self {
             rng: settings.seed.map(|seed| Mutex::new(rng::seeded(seed))),
-            scopes: ScopeMap::new(settings.max_scopes),
+            controllers: ScopeRegistry::new(
+                mode,
+                move |scope, events| Controller::new(scope.clone(), &made, epoch, events.clone()),
+                Controller::is_idle,
+            ),
             settings,
-            epoch,
-            events,
-            shared,
-        }
-    }
-
-    fn make(&self, scope: &Scope) -> Controller {
-        Controller::new(
-            scope.clone(),
-            &self.settings,
-            self.epoch,
-            self.events.clone(),
-        )
-    }
-
-    /// The controller of a request (of the shared scope when it has no [`LlmRequest`]).
-    pub(crate) fn for_request(&self, llm: Option<&LlmRequest>) -> Arc<Controller> {
-        match (&self.shared, llm) {
-            (Some(shared), _) => shared.clone(),
-            (None, Some(llm)) => {
-                self.scopes
-                    .get_for(llm, |scope| self.make(scope), Controller::is_idle)
-            }
-            (None, None) => self.get(&shared_scope()),
-        }
-    }
-
-    pub(crate) fn get(&self, scope: &Scope) -> Arc<Controller> {
-        match &self.shared {
-            Some(shared) => shared.clone(),
-            None => self
-                .scopes
-                .get(scope, |scope| self.make(scope), Controller::is_idle),
-        }
-    }
-
-    pub(crate) fn find(&self, scope: &Scope) -> Option<Arc<Controller>> {
-        match &self.shared {
-            Some(shared) => Some(shared.clone()),
-            None => self.scopes.find(scope),
-        }
-    }
-
-    pub(crate) fn all(&self) -> Vec<Arc<Controller>> {
-        match &self.shared {
-            Some(shared) => vec![shared.clone()],
-            None => self.scopes.all().into_iter().map(|(_, c)| c).collect(),
         }
     }
 
@@ -173,10 +120,6 @@ impl Registry {
             None => rand::rng().random::<f64>(),
         }
     }
-
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<OverloadEvent> {
-        self.events.subscribe()
-    }
 }
 
 /// Adaptive concurrency, overload detection and client-side throttling; see the
@@ -189,7 +132,7 @@ impl Registry {
 /// [`handle`](Self::handle) and build services.
 #[derive(Clone, Debug)]
 pub struct OverloadLayer {
-    pub(crate) registry: Arc<Registry>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Default for OverloadLayer {
@@ -217,12 +160,12 @@ impl OverloadLayer {
 
     fn from_settings(settings: Settings) -> Self {
         Self {
-            registry: Arc::new(Registry::new(settings)),
+            shared: Arc::new(Shared::new(settings)),
         }
     }
 
     fn with(&self, change: impl FnOnce(&mut Settings)) -> Self {
-        let mut settings = self.registry.settings.clone();
+        let mut settings = Settings::clone(&self.shared.settings);
         change(&mut settings);
         Self::from_settings(settings)
     }
@@ -278,7 +221,8 @@ impl OverloadLayer {
         self.with(|s| s.shared = true)
     }
 
-    /// Keeps at most `max` scopes (idle ones are forgotten to make room; when every kept scope
+    /// Keeps at most `max` scopes ([`DEFAULT_MAX_SCOPES`](crate::DEFAULT_MAX_SCOPES) by default;
+    /// idle ones are forgotten to make room; when every kept scope
     /// is busy, a new scope's controller is not kept and sees only its own request — see
     /// [`ScopeMap`](tollgate_core::ScopeMap)).
     pub fn with_max_scopes(self, max: usize) -> Self {
@@ -303,7 +247,7 @@ impl OverloadLayer {
     /// transitions.
     pub fn handle(&self) -> OverloadHandle {
         OverloadHandle {
-            registry: self.registry.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -312,6 +256,55 @@ impl<S> Layer<S> for OverloadLayer {
     type Service = Overload<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Overload::new(inner, self.registry.clone())
+        Overload::new(inner, self.shared.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_core::{EndpointKind, LlmRequest, Provider};
+
+    use super::*;
+
+    fn request(model: &str) -> LlmRequest {
+        let mut llm = LlmRequest::new(Provider::OpenAi, EndpointKind::ChatCompletions);
+        llm.model = Some(model.into());
+        llm
+    }
+
+    #[test]
+    fn each_scope_has_its_controller_and_a_request_finds_it_again() {
+        let layer = OverloadLayer::new();
+        let controllers = &layer.shared.controllers;
+        let made = controllers.get_for(&request("a"));
+        assert!(Arc::ptr_eq(&made, &controllers.get_for(&request("a"))));
+        assert!(!Arc::ptr_eq(&made, &controllers.get_for(&request("b"))));
+        assert_eq!(layer.handle().snapshot().len(), 2);
+        assert_eq!(controllers.max_scopes(), crate::DEFAULT_MAX_SCOPES);
+    }
+
+    #[test]
+    fn a_shared_layer_has_one_controller_and_a_bounded_one_forgets_idle_ones() {
+        let shared = OverloadLayer::new().shared();
+        let controllers = &shared.shared.controllers;
+        let one = controllers.for_request(None);
+        assert!(Arc::ptr_eq(&one, &controllers.get_for(&request("a"))));
+        assert_eq!(shared.handle().snapshot().len(), 1);
+
+        let bounded = OverloadLayer::new().with_max_scopes(2);
+        for model in ["a", "b", "c", "d"] {
+            drop(bounded.shared.controllers.get_for(&request(model)));
+        }
+        assert!(bounded.handle().snapshot().len() <= 2);
+    }
+
+    #[test]
+    fn a_seeded_throttle_draws_the_same_numbers() {
+        let draws = |layer: &OverloadLayer| [(); 4].map(|()| layer.shared.draw());
+        let (a, b) = (
+            OverloadLayer::new().with_seed(7),
+            OverloadLayer::new().with_seed(7),
+        );
+        assert_eq!(draws(&a), draws(&b));
     }
 }

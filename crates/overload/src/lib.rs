@@ -75,6 +75,7 @@ pub use self::config::OverloadConfig;
 pub use self::controller::OverloadEvent;
 pub use self::detector::{DetectorConfig, OverloadState};
 pub use self::handle::{OverloadHandle, OverloadSnapshot};
-pub use self::layer::{BreakerProbe, DEFAULT_MAX_SCOPES, LatencyMeasure, OverloadLayer};
+pub use self::layer::{BreakerProbe, LatencyMeasure, OverloadLayer};
 pub use self::service::Overload;
 pub use self::throttle::{ThrottleConfig, rejection_probability};
+pub use tollgate_core::DEFAULT_MAX_SCOPES;

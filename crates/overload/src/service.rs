@@ -8,7 +8,7 @@ use tollgate_core::{BoxError, Deadline, LlmRequest};
 use tower::Service;
 
 use crate::future::{Lease, ResponseFuture};
-use crate::layer::Registry;
+use crate::layer::Shared;
 
 /// The service made by [`OverloadLayer`](crate::OverloadLayer).
 ///
@@ -19,21 +19,21 @@ use crate::layer::Registry;
 #[derive(Debug)]
 pub struct Overload<S> {
     inner: S,
-    registry: Arc<Registry>,
+    shared: Arc<Shared>,
 }
 
 impl<S: Clone> Clone for Overload<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            registry: self.registry.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
 
 impl<S> Overload<S> {
-    pub(crate) fn new(inner: S, registry: Arc<Registry>) -> Self {
-        Self { inner, registry }
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
     }
 
     /// The inner service.
@@ -67,13 +67,14 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let controller = self
-            .registry
+            .shared
+            .controllers
             .for_request(request.extensions().get::<LlmRequest>());
-        let settings = &self.registry.settings;
+        let settings = &self.shared.settings;
         if settings.throttle.is_some() {
             let batch = request.extensions().get::<Priority>() == Some(&Priority::Batch);
             let p = controller.rejection_probability(batch);
-            if p > 0.0 && self.registry.draw() < p {
+            if p > 0.0 && self.shared.draw() < p {
                 controller.rejected(Instant::now(), batch);
                 return ResponseFuture::shed();
             }

@@ -32,7 +32,7 @@
 //! - **Exhausted**: when no member may serve, a request waits for the earliest one back (within
 //!   its [`Deadline`](tollgate_core::Deadline)) or fails at once with
 //!   [`RateLimited`](tollgate_core::error::RateLimited) ([`WhenExhausted`]).
-//! - **Reports**: [`PoolHandle::report`] gives each member's score, state, cooldown left,
+//! - **Reports**: [`PoolHandle::snapshot`] gives each member's score, state, cooldown left,
 //!   calls in flight and counters; [`PoolHandle::reset`] puts one back in rotation.
 //! - **Metrics** (feature `metrics`): each member's score, cooldowns and failovers, by member
 //!   name, through the [`metrics`](https://docs.rs/metrics) facade (`tollgate_pool_*`, see

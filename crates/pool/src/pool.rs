@@ -531,7 +531,7 @@ pub struct PoolHandle {
 
 impl PoolHandle {
     /// Every member at a glance, in the order they were added.
-    pub fn report(&self) -> Vec<MemberReport> {
+    pub fn snapshot(&self) -> Vec<MemberReport> {
         self.shared.report()
     }
 

@@ -115,7 +115,7 @@ async fn scores_cooldowns_failovers_and_exhaustion_by_member_name() {
     let error = stack.clone().oneshot(ask()).await.unwrap_err();
     assert!(error.is::<RateLimited>(), "{error}");
 
-    let scores: Vec<u8> = handle.report().iter().map(|m| m.score).collect();
+    let scores: Vec<u8> = handle.snapshot().iter().map(|m| m.score).collect();
     assert_eq!(scores, [0, 0], "both out of rotation");
     let recorded = recorded(&snapshotter);
     assert_eq!(

@@ -156,7 +156,7 @@ async fn send(stack: &Stack) -> Result<(u16, Served), BoxError> {
 
 fn state_of(handle: &tollgate_pool::PoolHandle, name: &str) -> MemberState {
     handle
-        .report()
+        .snapshot()
         .into_iter()
         .find(|r| &*r.name == name)
         .unwrap()
@@ -241,7 +241,7 @@ async fn a_refused_key_is_parked_for_an_hour_and_an_exhausted_quota_until_reset(
     );
     assert!(handle.reset("broke"));
     assert_eq!(state_of(&handle, "broke"), MemberState::Available);
-    let report = handle.report();
+    let report = handle.snapshot();
     assert_eq!(report[1].counters.quota_exhausted, 1);
     assert_eq!(report[0].counters.auth_errors, 1);
 }
@@ -382,7 +382,7 @@ async fn the_pool_shows_no_secret() {
     );
     let pool = builder.build();
     assert!(!format!("{pool:?}").contains("sk-live-XYZ"));
-    assert!(!format!("{:?}", pool.handle().report()).contains("sk-live-XYZ"));
+    assert!(!format!("{:?}", pool.handle().snapshot()).contains("sk-live-XYZ"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -455,7 +455,7 @@ async fn an_open_breaker_takes_its_member_out_until_its_wait() {
             left: Duration::from_secs(5)
         }
     );
-    assert_eq!(handle.report()[0].counters.breaker_open, 1);
+    assert_eq!(handle.snapshot()[0].counters.breaker_open, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -490,7 +490,7 @@ async fn a_refusal_by_a_members_own_limits_fails_over_without_costing_it_health(
         let (status, served) = send(&stack).await.unwrap();
         assert_eq!((status, &*served.member, served.attempts), (200, "ok", 2));
     }
-    let busy = &handle.report()[0];
+    let busy = &handle.snapshot()[0];
     assert_eq!(busy.state, MemberState::Available, "no cooldown");
     assert_eq!(busy.score, 100, "no score lost");
     assert_eq!(busy.counters.timeouts, 0);
@@ -533,7 +533,7 @@ async fn the_callers_own_deadline_running_out_is_not_held_against_a_member() {
         0,
         "no time left to try another member"
     );
-    let cut = &handle.report()[0];
+    let cut = &handle.snapshot()[0];
     assert_eq!(cut.state, MemberState::Available);
     assert_eq!((cut.score, cut.counters.timeouts), (100, 0));
 }

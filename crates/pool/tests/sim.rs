@@ -180,12 +180,12 @@ async fn three_keys_serve_their_pooled_limit() {
     assert!(limited as f64 <= log.len() as f64 * 0.01, "{limited} 429s");
 
     // Nothing logged, nothing reported, carries a key.
-    tracing::info!(pool = ?handle.report(), "final report");
+    tracing::info!(pool = ?handle.snapshot(), "final report");
     let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(!logged.is_empty(), "the run logged");
     for key in KEYS {
         assert!(!logged.contains(key), "a key in the logs");
-        assert!(!format!("{:?}", handle.report()).contains(key));
+        assert!(!format!("{:?}", handle.snapshot()).contains(key));
     }
 }
 
@@ -194,7 +194,7 @@ async fn a_key_revoked_mid_run_fails_no_request_the_others_can_serve() {
     let sim = sim(Some(KEYS[1]));
     let (run, handle) = offer(&sim).await;
     let revoked = sim.log().iter().filter(|e| e.status == 401).count();
-    let report = handle.report();
+    let report = handle.snapshot();
     println!(
         "{} answered in {:.2} min; the revoked key answered 401 {revoked} times; by key {:?}; {:?}",
         run.answered,

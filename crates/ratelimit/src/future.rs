@@ -209,6 +209,8 @@ pub(crate) struct Ticket<St: Store> {
     /// When a waiting request gives up (its max wait, its deadline).
     give_up_at: Option<Instant>,
     reserved: bool,
+    /// Whether the charges count in the scope's reserved units (from admission until settled).
+    counted: bool,
     sent_at: Option<Instant>,
     /// When the request asked for capacity.
     asked_at: Instant,
@@ -232,6 +234,7 @@ impl<St: Store> Ticket<St> {
             config,
             give_up_at,
             reserved: false,
+            counted: false,
             sent_at: None,
             asked_at,
         }
@@ -240,10 +243,11 @@ impl<St: Store> Ticket<St> {
     /// The reservation is made: it now holds the charges until settled.
     fn admitted(&mut self) {
         self.reserved = true;
+        self.counted = true;
+        let stats = St::stats(&self.scope);
+        stats.admitted(self.charges);
         // The wait is timed only when metrics are on: no clock read otherwise.
-        St::stats(&self.scope)
-            .metrics
-            .admitted(self.asked_at, self.charges);
+        stats.metrics.admitted(self.asked_at, self.charges);
     }
 
     fn refused(&self, why: Refused) {
@@ -358,7 +362,14 @@ impl<St: Store> Ticket<St> {
                     let store = self.store.clone();
                     let scope = self.scope.clone();
                     let (reserved, provider) = (self.charges, self.provider);
-                    end.on_end(move |end| reconcile(&store, &scope, reserved, provider, end));
+                    // Settled when the body ends (or is dropped): it counts as reserved until then.
+                    let counted = std::mem::take(&mut self.counted);
+                    end.on_end(move |end| {
+                        reconcile(&store, &scope, reserved, provider, end);
+                        if counted {
+                            St::stats(&scope).settled(reserved);
+                        }
+                    });
                 }
             }
             OutcomeKind::RateLimited(dimension) => {
@@ -444,6 +455,10 @@ impl<St: Store> Drop for Ticket<St> {
     fn drop(&mut self) {
         if self.reserved && self.sent_at.is_none() {
             self.give_back(self.charges);
+        }
+        // Settled: by its answer, its error, or the caller walking away.
+        if self.counted {
+            St::stats(&self.scope).settled(self.charges);
         }
     }
 }

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use tower::Layer;
 
+use crate::handle::RateLimitHandle;
 use crate::memory::MemoryStore;
 use crate::quota::{QuotaTable, Quotas, ScopeMatch};
 use crate::service::RateLimit;
@@ -52,6 +53,12 @@ impl RateLimitLayer<MemoryStore> {
             store: MemoryStore::new(table),
             config: self.config,
         }
+    }
+
+    /// A handle that reads the limits of every scope: quota, where it comes from, what remains
+    /// and what requests in flight hold.
+    pub fn handle(&self) -> RateLimitHandle {
+        self.store.handle()
     }
 }
 

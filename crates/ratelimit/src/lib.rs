@@ -18,9 +18,10 @@
 //! - **learns from refusals** when there are no headers (Gemini, many OpenAI-compatible hosts
 //!   and gateways): a 429 on a limit nobody configured sets a pace at what the upstream
 //!   admitted before refusing, which keeps probing up and is cut on the next 429 (see
-//!   "Limits learned from refusals" in the [`learn`] module); `StackHandle::health`, the
-//!   gateway's `/health` and a metric show each limit and where it comes from
-//!   ([`QuotaSource`]);
+//!   "Limits learned from refusals" in the [`learn`] module); a [`RateLimitHandle`]
+//!   ([`RateLimitLayer::handle`]), `StackHandle::health`, the gateway's `/health` and a metric
+//!   show each limit, where it comes from ([`QuotaSource`]), what remains and what requests in
+//!   flight hold;
 //! - **waits in line rather than failing**: a request that does not fit now is given its turn,
 //!   in arrival order, and sleeps until then without holding any downstream capacity; a
 //!   [`MaxWait`] or a [`Deadline`](tollgate_core::Deadline) turns a long wait into an immediate
@@ -62,6 +63,7 @@ mod admitted;
 mod config;
 pub mod future;
 mod gcra;
+mod handle;
 mod layer;
 pub mod learn;
 mod memory;
@@ -74,10 +76,12 @@ mod store;
 
 pub use self::config::{ModelLimits, RateLimitConfig, RedisSettings};
 pub use self::gcra::View;
+pub use self::handle::{RateLimitHandle, ScopeLimits};
 pub use self::layer::{DEFAULT_OUTPUT_TOKENS, RateLimitLayer};
-pub use self::memory::{DEFAULT_MAX_SCOPES, LimitState, MemoryScope, MemoryStore, QuotaSource};
+pub use self::memory::{LimitState, MemoryScope, MemoryStore, QuotaSource};
 pub use self::quota::{Dimension, Quota, QuotaTable, Quotas, ScopeMatch};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisReserve, RedisScope, RedisStore, RoundTrips};
 pub use self::service::{MaxWait, RateLimit};
 pub use self::store::{Charges, Refusal, ScopeStats, Store};
+pub use tollgate_core::DEFAULT_MAX_SCOPES;

@@ -7,9 +7,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tollgate_core::{RateLimitSnapshot, RateLimitWindow, Scope, ScopeMap};
+use tollgate_core::{
+    DEFAULT_MAX_SCOPES, RateLimitSnapshot, RateLimitWindow, Scope, ScopeMode, ScopeRegistry,
+};
 
 use crate::gcra::{Denied, Gcra, View};
+use crate::handle::RateLimitHandle;
 use crate::learn::{Learner, RefusalHint};
 use crate::quota::{Dimension, Quota, QuotaTable, Quotas};
 use crate::store::{Charges, Refusal, ScopeStats, Store};
@@ -17,12 +20,14 @@ use crate::store::{Charges, Refusal, ScopeStats, Store};
 /// Limit state in memory: one GCRA cell per scope and dimension.
 ///
 /// Decisions are lock-free (an atomic compare-exchange per limited dimension), and so is
-/// finding a known scope's state (a [`ScopeMap`]). At most `max_scopes` scopes are kept: past
+/// finding a known scope's state (a [`ScopeRegistry`]). At most `max_scopes` scopes are kept
+/// ([`DEFAULT_MAX_SCOPES`](crate::DEFAULT_MAX_SCOPES) by default): past
 /// it, scopes whose every bucket is full again (idle long enough that forgetting them loses
 /// nothing) are evicted, and when every kept scope is busy a new scope is limited by a state of
 /// its own that is not kept — its limits then hold only within one request, so a client that
 /// invents models cannot grow the store, but neither are those made-up scopes limited (see
-/// [`ScopeMap`]'s bound).
+/// [`ScopeMap`](tollgate_core::ScopeMap)'s bound). Its [`handle`](Self::handle) reads the
+/// limits of every scope.
 ///
 /// # Clone
 ///
@@ -35,7 +40,7 @@ pub struct MemoryStore {
 struct Inner {
     epoch: Instant,
     table: QuotaTable,
-    scopes: ScopeMap<MemoryScope>,
+    scopes: ScopeRegistry<MemoryScope>,
 }
 
 /// The state of one scope in a [`MemoryStore`].
@@ -112,6 +117,9 @@ pub struct LimitState {
     pub per_minute: f64,
     /// Units that can be taken now without waiting.
     pub remaining: u64,
+    /// Units held now by requests admitted and not yet settled: their answer (or the end of
+    /// their stream) has not come back, so what they use is not known yet.
+    pub reserved: u64,
 }
 
 /// A cell's rate in units a minute.
@@ -124,28 +132,34 @@ fn per_minute(cell: &Gcra) -> f64 {
     }
 }
 
-/// The default bound on the number of scopes kept.
-pub const DEFAULT_MAX_SCOPES: usize = 10_000;
+impl Inner {
+    /// An empty store keeping at most `max_scopes` scopes.
+    fn new(epoch: Instant, table: QuotaTable, max_scopes: usize) -> Self {
+        let quotas = table.clone();
+        Self {
+            epoch,
+            table,
+            // Scopes whose buckets are all full again can go: nothing is lost.
+            scopes: ScopeRegistry::new(
+                ScopeMode::PerScope { max_scopes },
+                move |scope, _| MemoryScope::new(quotas.quotas_for(scope), epoch),
+                |state| state.is_idle(Instant::now()),
+            ),
+        }
+    }
+}
 
 impl MemoryStore {
     /// A store where every scope gets `table`'s quotas.
     pub fn new(table: QuotaTable) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                epoch: Instant::now(),
-                table,
-                scopes: ScopeMap::new(DEFAULT_MAX_SCOPES),
-            }),
+            inner: Arc::new(Inner::new(Instant::now(), table, DEFAULT_MAX_SCOPES)),
         }
     }
 
     /// Keeps at most `max_scopes` scopes (at least one; idle ones are evicted to make room).
     pub fn with_max_scopes(self, max_scopes: usize) -> Self {
-        let inner = Inner {
-            epoch: self.inner.epoch,
-            table: self.inner.table.clone(),
-            scopes: ScopeMap::new(max_scopes),
-        };
+        let inner = Inner::new(self.inner.epoch, self.inner.table.clone(), max_scopes);
         Self {
             inner: Arc::new(inner),
         }
@@ -156,25 +170,19 @@ impl MemoryStore {
         &self.inner.table
     }
 
-    /// The limits of `scope` as they stand now: what was configured, reported by the
-    /// provider's headers or learned from its refusals (empty when the scope is not kept).
-    pub fn limits(&self, scope: &Scope) -> Vec<LimitState> {
-        self.inner
-            .scopes
-            .find(scope)
-            .map(|state| state.limits(Instant::now()))
-            .unwrap_or_default()
+    /// A handle that reads the limits of every scope as they stand.
+    pub fn handle(&self) -> RateLimitHandle {
+        RateLimitHandle::new(self.clone())
     }
 
-    /// Every kept scope with its limits.
-    pub fn all_limits(&self) -> Vec<(Scope, Vec<LimitState>)> {
-        let now = Instant::now();
-        self.inner
-            .scopes
-            .all()
-            .into_iter()
-            .map(|(scope, state)| (scope, state.limits(now)))
-            .collect()
+    /// The state of `scope`, if it is kept.
+    pub(crate) fn find(&self, scope: &Scope) -> Option<Arc<MemoryScope>> {
+        self.inner.scopes.find(scope)
+    }
+
+    /// Every kept scope and its state.
+    pub(crate) fn all(&self) -> Vec<(Scope, Arc<MemoryScope>)> {
+        self.inner.scopes.all()
     }
 
     /// How many scopes are held now.
@@ -193,7 +201,7 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("table", &self.inner.table)
             .field("scopes", &self.len())
-            .field("max_scopes", &self.inner.scopes.max())
+            .field("max_scopes", &self.inner.scopes.max_scopes())
             .finish()
     }
 }
@@ -294,6 +302,7 @@ impl MemoryScope {
                     quota: view.quota,
                     per_minute: per_minute(cell),
                     remaining: view.remaining,
+                    reserved: self.stats.reserved(dimension),
                 })
             })
             .collect()
@@ -506,13 +515,8 @@ impl Store for MemoryStore {
     type Reserve = Ready<Result<Instant, Refusal>>;
 
     fn scope(&self, scope: &Scope, now: Instant) -> Arc<MemoryScope> {
-        let inner = &*self.inner;
-        // Scopes whose buckets are all full again can go: nothing is lost.
-        inner.scopes.get(
-            scope,
-            |scope| MemoryScope::new(inner.table.quotas_for(scope), inner.epoch),
-            |state| state.is_idle(now),
-        )
+        let _ = now;
+        self.inner.scopes.get(scope)
     }
 
     fn stats(scope: &MemoryScope) -> &ScopeStats {

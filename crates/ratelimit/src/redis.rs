@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tollgate_core::{BoxError, ScopeMap};
+use tollgate_core::{BoxError, ScopeMode, ScopeRegistry};
 
 use self::clock::Clock;
 use self::options::Settings;
@@ -140,7 +140,7 @@ struct Shared {
     table: QuotaTable,
     settings: RwLock<Settings>,
     /// Replaced whole when an option changes (scopes are rebuilt with the new options).
-    scopes: ArcSwap<ScopeMap<RedisScope>>,
+    scopes: ArcSwap<ScopeRegistry<RedisScope>>,
     /// Changes of scopes let go of while they still had some: the worker sends them.
     leftovers: Arc<Leftovers>,
     health: Health,
@@ -148,6 +148,32 @@ struct Shared {
     wake: Arc<Notify>,
     reservation_trips: AtomicU64,
     update_trips: AtomicU64,
+}
+
+/// The scopes of a store with `settings`. Those that hold no lease and have sent everything can
+/// go: their state is in Redis.
+fn scopes(
+    table: &QuotaTable,
+    settings: Settings,
+    clock: &Clock,
+    leftovers: &Arc<Leftovers>,
+) -> ScopeRegistry<RedisScope> {
+    let (table, epoch, leftovers) = (table.clone(), clock.instant(0), leftovers.clone());
+    ScopeRegistry::new(
+        ScopeMode::PerScope {
+            max_scopes: settings.max_scopes,
+        },
+        move |scope, _| {
+            RedisScope::new(
+                scope,
+                table.quotas_for(scope),
+                &settings,
+                epoch,
+                leftovers.clone(),
+            )
+        },
+        RedisScope::is_idle,
+    )
 }
 
 impl RedisStore {
@@ -166,15 +192,17 @@ impl RedisStore {
             .await
             .map_err(|e| format!("cannot reach redis at {shown}: {e}"))?;
         let wake = Arc::new(Notify::new());
+        let (clock, leftovers) = (Clock::new(), Arc::new(Leftovers::new(wake.clone())));
+        let scopes = scopes(&table, Settings::default(), &clock, &leftovers);
         let shared = Arc::new(Shared {
             conn: RwLock::new(conn),
             client,
             url: shown,
-            clock: Clock::new(),
+            clock,
             table,
             settings: RwLock::new(Settings::default()),
-            scopes: ArcSwap::from_pointee(ScopeMap::new(Settings::default().max_scopes)),
-            leftovers: Arc::new(Leftovers::new(wake.clone())),
+            scopes: ArcSwap::from_pointee(scopes),
+            leftovers,
             health: Health::default(),
             wake: wake.clone(),
             reservation_trips: AtomicU64::new(0),

@@ -82,6 +82,8 @@ pub struct ScopeStats {
     output_average: AtomicU64,
     /// A moving average of the relative error of reservations, in per-mille.
     error_permille: AtomicU64,
+    /// Units of each dimension held by requests admitted and not yet settled.
+    reserved: [AtomicU64; 5],
     /// One permit: the request at the head of the line holds it while it waits for capacity,
     /// the others queue for it in arrival order.
     pub(crate) head: Semaphore,
@@ -96,6 +98,7 @@ impl Default for ScopeStats {
         Self {
             output_average: AtomicU64::new(0),
             error_permille: AtomicU64::new(0),
+            reserved: Default::default(),
             head: Semaphore::new(1),
             released: Notify::new(),
             metrics: ScopeMetrics::new(),
@@ -121,6 +124,30 @@ impl ScopeStats {
     /// How far off reservations have been: a moving average of |reserved − used| / used.
     pub fn estimate_error(&self) -> f64 {
         self.error_permille.load(Ordering::Relaxed) as f64 / 1_000.0
+    }
+
+    /// Units of `dimension` held now by requests admitted and not yet settled (their answer,
+    /// or the end of their stream, has not come back).
+    pub fn reserved(&self, dimension: Dimension) -> u64 {
+        self.reserved[dimension.index()].load(Ordering::Relaxed)
+    }
+
+    /// A request admitted with `charges`: they count as reserved until [`settled`](Self::settled).
+    pub(crate) fn admitted(&self, charges: Charges) {
+        for (cell, units) in self.reserved.iter().zip(charges.0) {
+            if units != 0 {
+                cell.fetch_add(units, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A request admitted with `charges` is settled: they no longer count as reserved.
+    pub(crate) fn settled(&self, charges: Charges) {
+        for (cell, units) in self.reserved.iter().zip(charges.0) {
+            if units != 0 {
+                cell.fetch_sub(units, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Folds in one answer: `reserved` tokens were held, `used` were used, of which `output`

@@ -13,7 +13,7 @@ use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
 use tollgate_core::{BoxError, Scope};
 use tollgate_overload::{OverloadHandle, OverloadLayer, OverloadState};
-use tollgate_ratelimit::{LimitState, MemoryStore, RateLimitLayer};
+use tollgate_ratelimit::{LimitState, RateLimitHandle, RateLimitLayer};
 use tollgate_retry::RetryLayer;
 use tollgate_timeout::TimeoutLayer;
 use tower::util::BoxCloneSyncService;
@@ -72,7 +72,7 @@ pub struct StackHandle {
     pub cache: Option<CacheHandle>,
     /// The rate limits: configured, reported by the provider's headers, or learned from its
     /// refusals.
-    pub rate_limits: Option<MemoryStore>,
+    pub rate_limits: Option<RateLimitHandle>,
     /// Whether rate limits are kept per model (else per key: a scope without its model).
     per_model_limits: bool,
 }
@@ -106,7 +106,7 @@ impl StackHandle {
                 .map(|s| (s.scope, s.state, s.limit, s.in_flight))
                 .collect(),
             (None, Some(circuit)) => circuit
-                .all()
+                .snapshot()
                 .into_iter()
                 .map(|(scope, _)| (scope, OverloadState::Normal, 0, 0))
                 .collect(),
@@ -254,7 +254,7 @@ impl LlmStack {
             .rate_limit
             .as_ref()
             .map(|config| RateLimitLayer::configured(config).expect(CHECKED));
-        let rate_limits = rate_limit.as_ref().map(|layer| layer.store().clone());
+        let rate_limits = rate_limit.as_ref().map(RateLimitLayer::handle);
         let concurrency = c
             .concurrency
             .as_ref()

@@ -139,7 +139,7 @@ async fn chat_streams_and_embeddings_through_the_stack() {
         response.into_body().collect().await.unwrap();
     }
     assert_eq!(sim.log().len() - before, 1);
-    assert_eq!(handle.cache.as_ref().unwrap().stats().hits, 1);
+    assert_eq!(handle.cache.as_ref().unwrap().snapshot().hits, 1);
 
     let health = handle.health();
     assert!(!health.is_empty());

@@ -188,7 +188,7 @@ async fn health(State(admin): State<Arc<Admin>>) -> Response {
         scopes.push(entry);
     }
     // Breakers without an overload detector yet: a scope forced open before its first call.
-    let breakers = handle.circuit.as_ref().map(|c| c.all()).unwrap_or_default();
+    let breakers = handle.circuit.as_ref().map(|c| c.snapshot()).unwrap_or_default();
     for (scope, metrics) in breakers {
         if seen.contains(&scope) {
             continue;
@@ -200,7 +200,7 @@ async fn health(State(admin): State<Arc<Admin>>) -> Response {
         scopes.push(entry);
     }
     let cache = handle.cache.as_ref().map(|cache| {
-        let s = cache.stats();
+        let s = cache.snapshot();
         serde_json::json!({
             "hits": s.hits,
             "stale_hits": s.stale_hits,
@@ -302,13 +302,13 @@ async fn cache_clear(State(admin): State<Arc<Admin>>) -> Response {
         );
     };
     cache.run_pending_tasks();
-    let before = cache.stats().entries;
+    let before = cache.snapshot().entries;
     cache.clear();
     cache.run_pending_tasks();
     tracing::info!(entries = before, "admin: cache cleared");
     json(
         StatusCode::OK,
-        &serde_json::json!({ "cleared": before, "entries": cache.stats().entries }),
+        &serde_json::json!({ "cleared": before, "entries": cache.snapshot().entries }),
     )
 }
 

@@ -3,10 +3,9 @@
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use tollgate_core::ScopeMap;
+use tollgate_core::DEFAULT_MAX_SCOPES;
 
 use super::RedisStore;
-use crate::memory::DEFAULT_MAX_SCOPES;
 
 /// The options, shared by a store's clones.
 #[derive(Clone, Debug)]
@@ -46,19 +45,19 @@ impl Default for Settings {
 
 impl RedisStore {
     fn configure(self, change: impl FnOnce(&mut Settings)) -> Self {
-        let max_scopes = {
+        let settings = {
             let mut settings = self
                 .shared
                 .settings
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             change(&mut settings);
-            settings.max_scopes
+            settings.clone()
         };
         // Scopes are rebuilt with the new options.
-        self.shared
-            .scopes
-            .store(Arc::new(ScopeMap::new(max_scopes)));
+        let shared = &self.shared;
+        let scopes = super::scopes(&shared.table, settings, &shared.clock, &shared.leftovers);
+        shared.scopes.store(Arc::new(scopes));
         self
     }
 

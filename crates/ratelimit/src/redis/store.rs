@@ -1,4 +1,4 @@
-//! [`Store`] for [`RedisStore`]: the scope map, and where each change goes.
+//! [`Store`] for [`RedisStore`]: where each change goes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,21 +18,7 @@ impl Store for RedisStore {
 
     fn scope(&self, scope: &Scope, now: Instant) -> Arc<RedisScope> {
         let _ = now;
-        let shared = &*self.shared;
-        // Scopes that hold no lease and have sent everything can go: their state is in Redis.
-        shared.scopes.load().get(
-            scope,
-            |scope| {
-                RedisScope::new(
-                    scope,
-                    shared.table.quotas_for(scope),
-                    &shared.settings(),
-                    shared.clock.instant(0),
-                    shared.leftovers.clone(),
-                )
-            },
-            RedisScope::is_idle,
-        )
+        self.shared.scopes.load().get(scope)
     }
 
     fn stats(scope: &RedisScope) -> &ScopeStats {

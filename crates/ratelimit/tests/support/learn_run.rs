@@ -122,7 +122,7 @@ pub(crate) async fn run(shape: &Shape, factor: u64) -> Run {
     );
     let sim = SimService::new(SimConfig::from_toml(&config).unwrap()).unwrap();
     let limiter = RateLimitLayer::new(Quotas::unlimited());
-    let store = limiter.store().clone();
+    let handle = limiter.handle();
     let stack = ServiceBuilder::new()
         .layer(AnnotateLayer::new())
         .layer(RetryLayer::new().with_deadline(DEADLINE))
@@ -140,10 +140,10 @@ pub(crate) async fn run(shape: &Shape, factor: u64) -> Run {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         for _ in 0..=MINUTES * 60 {
             every.tick().await;
-            let pace = store
-                .all_limits()
+            let pace = handle
+                .snapshot()
                 .into_iter()
-                .flat_map(|(_, limits)| limits)
+                .flat_map(|s| s.limits)
                 .find(|l| l.dimension == Dimension::Requests)
                 .map_or(0.0, |l| l.per_minute);
             learned.push((start.elapsed().as_secs_f64(), pace));
