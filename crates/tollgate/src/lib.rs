@@ -63,7 +63,7 @@ pub use self::config::{ConfigError, ConfigWarning, StackConfig};
 pub use self::preset::Preset;
 pub use self::ext::ServiceBuilderExt;
 #[cfg(feature = "stack")]
-pub use self::stack::{LlmBody, LlmService, LlmStack, ScopeHealth, StackHandle};
+pub use self::stack::{LlmBody, LlmService, LlmStack, RedisUnavailable, ScopeHealth, StackHandle};
 pub use tollgate_core as core;
 
 #[cfg(feature = "batch")]

@@ -58,6 +58,9 @@ where
 #[derive(Clone, Debug)]
 pub struct LlmStack {
     config: StackConfig,
+    /// The fleet's shared rate limits, when `rate_limit.redis` names them.
+    #[cfg(feature = "ratelimit-redis")]
+    redis: Option<tollgate_ratelimit::RedisStore>,
 }
 
 /// Watches the stack: breakers, adaptive limits, rate limits, the cache. A layer left out of
@@ -145,20 +148,81 @@ impl LlmStack {
     /// # Errors
     ///
     /// A setting that is not usable.
+    /// A config whose rate limits live in Redis (`rate_limit.redis`) needs a connection:
+    /// build it with [`connect`](Self::connect).
     pub fn new(config: &StackConfig) -> Result<Self, ConfigError> {
+        if config.rate_limit.as_ref().is_some_and(|r| r.redis.is_some()) {
+            return Err(ConfigError::invalid(
+                "rate_limit.redis",
+                "the limits are kept in Redis: build the stack with LlmStack::connect(&config).await",
+            ));
+        }
+        Self::checked(config)
+    }
+
+    fn checked(config: &StackConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         for warning in config.warnings() {
             tracing::warn!(field = warning.field(), "{}", warning.message());
         }
         Ok(Self {
             config: config.clone(),
+            #[cfg(feature = "ratelimit-redis")]
+            redis: None,
         })
+    }
+
+    /// The stack with `config`, connected to what it names outside this process: the Redis
+    /// server whose URL is in the environment variable `rate_limit.redis.url_env`, where the
+    /// rate limits of every replica are kept (feature `ratelimit-redis`).
+    ///
+    /// # Errors
+    ///
+    /// A setting that is not usable, the variable unset, or Redis not answering (its error
+    /// as the source).
+    pub async fn connect(config: &StackConfig) -> Result<Self, BoxError> {
+        let mut stack = Self::checked(config)?;
+        let Some(settings) = config.rate_limit.as_ref().and_then(|r| r.redis.clone()) else {
+            return Ok(stack);
+        };
+        #[cfg(feature = "ratelimit-redis")]
+        {
+            let url = std::env::var(&settings.url_env).map_err(|_| {
+                ConfigError::invalid(
+                    "rate_limit.redis.url_env",
+                    format!(
+                        "the environment variable {:?} is not set; it holds the Redis URL",
+                        settings.url_env
+                    ),
+                )
+            })?;
+            let table = config.rate_limit.as_ref().map(|r| r.table()).unwrap_or_default();
+            let store = tollgate_ratelimit::RedisStore::connect(&url, table)
+                .await
+                .map_err(|e| RedisUnavailable {
+                    url_env: settings.url_env.clone(),
+                    source: e,
+                })?;
+            stack.redis = Some(store);
+            Ok(stack)
+        }
+        #[cfg(not(feature = "ratelimit-redis"))]
+        {
+            let _ = (&mut stack, settings);
+            Err(ConfigError::invalid(
+                "rate_limit.redis",
+                "needs tollgate's `ratelimit-redis` feature",
+            )
+            .into())
+        }
     }
 
     /// The stack as a preset sets it.
     pub fn preset(preset: Preset) -> Self {
         Self {
             config: StackConfig::preset(preset),
+            #[cfg(feature = "ratelimit-redis")]
+            redis: None,
         }
     }
 
@@ -250,9 +314,18 @@ impl LlmStack {
             .as_ref()
             .map(|config| CacheLayer::new(config.clone()).expect(CHECKED));
         let cache_handle = cache.as_ref().map(CacheLayer::handle);
+        #[cfg(feature = "ratelimit-redis")]
+        let shared = self
+            .redis
+            .as_ref()
+            .zip(c.rate_limit.as_ref())
+            .map(|(store, config)| config.apply(RateLimitLayer::from_store(store.clone())));
+        #[cfg(not(feature = "ratelimit-redis"))]
+        let shared: Option<RateLimitLayer<tollgate_ratelimit::MemoryStore>> = None;
         let rate_limit = c
             .rate_limit
             .as_ref()
+            .filter(|config| config.redis.is_none())
             .map(|config| RateLimitLayer::configured(config).expect(CHECKED));
         let rate_limits = rate_limit.as_ref().map(RateLimitLayer::handle);
         let concurrency = c
@@ -271,6 +344,7 @@ impl LlmStack {
             .layer(Optional(circuit))
             .layer(Optional(overload))
             .layer(Optional(rate_limit))
+            .layer(Optional(shared))
             .layer(Optional(concurrency))
             .layer(Optional(timeouts))
             .layer(ClassifyLayer::new())
@@ -286,6 +360,30 @@ impl LlmStack {
                 per_model_limits: c.rate_limit.as_ref().is_none_or(|r| r.per_model),
             },
         )
+    }
+}
+
+/// The Redis server that keeps the fleet's rate limits did not answer.
+#[derive(Debug)]
+pub struct RedisUnavailable {
+    url_env: String,
+    source: BoxError,
+}
+
+impl std::fmt::Display for RedisUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot connect to the Redis server of rate_limit.redis (the URL in {}); \
+             check it is running and the URL is right",
+            self.url_env
+        )
+    }
+}
+
+impl std::error::Error for RedisUnavailable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
     }
 }
 
