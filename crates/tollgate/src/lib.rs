@@ -12,6 +12,7 @@
 //! To compose your own stack, [`ServiceBuilderExt`] adds each layer to `tower::ServiceBuilder`
 //! as a method, and each layer's crate is re-exported: [`core`], [`cache`], [`ratelimit`],
 //! [`circuit`], [`retry`], [`concurrency`], [`overload`], [`batch`], [`timeout`], [`pool`].
+//! The durable queue for work that can wait, [`deferred`], is not a layer and not in the stack.
 //!
 //! # Cargo features
 //!
@@ -21,7 +22,8 @@
 //! | `cache`, `batch`, `retry`, `circuit`, `overload`, `ratelimit`, `concurrency`, `timeout` | that layer's crate and its [`ServiceBuilderExt`] method |
 //! | `pool` | [`pool`]: many API keys and deployments behind one service |
 //! | `ratelimit-redis`, `cache-redis` | limits, and a second cache level, shared by a fleet through Redis |
-//! | `batch-admin` | the deferred queue's operator routes (axum) |
+//! | `deferred` | [`deferred`]: the durable queue for work that can wait, sent through the OpenAI or Anthropic Batch API |
+//! | `deferred-admin` | the deferred queue's operator routes (axum) |
 //! | `metrics` | every enabled layer's metrics through the [`metrics`](https://docs.rs/metrics) facade (docs/metrics.md) |
 //! | `tiktoken` | exact OpenAI token counts instead of the estimate |
 //!
@@ -40,6 +42,7 @@
         feature = "concurrency",
         feature = "timeout",
         feature = "pool",
+        feature = "deferred",
         feature = "stack"
     )),
     allow(rustdoc::broken_intra_doc_links)
@@ -69,6 +72,8 @@ pub use tollgate_cache as cache;
 pub use tollgate_circuit as circuit;
 #[cfg(feature = "concurrency")]
 pub use tollgate_concurrency as concurrency;
+#[cfg(feature = "deferred")]
+pub use tollgate_deferred as deferred;
 #[cfg(feature = "overload")]
 pub use tollgate_overload as overload;
 #[cfg(feature = "pool")]

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// ```
 /// # #[cfg(feature = "serde")] {
 /// use std::time::Duration;
-/// use tollgate_batch::deferred::DeferredConfig;
+/// use tollgate_deferred::DeferredConfig;
 ///
 /// let config: DeferredConfig =
 ///     serde_json::from_str(r#"{"interval": "30m", "retention": "7d"}"#).unwrap();
