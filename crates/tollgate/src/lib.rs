@@ -12,7 +12,8 @@
 //! To compose your own stack, [`ServiceBuilderExt`] adds each layer to `tower::ServiceBuilder`
 //! as a method, and each layer's crate is re-exported: [`core`], [`cache`], [`ratelimit`],
 //! [`circuit`], [`retry`], [`concurrency`], [`overload`], [`batch`], [`timeout`], [`pool`].
-//! The durable queue for work that can wait, [`deferred`], is not a layer and not in the stack.
+//! [`fallback`] answers from a service of your own when the API is unavailable; the durable
+//! queue for work that can wait, [`deferred`], is not a layer. Neither is in the standard stack.
 //!
 //! # Cargo features
 //!
@@ -21,6 +22,7 @@
 //! | `stack` (default) | [`LlmStack`], presets, [`StackConfig`]; turns on every layer below but `pool` |
 //! | `cache`, `batch`, `retry`, `circuit`, `overload`, `ratelimit`, `concurrency`, `timeout` | that layer's crate and its [`ServiceBuilderExt`] method |
 //! | `pool` | [`pool`]: many API keys and deployments behind one service |
+//! | `fallback` | [`fallback`]: answers from a service of your own (a local model, a stale cache entry) when the API is unavailable |
 //! | `ratelimit-redis`, `cache-redis` | limits, and a second cache level, shared by a fleet through Redis |
 //! | `deferred` | [`deferred`]: the durable queue for work that can wait, sent through the OpenAI or Anthropic Batch API |
 //! | `deferred-admin` | the deferred queue's operator routes (axum) |
@@ -43,6 +45,7 @@
         feature = "timeout",
         feature = "pool",
         feature = "deferred",
+        feature = "fallback",
         feature = "stack"
     )),
     allow(rustdoc::broken_intra_doc_links)
@@ -74,6 +77,8 @@ pub use tollgate_circuit as circuit;
 pub use tollgate_concurrency as concurrency;
 #[cfg(feature = "deferred")]
 pub use tollgate_deferred as deferred;
+#[cfg(feature = "fallback")]
+pub use tollgate_fallback as fallback;
 #[cfg(feature = "overload")]
 pub use tollgate_overload as overload;
 #[cfg(feature = "pool")]
