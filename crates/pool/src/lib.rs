@@ -63,13 +63,18 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod builder;
+mod failover;
 mod health;
 mod member;
+mod memory;
 mod metrics;
 mod pool;
+mod select;
 
+pub use self::builder::PoolBuilder;
+pub use self::failover::{ResponseFuture, WhenExhausted};
 pub use self::health::{Cooldowns, Counters, MemberState, Reason};
 pub use self::member::{Adapter, Auth, Member, Rewrite};
-pub use self::pool::{
-    MemberReport, Policy, Pool, PoolBuilder, PoolHandle, ResponseFuture, Served, WhenExhausted,
-};
+pub use self::pool::{MemberReport, Pool, PoolHandle, Served};
+pub use self::select::Policy;
