@@ -68,6 +68,7 @@ mod metrics;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis;
+mod reservation;
 mod service;
 mod store;
 
