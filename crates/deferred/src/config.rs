@@ -1,4 +1,5 @@
-//! [`DeferredConfig`], from code or from the seeds' environment variables.
+//! [`DeferredConfig`], from code, a config file, or environment variables (`USE_BATCHED_CLIENT`,
+//! `BATCH_INTERVAL_HOURS`, `MAX_BATCH_SIZE`).
 
 use std::time::Duration;
 
@@ -148,7 +149,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_seeds_variables_set_the_config() {
+    fn the_environment_variables_set_the_config() {
         let vars = |name: &str| match name {
             "USE_BATCHED_CLIENT" => Some("true".to_owned()),
             "BATCH_INTERVAL_HOURS" => Some("0.5".to_owned()),

@@ -1,5 +1,5 @@
-//! [`StackConfig`]: the stack's settings, from a preset, code, or a TOML or JSON file with the
-//! seeds' keys.
+//! [`StackConfig`]: the stack's settings, from a preset, code, or a TOML or JSON file with flat
+//! keys such as `max_requests_per_minute`.
 
 use std::fmt;
 use std::path::Path;
@@ -14,7 +14,7 @@ pub enum Preset {
     /// One call at a time, about one every 2 s (30 a minute), patient retries, a breaker that
     /// trips early, large batches: for free tiers and shared keys.
     Conservative,
-    /// Ten calls at a time, limits learned from the provider's headers, the seeds' retries
+    /// Ten calls at a time, limits learned from the provider's headers, patient retries
     /// (default).
     #[default]
     Balanced,
@@ -77,7 +77,7 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duratio
 pub struct CircuitSection {
     /// Consecutive failures that open the breaker.
     pub failure_threshold: Option<u32>,
-    /// How long it stays open before probing (`recovery_timeout` in the seeds).
+    /// How long it stays open before probing (alias `open_duration`).
     #[serde(deserialize_with = "duration", alias = "open_duration")]
     pub recovery_timeout: Option<Duration>,
     /// Probes let through half-open.
@@ -116,7 +116,7 @@ pub struct CacheSection {
     pub max_entries: Option<u64>,
     /// Bytes kept at most (default 256 MiB).
     pub max_bytes: Option<u64>,
-    /// How long an answer stays fresh (default 1 h, the seed's).
+    /// How long an answer stays fresh (default 1 h).
     #[serde(deserialize_with = "duration")]
     pub ttl: Option<Duration>,
 }
@@ -152,8 +152,9 @@ pub struct BatchSection {
     pub max_wait: Option<Duration>,
 }
 
-/// The stack's settings: a [`Preset`], overridden by whatever is set. Loads the seeds' config
-/// files as they are (TOML or JSON).
+/// The stack's settings: a [`Preset`], overridden by whatever is set. Loads flat config files
+/// (`max_requests_per_minute`, `circuit_breaker.*`, `backoff_strategy.*`, ...) as they are
+/// (TOML or JSON).
 ///
 /// ```
 /// let config = tollgate::StackConfig::from_toml(r#"

@@ -2,7 +2,8 @@
 //!
 //! This facade puts the layers together. [`LlmStack`] builds the standard stack over any
 //! `tower::Service<http::Request<Full<Bytes>>>` client — a hyper-util client, another tower
-//! stack — from a [`Preset`] or a [`StackConfig`] (the seeds' keys, from TOML or JSON):
+//! stack — from a [`Preset`] or a [`StackConfig`] (flat keys such as `max_requests_per_minute`,
+//! from TOML or JSON):
 //!
 //! ```text
 //! Annotate → Cache → Batch (embeddings) → Retry → CircuitBreaker → Overload → RateLimit

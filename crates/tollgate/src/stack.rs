@@ -1,4 +1,4 @@
-//! [`LlmStack`]: the standard stack of ARCHITECTURE.md over any client.
+//! [`LlmStack`]: the standard stack over any client.
 
 use std::time::Duration;
 
@@ -134,7 +134,7 @@ fn preset(preset: Preset) -> Resolved {
             recovery: secs(30),
             probes: 3,
             retries: 5,
-            backoff: Backoff::seeds(),
+            backoff: Backoff::patient(),
             resend_unanswered: false,
             batch: Some((128, Duration::from_millis(10))),
             per_model: true,
