@@ -1,5 +1,5 @@
 //! The response future of [`RateLimit`](crate::RateLimit): waits for the request's turn, calls
-//! the inner service, and hands the answer to the reservation's [`Ticket`] to settle.
+//! the inner service, and hands the answer to the reservation's `Ticket` to settle.
 
 use std::fmt;
 use std::future::Future;
