@@ -16,10 +16,10 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
-use tollgate_batch::deferred::{
+use tollgate_core::Secret;
+use tollgate_deferred::{
     DeferredConfig, DeferredQueue, JobOptions, JobStatus, OpenAiBatchApi, transport,
 };
-use tollgate_core::Secret;
 
 const CHUNK: usize = 50;
 

@@ -40,13 +40,15 @@
 //!
 //! The worker is a task on the runtime of the first call.
 //!
+//! Work that can wait hours, sent through a provider's Batch API at half price and kept on disk
+//! across restarts, is not micro-batching: that is the deferred queue, `tollgate-deferred`.
+//!
 //! Feature `metrics`: members and upstream calls per flush (their difference is the calls
-//! saved) and the deferred queue's depth through the [`metrics`](https://docs.rs/metrics)
-//! facade (`tollgate_batch_*`, see `docs/metrics.md`).
+//! saved) through the [`metrics`](https://docs.rs/metrics) facade (`tollgate_batch_*`, see
+//! `docs/metrics.md`).
 #![forbid(unsafe_code)]
 
 mod codec;
-pub mod deferred;
 mod embeddings;
 mod error;
 mod gemini;

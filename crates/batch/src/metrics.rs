@@ -12,19 +12,6 @@ fn labels(llm: Option<&LlmRequest>) -> Vec<metrics::Label> {
     tollgate_core::metrics::metric_labels(llm).to_vec()
 }
 
-/// Whether metrics are recorded: work done only for them (reading the deferred queue's depth)
-/// is skipped when not.
-pub(crate) const ENABLED: bool = cfg!(feature = "metrics");
-
-/// The deferred queue holds `pending` jobs not yet sent.
-#[cfg_attr(not(feature = "metrics"), inline(always))]
-pub(crate) fn deferred_pending(pending: u64) {
-    #[cfg(feature = "metrics")]
-    metrics::gauge!("tollgate_batch_deferred_pending").set(pending as f64);
-    #[cfg(not(feature = "metrics"))]
-    let _ = pending;
-}
-
 /// A flush of `members` requests.
 #[cfg_attr(not(feature = "metrics"), inline(always))]
 pub(crate) fn flushed(llm: Option<&LlmRequest>, members: usize) {

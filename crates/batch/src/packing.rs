@@ -21,7 +21,7 @@ for. Write nothing outside the array.";
 
 /// Packs short, independent OpenAI-style chat prompts — "extract the invoice date from ...",
 /// "classify this review ..." — into one chat completion that answers them all as a JSON
-/// array (the seeds' "12 fields in 2 calls"). Opt-in: use it only for prompts that do not need
+/// array (24 fields to extract take 2 calls, not 24). Opt-in: use it only for prompts that do not need
 /// a conversation of their own.
 ///
 /// A request is packed when it is a non-streamed `/chat/completions` call with one user
@@ -47,7 +47,7 @@ impl Default for PromptPackingCodec {
 }
 
 impl PromptPackingCodec {
-    /// At most 12 prompts (the seeds' 12 fields) and 16,000 input tokens per packed call.
+    /// At most 12 prompts and 16,000 input tokens per packed call.
     pub const fn new() -> Self {
         Self {
             max_prompts: 12,

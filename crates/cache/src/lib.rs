@@ -114,7 +114,7 @@
 //! An answer a little old beats no answer while the provider is down. Set
 //! [`max_staleness`](CacheConfig::max_staleness) (say ten minutes) and the cache keeps each
 //! entry that long past its time to live — ordinary lookups still treat it as expired and go
-//! upstream. Put a `FallbackLayer` (from `tollgate-timeout`) above the cache with
+//! upstream. Put a `FallbackLayer` (from `tollgate-fallback`) above the cache with
 //! [`CacheHandle::stale_lookup`] as its fallback: when the upstream call fails in a way the
 //! fallback's policy names (overloaded, circuit open, rate limited, timeouts, connect and
 //! server errors by default — never an exhausted quota, a refused key or an invalid request
@@ -132,7 +132,7 @@
 //! use tollgate_cache::{CacheConfig, CacheLayer};
 //! use tollgate_core::annotate::AnnotateLayer;
 //! use tollgate_core::classify::ClassifyLayer;
-//! use tollgate_timeout::FallbackLayer;
+//! use tollgate_fallback::FallbackLayer;
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

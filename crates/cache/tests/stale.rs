@@ -18,8 +18,8 @@ use tollgate_cache::{CacheConfig, CacheLayer, CacheStatus};
 use tollgate_core::BoxError;
 use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
+use tollgate_fallback::{DEGRADED_HEADER, Degraded, FallbackLayer, Trigger, Triggers};
 use tollgate_sim::SimService;
-use tollgate_timeout::{DEGRADED_HEADER, Degraded, FallbackLayer, Trigger, Triggers};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 

@@ -32,7 +32,7 @@ pub enum Mode {
     ForcedOpen,
 }
 
-/// A breaker's configuration. [`Default`] follows the seeds: 5 consecutive failures, or half
+/// A breaker's configuration. [`Default`]: 5 consecutive failures, or half
 /// of at least 10 of the last 20 calls; open 30 s, doubling on repeated trips up to 5 min,
 /// ±10 % jitter; 3 probes to close.
 ///

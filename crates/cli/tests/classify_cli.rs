@@ -1,5 +1,5 @@
 //! `tollgate classify --json` on every sample in `docs/samples/`, against values worked out by
-//! hand from `shared/reference/providers.md`.
+//! hand from the providers' API references (the table in `docs/outcomes.md`).
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

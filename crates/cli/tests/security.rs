@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tollgate::batch::deferred::{AnthropicBatchApi, DeferredQueue, OpenAiBatchApi, transport};
+use tollgate::deferred::{AnthropicBatchApi, DeferredQueue, OpenAiBatchApi, transport};
 use tollgate_core::{BoxError, Secret};
 use tollgate_sim::{Sim, SimConfig, SimHandle};
 

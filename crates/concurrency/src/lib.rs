@@ -21,7 +21,7 @@
 //! use tower::ServiceBuilder;
 //!
 //! # fn wrap<S>(client: S) -> impl Sized {
-//! // The seeds' 5 concurrent calls, 90 % of them for interactive requests.
+//! // 5 concurrent calls, 90 % of them for interactive requests.
 //! let stack = ServiceBuilder::new()
 //!     .layer(ConcurrencyLimitLayer::new(5).with_partitions(0.9))
 //!     .service(client);

@@ -1,6 +1,6 @@
 //! The provider's own view of its rate limits, read from response headers.
 //!
-//! Every provider reports limits differently (see `shared/reference/providers.md`): OpenAI and
+//! Every provider reports limits differently (see `docs/outcomes.md`): OpenAI and
 //! Groq send Go-style reset durations, Anthropic RFC 3339 timestamps, Azure bare remaining
 //! counts, Mistral and Together their own names. [`RateLimitSnapshot::from_headers`] reads them
 //! all into one shape so that the limiter can slow down *before* the provider answers 429.

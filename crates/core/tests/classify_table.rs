@@ -1,4 +1,4 @@
-//! Every example of `shared/reference/providers.md`, classified and read, with the full expected
+//! Every example of the providers' API references (`docs/outcomes.md`), classified and read, with the full expected
 //! `Outcome` and `RateLimitSnapshot`.
 
 use std::time::{Duration, SystemTime};

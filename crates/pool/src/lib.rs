@@ -11,7 +11,7 @@
 //! - **Picking**: among the members in rotation in the lowest tier, by [`Policy`] — the
 //!   healthiest (a 0–100 score from the success rate, rate limits, timeouts and latency; ties
 //!   go to the least loaded, then in turn), power of two choices, weighted, or ordered.
-//! - **Cooldowns** per outcome ([`Cooldowns`], the seed's defaults): a 429 takes a member out for
+//! - **Cooldowns** per outcome ([`Cooldowns`]): by default a 429 takes a member out for
 //!   the provider's `retry-after` or 60 s, a timeout 10 s, a refused key 1 h, an open breaker
 //!   until its wait; an exhausted quota parks it until its reset, or until reset by hand for
 //!   `insufficient_quota`. A server error costs score, not rotation. A refusal by the member's
@@ -63,13 +63,18 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod builder;
+mod failover;
 mod health;
 mod member;
+mod memory;
 mod metrics;
 mod pool;
+mod select;
 
+pub use self::builder::PoolBuilder;
+pub use self::failover::{ResponseFuture, WhenExhausted};
 pub use self::health::{Cooldowns, Counters, MemberState, Reason};
 pub use self::member::{Adapter, Auth, Member, Rewrite};
-pub use self::pool::{
-    MemberReport, Policy, Pool, PoolBuilder, PoolHandle, ResponseFuture, Served, WhenExhausted,
-};
+pub use self::pool::{MemberReport, Pool, PoolHandle, Served};
+pub use self::select::Policy;

@@ -71,6 +71,7 @@ mod metrics;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis;
+mod reservation;
 mod service;
 mod store;
 

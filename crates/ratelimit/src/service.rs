@@ -7,8 +7,9 @@ use tokio::time::Instant;
 use tollgate_core::{BoxError, Deadline, EndpointKind, LlmRequest, Provider, Scope};
 use tower::Service;
 
-use crate::future::{RateLimitFuture, Ticket};
+use crate::future::RateLimitFuture;
 use crate::layer::Config;
+use crate::reservation::Ticket;
 use crate::store::{Charges, Store};
 
 /// A per-request cap on the wait for capacity, as a request extension; the layer's

@@ -18,7 +18,7 @@ pub enum Jitter {
     Full,
     /// Half fixed, half random: `delay/2 + [0, delay/2]`.
     Equal,
-    /// `delay × (1 ± share)`: the seeds' ±25 %.
+    /// `delay × (1 ± share)`: `Proportional(0.25)` waits between 75 % and 125 % of the delay.
     Proportional(f64),
 }
 
@@ -58,8 +58,10 @@ impl Backoff {
         }
     }
 
-    /// The seeds' preset: 1 s, doubling, at most 60 s, ±25 % jitter.
-    pub const fn seeds() -> Self {
+    /// A patient backoff for work that can wait (batch jobs, background work): 1 s, doubling,
+    /// at most 60 s, ±25 % jitter. Unlike full jitter, every wait is at least three quarters of
+    /// the schedule (1 s, 2 s, 4 s, 8 s, ...): callers spread out without ever retrying at once.
+    pub const fn patient() -> Self {
         Self::Exponential {
             base: Duration::from_secs(1),
             multiplier: 2.0,
@@ -156,9 +158,9 @@ mod tests {
             prop_assert!(full.as_secs_f64() <= raw + 1e-9);
             let equal = Backoff::exponential(base, cap).with_jitter(Jitter::Equal).delay(retry, previous, &mut rng);
             prop_assert!(equal.as_secs_f64() >= raw / 2.0 - 1e-9 && equal.as_secs_f64() <= raw + 1e-9);
-            let seeds = Backoff::seeds().delay(retry, previous, &mut rng).as_secs_f64();
-            let seeds_raw = 2f64.powi(retry as i32 - 1).min(60.0);
-            prop_assert!(seeds >= seeds_raw * 0.75 - 1e-9 && seeds <= (seeds_raw * 1.25).min(60.0) + 1e-9);
+            let patient = Backoff::patient().delay(retry, previous, &mut rng).as_secs_f64();
+            let patient_raw = 2f64.powi(retry as i32 - 1).min(60.0);
+            prop_assert!(patient >= patient_raw * 0.75 - 1e-9 && patient <= (patient_raw * 1.25).min(60.0) + 1e-9);
             let decorrelated = Backoff::Decorrelated { base, cap }.delay(retry, previous, &mut rng);
             prop_assert!(decorrelated >= base.min(cap) && decorrelated <= cap);
         }

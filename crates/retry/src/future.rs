@@ -11,13 +11,12 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tollgate_core::classify::{classify_error, is_local_refusal, response_outcome};
-use tollgate_core::rng::Rng;
-use tollgate_core::{BoxError, Delivery, LlmRequest, Outcome, OutcomeKind, Repeat};
+use tollgate_core::{BoxError, LlmRequest, Outcome};
 use tower::{Service, ServiceExt};
 
 use crate::layer::Shared;
-use crate::metrics::{self, GaveUp};
-use crate::policy::RetryPolicy;
+use crate::metrics;
+use crate::policy::{Decision, Retries, RetryPolicy};
 
 /// What the retries of a request came to, in the final response's extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,12 +41,8 @@ pin_project! {
         service: S,
         template: Request<B>,
         shared: Arc<Shared<P>>,
-        rng: Rng,
-        deadline: Option<Instant>,
+        retries: Retries,
         hedge: Option<Duration>,
-        attempts: u32,
-        waited: Duration,
-        previous: Duration,
         started: Instant,
     }
 }
@@ -85,8 +80,7 @@ where
         mut service: S,
         request: Request<B>,
         shared: Arc<Shared<P>>,
-        rng: Rng,
-        deadline: Option<Instant>,
+        retries: Retries,
         hedge: Option<Duration>,
         now: Instant,
     ) -> Self {
@@ -104,12 +98,8 @@ where
             service,
             template,
             shared,
-            rng,
-            deadline,
+            retries,
             hedge,
-            attempts: 1,
-            waited: Duration::ZERO,
-            previous: Duration::ZERO,
             started: now,
         }
     }
@@ -215,71 +205,32 @@ where
             if outcome.is_success() && this.shared.config.hedge.is_some() {
                 this.shared.latencies.record(now - *this.started);
             }
-            let shared = &**this.shared;
-            let config = &shared.config;
-            let finish = |result: Result<Response<RB>, BoxError>, why: &'static str| {
-                let retried = Retried {
-                    attempts: *this.attempts,
-                    waited: *this.waited,
-                };
-                if retried.attempts > 1 {
-                    tracing::debug!(attempts = retried.attempts, waited = ?retried.waited, outcome = %outcome, why, "retries done");
-                }
-                result.map(|mut response| {
-                    response.extensions_mut().insert(retried);
-                    response
-                })
-            };
-            if outcome.is_success() {
-                return Poll::Ready(finish(result, "success"));
-            }
-            if !shared.policy.should_retry(&outcome) {
-                return Poll::Ready(finish(result, "not retryable"));
-            }
-            let llm = this.template.extensions().get::<LlmRequest>();
             // A refusal by a layer below (an open breaker, a local limit or throttle) never
             // reached the upstream.
             let local = result
                 .as_ref()
                 .err()
                 .is_some_and(|e| is_local_refusal(e.as_ref()));
-            let delivery = Delivery::of(&outcome, local);
-            if !Repeat::of_request(this.template).allows(delivery, config.resend_unanswered) {
-                metrics::gave_up(llm, GaveUp::UnsafeToResend);
-                return Poll::Ready(finish(
-                    result,
-                    "it may have been processed: unsafe to resend",
-                ));
-            }
-            if *this.attempts >= config.max_attempts {
-                metrics::gave_up(llm, GaveUp::AttemptsExhausted);
-                return Poll::Ready(finish(result, "attempts exhausted"));
-            }
-            let wait = match outcome.retry_after {
-                Some(asked) => asked.min(config.max_retry_after),
-                None => config
-                    .backoff
-                    .delay(*this.attempts, *this.previous, this.rng),
+            let decision = this
+                .retries
+                .decide(this.shared, this.template, &outcome, local, now);
+            let wait = match decision {
+                Decision::Retry(wait) => wait,
+                Decision::Answer(why) => {
+                    let retried = Retried {
+                        attempts: this.retries.attempts,
+                        waited: this.retries.waited,
+                    };
+                    if retried.attempts > 1 {
+                        tracing::debug!(attempts = retried.attempts, waited = ?retried.waited, outcome = %outcome, why, "retries done");
+                    }
+                    return Poll::Ready(result.map(|mut response| {
+                        response.extensions_mut().insert(retried);
+                        response
+                    }));
+                }
             };
-            if this.deadline.is_some_and(|deadline| now + wait >= deadline) {
-                metrics::gave_up(llm, GaveUp::Deadline);
-                return Poll::Ready(finish(result, "the wait would pass the deadline"));
-            }
-            // The budget guards the upstream from retry storms; a local refusal never reached
-            // it, so waiting it out and trying again costs the upstream nothing. Nor does a
-            // 429: it is the upstream pacing its callers, not failing — the rate limiter below
-            // learns from it and holds the retry to the pace, one call per pause.
-            let pacing = matches!(outcome.kind, OutcomeKind::RateLimited(_));
-            if !local && !pacing && !shared.budget.withdraw(now) {
-                metrics::gave_up(llm, GaveUp::BudgetExhausted);
-                return Poll::Ready(finish(result, "retry budget exhausted"));
-            }
-            tracing::debug!(attempt = *this.attempts, ?wait, outcome = %outcome, "retrying");
-            metrics::retrying(llm, outcome.kind.as_str(), wait);
             drop(result);
-            *this.attempts += 1;
-            *this.waited += wait;
-            *this.previous = wait;
             *this.started = now + wait;
             if wait.is_zero() {
                 this.state.set(State::Readying);
@@ -298,8 +249,8 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryFuture")
-            .field("attempts", &self.attempts)
-            .field("waited", &self.waited)
+            .field("attempts", &self.retries.attempts)
+            .field("waited", &self.retries.waited)
             .finish_non_exhaustive()
     }
 }

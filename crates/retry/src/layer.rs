@@ -71,9 +71,10 @@ impl RetryLayer {
         Self::from_config(Config::default(), DefaultRetryPolicy)
     }
 
-    /// The seeds' preset: 5 attempts, 1 s doubling to 60 s with ±25 % jitter.
-    pub fn seeds() -> Self {
-        Self::new().with_backoff(Backoff::seeds())
+    /// Patient retries for work that can wait: 5 attempts, 1 s doubling to 60 s with ±25 %
+    /// jitter ([`Backoff::patient`]); the rest as [`new`](Self::new).
+    pub fn patient() -> Self {
+        Self::new().with_backoff(Backoff::patient())
     }
 }
 

@@ -68,7 +68,7 @@
 //! # fn wrap<S>(client: S) -> impl Sized {
 //! let stack = ServiceBuilder::new()
 //!     .layer(tollgate_core::annotate::AnnotateLayer::new())
-//!     .layer(RetryLayer::seeds().with_deadline(Duration::from_secs(120)))
+//!     .layer(RetryLayer::patient().with_deadline(Duration::from_secs(120)))
 //!     .layer(tollgate_core::classify::ClassifyLayer::new())
 //!     .service(client);
 //! # stack }

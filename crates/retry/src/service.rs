@@ -11,7 +11,7 @@ use tower::Service;
 
 use crate::future::RetryFuture;
 use crate::layer::Shared;
-use crate::policy::RetryPolicy;
+use crate::policy::{Retries, RetryPolicy};
 
 /// The service made by [`RetryLayer`](crate::RetryLayer).
 ///
@@ -105,7 +105,8 @@ where
             .and_then(|hedge| shared.latencies.hedge_delay(hedge.after));
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        RetryFuture::start(inner, request, shared.clone(), rng, deadline, hedge, now)
+        let retries = Retries::new(rng, deadline);
+        RetryFuture::start(inner, request, shared.clone(), retries, hedge, now)
     }
 }
 

@@ -226,8 +226,8 @@ async fn a_breaker_forced_open_is_not_waited_for() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn backoff_without_a_provider_wait_and_the_seeds_preset() {
-    let layer = RetryLayer::seeds().with_seed(3);
+async fn backoff_without_a_provider_wait_and_the_patient_preset() {
+    let layer = RetryLayer::patient().with_seed(3);
     let (stack, seen) = upstream(layer, vec![], status(503));
     let (status_code, retried) = send(&stack).await;
     assert_eq!(

@@ -31,7 +31,7 @@ async fn a_flaky_provider_every_request_succeeds_within_five_attempts() {
     let sim = sim("seed = 20\n[faults]\nerror_rate = 0.2\n");
     let stack = ServiceBuilder::new()
         .layer(AnnotateLayer::new())
-        .layer(RetryLayer::seeds().with_seed(20))
+        .layer(RetryLayer::patient().with_seed(20))
         .layer(ClassifyLayer::new())
         .service(sim.clone());
     let mut attempts = [0usize; 6];
@@ -60,7 +60,7 @@ async fn a_hard_down_provider_gets_at_most_the_budget() {
     let stack = ServiceBuilder::new()
         .layer(AnnotateLayer::new())
         .layer(
-            RetryLayer::seeds()
+            RetryLayer::patient()
                 .with_seed(1)
                 .with_budget(ratio, 1_000, min_per_second),
         )

@@ -1,5 +1,5 @@
 //! The OpenAI dialect: response bodies, SSE chunks, error bodies and `x-ratelimit-*` headers
-//! exactly as `shared/reference/providers.md` records them. Azure and Mistral answer with the
+//! exactly as OpenAI's API reference documents them (see `docs/outcomes.md`). Azure and Mistral answer with the
 //! same bodies; only their errors and headers differ.
 
 use std::time::Duration;

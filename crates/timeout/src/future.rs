@@ -1,4 +1,4 @@
-//! The response futures of [`Timeout`](crate::Timeout) and [`Fallback`](crate::Fallback).
+//! The response future of [`Timeout`](crate::Timeout).
 
 use std::fmt;
 use std::future::Future;
@@ -10,8 +10,6 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tollgate_core::BoxError;
 use tollgate_core::body::EndOfStream;
-
-pub use crate::fallback::future::FallbackFuture;
 
 use crate::body::TimeoutBody;
 use crate::error::{FirstByteTimeout, Limit};

@@ -1,4 +1,4 @@
-//! Timeouts that know LLM calls, and graceful degradation when the API is unavailable.
+//! Timeouts that know LLM calls.
 //!
 //! # Timeouts
 //!
@@ -31,43 +31,24 @@
 //! does: each attempt has its own limits, and a timeout counts against the upstream that
 //! caused it.
 //!
-//! # Graceful degradation
-//!
-//! [`FallbackLayer`] answers a call from a service of your own when the upstream is unavailable
-//! — a smaller local model, a rules or regex extractor, a canned answer, a stale cached one —
-//! and marks the answer: a [`Degraded`] response extension and an `x-tollgate-degraded` header
-//! naming the [`Trigger`]. What falls back is a [`FallbackPolicy`]; by default
-//! ([`Triggers::default`]) overloaded, circuit open, rate limited, timeouts, connect and server
-//! errors do; an exhausted quota, a refused key and an invalid request never do unless asked —
-//! the caller must see those. A stream that fails after its first byte reaches the caller as it
-//! is: part of it has been read.
-//!
-//! Put it above the retry layer (retries first, the fallback when they give up) and the
-//! breaker (an open circuit answers at once from the fallback, without an upstream call).
-//!
 //! ```
-//! use std::convert::Infallible;
 //! use std::time::Duration;
 //!
 //! use bytes::Bytes;
-//! use http_body_util::{BodyExt, Full};
+//! use http_body_util::Full;
 //! use tollgate_core::annotate::AnnotateLayer;
 //! use tollgate_core::classify::ClassifyLayer;
-//! use tollgate_timeout::{Degraded, FallbackLayer, TimeoutConfig, TimeoutLayer, Trigger};
-//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tollgate_timeout::error::FirstByteTimeout;
+//! use tollgate_timeout::{TimeoutConfig, TimeoutLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), tollgate_core::BoxError> {
 //! # let config = tollgate_sim::SimConfig { faults: tollgate_sim::config::Faults {
 //! #     hang_rate: 1.0, ..Default::default() }, ..Default::default() };
 //! # let client = tollgate_sim::SimService::new(config)?; // never answers
-//! let canned = service_fn(|_request: http::Request<Full<Bytes>>| async {
-//!     let answer = r#"{"choices":[{"message":{"role":"assistant","content":"Try again soon."}}]}"#;
-//!     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(answer.as_bytes()))))
-//! });
 //! let llm = ServiceBuilder::new()
 //!     .layer(AnnotateLayer::new())
-//!     .layer(FallbackLayer::new(canned))
 //!     .layer(TimeoutLayer::new(TimeoutConfig {
 //!         first_byte: Some(Duration::from_secs(10)),
 //!         ..TimeoutConfig::default()
@@ -80,34 +61,26 @@
 //!     .body(Full::new(Bytes::from_static(
 //!         br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#,
 //!     )))?;
-//! let response = llm.oneshot(request).await?;
-//! assert_eq!(response.headers()["x-tollgate-degraded"], "timeout");
-//! let degraded = response.extensions().get::<Degraded>().unwrap();
-//! assert_eq!(degraded.trigger, Trigger::Timeout);
-//! let answer = response.into_body().collect().await?.to_bytes();
-//! assert!(answer.starts_with(b"{\"choices\""));
+//! let error = llm.oneshot(request).await.unwrap_err();
+//! assert!(error.is::<FirstByteTimeout>(), "{error}");
 //! # Ok(()) }
 //! ```
 //!
-//! # Stale answers
+//! # When the time runs out
 //!
-//! A cache that can look up an answer past its time to live is a fallback like any other: a
-//! `Service` that answers the request from the stale entry, or fails when it has none (the
-//! caller then gets the upstream's failure). The [`Degraded`] extension on the request it is
-//! handed says why it was asked. `tollgate-cache` has one: see
-//! [Stale on error](FallbackLayer#stale-on-error).
+//! To answer from a service of your own instead — a smaller local model, a canned answer, a
+//! stale cached one — put `tollgate-fallback`'s `FallbackLayer` above this one: a timeout is one
+//! of its default triggers.
 //!
 //! # Metrics
 //!
-//! Feature `metrics`: timeouts by limit (first byte, idle, total, deadline) and fallback answers
-//! by trigger through the [`metrics`](https://docs.rs/metrics) facade (`tollgate_timeout_*`,
-//! `tollgate_fallback_*`, see `docs/metrics.md`).
+//! Feature `metrics`: timeouts by limit (first byte, idle, total, deadline) through the
+//! [`metrics`](https://docs.rs/metrics) facade (`tollgate_timeout_*`, see `docs/metrics.md`).
 #![forbid(unsafe_code)]
 
 mod body;
 mod config;
 pub mod error;
-mod fallback;
 pub mod future;
 mod layer;
 mod metrics;
@@ -116,8 +89,5 @@ mod service;
 
 pub use self::body::TimeoutBody;
 pub use self::config::{TimeoutConfig, Timeouts};
-pub use self::fallback::{
-    DEGRADED_HEADER, Degraded, Fallback, FallbackLayer, FallbackPolicy, Trigger, Triggers,
-};
 pub use self::layer::TimeoutLayer;
 pub use self::service::Timeout;

@@ -1,8 +1,8 @@
-//! What the timeout and fallback layers record through the `metrics` facade (feature
+//! What the timeout layer records through the `metrics` facade (feature
 //! `metrics`; every name is in `docs/metrics.md`). Without the feature [`TimeoutLabels`] is
 //! empty and these functions do nothing, so call sites need no `cfg`.
 //!
-//! Timeouts and fallbacks are rare: their counter is looked up when one happens. A call keeps
+//! Timeouts are rare: their counter is looked up when one happens. A call keeps
 //! only its provider and model (a copy and a reference count) for the labels.
 
 use tollgate_core::LlmRequest;
@@ -45,13 +45,4 @@ impl TimeoutLabels {
         #[cfg(not(feature = "metrics"))]
         let _ = limit;
     }
-}
-
-/// A call was answered by the fallback service, for `trigger`.
-#[inline]
-pub(crate) fn fell_back(trigger: &'static str) {
-    #[cfg(feature = "metrics")]
-    metrics::counter!("tollgate_fallback_answers_total", "trigger" => trigger).increment(1);
-    #[cfg(not(feature = "metrics"))]
-    let _ = trigger;
 }

@@ -1,6 +1,5 @@
-//! The `Service` contract of both layers with `tower_test::mock`: readiness is the inner
-//! service's, requests reach it unchanged, answers and errors come back unchanged — and the
-//! fallback is neither readied nor called while the upstream answers.
+//! The `Service` contract with `tower_test::mock`: readiness is the inner service's, requests
+//! reach it unchanged, answers and errors come back unchanged.
 
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use tokio_test::{assert_pending, assert_ready_ok};
 use tollgate_core::BoxError;
 use tollgate_core::error::CircuitOpen;
-use tollgate_timeout::{FallbackLayer, TimeoutConfig, TimeoutLayer, Timeouts};
+use tollgate_timeout::{TimeoutConfig, TimeoutLayer, Timeouts};
 use tower_test::mock;
 
 type Req = Request<Full<Bytes>>;
@@ -52,43 +51,4 @@ async fn the_timeout_layer_passes_readiness_requests_and_answers_through() {
     reply.send_error(CircuitOpen::new(None));
     let error: BoxError = call.await.unwrap().unwrap_err();
     assert!(error.is::<CircuitOpen>(), "{error}");
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_fallback_is_left_alone_while_the_upstream_answers() {
-    // A fallback that is never ready: touching it on the happy path would hang the call.
-    let (fallback, mut fallback_handle) = mock::pair::<Req, Rsp>();
-    fallback_handle.allow(0);
-    let (mut service, mut handle) = mock::spawn_layer::<Req, Rsp, _>(FallbackLayer::new(fallback));
-
-    handle.allow(0);
-    assert_pending!(service.poll_ready());
-    handle.allow(1);
-    assert_ready_ok!(service.poll_ready());
-
-    let call = tokio::spawn(service.call(request()));
-    let (_, reply) = handle.next_request().await.expect("the request");
-    reply.send_response(Response::new(Full::new(Bytes::from_static(b"upstream"))));
-    let response = call.await.unwrap().unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(body, "upstream");
-
-    // An open circuit: now the fallback is readied and called, with the same request.
-    fallback_handle.allow(1);
-    handle.allow(1);
-    assert_ready_ok!(service.poll_ready());
-    let call = tokio::spawn(service.call(request()));
-    let (_, reply) = handle.next_request().await.expect("the request");
-    reply.send_error(CircuitOpen::new(None));
-    let (seen, reply) = fallback_handle
-        .next_request()
-        .await
-        .expect("the fallback's request");
-    assert!(
-        seen.extensions().get::<Timeouts>().is_some(),
-        "the original extensions"
-    );
-    reply.send_response(Response::new(Full::new(Bytes::from_static(b"fallback"))));
-    let response = call.await.unwrap().unwrap();
-    assert_eq!(response.headers()["x-tollgate-degraded"], "circuit_open");
 }

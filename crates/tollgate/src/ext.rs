@@ -10,9 +10,9 @@ use tower::layer::util::Stack;
 /// its cargo feature is on. Layers with settings take them as arguments; for anything else,
 /// build the layer and pass it to [`ServiceBuilder::layer`].
 ///
-/// Order matters, as with any tower stack: outermost first. The standard order (see
-/// ARCHITECTURE.md) is annotate → cache → batch → retry → circuit breaker → overload → rate
-/// limit → concurrency limit → timeouts → classify → client. Two rules are not negotiable:
+/// Order matters, as with any tower stack: outermost first. The standard order (as
+/// [`LlmStack`](crate::LlmStack) builds it) is annotate → cache → batch → retry → circuit
+/// breaker → overload → rate limit → concurrency limit → timeouts → classify → client. Two rules are not negotiable:
 /// `annotate` comes first (every layer reads what it parses) and `classify` comes last (every
 /// layer reads the outcome it attaches).
 ///

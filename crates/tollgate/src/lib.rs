@@ -2,7 +2,8 @@
 //!
 //! This facade puts the layers together. [`LlmStack`] builds the standard stack over any
 //! `tower::Service<http::Request<Full<Bytes>>>` client — a hyper-util client, another tower
-//! stack — from a [`Preset`] or a [`StackConfig`] (the seeds' keys, from TOML or JSON):
+//! stack — from a [`Preset`] or a [`StackConfig`] (flat keys such as `max_requests_per_minute`,
+//! from TOML or JSON):
 //!
 //! ```text
 //! Annotate → Cache → Batch (embeddings) → Retry → CircuitBreaker → Overload → RateLimit
@@ -12,6 +13,8 @@
 //! To compose your own stack, [`ServiceBuilderExt`] adds each layer to `tower::ServiceBuilder`
 //! as a method, and each layer's crate is re-exported: [`core`], [`cache`], [`ratelimit`],
 //! [`circuit`], [`retry`], [`concurrency`], [`overload`], [`batch`], [`timeout`], [`pool`].
+//! [`fallback`] answers from a service of your own when the API is unavailable; the durable
+//! queue for work that can wait, [`deferred`], is not a layer. Neither is in the standard stack.
 //!
 //! # Cargo features
 //!
@@ -20,8 +23,10 @@
 //! | `stack` (default) | [`LlmStack`], presets, [`StackConfig`]; turns on every layer below but `pool` |
 //! | `cache`, `batch`, `retry`, `circuit`, `overload`, `ratelimit`, `concurrency`, `timeout` | that layer's crate and its [`ServiceBuilderExt`] method |
 //! | `pool` | [`pool`]: many API keys and deployments behind one service |
+//! | `fallback` | [`fallback`]: answers from a service of your own (a local model, a stale cache entry) when the API is unavailable |
 //! | `ratelimit-redis`, `cache-redis` | limits, and a second cache level, shared by a fleet through Redis |
-//! | `batch-admin` | the deferred queue's operator routes (axum) |
+//! | `deferred` | [`deferred`]: the durable queue for work that can wait, sent through the OpenAI or Anthropic Batch API |
+//! | `deferred-admin` | the deferred queue's operator routes (axum) |
 //! | `metrics` | every enabled layer's metrics through the [`metrics`](https://docs.rs/metrics) facade (docs/metrics.md) |
 //! | `tiktoken` | exact OpenAI token counts instead of the estimate |
 //!
@@ -40,6 +45,8 @@
         feature = "concurrency",
         feature = "timeout",
         feature = "pool",
+        feature = "deferred",
+        feature = "fallback",
         feature = "stack"
     )),
     allow(rustdoc::broken_intra_doc_links)
@@ -74,6 +81,10 @@ pub use tollgate_cache as cache;
 pub use tollgate_circuit as circuit;
 #[cfg(feature = "concurrency")]
 pub use tollgate_concurrency as concurrency;
+#[cfg(feature = "deferred")]
+pub use tollgate_deferred as deferred;
+#[cfg(feature = "fallback")]
+pub use tollgate_fallback as fallback;
 #[cfg(feature = "overload")]
 pub use tollgate_overload as overload;
 #[cfg(feature = "pool")]

@@ -1,4 +1,4 @@
-//! [`LlmStack`]: the standard stack of ARCHITECTURE.md over any client.
+//! [`LlmStack`]: the standard stack over any client.
 
 
 use bytes::Bytes;

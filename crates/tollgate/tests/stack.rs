@@ -1,6 +1,6 @@
 //! The standard stack over the in-process simulator: chat, a streamed chat whose usage reaches
-//! the layers when it ends, embeddings merged into one call, and a config file with the seeds'
-//! keys. Paused time.
+//! the layers when it ends, embeddings merged into one call, and a config file with flat keys
+//! (`max_requests_per_minute`, `circuit_breaker.*`, ...). Paused time.
 
 use std::time::Duration;
 

@@ -2,27 +2,38 @@
 //! must see never do unless asked, the answer is marked (extension and header), the fallback
 //! gets the original request, and a fallback that fails too changes nothing.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{StreamExt, stream};
 use http::{HeaderName, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full};
+use http_body::Frame;
+use http_body_util::{BodyExt, Either, Full, StreamBody};
 use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
 use tollgate_core::error::{CircuitOpen, Overloaded, QueueTimeout, RateLimited};
 use tollgate_core::{BoxError, LlmRequest, Outcome, OutcomeKind, RateLimitDimension};
-use tollgate_timeout::error::IdleTimeout;
-use tollgate_timeout::{
-    DEGRADED_HEADER, Degraded, FallbackLayer, FallbackPolicy, TimeoutConfig, TimeoutLayer, Trigger,
-    Triggers,
+use tollgate_fallback::{
+    DEGRADED_HEADER, Degraded, FallbackLayer, FallbackPolicy, Trigger, Triggers,
 };
+use tollgate_timeout::error::IdleTimeout;
+use tollgate_timeout::{TimeoutConfig, TimeoutLayer};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
-use common::{Answer, Ending, chat};
+/// An OpenAI chat completion request.
+fn chat(stream: bool, max_tokens: Option<u32>) -> Request<Full<Bytes>> {
+    let max = max_tokens.map_or(String::new(), |n| format!(r#""max_tokens":{n},"#));
+    let body = format!(
+        r#"{{"model":"gpt-4o-mini",{max}"stream":{stream},"messages":[{{"role":"user","content":"Tell me a story"}}]}}"#
+    );
+    Request::post("https://api.openai.com/v1/chat/completions")
+        .header("authorization", "Bearer sk-timeout")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a request")
+}
 
 /// What the scripted upstream does.
 #[derive(Clone)]
@@ -239,7 +250,8 @@ async fn each_local_refusal_falls_back() {
 #[tokio::test(start_paused = true)]
 async fn a_timeout_before_the_first_byte_falls_back() {
     let asked = Arc::new(Mutex::new(Vec::new()));
-    let (hung, _) = common::upstream(Answer::hang());
+    let hung =
+        service_fn(|_: Request<Body>| std::future::pending::<Result<Response<Body>, BoxError>>());
     let stack = ServiceBuilder::new()
         .layer(AnnotateLayer::new())
         .layer(FallbackLayer::new(local(asked.clone())))
@@ -262,7 +274,12 @@ async fn a_timeout_before_the_first_byte_falls_back() {
 #[tokio::test(start_paused = true)]
 async fn a_stream_that_fails_after_its_first_byte_reaches_the_caller_as_it_is() {
     let asked = Arc::new(Mutex::new(Vec::new()));
-    let (stalls, _) = common::upstream(Answer::stream(0, &[(0, "data: {}\n\n")], Ending::Stall));
+    // One event, then silence.
+    let stalls = service_fn(|_: Request<Body>| async {
+        let event = Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"data: {}\n\n")));
+        let frames = stream::iter([event]).chain(stream::pending());
+        Ok::<_, BoxError>(Response::new(StreamBody::new(frames)))
+    });
     let stack = ServiceBuilder::new()
         .layer(AnnotateLayer::new())
         .layer(FallbackLayer::new(local(asked.clone())))
@@ -271,9 +288,11 @@ async fn a_stream_that_fails_after_its_first_byte_reaches_the_caller_as_it_is() 
         .service(stalls);
     let response = stack.oneshot(chat(true, Some(64))).await.unwrap();
     assert!(response.extensions().get::<Degraded>().is_none());
-    let (chunks, end) = common::read(response.into_body()).await;
-    assert_eq!(chunks.len(), 1);
-    assert!(end.unwrap_err().is::<IdleTimeout>());
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "data: {}\n\n");
+    let end = body.frame().await.unwrap().unwrap_err();
+    assert!(end.is::<IdleTimeout>(), "{end}");
     assert!(asked.lock().unwrap().is_empty());
 }
 

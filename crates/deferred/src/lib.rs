@@ -27,12 +27,28 @@
 //!   Batch API jobs exactly once.
 //! - [`stats`](DeferredQueue::stats) and [`flush`](DeferredQueue::flush) serve operators; the
 //!   [`admin_router`] (feature `admin`) serves them over HTTP behind a bearer token.
+//!
+//! This is not a layer: it is a store and a flusher a gateway or a batch job owns. It lives in a
+//! crate of its own so that micro-batching (`tollgate-batch`) does not compile redb.
+//!
+//! # Cargo features
+//!
+//! | feature | what it brings |
+//! |---|---|
+//! | `admin` | [`admin_router`]: the operator routes as an axum router |
+//! | `serde` | `Deserialize` for [`DeferredConfig`], durations human-readable (`"24h"`, `"30s"`) |
+//! | `metrics` | the queue's depth through the [`metrics`](https://docs.rs/metrics) facade (`tollgate_deferred_pending`, see `docs/metrics.md`) |
+#![forbid(unsafe_code)]
+// The docs name the admin router; without its feature that name is plain text, not a link.
+#![cfg_attr(not(feature = "admin"), allow(rustdoc::broken_intra_doc_links))]
 
 #[cfg(feature = "admin")]
 mod admin;
+mod anthropic;
 mod api;
 mod config;
 mod flusher;
+mod metrics;
 mod openai;
 mod store;
 #[cfg(test)]
@@ -54,11 +70,12 @@ use tollgate_core::credential::CREDENTIAL_HEADERS;
 
 #[cfg(feature = "admin")]
 pub use self::admin::admin_router;
+pub use self::anthropic::AnthropicBatchApi;
 pub use self::api::{
     BatchApi, BatchItem, BoxFuture, ItemResult, RemoteStatus, Transport, transport,
 };
 pub use self::config::DeferredConfig;
-pub use self::openai::{AnthropicBatchApi, OpenAiBatchApi};
+pub use self::openai::OpenAiBatchApi;
 use self::store::{JobRecord, JobState, NewJob, Store};
 pub use self::store::{StoreError, Via};
 

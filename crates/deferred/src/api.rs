@@ -6,6 +6,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
+use serde_json::Value;
 use tollgate_core::BoxError;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
@@ -106,4 +107,32 @@ pub trait BatchApi: Send + Sync + 'static {
         &'a self,
         batch_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<(String, ItemResult)>, BoxError>>;
+}
+
+// Reading what a provider's API answers, shared by every BatchApi.
+
+/// The body of a response, or the error a status other than 2xx makes.
+pub(crate) fn ok_body(response: Response<Bytes>, what: &str) -> Result<Bytes, BoxError> {
+    if response.status().is_success() {
+        Ok(response.into_body())
+    } else {
+        Err(format!(
+            "{what}: {} {}",
+            response.status(),
+            String::from_utf8_lossy(&response.body()[..response.body().len().min(300)])
+        )
+        .into())
+    }
+}
+
+/// `bytes` as JSON, or an error that says what they were.
+pub(crate) fn json_of(bytes: &[u8], what: &str) -> Result<Value, BoxError> {
+    serde_json::from_slice(bytes).map_err(|e| format!("{what}: not JSON: {e}").into())
+}
+
+/// A text field of an API's answer, or an error that names it.
+pub(crate) fn text<'a>(value: &'a Value, field: &str, what: &str) -> Result<&'a str, BoxError> {
+    value[field]
+        .as_str()
+        .ok_or_else(|| format!("{what}: no {field:?} in the answer").into())
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 use tollgate_core::Outcome;
 
-use super::trigger::Trigger;
+use crate::trigger::Trigger;
 
 /// Decides whether a failed call is answered by the fallback.
 ///
@@ -34,7 +34,7 @@ where
 /// see, because only the caller can fix them.
 ///
 /// ```
-/// use tollgate_timeout::{Trigger, Triggers};
+/// use tollgate_fallback::{Trigger, Triggers};
 ///
 /// let triggers = Triggers::default()
 ///     .without(Trigger::RateLimited)

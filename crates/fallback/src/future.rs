@@ -14,9 +14,9 @@ use tollgate_core::{BoxError, Outcome};
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
-use super::Shared;
-use super::policy::FallbackPolicy;
-use super::trigger::{Degraded, Trigger};
+use crate::policy::FallbackPolicy;
+use crate::service::Shared;
+use crate::trigger::{Degraded, Trigger};
 
 pin_project! {
     /// Runs the upstream call; when it fails in a way the policy names, runs the fallback with

@@ -1,4 +1,5 @@
-//! [`DeferredConfig`], from code or from the seeds' environment variables.
+//! [`DeferredConfig`], from code, a config file, or environment variables (`USE_BATCHED_CLIENT`,
+//! `BATCH_INTERVAL_HOURS`, `MAX_BATCH_SIZE`).
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 /// ```
 /// # #[cfg(feature = "serde")] {
 /// use std::time::Duration;
-/// use tollgate_batch::deferred::DeferredConfig;
+/// use tollgate_deferred::DeferredConfig;
 ///
 /// let config: DeferredConfig =
 ///     serde_json::from_str(r#"{"interval": "30m", "retention": "7d"}"#).unwrap();
@@ -148,7 +149,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_seeds_variables_set_the_config() {
+    fn the_environment_variables_set_the_config() {
         let vars = |name: &str| match name {
             "USE_BATCHED_CLIENT" => Some("true".to_owned()),
             "BATCH_INTERVAL_HOURS" => Some("0.5".to_owned()),

@@ -10,11 +10,11 @@ use http::Request;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::time::Instant;
-use tollgate_batch::deferred::{
+use tollgate_core::{Clock, Secret};
+use tollgate_deferred::{
     AnthropicBatchApi, DeferredConfig, DeferredQueue, DeferredQueueBuilder, JobOptions, JobStatus,
     OpenAiBatchApi, StoreError, Transport, Via, transport,
 };
-use tollgate_core::{Clock, Secret};
 use tollgate_sim::{SimConfig, SimService};
 
 /// Wall-clock time that follows tokio's (paused) clock.

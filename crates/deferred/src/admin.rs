@@ -23,10 +23,10 @@ struct Admin {
 /// serve it alone.
 ///
 /// ```
-/// # async fn serve(queue: tollgate_batch::deferred::DeferredQueue) {
+/// # async fn serve(queue: tollgate_deferred::DeferredQueue) {
 /// use tollgate_core::Secret;
 ///
-/// let admin = tollgate_batch::deferred::admin_router(queue, Secret::new("operator-token"));
+/// let admin = tollgate_deferred::admin_router(queue, Secret::new("operator-token"));
 /// let app = axum::Router::new().merge(admin);
 /// # let _ = app;
 /// # }

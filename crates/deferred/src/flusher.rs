@@ -72,7 +72,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         if metrics::ENABLED
             && let Ok((pending, ..)) = shared.with_store(|store| store.summary()).await
         {
-            metrics::deferred_pending(pending);
+            metrics::pending(pending);
         }
         let now = shared.now_ms();
         let next_due = shared

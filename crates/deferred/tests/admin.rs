@@ -9,8 +9,8 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tollgate_batch::deferred::{DeferredConfig, DeferredQueue, admin_router, transport};
 use tollgate_core::Secret;
+use tollgate_deferred::{DeferredConfig, DeferredQueue, admin_router, transport};
 use tollgate_sim::{SimConfig, SimService};
 use tower::ServiceExt;
 

@@ -17,10 +17,9 @@ use tollgate_circuit::{CircuitBreakerLayer, CircuitConfig, CircuitState};
 use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
 use tollgate_core::{Provider, Scope};
+use tollgate_fallback::{DEGRADED_HEADER, Degraded, FallbackLayer, Trigger};
 use tollgate_sim::{SimConfig, SimService};
-use tollgate_timeout::{
-    DEGRADED_HEADER, Degraded, FallbackLayer, TimeoutConfig, TimeoutLayer, Trigger,
-};
+use tollgate_timeout::{TimeoutConfig, TimeoutLayer};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
 const OUTAGE_START: Duration = Duration::from_secs(20);

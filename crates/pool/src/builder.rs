@@ -1,0 +1,131 @@
+//! [`PoolBuilder`]: the members and the pool's options.
+
+use std::fmt;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+
+#[cfg(doc)]
+use tollgate_core::{OutcomeKind, Repeat};
+
+use crate::failover::WhenExhausted;
+use crate::health::{Cooldowns, Health};
+use crate::member::Member;
+use crate::memory::Failures;
+use crate::metrics::MemberMetrics;
+use crate::pool::{Pool, Shared};
+use crate::select::Policy;
+
+/// Builds a [`Pool`].
+pub struct PoolBuilder<S> {
+    members: Vec<(Member, S)>,
+    policy: Policy,
+    cooldowns: Cooldowns,
+    when_exhausted: WhenExhausted,
+    max_attempts: Option<usize>,
+    resend_unanswered: bool,
+}
+
+impl<S> fmt::Debug for PoolBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field(
+                "members",
+                &self.members.iter().map(|(m, _)| m).collect::<Vec<_>>(),
+            )
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Default for PoolBuilder<S> {
+    fn default() -> Self {
+        Self {
+            members: Vec::new(),
+            policy: Policy::default(),
+            cooldowns: Cooldowns::default(),
+            when_exhausted: WhenExhausted::default(),
+            max_attempts: None,
+            resend_unanswered: false,
+        }
+    }
+}
+
+impl<S> PoolBuilder<S> {
+    /// Adds a member, served by `service` (its own stack: breaker, limiter, client).
+    pub fn member(mut self, member: Member, service: S) -> Self {
+        self.members.push((member, service));
+        self
+    }
+
+    /// How members are picked (default: healthiest).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How long each outcome takes a member out of rotation.
+    pub fn cooldowns(mut self, cooldowns: Cooldowns) -> Self {
+        self.cooldowns = cooldowns;
+        self
+    }
+
+    /// What a request does when no member may serve it (default: wait).
+    pub fn when_exhausted(mut self, when: WhenExhausted) -> Self {
+        self.when_exhausted = when;
+        self
+    }
+
+    /// Members tried per request at most (default: all of them).
+    pub fn max_attempts(mut self, attempts: usize) -> Self {
+        self.max_attempts = Some(attempts.max(1));
+        self
+    }
+
+    /// Whether a billed request (generation, embeddings) whose connection to a member broke
+    /// after it may have been sent ([`ConnectionLost`](OutcomeKind::ConnectionLost)) fails
+    /// over to another member (default `false`: the first member may have processed it, and a
+    /// second would bill it again). Uploads, batch creations and unknown `POST`s never fail
+    /// over after such a failure; reads always do. See [`Repeat`].
+    pub fn resend_unanswered(mut self, resend: bool) -> Self {
+        self.resend_unanswered = resend;
+        self
+    }
+
+    /// The pool.
+    ///
+    /// # Panics
+    ///
+    /// Without members, or with two of the same name.
+    pub fn build(self) -> Pool<S> {
+        assert!(!self.members.is_empty(), "a pool needs a member");
+        let (members, services): (Vec<Member>, Vec<S>) = self.members.into_iter().unzip();
+        for (i, member) in members.iter().enumerate() {
+            assert!(
+                !members[..i].iter().any(|m| m.name == member.name),
+                "two pool members are named {:?}",
+                member.name
+            );
+        }
+        let max_attempts = self.max_attempts.unwrap_or(members.len());
+        let metrics = members
+            .iter()
+            .map(|m| MemberMetrics::new(&m.name))
+            .collect();
+        Pool {
+            services: services.into(),
+            shared: Arc::new(Shared {
+                health: Mutex::new(members.iter().map(|_| Health::default()).collect()),
+                members,
+                policy: self.policy,
+                cooldowns: self.cooldowns,
+                when_exhausted: self.when_exhausted,
+                max_attempts,
+                resend_unanswered: self.resend_unanswered,
+                turn: AtomicUsize::new(0),
+                failed: Failures::default(),
+                idempotency_header: http::HeaderName::from_static("idempotency-key"),
+                metrics,
+            }),
+        }
+    }
+}
