@@ -1,17 +1,14 @@
-//! The shared second level against a real redis-server (started on a free port by each test,
-//! as the rate limiter's Redis tests do): two processes' caches share answers through it, a
+//! The shared second level against a real redis-server (started on a free port by each test): two processes' caches share answers through it, a
 //! stream comes back byte for byte, entries carry their time to live, and a Redis that goes
 //! away makes misses, not errors.
 #![cfg(feature = "redis")]
 
 mod common;
-#[path = "../../ratelimit/tests/common/mod.rs"]
-mod redis_server;
 
 use std::time::Duration;
 
 use common::{annotate, calls, chat, chat_stream, send, sim, stack};
-use redis_server::RedisServer;
+use tollgate_testkit::redis::RedisServer;
 use tollgate_cache::redis::RedisStore;
 use tollgate_cache::{CacheConfig, CacheHandle, CacheLayer, CacheStatus};
 use tollgate_sim::SimService;

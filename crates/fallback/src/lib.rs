@@ -71,6 +71,7 @@
 //! [`metrics`](https://docs.rs/metrics) facade (`tollgate_fallback_*`, see `docs/metrics.md`).
 #![forbid(unsafe_code)]
 
+mod config;
 pub mod future;
 mod layer;
 mod metrics;
@@ -78,6 +79,7 @@ mod policy;
 mod service;
 mod trigger;
 
+pub use self::config::FallbackConfig;
 pub use self::layer::{DEGRADED_HEADER, FallbackLayer};
 pub use self::policy::{FallbackPolicy, Triggers};
 pub use self::service::Fallback;

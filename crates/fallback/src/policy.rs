@@ -43,8 +43,8 @@ where
 /// assert!(!triggers.contains(Trigger::AuthError));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(from = "Vec<Trigger>"))]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(from = "Vec<Trigger>", into = "Vec<Trigger>"))]
 pub struct Triggers {
     bits: u16,
 }
@@ -112,6 +112,12 @@ impl Default for Triggers {
 impl FromIterator<Trigger> for Triggers {
     fn from_iter<I: IntoIterator<Item = Trigger>>(iter: I) -> Self {
         iter.into_iter().fold(Self::none(), Self::with)
+    }
+}
+
+impl From<Triggers> for Vec<Trigger> {
+    fn from(triggers: Triggers) -> Self {
+        triggers.iter().collect()
     }
 }
 

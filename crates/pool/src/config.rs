@@ -7,7 +7,9 @@ use tollgate_core::config::ConfigError;
 use tollgate_core::{CredentialId, Provider, Secret};
 
 use crate::member::{Auth, Member, Rewrite};
-use crate::pool::{PoolBuilder, Policy, WhenExhausted};
+use crate::builder::PoolBuilder;
+use crate::failover::WhenExhausted;
+use crate::select::Policy;
 
 /// A pool's settings: its members (keys, deployments, providers), how one is picked, and what
 /// a request does when none may serve. Keys are never written here: each member names the

@@ -29,6 +29,8 @@ use crate::select::InFlight;
 
 /// What a request does when no member may serve it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum WhenExhausted {
     /// Waits until the earliest member is back, unless that is past the request's
     /// [`Deadline`] (default).

@@ -64,6 +64,7 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+mod config;
 mod failover;
 mod health;
 mod member;
@@ -73,6 +74,7 @@ mod pool;
 mod select;
 
 pub use self::builder::PoolBuilder;
+pub use self::config::{ConfiguredMember, MemberConfig, PoolConfig};
 pub use self::failover::{ResponseFuture, WhenExhausted};
 pub use self::health::{Cooldowns, Counters, MemberState, Reason};
 pub use self::member::{Adapter, Auth, Member, Rewrite};

@@ -9,10 +9,12 @@ use http::uri::PathAndQuery;
 use http::{Request, Uri};
 use http_body_util::Full;
 use tollgate_core::credential::{API_KEY_HEADERS, CREDENTIAL_HEADERS, without_key_param};
-use tollgate_core::{BoxError, CredentialId, LlmRequest, Secret};
+use tollgate_core::{BoxError, CredentialId, LlmRequest, Provider, Secret};
 
 /// How a member sends its key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Auth {
     /// `Authorization: Bearer <key>` (OpenAI, Mistral, the Llama API).
     #[default]
@@ -53,6 +55,7 @@ pub struct Rewrite {
     base: Option<Uri>,
     model: Option<Arc<str>>,
     azure: Option<(Arc<str>, Arc<str>)>,
+    provider: Option<Provider>,
 }
 
 impl fmt::Debug for Rewrite {
@@ -63,6 +66,7 @@ impl fmt::Debug for Rewrite {
             .field("base", &self.base)
             .field("model", &self.model)
             .field("azure", &self.azure)
+            .field("provider", &self.provider)
             .finish()
     }
 }
@@ -95,6 +99,13 @@ impl Rewrite {
     /// Sets the body's `model` (a fallback model).
     pub fn model(mut self, model: &str) -> Self {
         self.model = Some(model.into());
+        self
+    }
+
+    /// Marks requests as going to `provider`, whose way of answering (headers, errors) the
+    /// member's layers then read.
+    pub fn provider(mut self, provider: Provider) -> Self {
+        self.provider = Some(provider);
         self
     }
 
@@ -145,6 +156,11 @@ fn strip_credentials(request: &mut Request<Full<Bytes>>, moves: bool) -> Result<
 
 impl Adapter for Rewrite {
     fn adapt(&self, request: &mut Request<Full<Bytes>>) -> Result<(), BoxError> {
+        if let Some(provider) = self.provider
+            && let Some(llm) = request.extensions_mut().get_mut::<LlmRequest>()
+        {
+            llm.provider = provider;
+        }
         let moves = self.moves(request.uri());
         if self.key.is_some() || moves {
             strip_credentials(request, moves)?;

@@ -11,6 +11,8 @@ use crate::pool::Shared;
 
 /// How the pool picks among the members it may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Policy {
     /// The highest health score (scores within 10 points of the best count as equal); among
     /// those the least loaded, then in turn (default).

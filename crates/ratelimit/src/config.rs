@@ -116,11 +116,20 @@ impl RateLimitConfig {
 
     /// The quotas of every scope: the default, and each model's own.
     pub fn table(&self) -> QuotaTable {
-        self.models
-            .iter()
-            .fold(QuotaTable::new(self.quotas), |table, (model, limits)| {
-                table.with(ScopeMatch::model(model.as_str()), limits.quotas)
-            })
+        self.table_with([])
+    }
+
+    /// As [`table`](Self::table), with `first` overrides ahead of the models' (a key's own
+    /// quotas, say).
+    pub fn table_with(&self, first: impl IntoIterator<Item = (ScopeMatch, Quotas)>) -> QuotaTable {
+        let table = first
+            .into_iter()
+            .fold(QuotaTable::new(self.quotas), |table, (matcher, quotas)| {
+                table.with(matcher, quotas)
+            });
+        self.models.iter().fold(table, |table, (model, limits)| {
+            table.with(ScopeMatch::model(model.as_str()), limits.quotas)
+        })
     }
 
     /// These settings on a layer over `store` (whose quota table the caller built from

@@ -38,9 +38,8 @@ use tollgate_sim::{LogEntry, SimBody, SimConfig, SimService};
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
 
-mod common;
 
-use common::RedisServer;
+use tollgate_testkit::redis::RedisServer;
 
 const STACKS: usize = 4;
 /// The key's limit: four requests a second.

@@ -15,9 +15,8 @@ use tollgate_ratelimit::{
     Charges, Dimension, MemoryStore, QuotaTable, Quotas, RedisScope, RedisStore, Refusal, Store,
 };
 
-mod common;
 
-use common::RedisServer;
+use tollgate_testkit::redis::RedisServer;
 
 fn scope() -> Scope {
     Scope::new(Provider::OpenAi).with_model(Some("gpt-4o-mini".into()))

@@ -32,6 +32,7 @@ pub mod comparison;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod poll;
+pub mod redis;
 pub mod requests;
 pub mod timing;
 

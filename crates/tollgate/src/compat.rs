@@ -183,6 +183,8 @@ pub(crate) fn normalize(
         "timeouts",
         "cache",
         "batch",
+        "pool",
+        "fallback",
     ] {
         enabled(doc, section)?;
     }

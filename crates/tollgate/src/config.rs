@@ -13,7 +13,9 @@ use tollgate_cache::CacheConfig;
 use tollgate_circuit::CircuitConfig;
 use tollgate_concurrency::ConcurrencyConfig;
 pub use tollgate_core::config::ConfigError;
+use tollgate_fallback::FallbackConfig;
 use tollgate_overload::OverloadConfig;
+use tollgate_pool::PoolConfig;
 use tollgate_ratelimit::RateLimitConfig;
 use tollgate_retry::RetryConfig;
 use tollgate_timeout::TimeoutConfig;
@@ -111,12 +113,23 @@ pub struct StackConfig {
     pub cache: Option<CacheConfig>,
     /// Micro-batching of embeddings.
     pub batch: Option<BatchConfig>,
+    /// Many keys, deployments and providers behind one service, each with its own breaker,
+    /// adaptive limit, rate limits and concurrency limit (none: requests go where they are
+    /// addressed, with the caller's key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolConfig>,
+    /// Answers when the upstream fails (overloaded, breaker open, timeouts, ...): from the
+    /// cache's stale entries, up to `cache.max_staleness` old, or from a service given to
+    /// [`LlmStack::with_fallback`](crate::LlmStack::with_fallback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackConfig>,
     #[serde(skip)]
     warnings: Vec<ConfigWarning>,
 }
 
 /// The sections, in the order of the stack (outermost first).
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 10] = [
+    "fallback",
     "cache",
     "batch",
     "retry",
@@ -125,6 +138,7 @@ const SECTIONS: [&str; 8] = [
     "rate_limit",
     "concurrency",
     "timeouts",
+    "pool",
 ];
 
 impl Default for StackConfig {
@@ -146,6 +160,8 @@ impl StackConfig {
             timeouts: Some(TimeoutConfig::default()),
             cache: Some(CacheConfig::default()),
             batch: Some(BatchConfig::default()),
+            pool: None,
+            fallback: None,
             warnings: Vec::new(),
         }
     }
@@ -267,6 +283,8 @@ impl StackConfig {
             timeouts: None,
             cache: None,
             batch: None,
+            pool: None,
+            fallback: None,
             warnings: Vec::new(),
         };
         for (key, value) in doc {
@@ -280,6 +298,8 @@ impl StackConfig {
                 "timeouts" => config.timeouts = section(&key, value)?,
                 "cache" => config.cache = section(&key, value)?,
                 "batch" => config.batch = section(&key, value)?,
+                "pool" => config.pool = section(&key, value)?,
+                "fallback" => config.fallback = section(&key, value)?,
                 _ => {
                     return Err(ConfigError::invalid(
                         key,
@@ -315,6 +335,7 @@ impl StackConfig {
         check("circuit_breaker", self.circuit_breaker.as_ref(), CircuitConfig::validate)?;
         check("timeouts", self.timeouts.as_ref(), TimeoutConfig::validate)?;
         check("cache", self.cache.as_ref(), CacheConfig::validate)?;
+        check("pool", self.pool.as_ref(), PoolConfig::validate)?;
         check("batch", self.batch.as_ref(), |b: &BatchConfig| {
             if b.max_batch_size == 0 {
                 Err(ConfigError::new("max_batch_size", 0, "must be at least 1; set enabled = false for no batching"))
@@ -334,11 +355,19 @@ impl StackConfig {
     }
 
     /// The most calls the stack keeps in flight (unbounded when the concurrency limit is left
-    /// out).
+    /// out): with a pool, the sum of its members' limits (a `keys_env` member counted once).
     pub fn max_concurrent_calls(&self) -> usize {
-        self.concurrency
-            .as_ref()
-            .map_or(usize::MAX, |c| c.max_in_flight)
+        let Some(concurrency) = &self.concurrency else {
+            return usize::MAX;
+        };
+        match &self.pool {
+            None => concurrency.max_in_flight,
+            Some(pool) => pool
+                .members
+                .iter()
+                .map(|m| m.max_concurrent.unwrap_or(concurrency.max_in_flight))
+                .fold(0usize, usize::saturating_add),
+        }
     }
 
     /// The longest silence allowed between two chunks of a stream, if any.

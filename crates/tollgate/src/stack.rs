@@ -13,7 +13,12 @@ use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
 use tollgate_core::{BoxError, Scope};
 use tollgate_overload::{OverloadHandle, OverloadLayer, OverloadState};
-use tollgate_ratelimit::{LimitState, RateLimitHandle, RateLimitLayer};
+use tollgate_concurrency::ConcurrencyConfig;
+use tollgate_fallback::{FallbackConfig, FallbackLayer};
+use tollgate_pool::{ConfiguredMember, Pool, PoolHandle};
+use tollgate_ratelimit::{
+    LimitState, QuotaTable, Quotas, RateLimitHandle, RateLimitLayer, ScopeMatch,
+};
 use tollgate_retry::RetryLayer;
 use tollgate_timeout::TimeoutLayer;
 use tower::util::BoxCloneSyncService;
@@ -58,6 +63,11 @@ where
 #[derive(Clone, Debug)]
 pub struct LlmStack {
     config: StackConfig,
+    /// The pool's members, their keys read from the environment (`pool.members`).
+    members: Option<Vec<ConfiguredMember>>,
+    /// What answers when the upstream fails as `fallback.triggers` says (none: the cache's
+    /// stale entries).
+    fallback: Option<LlmService>,
     /// The fleet's shared rate limits, when `rate_limit.redis` names them.
     #[cfg(feature = "ratelimit-redis")]
     redis: Option<tollgate_ratelimit::RedisStore>,
@@ -73,6 +83,8 @@ pub struct StackHandle {
     pub overload: Option<OverloadHandle>,
     /// The response cache.
     pub cache: Option<CacheHandle>,
+    /// The pool's members: health, cooldowns, calls in flight.
+    pub pool: Option<PoolHandle>,
     /// The rate limits: configured, reported by the provider's headers, or learned from its
     /// refusals.
     pub rate_limits: Option<RateLimitHandle>,
@@ -151,22 +163,48 @@ impl LlmStack {
     /// A config whose rate limits live in Redis (`rate_limit.redis`) needs a connection:
     /// build it with [`connect`](Self::connect).
     pub fn new(config: &StackConfig) -> Result<Self, ConfigError> {
+        Self::new_with_env(config, &|name| std::env::var(name).ok())
+    }
+
+    /// As [`new`](Self::new), reading the pool's keys through `env` instead of the process's
+    /// environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn new_with_env(
+        config: &StackConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         if config.rate_limit.as_ref().is_some_and(|r| r.redis.is_some()) {
             return Err(ConfigError::invalid(
                 "rate_limit.redis",
                 "the limits are kept in Redis: build the stack with LlmStack::connect(&config).await",
             ));
         }
-        Self::checked(config)
+        Self::checked(config, env)
     }
 
-    fn checked(config: &StackConfig) -> Result<Self, ConfigError> {
+    fn checked(
+        config: &StackConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         for warning in config.warnings() {
             tracing::warn!(field = warning.field(), "{}", warning.message());
         }
+        let members = config
+            .pool
+            .as_ref()
+            .map(|pool| pool.members(env).map_err(|e| e.within("pool")))
+            .transpose()?;
+        if config.fallback.is_some() {
+            stale_possible(config)?;
+        }
         Ok(Self {
             config: config.clone(),
+            members,
+            fallback: None,
             #[cfg(feature = "ratelimit-redis")]
             redis: None,
         })
@@ -181,13 +219,25 @@ impl LlmStack {
     /// A setting that is not usable, the variable unset, or Redis not answering (its error
     /// as the source).
     pub async fn connect(config: &StackConfig) -> Result<Self, BoxError> {
-        let mut stack = Self::checked(config)?;
+        Self::connect_with_env(config, &|name| std::env::var(name).ok()).await
+    }
+
+    /// As [`connect`](Self::connect), reading the environment through `env`.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with_env(
+        config: &StackConfig,
+        env: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<Self, BoxError> {
+        let mut stack = Self::checked(config, env)?;
         let Some(settings) = config.rate_limit.as_ref().and_then(|r| r.redis.clone()) else {
             return Ok(stack);
         };
         #[cfg(feature = "ratelimit-redis")]
         {
-            let url = std::env::var(&settings.url_env).map_err(|_| {
+            let url = env(&settings.url_env).ok_or_else(|| {
                 ConfigError::invalid(
                     "rate_limit.redis.url_env",
                     format!(
@@ -196,7 +246,7 @@ impl LlmStack {
                     ),
                 )
             })?;
-            let table = config.rate_limit.as_ref().map(|r| r.table()).unwrap_or_default();
+            let table = stack.quota_table();
             let store = tollgate_ratelimit::RedisStore::connect(&url, table)
                 .await
                 .map_err(|e| RedisUnavailable {
@@ -221,6 +271,8 @@ impl LlmStack {
     pub fn preset(preset: Preset) -> Self {
         Self {
             config: StackConfig::preset(preset),
+            members: None,
+            fallback: None,
             #[cfg(feature = "ratelimit-redis")]
             redis: None,
         }
@@ -229,6 +281,25 @@ impl LlmStack {
     /// Its settings.
     pub fn config(&self) -> &StackConfig {
         &self.config
+    }
+
+    /// The stack answering from `fallback` (a smaller model, a rules engine, canned answers)
+    /// when the upstream fails as `config` says: put in front of the cache, after Annotate.
+    /// Without it, a `[fallback]` section answers from the cache's stale entries.
+    ///
+    /// ```
+    /// use tollgate::fallback::FallbackConfig;
+    /// use tollgate::{LlmService, LlmStack, Preset};
+    ///
+    /// # fn wrap(canned: LlmService) {
+    /// let stack = LlmStack::preset(Preset::Balanced).with_fallback(canned, FallbackConfig::default());
+    /// # let _ = stack; }
+    /// ```
+    #[must_use]
+    pub fn with_fallback(mut self, fallback: LlmService, config: FallbackConfig) -> Self {
+        self.config.fallback = Some(config);
+        self.fallback = Some(fallback);
+        self
     }
 
     /// The stack with `change` made to its settings: a layer's config replaced, or a layer
@@ -250,13 +321,30 @@ impl LlmStack {
     /// # Errors
     ///
     /// A setting that is not usable.
+    ///
+    /// A pool's keys are read again, from the process's environment.
     pub fn configure(mut self, change: impl FnOnce(&mut StackConfig)) -> Result<Self, ConfigError> {
         change(&mut self.config);
         self.config.validate()?;
+        if self.config.fallback.is_some() && self.fallback.is_none() {
+            stale_possible(&self.config)?;
+        }
+        self.members = self
+            .config
+            .pool
+            .as_ref()
+            .map(|pool| {
+                pool.members(&|name| std::env::var(name).ok())
+                    .map_err(|e| e.within("pool"))
+            })
+            .transpose()?;
         Ok(self)
     }
 
-    /// The stack over `client`.
+    /// The stack over `client`. With a pool (`pool.members`), each member is `client`
+    /// pointed at its host with its key, behind its own breaker, adaptive limit, rate limits,
+    /// concurrency limit and timeouts; retries go through the pool, so a retry can move to a
+    /// healthier member.
     pub fn service<S, RB>(&self, client: S) -> (LlmService, StackHandle)
     where
         S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
@@ -265,7 +353,6 @@ impl LlmStack {
         RB: http_body::Body<Data = Bytes> + Send + 'static,
         RB::Error: Into<BoxError>,
     {
-        const CHECKED: &str = "LlmStack checked the config";
         let c = &self.config;
         let circuit = c.circuit_breaker.as_ref().map(|config| {
             let mut config = config.clone();
@@ -277,8 +364,10 @@ impl LlmStack {
         let circuit_handle = circuit.as_ref().map(CircuitBreakerLayer::handle);
         let overload = c.overload.as_ref().map(|config| {
             let mut config = config.clone();
-            // The adaptive limit never goes past the concurrency limit.
-            config.max_limit = config.max_limit.min(c.max_concurrent_calls());
+            // The adaptive limit of a scope never goes past the concurrency limit.
+            if let Some(concurrency) = &c.concurrency {
+                config.max_limit = config.max_limit.min(concurrency.max_in_flight);
+            }
             config.min_limit = config.min_limit.min(config.max_limit);
             config.seed = config.seed.or(c.seed);
             let layer = OverloadLayer::configured(&config).expect(CHECKED);
@@ -291,6 +380,111 @@ impl LlmStack {
             }
         });
         let overload_handle = overload.as_ref().map(OverloadLayer::handle);
+        let table = self.quota_table();
+        #[cfg(feature = "ratelimit-redis")]
+        let shared = self
+            .redis
+            .as_ref()
+            .zip(c.rate_limit.as_ref())
+            .map(|(store, config)| config.apply(RateLimitLayer::from_store(store.clone())));
+        #[cfg(not(feature = "ratelimit-redis"))]
+        let shared: Option<RateLimitLayer<tollgate_ratelimit::MemoryStore>> = None;
+        let rate_limit = c
+            .rate_limit
+            .as_ref()
+            .filter(|config| config.redis.is_none())
+            .map(|config| config.apply(RateLimitLayer::with_table(table)));
+        let rate_limits = rate_limit.as_ref().map(RateLimitLayer::handle);
+        let timeouts = c
+            .timeouts
+            .as_ref()
+            .map(|config| TimeoutLayer::new(*config).expect(CHECKED));
+        let member = |concurrency: Option<&ConcurrencyConfig>, client: S| {
+            ServiceBuilder::new()
+                .layer(Optional(circuit.clone()))
+                .layer(Optional(overload.clone()))
+                .layer(Optional(rate_limit.clone()))
+                .layer(Optional(shared.clone()))
+                .layer(Optional(concurrency.map(|config| {
+                    ConcurrencyLimitLayer::configured(config).expect(CHECKED)
+                })))
+                .layer(Optional(timeouts.clone()))
+                .layer(ClassifyLayer::new())
+                .service(client)
+        };
+        let (service, cache, pool) = match &self.members {
+            None => {
+                let (service, cache) = self.outer(member(c.concurrency.as_ref(), client), &overload_handle);
+                (service, cache, None)
+            }
+            Some(members) => {
+                let pool_config = c.pool.as_ref().expect("members come from the pool's config");
+                let mut builder = Pool::builder();
+                for configured in members {
+                    let concurrency = c.concurrency.as_ref().map(|config| ConcurrencyConfig {
+                        max_in_flight: configured
+                            .settings
+                            .max_concurrent
+                            .unwrap_or(config.max_in_flight),
+                        ..config.clone()
+                    });
+                    builder = builder.member(
+                        configured.member.clone(),
+                        member(concurrency.as_ref(), client.clone()),
+                    );
+                }
+                let pool = pool_config.apply(builder).build();
+                let handle = pool.handle();
+                let (service, cache) = self.outer(pool, &overload_handle);
+                (service, cache, Some(handle))
+            }
+        };
+        (
+            service,
+            StackHandle {
+                circuit: circuit_handle,
+                overload: overload_handle,
+                cache,
+                rate_limits,
+                pool,
+                per_model_limits: c.rate_limit.as_ref().is_none_or(|r| r.per_model),
+            },
+        )
+    }
+
+    /// The quotas of every scope: the configured ones, each pool member's own first.
+    fn quota_table(&self) -> QuotaTable {
+        let Some(config) = &self.config.rate_limit else {
+            return QuotaTable::default();
+        };
+        let own = self.members.iter().flatten().filter_map(|m| {
+            let settings = &m.settings;
+            let quotas = Quotas {
+                requests_per_minute: settings.requests_per_minute,
+                tokens_per_minute: settings.tokens_per_minute,
+                ..config.quotas
+            };
+            let credential = m.credential.as_ref()?;
+            (settings.requests_per_minute.is_some() || settings.tokens_per_minute.is_some())
+                .then(|| (ScopeMatch::any().with_credential(credential.as_str()), quotas))
+        });
+        config.table_with(own)
+    }
+
+    /// Annotate → Cache → Batch → Retry over `inner` (the member stack, or the pool), boxed.
+    fn outer<T, TB>(
+        &self,
+        inner: T,
+        overload: &Option<OverloadHandle>,
+    ) -> (LlmService, Option<CacheHandle>)
+    where
+        T: Service<Request<Full<Bytes>>, Response = Response<TB>> + Clone + Send + Sync + 'static,
+        T::Future: Send + 'static,
+        T::Error: Into<BoxError>,
+        TB: http_body::Body<Data = Bytes> + Send + 'static,
+        TB::Error: Into<BoxError>,
+    {
+        let c = &self.config;
         let retry = c.retry.as_ref().map(|config| {
             let mut config = config.clone();
             config.seed = config.seed.or(c.seed);
@@ -298,7 +492,7 @@ impl LlmStack {
         });
         let batch = c.batch.as_ref().map(|config| {
             let layer = BatchLayer::with_config(EmbeddingsCodec, config.clone());
-            match &overload_handle {
+            match overload {
                 Some(signal) => {
                     let signal = signal.clone();
                     layer.with_size_signal(move |scope, max| {
@@ -314,54 +508,48 @@ impl LlmStack {
             .as_ref()
             .map(|config| CacheLayer::new(config.clone()).expect(CHECKED));
         let cache_handle = cache.as_ref().map(CacheLayer::handle);
-        #[cfg(feature = "ratelimit-redis")]
-        let shared = self
-            .redis
-            .as_ref()
-            .zip(c.rate_limit.as_ref())
-            .map(|(store, config)| config.apply(RateLimitLayer::from_store(store.clone())));
-        #[cfg(not(feature = "ratelimit-redis"))]
-        let shared: Option<RateLimitLayer<tollgate_ratelimit::MemoryStore>> = None;
-        let rate_limit = c
-            .rate_limit
-            .as_ref()
-            .filter(|config| config.redis.is_none())
-            .map(|config| RateLimitLayer::configured(config).expect(CHECKED));
-        let rate_limits = rate_limit.as_ref().map(RateLimitLayer::handle);
-        let concurrency = c
-            .concurrency
-            .as_ref()
-            .map(|config| ConcurrencyLimitLayer::configured(config).expect(CHECKED));
-        let timeouts = c
-            .timeouts
-            .as_ref()
-            .map(|config| TimeoutLayer::new(*config).expect(CHECKED));
+        let fallback = c.fallback.as_ref().and_then(|config| {
+            let service = match (&self.fallback, &cache_handle) {
+                (Some(service), _) => service.clone(),
+                (None, Some(cache)) => {
+                    let stale = ServiceExt::<Request<Full<Bytes>>>::map_response(
+                        cache.stale_lookup(),
+                        boxed,
+                    );
+                    BoxCloneSyncService::new(stale)
+                }
+                (None, None) => return None,
+            };
+            Some(FallbackLayer::configured(service, config))
+        });
         let stack = ServiceBuilder::new()
             .layer(AnnotateLayer::new())
+            .layer(Optional(fallback))
             .layer(Optional(cache))
             .layer(Optional(batch))
             .layer(Optional(retry))
-            .layer(Optional(circuit))
-            .layer(Optional(overload))
-            .layer(Optional(rate_limit))
-            .layer(Optional(shared))
-            .layer(Optional(concurrency))
-            .layer(Optional(timeouts))
-            .layer(ClassifyLayer::new())
-            .service(client);
+            .service(inner);
         let stack = ServiceExt::<Request<Full<Bytes>>>::map_response(stack, boxed);
-        (
-            BoxCloneSyncService::new(stack),
-            StackHandle {
-                circuit: circuit_handle,
-                overload: overload_handle,
-                cache: cache_handle,
-                rate_limits,
-                per_model_limits: c.rate_limit.as_ref().is_none_or(|r| r.per_model),
-            },
-        )
+        (BoxCloneSyncService::new(stack), cache_handle)
     }
 }
+
+/// Whether a `[fallback]` without a service of its own can answer: from the cache's stale
+/// entries.
+fn stale_possible(config: &StackConfig) -> Result<(), ConfigError> {
+    match &config.cache {
+        Some(cache) if !cache.max_staleness.is_zero() => Ok(()),
+        _ => Err(ConfigError::invalid(
+            "fallback",
+            "answers from the cache's stale entries: keep the cache and set \
+             cache.max_staleness (\"10m\", say), or give a fallback service with \
+             LlmStack::with_fallback",
+        )),
+    }
+}
+
+/// Layers are built from a checked config: building them cannot fail.
+const CHECKED: &str = "LlmStack checked the config";
 
 /// The Redis server that keeps the fleet's rate limits did not answer.
 #[derive(Debug)]

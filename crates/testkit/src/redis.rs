@@ -1,5 +1,5 @@
-//! A redis-server of the test's own, for the Redis store's tests.
-#![allow(dead_code, unreachable_pub)]
+//! [`RedisServer`]: a redis-server of the test's own, on a free loopback port, for tests of
+//! whatever keeps state in Redis (the rate limiter's and the cache's stores, a fleet's stack).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A redis-server of its own, killed on drop.
+#[derive(Debug)]
 pub struct RedisServer {
     /// The port it listens on.
     pub port: u16,
@@ -15,6 +16,12 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// Starts one with `extra` arguments (`["--requirepass", "secret"]`), and waits until it
+    /// answers.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` is not installed, or does not answer within 10 s.
     pub fn start(extra: &[&'static str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -30,6 +37,10 @@ impl RedisServer {
     }
 
     /// Starts it (again, on the same port) and waits until it answers.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
     pub fn restart(&mut self) {
         let port = self.port.to_string();
         let child = Command::new("redis-server")
@@ -60,6 +71,7 @@ impl RedisServer {
         }
     }
 
+    /// Stops it now (a Redis that goes away).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -67,6 +79,7 @@ impl RedisServer {
         }
     }
 
+    /// `redis://127.0.0.1:{port}`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
