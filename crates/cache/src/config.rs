@@ -41,7 +41,10 @@ pub struct CacheConfig {
     #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration"))]
     pub time_to_live: Duration,
     /// How long an entry that nobody asks for is kept ("10m"; none by default).
-    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration::option"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(with = "tollgate_core::config::duration::option")
+    )]
     pub time_to_idle: Option<Duration>,
     /// How long past its time to live (and idle timeout) an entry is kept for a
     /// [stale lookup](crate::CacheHandle::stale_lookup) to serve when the upstream is

@@ -8,10 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::{annotate, calls, chat, chat_stream, send, sim, stack};
-use tollgate_testkit::redis::RedisServer;
 use tollgate_cache::redis::RedisStore;
 use tollgate_cache::{CacheConfig, CacheHandle, CacheLayer, CacheStatus};
 use tollgate_sim::SimService;
+use tollgate_testkit::redis::RedisServer;
 
 /// One process of a fleet: its own memory, the shared Redis.
 async fn process(server: &RedisServer, sim: &SimService) -> (common::Stack, CacheHandle) {

@@ -60,7 +60,13 @@ mod tests {
         assert!(config.triggers.contains(Trigger::Timeout));
         assert!(!config.triggers.contains(Trigger::Overloaded));
         let text = serde_json::to_string(&config).unwrap();
-        assert_eq!(text, r#"{"triggers":["circuit_open","timeout"],"mark_header":true}"#);
-        assert_eq!(serde_json::from_str::<FallbackConfig>(&text).unwrap(), config);
+        assert_eq!(
+            text,
+            r#"{"triggers":["circuit_open","timeout"],"mark_header":true}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<FallbackConfig>(&text).unwrap(),
+            config
+        );
     }
 }

@@ -6,9 +6,9 @@ use std::num::NonZeroU64;
 use tollgate_core::config::ConfigError;
 use tollgate_core::{CredentialId, Provider, Secret};
 
-use crate::member::{Auth, Member, Rewrite};
 use crate::builder::PoolBuilder;
 use crate::failover::WhenExhausted;
+use crate::member::{Auth, Member, Rewrite};
 use crate::select::Policy;
 
 /// A pool's settings: its members (keys, deployments, providers), how one is picked, and what
@@ -186,7 +186,8 @@ impl PoolConfig {
                     )
                 })
             };
-            let keys: Vec<(String, Option<Secret>)> = match (&settings.key_env, &settings.keys_env) {
+            let keys: Vec<(String, Option<Secret>)> = match (&settings.key_env, &settings.keys_env)
+            {
                 (Some(name), None) => vec![(
                     settings.name.clone(),
                     Some(Secret::new(read(name, "key_env")?.trim())),
@@ -196,7 +197,12 @@ impl PoolConfig {
                     .map(str::trim)
                     .filter(|k| !k.is_empty())
                     .enumerate()
-                    .map(|(n, key)| (format!("{}-{}", settings.name, n + 1), Some(Secret::new(key))))
+                    .map(|(n, key)| {
+                        (
+                            format!("{}-{}", settings.name, n + 1),
+                            Some(Secret::new(key)),
+                        )
+                    })
                     .collect(),
                 _ => vec![(settings.name.clone(), None)],
             };
@@ -228,7 +234,10 @@ impl MemberConfig {
     /// The first that is not, by field name.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.name.trim().is_empty() {
-            return Err(ConfigError::invalid("name", "is missing; every member needs a name"));
+            return Err(ConfigError::invalid(
+                "name",
+                "is missing; every member needs a name",
+            ));
         }
         if self.key_env.is_some() && self.keys_env.is_some() {
             return Err(ConfigError::invalid(
@@ -238,7 +247,11 @@ impl MemberConfig {
         }
         if let Some(base) = &self.base_url {
             let uri: http::Uri = base.parse().map_err(|e| {
-                ConfigError::new("base_url", format!("{base:?}"), format!("is not a URL ({e})"))
+                ConfigError::new(
+                    "base_url",
+                    format!("{base:?}"),
+                    format!("is not a URL ({e})"),
+                )
             })?;
             if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
                 return Err(ConfigError::new(
@@ -250,7 +263,11 @@ impl MemberConfig {
         }
         if self.deployment.is_some() != self.api_version.is_some() {
             return Err(ConfigError::invalid(
-                if self.deployment.is_some() { "api_version" } else { "deployment" },
+                if self.deployment.is_some() {
+                    "api_version"
+                } else {
+                    "deployment"
+                },
                 "an Azure deployment needs both deployment and api_version",
             ));
         }
@@ -361,7 +378,10 @@ mod tests {
             ],
             ..PoolConfig::default()
         };
-        assert_eq!(config.validate().unwrap_err().field(), "members[1].base_url");
+        assert_eq!(
+            config.validate().unwrap_err().field(),
+            "members[1].base_url"
+        );
         let twice = PoolConfig {
             members: vec![member("a"), member("a")],
             ..PoolConfig::default()

@@ -201,7 +201,11 @@ mod tests {
             NonZeroU64::new(120)
         );
         assert_eq!(
-            table.quotas_for(&other).get(Dimension::Requests).unwrap().limit(),
+            table
+                .quotas_for(&other)
+                .get(Dimension::Requests)
+                .unwrap()
+                .limit(),
             60
         );
         RateLimitLayer::configured(&config).unwrap();

@@ -31,7 +31,6 @@ const PER_STACK: usize = 600;
 const RPM: u64 = 600;
 const TPM: u64 = 100_000;
 
-
 use tollgate_testkit::redis::RedisServer;
 
 /// A deterministic mix: short and long prompts, small and large output caps, a fifth streamed,

@@ -38,7 +38,6 @@ use tollgate_sim::{LogEntry, SimBody, SimConfig, SimService};
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
 
-
 use tollgate_testkit::redis::RedisServer;
 
 const STACKS: usize = 4;

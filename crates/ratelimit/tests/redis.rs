@@ -15,7 +15,6 @@ use tollgate_ratelimit::{
     Charges, Dimension, MemoryStore, QuotaTable, Quotas, RedisScope, RedisStore, Refusal, Store,
 };
 
-
 use tollgate_testkit::redis::RedisServer;
 
 fn scope() -> Scope {

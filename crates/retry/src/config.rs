@@ -204,7 +204,10 @@ mod tests {
             ..RetryConfig::default()
         })
         .unwrap_err();
-        assert_eq!(error.to_string(), "initial_delay: 1m 30s is above max_delay (30s)");
+        assert_eq!(
+            error.to_string(),
+            "initial_delay: 1m 30s is above max_delay (30s)"
+        );
         let error = RetryConfig {
             jitter: JitterSetting::Share(1.5),
             ..RetryConfig::default()

@@ -23,20 +23,32 @@ pub struct TimeoutConfig {
     ///
     /// A request that does not stream gets its headers only once the whole answer is written,
     /// so its wait for them is bounded by the total alone.
-    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration::option"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(with = "tollgate_core::config::duration::option")
+    )]
     pub first_byte: Option<Duration>,
     /// The longest silence between two chunks of a body, counted from when the caller asks for
     /// the next one (a caller that takes its time between reads is not a stalled upstream).
-    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration::option"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(with = "tollgate_core::config::duration::option")
+    )]
     pub idle: Option<Duration>,
     /// The total time of an attempt, from the call to the body's last byte, before the
     /// allowance for output tokens is added.
-    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration::option"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(with = "tollgate_core::config::duration::option")
+    )]
     pub total: Option<Duration>,
     /// Added to [`total`](Self::total) for each output token a generation request allows
     /// (`max_tokens`, `max_completion_tokens`, ... as [`LlmRequest`](tollgate_core::LlmRequest)
     /// reads them). `None` or zero: the total does not grow.
-    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration::option"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(with = "tollgate_core::config::duration::option")
+    )]
     pub per_output_token: Option<Duration>,
     /// The output tokens assumed for a generation request that sets no cap.
     pub default_output_tokens: u32,

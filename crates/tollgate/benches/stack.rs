@@ -133,8 +133,9 @@ struct Variants {
 impl Variants {
     fn new() -> Self {
         let bare = service_fn(small_completion as Respond);
-        let config = StackConfig::from_toml("preset = \"balanced\"\nmax_concurrent_requests = 64\nseed = 1")
-            .expect("a valid config");
+        let config =
+            StackConfig::from_toml("preset = \"balanced\"\nmax_concurrent_requests = 64\nseed = 1")
+                .expect("a valid config");
         let client = ServiceBuilder::new()
             .map_err(|never: Infallible| -> tollgate_core::BoxError { match never {} })
             .service(bare);

@@ -48,16 +48,29 @@ pub(crate) fn normalize(
     let mut deferred = Deferred::default();
     // Top-level settings of other tools.
     for (key, path) in [
-        ("max_requests_per_minute", "rate_limit.quotas.requests_per_minute"),
-        ("requests_per_minute", "rate_limit.quotas.requests_per_minute"),
-        ("max_tokens_per_minute", "rate_limit.quotas.tokens_per_minute"),
+        (
+            "max_requests_per_minute",
+            "rate_limit.quotas.requests_per_minute",
+        ),
+        (
+            "requests_per_minute",
+            "rate_limit.quotas.requests_per_minute",
+        ),
+        (
+            "max_tokens_per_minute",
+            "rate_limit.quotas.tokens_per_minute",
+        ),
         ("tokens_per_minute", "rate_limit.quotas.tokens_per_minute"),
     ] {
         if let Some(value) = take_positive(doc, key)? {
             put(doc, path, value);
         }
     }
-    for key in ["max_concurrent_requests", "max_concurrent", "max_concurrent_api_calls"] {
+    for key in [
+        "max_concurrent_requests",
+        "max_concurrent",
+        "max_concurrent_api_calls",
+    ] {
         if let Some(value) = take_positive(doc, key)? {
             put(doc, "concurrency.max_in_flight", value);
         }
@@ -99,9 +112,15 @@ pub(crate) fn normalize(
     }
     for key in ["max_attempts", "base_delay", "max_delay"] {
         if let Some(value) = doc.remove(key) {
-            let ours = if key == "base_delay" { "initial_delay" } else { key };
+            let ours = if key == "base_delay" {
+                "initial_delay"
+            } else {
+                key
+            };
             put(doc, &format!("retry.{ours}"), value);
-            deferred.written.push((format!("retry.{ours}"), key.to_owned()));
+            deferred
+                .written
+                .push((format!("retry.{ours}"), key.to_owned()));
         }
     }
     if let Some(workers) = doc.remove("parallel_workers") {
@@ -146,7 +165,9 @@ pub(crate) fn normalize(
     }
     // Sections: old names, and `enabled`.
     if rename_section(doc, "backoff_strategy", "retry") {
-        deferred.written.push(("retry".into(), "backoff_strategy".into()));
+        deferred
+            .written
+            .push(("retry".into(), "backoff_strategy".into()));
     }
     let written = &mut deferred.written;
     if let Some(Value::Object(retry)) = doc.get_mut("retry") {
@@ -337,10 +358,7 @@ fn put(doc: &mut Object, path: &str, value: Value) {
 }
 
 /// `burst_mode = false` on the merged config: each minute's requests spread evenly.
-pub(crate) fn spread(
-    config: &mut crate::StackConfig,
-    warnings: &mut Vec<ConfigWarning>,
-) {
+pub(crate) fn spread(config: &mut crate::StackConfig, warnings: &mut Vec<ConfigWarning>) {
     let quotas = config.rate_limit.as_mut().map(|r| &mut r.quotas);
     match quotas.and_then(|q| q.requests_per_minute.map(|rpm| (q, rpm))) {
         Some((quotas, rpm)) => {

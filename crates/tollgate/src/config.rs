@@ -184,7 +184,8 @@ impl StackConfig {
             let line = e.span().map(|span| line_at(text, span.start));
             ConfigError::invalid("", e.message().to_owned()).at_line(line)
         })?;
-        let value = serde_json::to_value(doc).map_err(|e| ConfigError::invalid("", e.to_string()))?;
+        let value =
+            serde_json::to_value(doc).map_err(|e| ConfigError::invalid("", e.to_string()))?;
         Self::from_value(value).map_err(|e| e.located_in(text))
     }
 
@@ -328,17 +329,33 @@ impl StackConfig {
         ) -> Result<(), ConfigError> {
             section.map_or(Ok(()), |s| validate(s).map_err(|e| e.within(name)))
         }
-        check("rate_limit", self.rate_limit.as_ref(), RateLimitConfig::validate)?;
-        check("concurrency", self.concurrency.as_ref(), ConcurrencyConfig::validate)?;
+        check(
+            "rate_limit",
+            self.rate_limit.as_ref(),
+            RateLimitConfig::validate,
+        )?;
+        check(
+            "concurrency",
+            self.concurrency.as_ref(),
+            ConcurrencyConfig::validate,
+        )?;
         check("overload", self.overload.as_ref(), OverloadConfig::validate)?;
         check("retry", self.retry.as_ref(), RetryConfig::validate)?;
-        check("circuit_breaker", self.circuit_breaker.as_ref(), CircuitConfig::validate)?;
+        check(
+            "circuit_breaker",
+            self.circuit_breaker.as_ref(),
+            CircuitConfig::validate,
+        )?;
         check("timeouts", self.timeouts.as_ref(), TimeoutConfig::validate)?;
         check("cache", self.cache.as_ref(), CacheConfig::validate)?;
         check("pool", self.pool.as_ref(), PoolConfig::validate)?;
         check("batch", self.batch.as_ref(), |b: &BatchConfig| {
             if b.max_batch_size == 0 {
-                Err(ConfigError::new("max_batch_size", 0, "must be at least 1; set enabled = false for no batching"))
+                Err(ConfigError::new(
+                    "max_batch_size",
+                    0,
+                    "must be at least 1; set enabled = false for no batching",
+                ))
             } else {
                 Ok(())
             }

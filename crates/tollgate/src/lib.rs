@@ -66,9 +66,9 @@ mod stack;
 
 #[cfg(feature = "stack")]
 pub use self::config::{ConfigError, ConfigWarning, StackConfig};
+pub use self::ext::ServiceBuilderExt;
 #[cfg(feature = "stack")]
 pub use self::preset::Preset;
-pub use self::ext::ServiceBuilderExt;
 #[cfg(feature = "stack")]
 pub use self::stack::{LlmBody, LlmService, LlmStack, RedisUnavailable, ScopeHealth, StackHandle};
 pub use tollgate_core as core;

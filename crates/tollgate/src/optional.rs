@@ -56,8 +56,12 @@ where
 
     fn call(&mut self, request: R) -> Self::Future {
         match self {
-            Self::On(a) => OptionalFuture::On { future: a.call(request) },
-            Self::Off(b) => OptionalFuture::Off { future: b.call(request) },
+            Self::On(a) => OptionalFuture::On {
+                future: a.call(request),
+            },
+            Self::Off(b) => OptionalFuture::Off {
+                future: b.call(request),
+            },
         }
     }
 }

@@ -1,6 +1,5 @@
 //! [`LlmStack`]: the standard stack over any client.
 
-
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -8,13 +7,13 @@ use http_body_util::{BodyExt, Full};
 use tollgate_batch::{BatchLayer, EmbeddingsCodec};
 use tollgate_cache::{CacheHandle, CacheLayer};
 use tollgate_circuit::{CircuitBreakerLayer, CircuitHandle, CircuitState};
+use tollgate_concurrency::ConcurrencyConfig;
 use tollgate_concurrency::ConcurrencyLimitLayer;
 use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
 use tollgate_core::{BoxError, Scope};
-use tollgate_overload::{OverloadHandle, OverloadLayer, OverloadState};
-use tollgate_concurrency::ConcurrencyConfig;
 use tollgate_fallback::{FallbackConfig, FallbackLayer};
+use tollgate_overload::{OverloadHandle, OverloadLayer, OverloadState};
 use tollgate_pool::{ConfiguredMember, Pool, PoolHandle};
 use tollgate_ratelimit::{
     LimitState, QuotaTable, Quotas, RateLimitHandle, RateLimitLayer, ScopeMatch,
@@ -114,19 +113,20 @@ pub struct ScopeHealth {
 impl StackHandle {
     /// Every scope the stack has seen: by the overload layer, else by the breaker.
     pub fn health(&self) -> Vec<ScopeHealth> {
-        let scopes: Vec<(Scope, OverloadState, usize, usize)> = match (&self.overload, &self.circuit) {
-            (Some(overload), _) => overload
-                .snapshot()
-                .into_iter()
-                .map(|s| (s.scope, s.state, s.limit, s.in_flight))
-                .collect(),
-            (None, Some(circuit)) => circuit
-                .snapshot()
-                .into_iter()
-                .map(|(scope, _)| (scope, OverloadState::Normal, 0, 0))
-                .collect(),
-            (None, None) => Vec::new(),
-        };
+        let scopes: Vec<(Scope, OverloadState, usize, usize)> =
+            match (&self.overload, &self.circuit) {
+                (Some(overload), _) => overload
+                    .snapshot()
+                    .into_iter()
+                    .map(|s| (s.scope, s.state, s.limit, s.in_flight))
+                    .collect(),
+                (None, Some(circuit)) => circuit
+                    .snapshot()
+                    .into_iter()
+                    .map(|(scope, _)| (scope, OverloadState::Normal, 0, 0))
+                    .collect(),
+                (None, None) => Vec::new(),
+            };
         scopes
             .into_iter()
             .map(|(scope, overload, limit, in_flight)| {
@@ -176,7 +176,11 @@ impl LlmStack {
         config: &StackConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        if config.rate_limit.as_ref().is_some_and(|r| r.redis.is_some()) {
+        if config
+            .rate_limit
+            .as_ref()
+            .is_some_and(|r| r.redis.is_some())
+        {
             return Err(ConfigError::invalid(
                 "rate_limit.redis",
                 "the limits are kept in Redis: build the stack with LlmStack::connect(&config).await",
@@ -374,7 +378,8 @@ impl LlmStack {
             match &circuit_handle {
                 Some(probe) => {
                     let probe = probe.clone();
-                    layer.with_breaker_probe(move |scope| probe.state(scope) != CircuitState::Closed)
+                    layer
+                        .with_breaker_probe(move |scope| probe.state(scope) != CircuitState::Closed)
                 }
                 None => layer,
             }
@@ -414,11 +419,15 @@ impl LlmStack {
         };
         let (service, cache, pool) = match &self.members {
             None => {
-                let (service, cache) = self.outer(member(c.concurrency.as_ref(), client), &overload_handle);
+                let (service, cache) =
+                    self.outer(member(c.concurrency.as_ref(), client), &overload_handle);
                 (service, cache, None)
             }
             Some(members) => {
-                let pool_config = c.pool.as_ref().expect("members come from the pool's config");
+                let pool_config = c
+                    .pool
+                    .as_ref()
+                    .expect("members come from the pool's config");
                 let mut builder = Pool::builder();
                 for configured in members {
                     let concurrency = c.concurrency.as_ref().map(|config| ConcurrencyConfig {
@@ -465,8 +474,14 @@ impl LlmStack {
                 ..config.quotas
             };
             let credential = m.credential.as_ref()?;
-            (settings.requests_per_minute.is_some() || settings.tokens_per_minute.is_some())
-                .then(|| (ScopeMatch::any().with_credential(credential.as_str()), quotas))
+            (settings.requests_per_minute.is_some() || settings.tokens_per_minute.is_some()).then(
+                || {
+                    (
+                        ScopeMatch::any().with_credential(credential.as_str()),
+                        quotas,
+                    )
+                },
+            )
         });
         config.table_with(own)
     }

@@ -73,7 +73,9 @@ async fn sim(keys: &[(&str, &str)]) -> SimHandle {
     for (key, name) in keys {
         text.push_str(&format!("[[keys]]\nkey = \"{key}\"\nname = \"{name}\"\n"));
     }
-    Sim::start(SimConfig::from_toml(&text).unwrap()).await.unwrap()
+    Sim::start(SimConfig::from_toml(&text).unwrap())
+        .await
+        .unwrap()
 }
 
 fn chat(url: &str, prompt: &str) -> Request<Full<Bytes>> {
@@ -145,7 +147,11 @@ async fn one_file_builds_a_pool_on_two_providers_with_redis_limits_and_stale_ans
     let log = azure.log();
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0].key.as_deref(), Some("azure"));
-    assert!(log[0].route.contains("/openai/deployments/gpt-4o-mini/"), "{}", log[0].route);
+    assert!(
+        log[0].route.contains("/openai/deployments/gpt-4o-mini/"),
+        "{}",
+        log[0].route
+    );
 
     // Every member down: an answer past its time to live is served stale, marked so.
     azure.shutdown().await;

@@ -76,7 +76,10 @@ fn a_batch_jobs_json_loads_as_written() {
     )
     .unwrap();
     assert_eq!(rpm(&before), Some(3000));
-    assert_eq!(before.rate_limit.as_ref().unwrap().quotas.min_interval, None);
+    assert_eq!(
+        before.rate_limit.as_ref().unwrap().quotas.min_interval,
+        None
+    );
     assert_eq!(before.max_concurrent_calls(), 50);
 }
 
@@ -142,8 +145,13 @@ fn a_free_tiers_presets_load() {
         assert_eq!(config.max_concurrent_calls(), calls);
         let quotas = config.rate_limit.as_ref().unwrap().quotas;
         assert_eq!(quotas.min_interval, Some(Duration::from_secs_f64(delay)));
-        let paced = quotas.get(tollgate::ratelimit::Dimension::Requests).unwrap();
-        assert_eq!((paced.limit(), paced.period()), (1, Duration::from_secs_f64(delay)));
+        let paced = quotas
+            .get(tollgate::ratelimit::Dimension::Requests)
+            .unwrap();
+        assert_eq!(
+            (paced.limit(), paced.period()),
+            (1, Duration::from_secs_f64(delay))
+        );
         assert_eq!(config.batch.as_ref().unwrap().max_batch_size, batch);
         assert!(config.warnings().is_empty());
     }
@@ -168,9 +176,15 @@ fn presets_are_config_files_and_a_file_changes_only_what_it_sets() {
     let conservative = StackConfig::preset(Preset::Conservative);
     assert_eq!(rpm(&conservative), Some(30));
     assert_eq!(conservative.max_concurrent_calls(), 1);
-    assert_eq!(conservative, StackConfig::from_toml(Preset::Conservative.toml()).unwrap());
+    assert_eq!(
+        conservative,
+        StackConfig::from_toml(Preset::Conservative.toml()).unwrap()
+    );
     assert_eq!(StackConfig::default(), StackConfig::from_toml("").unwrap());
-    assert_eq!(StackConfig::default(), StackConfig::preset(Preset::Balanced));
+    assert_eq!(
+        StackConfig::default(),
+        StackConfig::preset(Preset::Balanced)
+    );
 
     let config = StackConfig::from_toml(
         "preset = \"aggressive\"\n[retry]\nmax_attempts = 2\n[circuit_breaker]\nhalf_open_probes = 1\n",
@@ -185,7 +199,11 @@ fn presets_are_config_files_and_a_file_changes_only_what_it_sets() {
         "the rest of the section is the preset's"
     );
     assert_eq!(
-        config.circuit_breaker.as_ref().unwrap().consecutive_failures,
+        config
+            .circuit_breaker
+            .as_ref()
+            .unwrap()
+            .consecutive_failures,
         Some(10)
     );
 }
@@ -229,15 +247,24 @@ fn errors_name_the_key_as_written_its_value_and_its_line() {
             "[circuit_breaker]\nrecovery_timeout = \"soon\"",
             "circuit_breaker.recovery_timeout (line 2): \"soon\" is not a duration",
         ),
-        ("preset = \"reckless\"", "preset (line 1): \"reckless\" is not a preset"),
-        ("max_request_per_minute = 5", "max_request_per_minute (line 1): is not a setting"),
+        (
+            "preset = \"reckless\"",
+            "preset (line 1): \"reckless\" is not a preset",
+        ),
+        (
+            "max_request_per_minute = 5",
+            "max_request_per_minute (line 1): is not a setting",
+        ),
         (
             "[retry]\nmax_retries = 1\nmax_tries = 2",
             "retry.max_tries (line 3): unknown field `max_tries`",
         ),
         ("request_timeout = 1e20", "is not a duration"),
         ("[timeouts]\nfirst_byte = 0", "timeouts.first_byte (line 2)"),
-        ("burst_mode = \"sometimes\"", "burst_mode (line 1): \"sometimes\" must be true"),
+        (
+            "burst_mode = \"sometimes\"",
+            "burst_mode (line 1): \"sometimes\" must be true",
+        ),
     ];
     for (text, expected) in cases {
         let error = StackConfig::from_toml(text).unwrap_err().to_string();

@@ -30,14 +30,20 @@ fn table() -> String {
         .iter()
         .map(|&preset| {
             let mut rows = Vec::new();
-            flatten("", &serde_json::to_value(StackConfig::preset(preset)).unwrap(), &mut rows);
+            flatten(
+                "",
+                &serde_json::to_value(StackConfig::preset(preset)).unwrap(),
+                &mut rows,
+            );
             rows
         })
         .collect();
     let mut keys: Vec<String> = columns.iter().flatten().map(|(k, _)| k.clone()).collect();
     keys.sort();
     keys.dedup();
-    let mut text = String::from("| key | conservative | balanced (default) | aggressive |\n|---|---|---|---|\n");
+    let mut text = String::from(
+        "| key | conservative | balanced (default) | aggressive |\n|---|---|---|---|\n",
+    );
     for key in keys {
         let cell = |column: &Vec<(String, String)>| {
             column
@@ -67,7 +73,9 @@ fn docs_config_md_lists_every_key_with_its_defaults() {
             let updated = format!("{}{generated}{}", &doc[..start], &doc[end..]);
             std::fs::write(path, updated).unwrap();
         } else {
-            panic!("docs/config.md's key table is out of date: run UPDATE_DOCS=1 cargo test -p tollgate --test config_reference");
+            panic!(
+                "docs/config.md's key table is out of date: run UPDATE_DOCS=1 cargo test -p tollgate --test config_reference"
+            );
         }
     }
     // Every key other tools use, and every preset file, is documented.

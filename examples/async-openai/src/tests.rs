@@ -45,10 +45,9 @@ async fn chat_streams_and_embeddings_go_through_the_stack() {
 async fn the_sdk_does_not_retry_on_top_of_the_stack() {
     // Every call fails with a 500: async-openai alone would send 4, the stack 1 + 2 retries.
     let sim = sim("[faults]\nerror_rate = 1.0").await;
-    let config = StackConfig::from_toml(
-        "[backoff_strategy]\nmax_retries = 2\ninitial_delay = \"100ms\"",
-    )
-    .unwrap();
+    let config =
+        StackConfig::from_toml("[backoff_strategy]\nmax_retries = 2\ninitial_delay = \"100ms\"")
+            .unwrap();
     let (llm, _handle) = LlmStack::new(&config).unwrap().service(http());
     let client = openai_client(llm, &format!("{}/v1", sim.url()), "sk-test");
 

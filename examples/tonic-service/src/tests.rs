@@ -1,6 +1,6 @@
+use tollgate::StackConfig;
 use tollgate::core::RateLimitDimension;
 use tollgate::core::error::{CircuitOpen, ExceedsLimit, Overloaded, QueueTimeout, RateLimited};
-use tollgate::StackConfig;
 use tollgate_sim::{Sim, SimConfig, SimHandle};
 
 use super::*;
@@ -14,7 +14,8 @@ async fn sim(config: &str) -> SimHandle {
 /// The server over `sim` with the balanced preset and `max_retries` retries.
 async fn server(sim: &SimHandle, key: &str, max_retries: u32) -> (GrpcServer, StackHandle) {
     let config =
-        StackConfig::from_toml(&format!("[backoff_strategy]\nmax_retries = {max_retries}")).unwrap();
+        StackConfig::from_toml(&format!("[backoff_strategy]\nmax_retries = {max_retries}"))
+            .unwrap();
     let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let (llm, handle) = LlmStack::new(&config).unwrap().service(http);
     let service = SummarizerService::new(llm, &format!("{}/v1", sim.url()), key).unwrap();

@@ -188,7 +188,11 @@ async fn health(State(admin): State<Arc<Admin>>) -> Response {
         scopes.push(entry);
     }
     // Breakers without an overload detector yet: a scope forced open before its first call.
-    let breakers = handle.circuit.as_ref().map(|c| c.snapshot()).unwrap_or_default();
+    let breakers = handle
+        .circuit
+        .as_ref()
+        .map(|c| c.snapshot())
+        .unwrap_or_default();
     for (scope, metrics) in breakers {
         if seen.contains(&scope) {
             continue;

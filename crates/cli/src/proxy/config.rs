@@ -108,8 +108,9 @@ pub(crate) fn parse(
         );
     }
     let stack = match file.stack {
-        Some(value) => StackConfig::from_value(value)
-            .map_err(|e| e.within("stack").located_in(text))?,
+        Some(value) => {
+            StackConfig::from_value(value).map_err(|e| e.within("stack").located_in(text))?
+        }
         None => StackConfig::default(),
     };
     let limits = server.client_limits(

@@ -150,7 +150,11 @@ mod tests {
 
     #[test]
     fn what_is_not_a_duration_says_so() {
-        for bad in [r#"{"plain": -1}"#, r#"{"plain": 1e20}"#, r#"{"plain": "soon"}"#] {
+        for bad in [
+            r#"{"plain": -1}"#,
+            r#"{"plain": 1e20}"#,
+            r#"{"plain": "soon"}"#,
+        ] {
             let error = serde_json::from_str::<Both>(bad).unwrap_err().to_string();
             assert!(error.contains("is not a duration"), "{error}");
         }

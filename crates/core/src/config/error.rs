@@ -157,7 +157,10 @@ mod tests {
         let error = ConfigError::invalid("", "expected `=`")
             .at_line(Some(2))
             .in_file(std::path::Path::new("tollgate.toml"));
-        assert_eq!(error.to_string(), "tollgate.toml: config (line 2): expected `=`");
+        assert_eq!(
+            error.to_string(),
+            "tollgate.toml: config (line 2): expected `=`"
+        );
         let error = ConfigError::new("jitter", 1.5, "must be in [0, 1)")
             .within("circuit_breaker")
             .within("stack")

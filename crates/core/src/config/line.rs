@@ -111,7 +111,10 @@ requests_per_minute = 120
         assert_eq!(line_of(text, "stack.cache.max_bytes"), Some(5));
         assert_eq!(line_of(text, "pool.members[1].key_env"), Some(13));
         assert_eq!(line_of(text, "pool.members[0].key_env"), Some(8));
-        assert_eq!(line_of(text, "models.gpt-4o-mini.requests_per_minute"), Some(16));
+        assert_eq!(
+            line_of(text, "models.gpt-4o-mini.requests_per_minute"),
+            Some(16)
+        );
         assert_eq!(line_of(text, "seed"), None);
         assert_eq!(line_of("", "seed"), None);
     }

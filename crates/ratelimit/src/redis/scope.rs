@@ -282,7 +282,9 @@ fn share(quotas: Quotas, share: f64) -> Quotas {
         output_tokens_per_minute: scale(quotas.output_tokens_per_minute),
         requests_per_day: scale(quotas.requests_per_day),
         // A pace shared by a fleet is one request per interval per replica's share.
-        min_interval: quotas.min_interval.map(|i| i.div_f64(share.max(f64::MIN_POSITIVE))),
+        min_interval: quotas
+            .min_interval
+            .map(|i| i.div_f64(share.max(f64::MIN_POSITIVE))),
     }
 }
 
