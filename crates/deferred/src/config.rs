@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tollgate_core::config::ConfigError;
+
 /// When the queue sends its jobs, how, and how long it keeps them.
 ///
 /// With feature `serde` it loads from a config file, durations human-readable (`"24h"`,
@@ -20,23 +22,23 @@ use std::time::Duration;
 /// # }
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct DeferredConfig {
     /// Whether jobs wait for a flush at all (`USE_BATCHED_CLIENT`); when not, each is sent at
     /// once — still written first, so still recovered after a crash (default: true).
     pub deferred: bool,
     /// Time between flushes (`BATCH_INTERVAL_HOURS`; default 1 h).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration"))]
     pub interval: Duration,
     /// Jobs per flush at most (`MAX_BATCH_SIZE`; default 1,000).
     pub max_batch_size: usize,
     /// A job waits at most this long for a flush before it is sent alone, unless its own max
     /// age says otherwise (default 5 min).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration"))]
     pub max_age: Duration,
     /// How often a submitted batch is polled (default 30 s).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration"))]
     pub poll_interval: Duration,
     /// Plain calls in flight at once (default 16).
     pub concurrency: usize,
@@ -48,7 +50,7 @@ pub struct DeferredConfig {
     /// be read until then; after it, [`status`](super::DeferredQueue::status) finds no such job,
     /// and a key it was submitted with names no job any more (submitting that key again queues
     /// a new job).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::config::duration"))]
     pub retention: Duration,
     /// Bytes of answers kept in memory while the store refuses to write them (a full disk),
     /// retried with backoff until it takes them (default 64 MiB). Past it, a plain call's job
@@ -81,7 +83,7 @@ impl DeferredConfig {
     /// # Errors
     ///
     /// A variable that is set but cannot be read, naming it and its value.
-    pub fn from_env() -> Result<Self, String> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(|name| std::env::var(name).ok())
     }
 
@@ -90,15 +92,17 @@ impl DeferredConfig {
     /// # Errors
     ///
     /// A variable that is set but cannot be read.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut config = Self::default();
         if let Some(value) = var("USE_BATCHED_CLIENT") {
             config.deferred = match value.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => true,
                 "0" | "false" | "no" | "off" => false,
                 _ => {
-                    return Err(format!(
-                        "USE_BATCHED_CLIENT={value:?}: expected true or false"
+                    return Err(ConfigError::new(
+                        "USE_BATCHED_CLIENT",
+                        format!("{value:?}"),
+                        "must be true or false",
                     ));
                 }
             };
@@ -110,7 +114,11 @@ impl DeferredConfig {
                 .ok()
                 .filter(|h: &f64| h.is_finite() && *h > 0.0)
                 .ok_or_else(|| {
-                    format!("BATCH_INTERVAL_HOURS={value:?}: expected a positive number of hours")
+                    ConfigError::new(
+                        "BATCH_INTERVAL_HOURS",
+                        format!("{value:?}"),
+                        "must be a positive number of hours",
+                    )
                 })?;
             config.interval = Duration::from_secs_f64(hours * 3600.0);
         }
@@ -120,7 +128,13 @@ impl DeferredConfig {
                 .parse()
                 .ok()
                 .filter(|n: &usize| *n > 0)
-                .ok_or_else(|| format!("MAX_BATCH_SIZE={value:?}: expected a positive integer"))?;
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "MAX_BATCH_SIZE",
+                        format!("{value:?}"),
+                        "must be a positive whole number",
+                    )
+                })?;
         }
         Ok(config)
     }
@@ -130,15 +144,24 @@ impl DeferredConfig {
     /// # Errors
     ///
     /// The first setting that is not.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.interval.is_zero() || self.poll_interval.is_zero() {
-            return Err("the flush and poll intervals must be positive".into());
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("interval", self.interval),
+            ("poll_interval", self.poll_interval),
+            ("retention", self.retention),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(field, "0s", "must be positive"));
+            }
         }
-        if self.max_batch_size == 0 || self.concurrency == 0 || self.max_attempts == 0 {
-            return Err("max_batch_size, concurrency and max_attempts must be positive".into());
-        }
-        if self.retention.is_zero() {
-            return Err("retention must be positive, not 0s".into());
+        for (field, value) in [
+            ("max_batch_size", self.max_batch_size),
+            ("concurrency", self.concurrency),
+            ("max_attempts", self.max_attempts as usize),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(field, 0, "must be at least 1"));
+            }
         }
         Ok(())
     }
@@ -166,8 +189,8 @@ mod tests {
         );
         let bad = DeferredConfig::from_vars(|n| (n == "MAX_BATCH_SIZE").then(|| "lots".into()));
         assert_eq!(
-            bad.unwrap_err(),
-            "MAX_BATCH_SIZE=\"lots\": expected a positive integer"
+            bad.unwrap_err().to_string(),
+            "MAX_BATCH_SIZE: \"lots\" must be a positive whole number"
         );
         let off = DeferredConfig::from_vars(|n| (n == "USE_BATCHED_CLIENT").then(|| "0".into()));
         assert!(!off.unwrap().deferred);
@@ -184,8 +207,8 @@ mod tests {
             ..DeferredConfig::default()
         };
         assert_eq!(
-            config.validate().unwrap_err(),
-            "retention must be positive, not 0s"
+            config.validate().unwrap_err().to_string(),
+            "retention: 0s must be positive"
         );
     }
 

@@ -324,7 +324,9 @@ impl DeferredQueueBuilder {
     /// The store cannot be opened — an existing file that is not a queue (corrupted, truncated)
     /// is reported and left untouched — or the config is invalid.
     pub async fn open(self) -> Result<DeferredQueue, StoreError> {
-        self.config.validate().map_err(StoreError::Io)?;
+        self.config
+            .validate()
+            .map_err(|e| StoreError::Io(e.to_string()))?;
         let path = self.path.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&path))
             .await

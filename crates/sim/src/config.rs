@@ -171,10 +171,10 @@ impl<'de> Deserialize<'de> for OpenAiFlavor {
 #[serde(default, deny_unknown_fields)]
 pub struct Latency {
     /// Before the response headers (and the first token of a stream).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "tollgate_core::config::duration")]
     pub time_to_first_token: Duration,
     /// Per generated token (between stream chunks; added up for a JSON response).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "tollgate_core::config::duration")]
     pub per_output_token: Duration,
     /// The share of requests that are slow (0.0–1.0).
     pub tail_probability: f64,
@@ -327,7 +327,7 @@ pub struct Phase {
     /// A name for logs and stats.
     pub name: String,
     /// How long the phase lasts.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "tollgate_core::config::duration")]
     pub duration: Duration,
     /// The faults during the phase (the base faults when absent).
     #[serde(default)]
@@ -342,14 +342,14 @@ pub struct Phase {
 #[serde(default, deny_unknown_fields)]
 pub struct BatchConfig {
     /// How long after creation a batch completes.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "tollgate_core::config::duration")]
     pub completion_delay: Duration,
     /// How long after creation a batch expires, standing in for the providers' 24 h
     /// completion window (and shown as its `expires_at`). A batch whose
     /// [`completion_delay`](Self::completion_delay) is longer ends `expired` at this age, with
     /// the results of the first ⌊requests × `expire_after` / `completion_delay`⌋ requests and
     /// every later one marked expired. `None` (the default): batches never expire.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "tollgate_core::config::duration::option")]
     pub expire_after: Option<Duration>,
     /// The share of file uploads (`POST /v1/files`) answered with a 500 `server_error` and
     /// stored nowhere (0.0–1.0), drawn from the seed and the request's number like the other

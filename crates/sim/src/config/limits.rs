@@ -194,7 +194,7 @@ pub struct KeyConfig {
     #[serde(default)]
     pub quota_exhausted: bool,
     /// The key is revoked (every request is a 401) from this long after the start on.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "tollgate_core::config::duration::option")]
     pub revoked_after: Option<Duration>,
 }
 
