@@ -55,6 +55,10 @@ pub struct CacheConfig {
     pub max_staleness: Duration,
     /// Whether identical requests in flight at once share one upstream call.
     pub coalesce: bool,
+    /// A second level in Redis, shared by every replica (the `redis` feature; `LlmStack`
+    /// connects it). Without it, answers are kept in this process only.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub redis: Option<tollgate_core::config::RedisSettings>,
 }
 
 impl Default for CacheConfig {
@@ -67,6 +71,7 @@ impl Default for CacheConfig {
             time_to_idle: None,
             max_staleness: Duration::ZERO,
             coalesce: true,
+            redis: None,
         }
     }
 }
@@ -78,6 +83,9 @@ impl CacheConfig {
     ///
     /// The first invalid field, by name.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(redis) = &self.redis {
+            redis.validate().map_err(|e| e.within("redis"))?;
+        }
         if self.max_entries == 0 {
             return Err(ConfigError::new("max_entries", 0, "must be at least 1"));
         }

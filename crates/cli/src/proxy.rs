@@ -133,7 +133,18 @@ async fn serve(
     labels.set_max_unlisted(config.metrics.max_unlisted_models);
     // The recorder first: the layers register their metrics with whatever is installed then.
     let metrics = Arc::new(Metrics::new(metrics::install()?));
-    let stack = LlmStack::new(&config.stack).map_err(|e| format!("stack.{e}"))?;
+    // Connects what the stack keeps outside this process (Redis) before serving anyone.
+    let stack = LlmStack::connect(&config.stack).await.map_err(|e| match e
+        .downcast_ref::<tollgate::ConfigError>()
+    {
+        Some(config) => config.clone().within("stack").to_string(),
+        None => {
+            let cause = std::error::Error::source(&*e)
+                .map(|source| format!(": {source}"))
+                .unwrap_or_default();
+            format!("stack: {e}{cause}")
+        }
+    })?;
     let upkeep = metrics.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));

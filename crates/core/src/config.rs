@@ -11,6 +11,8 @@
 pub mod duration;
 mod error;
 mod line;
+mod redis;
 
 pub use self::error::ConfigError;
 pub use self::line::line_of;
+pub use self::redis::RedisSettings;

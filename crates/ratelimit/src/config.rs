@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tollgate_core::config::ConfigError;
+pub use tollgate_core::config::RedisSettings;
 
 use crate::layer::RateLimitLayer;
 use crate::memory::MemoryStore;
@@ -65,16 +66,6 @@ pub struct ModelLimits {
     pub quotas: Quotas,
 }
 
-/// Where a fleet keeps its shared limits.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
-pub struct RedisSettings {
-    /// The environment variable holding the Redis URL (`redis://host:6379/0`); a URL can
-    /// carry a password, so it is never written in a config file.
-    pub url_env: String,
-}
-
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
@@ -103,13 +94,8 @@ impl RateLimitConfig {
             check_quotas(&limits.quotas)
                 .map_err(|e| e.within("quotas").within(&format!("models.{model}")))?;
         }
-        if let Some(redis) = &self.redis
-            && redis.url_env.trim().is_empty()
-        {
-            return Err(ConfigError::invalid(
-                "redis.url_env",
-                "is empty; name the environment variable that holds the Redis URL",
-            ));
+        if let Some(redis) = &self.redis {
+            redis.validate().map_err(|e| e.within("redis"))?;
         }
         Ok(())
     }

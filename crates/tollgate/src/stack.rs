@@ -11,6 +11,7 @@ use tollgate_concurrency::ConcurrencyConfig;
 use tollgate_concurrency::ConcurrencyLimitLayer;
 use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
+use tollgate_core::config::RedisSettings;
 use tollgate_core::{BoxError, Scope};
 use tollgate_fallback::{FallbackConfig, FallbackLayer};
 use tollgate_overload::{OverloadHandle, OverloadLayer, OverloadState};
@@ -70,6 +71,9 @@ pub struct LlmStack {
     /// The fleet's shared rate limits, when `rate_limit.redis` names them.
     #[cfg(feature = "ratelimit-redis")]
     redis: Option<tollgate_ratelimit::RedisStore>,
+    /// The cache's second level, when `cache.redis` names it.
+    #[cfg(feature = "cache-redis")]
+    cache_redis: Option<tollgate_cache::redis::RedisStore>,
 }
 
 /// Watches the stack: breakers, adaptive limits, rate limits, the cache. A layer left out of
@@ -176,14 +180,10 @@ impl LlmStack {
         config: &StackConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        if config
-            .rate_limit
-            .as_ref()
-            .is_some_and(|r| r.redis.is_some())
-        {
+        if let Some(field) = redis_field(config) {
             return Err(ConfigError::invalid(
-                "rate_limit.redis",
-                "the limits are kept in Redis: build the stack with LlmStack::connect(&config).await",
+                field,
+                "is kept in Redis: build the stack with LlmStack::connect(&config).await",
             ));
         }
         Self::checked(config, env)
@@ -211,6 +211,8 @@ impl LlmStack {
             fallback: None,
             #[cfg(feature = "ratelimit-redis")]
             redis: None,
+            #[cfg(feature = "cache-redis")]
+            cache_redis: None,
         })
     }
 
@@ -235,40 +237,61 @@ impl LlmStack {
         config: &StackConfig,
         env: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<Self, BoxError> {
+        #[cfg_attr(
+            not(any(feature = "ratelimit-redis", feature = "cache-redis")),
+            allow(unused_mut)
+        )]
         let mut stack = Self::checked(config, env)?;
-        let Some(settings) = config.rate_limit.as_ref().and_then(|r| r.redis.clone()) else {
-            return Ok(stack);
-        };
-        #[cfg(feature = "ratelimit-redis")]
-        {
-            let url = env(&settings.url_env).ok_or_else(|| {
+        let url = |field: &'static str, settings: &RedisSettings| {
+            env(&settings.url_env).ok_or_else(|| {
                 ConfigError::invalid(
-                    "rate_limit.redis.url_env",
+                    field,
                     format!(
                         "the environment variable {:?} is not set; it holds the Redis URL",
                         settings.url_env
                     ),
                 )
-            })?;
-            let table = stack.quota_table();
-            let store = tollgate_ratelimit::RedisStore::connect(&url, table)
-                .await
-                .map_err(|e| RedisUnavailable {
-                    url_env: settings.url_env.clone(),
-                    source: e,
-                })?;
-            stack.redis = Some(store);
-            Ok(stack)
+            })
+        };
+        if let Some(settings) = config.rate_limit.as_ref().and_then(|r| r.redis.as_ref()) {
+            let url = url("rate_limit.redis.url_env", settings)?;
+            #[cfg(feature = "ratelimit-redis")]
+            {
+                let store = tollgate_ratelimit::RedisStore::connect(&url, stack.quota_table())
+                    .await
+                    .map_err(|e| RedisUnavailable::new("rate_limit.redis", settings, e))?;
+                stack.redis = Some(store);
+            }
+            #[cfg(not(feature = "ratelimit-redis"))]
+            {
+                let _ = url;
+                return Err(ConfigError::invalid(
+                    "rate_limit.redis",
+                    "needs tollgate's `ratelimit-redis` feature",
+                )
+                .into());
+            }
         }
-        #[cfg(not(feature = "ratelimit-redis"))]
-        {
-            let _ = (&mut stack, settings);
-            Err(ConfigError::invalid(
-                "rate_limit.redis",
-                "needs tollgate's `ratelimit-redis` feature",
-            )
-            .into())
+        if let Some(settings) = config.cache.as_ref().and_then(|c| c.redis.as_ref()) {
+            let url = url("cache.redis.url_env", settings)?;
+            #[cfg(feature = "cache-redis")]
+            {
+                let store = tollgate_cache::redis::RedisStore::connect(&url)
+                    .await
+                    .map_err(|e| RedisUnavailable::new("cache.redis", settings, e))?;
+                stack.cache_redis = Some(store);
+            }
+            #[cfg(not(feature = "cache-redis"))]
+            {
+                let _ = url;
+                return Err(ConfigError::invalid(
+                    "cache.redis",
+                    "needs tollgate's `cache-redis` feature",
+                )
+                .into());
+            }
         }
+        Ok(stack)
     }
 
     /// The stack as a preset sets it.
@@ -279,6 +302,8 @@ impl LlmStack {
             fallback: None,
             #[cfg(feature = "ratelimit-redis")]
             redis: None,
+            #[cfg(feature = "cache-redis")]
+            cache_redis: None,
         }
     }
 
@@ -518,10 +543,15 @@ impl LlmStack {
                 None => layer,
             }
         });
-        let cache = c
-            .cache
-            .as_ref()
-            .map(|config| CacheLayer::new(config.clone()).expect(CHECKED));
+        let cache = c.cache.as_ref().map(|config| {
+            let layer = CacheLayer::new(config.clone()).expect(CHECKED);
+            #[cfg(feature = "cache-redis")]
+            let layer = match &self.cache_redis {
+                Some(store) => layer.with_second_level(store.clone()),
+                None => layer,
+            };
+            layer
+        });
         let cache_handle = cache.as_ref().map(CacheLayer::handle);
         let fallback = c.fallback.as_ref().and_then(|config| {
             let service = match (&self.fallback, &cache_handle) {
@@ -549,6 +579,21 @@ impl LlmStack {
     }
 }
 
+/// The first section kept in Redis, which needs [`LlmStack::connect`].
+fn redis_field(config: &StackConfig) -> Option<&'static str> {
+    if config
+        .rate_limit
+        .as_ref()
+        .is_some_and(|r| r.redis.is_some())
+    {
+        Some("rate_limit.redis")
+    } else if config.cache.as_ref().is_some_and(|c| c.redis.is_some()) {
+        Some("cache.redis")
+    } else {
+        None
+    }
+}
+
 /// Whether a `[fallback]` without a service of its own can answer: from the cache's stale
 /// entries.
 fn stale_possible(config: &StackConfig) -> Result<(), ConfigError> {
@@ -566,20 +611,35 @@ fn stale_possible(config: &StackConfig) -> Result<(), ConfigError> {
 /// Layers are built from a checked config: building them cannot fail.
 const CHECKED: &str = "LlmStack checked the config";
 
-/// The Redis server that keeps the fleet's rate limits did not answer.
+/// The Redis server a section names (`rate_limit.redis`, `cache.redis`) did not answer.
 #[derive(Debug)]
 pub struct RedisUnavailable {
+    section: &'static str,
     url_env: String,
     source: BoxError,
+}
+
+impl RedisUnavailable {
+    #[cfg_attr(
+        not(any(feature = "ratelimit-redis", feature = "cache-redis")),
+        allow(dead_code)
+    )]
+    fn new(section: &'static str, settings: &RedisSettings, source: BoxError) -> Self {
+        Self {
+            section,
+            url_env: settings.url_env.clone(),
+            source,
+        }
+    }
 }
 
 impl std::fmt::Display for RedisUnavailable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "cannot connect to the Redis server of rate_limit.redis (the URL in {}); \
+            "cannot connect to the Redis server of {} (the URL in {}); \
              check it is running and the URL is right",
-            self.url_env
+            self.section, self.url_env
         )
     }
 }

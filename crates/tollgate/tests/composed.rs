@@ -1,6 +1,7 @@
 //! One TOML file builds the whole stack a team runs: a pool of three keys on two providers
-//! (two OpenAI keys, an Azure OpenAI deployment as the fallback tier), rate limits kept in a
-//! real redis-server, and stale answers from the cache when every member is down. It runs
+//! (two OpenAI keys, an Azure OpenAI deployment as the fallback tier), rate limits and the
+//! cache's second level kept in a real redis-server, and stale answers from the cache when
+//! every member is down. It runs
 //! over loopback against two `tollgate sim` servers, as an application would.
 
 use std::io::{Read, Write};
@@ -37,6 +38,8 @@ max_delay = "50ms"
 [cache]
 time_to_live = "300ms"
 max_staleness = "10m"
+[cache.redis]                 # a second level shared by every replica
+url_env = "TEAM_REDIS_URL"
 
 [fallback]
 triggers = ["connect_error", "circuit_open", "overloaded", "server_error", "timeout"]
