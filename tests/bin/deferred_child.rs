@@ -89,7 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         writeln!(stdout, "state {key} {} {state}", id.0)?;
     }
-    let stats = queue.stats().await?;
+    let stats = queue.snapshot().await?;
     writeln!(
         stdout,
         "stats done={} failed={} batches={} calls={} submit_failures={}",

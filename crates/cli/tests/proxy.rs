@@ -310,7 +310,7 @@ fn bad_configs_are_one_line_naming_the_field_and_exit_2() {
         ),
         (
             format!("{upstream}[stack]\nmax_concurrent_requests = 0\n"),
-            "stack.max_concurrent_requests: 0 is not allowed",
+            "stack.max_concurrent_requests (line 4): 0 is not allowed",
         ),
         (
             format!("{upstream}[stack.backoff_strategy]\nmultiplier = 0.5\n"),

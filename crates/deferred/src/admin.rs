@@ -17,7 +17,7 @@ struct Admin {
     token: Secret,
 }
 
-/// The router: `GET /admin/batch-stats` answers the queue's [stats](DeferredQueue::stats) as
+/// The router: `GET /admin/batch-stats` answers the queue's [snapshot](DeferredQueue::snapshot) as
 /// JSON; `POST /admin/batch-process` flushes now and answers `202`. Both need
 /// `Authorization: Bearer <token>`; anything else is `401`. Merge it into an app's router, or
 /// serve it alone.
@@ -66,7 +66,7 @@ async fn stats(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     if let Some(refused) = refusal(&admin, &headers) {
         return refused;
     }
-    match admin.queue.stats().await {
+    match admin.queue.snapshot().await {
         Ok(stats) => axum::Json(json!({
             "pending": stats.pending,
             "in_flight": stats.in_flight,

@@ -25,6 +25,10 @@ use tollgate_core::config::ConfigError;
 #[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct DeferredConfig {
+    /// Where the jobs are kept (a redb file), for a queue opened from its config
+    /// ([`DeferredQueue::configured`](crate::DeferredQueue::configured)).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub store: Option<std::path::PathBuf>,
     /// Whether jobs wait for a flush at all (`USE_BATCHED_CLIENT`); when not, each is sent at
     /// once — still written first, so still recovered after a crash (default: true).
     pub deferred: bool,
@@ -63,6 +67,7 @@ pub struct DeferredConfig {
 impl Default for DeferredConfig {
     fn default() -> Self {
         Self {
+            store: None,
             deferred: true,
             interval: Duration::from_secs(3600),
             max_batch_size: 1_000,
@@ -93,7 +98,17 @@ impl DeferredConfig {
     ///
     /// A variable that is set but cannot be read.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut config = Self::default();
+        Self::default().with_vars(var)
+    }
+
+    /// These settings, overridden by `USE_BATCHED_CLIENT`, `BATCH_INTERVAL_HOURS` and
+    /// `MAX_BATCH_SIZE` where `var` has them.
+    ///
+    /// # Errors
+    ///
+    /// A variable that is set but cannot be read.
+    pub fn with_vars(self, var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = self;
         if let Some(value) = var("USE_BATCHED_CLIENT") {
             config.deferred = match value.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => true,

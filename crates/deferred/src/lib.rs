@@ -25,7 +25,7 @@
 //!   and recording it, so it is never submitted twice. A plain call cut short by a crash is sent
 //!   again (with the same `idempotency-key`): plain calls are at-least-once across a crash,
 //!   Batch API jobs exactly once.
-//! - [`stats`](DeferredQueue::stats) and [`flush`](DeferredQueue::flush) serve operators; the
+//! - [`snapshot`](DeferredQueue::snapshot) and [`flush`](DeferredQueue::flush) serve operators; the
 //!   [`admin_router`] (feature `admin`) serves them over HTTP behind a bearer token.
 //!
 //! This is not a layer: it is a store and a flusher a gateway or a batch job owns. It lives in a
@@ -379,6 +379,26 @@ impl fmt::Debug for DeferredQueue {
 }
 
 impl DeferredQueue {
+    /// The queue `config` describes, stored at its [`store`](DeferredConfig::store), sending
+    /// through `transport`.
+    ///
+    /// # Errors
+    ///
+    /// A setting that is not usable, or no `store`.
+    pub fn configured(
+        config: DeferredConfig,
+        transport: Transport,
+    ) -> Result<DeferredQueueBuilder, tollgate_core::config::ConfigError> {
+        config.validate()?;
+        let path = config.store.clone().ok_or_else(|| {
+            tollgate_core::config::ConfigError::invalid(
+                "store",
+                "is missing: where the queue keeps its jobs (a file path)",
+            )
+        })?;
+        Ok(Self::builder(path, transport).config(config))
+    }
+
     /// A queue stored at `path`, sending through `transport` (see [`transport()`]).
     pub fn builder(path: impl Into<PathBuf>, transport: Transport) -> DeferredQueueBuilder {
         DeferredQueueBuilder {
@@ -541,7 +561,7 @@ impl DeferredQueue {
     /// # Errors
     ///
     /// The store failed.
-    pub async fn stats(&self) -> Result<QueueStats, StoreError> {
+    pub async fn snapshot(&self) -> Result<QueueStats, StoreError> {
         let now = self.shared.now_ms();
         let unwritten = self.shared.unwritten.len() as u64;
         self.shared

@@ -171,7 +171,7 @@ async fn ended_jobs_are_deleted_after_the_retention_and_not_before() {
         queue.status(waiting).await.unwrap(),
         Some(JobStatus::Pending)
     );
-    let stats = queue.stats().await.unwrap();
+    let stats = queue.snapshot().await.unwrap();
     assert_eq!((stats.done, stats.pending), (2, 1), "counters are kept");
     queue.shutdown().await;
 }
@@ -189,7 +189,7 @@ async fn an_answer_the_store_refuses_is_written_on_a_later_pass_and_delivered_on
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(queue.status(id).await.unwrap(), Some(JobStatus::InFlight));
-    assert_eq!(queue.stats().await.unwrap().unwritten, 1);
+    assert_eq!(queue.snapshot().await.unwrap().unwritten, 1);
     assert!(drain(&mut completions).is_empty());
 
     // A later pass writes it.
@@ -198,7 +198,7 @@ async fn an_answer_the_store_refuses_is_written_on_a_later_pass_and_delivered_on
     tokio::time::sleep(10 * MINUTE).await;
     assert_eq!(drain(&mut completions), vec![id], "announced once");
     assert_eq!(calls.load(Ordering::SeqCst), 1, "never sent again");
-    let stats = queue.stats().await.unwrap();
+    let stats = queue.snapshot().await.unwrap();
     assert_eq!((stats.done, stats.unwritten), (1, 0));
     queue.shutdown().await;
 }
@@ -305,7 +305,7 @@ async fn refused_batch_results(name: &str, bound: usize) -> SimService {
     let mut announced = drain(&mut completions);
     announced.sort();
     assert_eq!(announced, ids, "each announced once");
-    let stats = queue.stats().await.unwrap();
+    let stats = queue.snapshot().await.unwrap();
     assert_eq!((stats.done, stats.batches, stats.calls), (10, 1, 0));
     queue.shutdown().await;
     sim

@@ -171,7 +171,7 @@ async fn jobs_wait_for_the_interval_then_go_as_calls() {
     );
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(sim.log().is_empty(), "nothing before the interval");
-    let stats = queue.stats().await.unwrap();
+    let stats = queue.snapshot().await.unwrap();
     assert_eq!((stats.pending, stats.done), (5, 0));
     assert_eq!(stats.oldest_age, Some(Duration::from_secs(30)));
     for id in &ids {
@@ -183,7 +183,7 @@ async fn jobs_wait_for_the_interval_then_go_as_calls() {
     }
     assert_eq!(sim.log().len(), 5);
     assert!(sim.log().iter().all(|e| e.at >= Duration::from_secs(60)));
-    let stats = queue.stats().await.unwrap();
+    let stats = queue.snapshot().await.unwrap();
     assert_eq!(
         (stats.pending, stats.in_flight, stats.done, stats.calls),
         (0, 0, 5, 5)
@@ -278,7 +278,7 @@ async fn a_flush_through_the_openai_batch_api() {
         streamed += 1;
     }
     assert_eq!(streamed, 50, "every completion streamed out");
-    let stats = queue.stats().await.unwrap();
+    let stats = queue.snapshot().await.unwrap();
     assert_eq!((stats.done, stats.batches, stats.batched_jobs), (50, 1, 50));
     assert_eq!(stats.calls_saved, 49);
     let routes: Vec<String> = sim.log().iter().map(|e| e.route.clone()).collect();
@@ -308,7 +308,7 @@ async fn a_flush_through_the_anthropic_batch_api() {
         let body: Value = serde_json::from_slice(&output.body).unwrap();
         assert_eq!(body["type"], "message");
     }
-    assert_eq!(queue.stats().await.unwrap().calls_saved, 19);
+    assert_eq!(queue.snapshot().await.unwrap().calls_saved, 19);
     queue.shutdown().await;
 }
 
@@ -337,7 +337,7 @@ async fn a_restart_resumes_a_submitted_batch_without_submitting_it_again() {
         .unwrap();
     // The flush at 10 s submits the batch; stop while it runs.
     tokio::time::sleep(Duration::from_secs(15)).await;
-    assert_eq!(queue.stats().await.unwrap().in_flight, 10);
+    assert_eq!(queue.snapshot().await.unwrap().in_flight, 10);
     queue.shutdown().await;
     drop(queue);
     let created = |sim: &SimService| {
@@ -411,7 +411,7 @@ async fn an_expired_batch_answers_part_and_the_rest_goes_again() {
         via.push(output.via);
     }
     let by_batch = via.iter().filter(|v| **v == Via::BatchApi).count();
-    let stats = queue.stats().await.unwrap();
+    let stats = queue.snapshot().await.unwrap();
     println!("{stats:?}");
     // 20 → 10 answered, 10 again → 5, 5 again → 2; the 3 left unrun three times go alone.
     assert_eq!(stats.batches, 3);
@@ -437,7 +437,7 @@ async fn failed_uploads_lose_nothing() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let stats = queue.stats().await.unwrap();
+    let stats = queue.snapshot().await.unwrap();
     assert!(stats.submit_failures >= 3, "{stats:?}");
     assert_eq!(stats.pending, 10, "back to pending, not lost: {stats:?}");
     assert_eq!(stats.batches, 0);
@@ -469,7 +469,7 @@ async fn an_expired_anthropic_batch_answers_part_and_the_rest_goes_again() {
     for id in ids {
         assert_eq!(queue.wait(id).await.unwrap().status, 200);
     }
-    let stats = queue.stats().await.unwrap();
+    let stats = queue.snapshot().await.unwrap();
     // 8 → 4 answered, 4 again → 2 answered; the 2 left unrun twice go alone.
     assert_eq!((stats.batches, stats.batched_jobs, stats.calls), (2, 6, 2));
     queue.shutdown().await;

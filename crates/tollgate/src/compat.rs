@@ -206,6 +206,7 @@ pub(crate) fn normalize(
         "batch",
         "pool",
         "fallback",
+        "deferred",
     ] {
         enabled(doc, section)?;
     }

@@ -123,12 +123,18 @@ pub struct StackConfig {
     /// [`LlmStack::with_fallback`](crate::LlmStack::with_fallback).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackConfig>,
+    /// The durable deferred queue: requests stored on disk and sent in bulk at intervals
+    /// ([`LlmStack::deferred_queue`](crate::LlmStack::deferred_queue); feature `deferred`).
+    #[cfg(feature = "deferred")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<tollgate_deferred::DeferredConfig>,
     #[serde(skip)]
     warnings: Vec<ConfigWarning>,
 }
 
 /// The sections, in the order of the stack (outermost first).
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
+    "deferred",
     "fallback",
     "cache",
     "batch",
@@ -162,6 +168,8 @@ impl StackConfig {
             batch: Some(BatchConfig::default()),
             pool: None,
             fallback: None,
+            #[cfg(feature = "deferred")]
+            deferred: None,
             warnings: Vec::new(),
         }
     }
@@ -286,6 +294,8 @@ impl StackConfig {
             batch: None,
             pool: None,
             fallback: None,
+            #[cfg(feature = "deferred")]
+            deferred: None,
             warnings: Vec::new(),
         };
         for (key, value) in doc {
@@ -301,6 +311,15 @@ impl StackConfig {
                 "batch" => config.batch = section(&key, value)?,
                 "pool" => config.pool = section(&key, value)?,
                 "fallback" => config.fallback = section(&key, value)?,
+                #[cfg(feature = "deferred")]
+                "deferred" => config.deferred = section(&key, value)?,
+                #[cfg(not(feature = "deferred"))]
+                "deferred" => {
+                    return Err(ConfigError::invalid(
+                        key,
+                        "the deferred queue needs tollgate's `deferred` feature",
+                    ));
+                }
                 _ => {
                     return Err(ConfigError::invalid(
                         key,
@@ -349,6 +368,12 @@ impl StackConfig {
         check("timeouts", self.timeouts.as_ref(), TimeoutConfig::validate)?;
         check("cache", self.cache.as_ref(), CacheConfig::validate)?;
         check("pool", self.pool.as_ref(), PoolConfig::validate)?;
+        #[cfg(feature = "deferred")]
+        check(
+            "deferred",
+            self.deferred.as_ref(),
+            tollgate_deferred::DeferredConfig::validate,
+        )?;
         check("batch", self.batch.as_ref(), |b: &BatchConfig| {
             if b.max_batch_size == 0 {
                 Err(ConfigError::new(
@@ -361,6 +386,30 @@ impl StackConfig {
             }
         })?;
         Ok(())
+    }
+
+    /// These settings with the deferred queue's environment variables laid over:
+    /// `USE_BATCHED_CLIENT`, `BATCH_INTERVAL_HOURS` and `MAX_BATCH_SIZE` (read through `var`,
+    /// `|name| std::env::var(name).ok()` for the process's). When any is set, the
+    /// `[deferred]` section is there, with them over what the file says.
+    ///
+    /// # Errors
+    ///
+    /// A variable set to what it cannot be, named with its value.
+    #[cfg(feature = "deferred")]
+    pub fn with_env(mut self, var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let names = [
+            "USE_BATCHED_CLIENT",
+            "BATCH_INTERVAL_HOURS",
+            "MAX_BATCH_SIZE",
+        ];
+        if names.iter().any(|name| var(name).is_some()) {
+            let base = self.deferred.take().unwrap_or_default();
+            let deferred = base.with_vars(&var)?;
+            deferred.validate().map_err(|e| e.within("deferred"))?;
+            self.deferred = Some(deferred);
+        }
+        Ok(self)
     }
 
     /// Keys that were read but cannot be honoured as written, and why. [`LlmStack::new`]

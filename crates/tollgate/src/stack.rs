@@ -331,6 +331,30 @@ impl LlmStack {
         self
     }
 
+    /// The durable deferred queue `[deferred]` describes, sending through `llm` (this stack's
+    /// service, so its jobs pass every limit): requests are written to its `store`, sent in
+    /// bulk every `interval` (through a provider's Batch API once you add one with
+    /// `batch_api`), and each is sent alone once it has waited `max_age`. `None` without a
+    /// `[deferred]` section. Open it with `.open().await`.
+    ///
+    /// The queue never writes a key to disk: `llm` adds it when a job is sent (a pool's
+    /// members add their own; otherwise a layer that sets the header).
+    ///
+    /// # Errors
+    ///
+    /// `[deferred]` has no `store`.
+    #[cfg(feature = "deferred")]
+    pub fn deferred_queue(
+        &self,
+        llm: LlmService,
+    ) -> Option<Result<tollgate_deferred::DeferredQueueBuilder, ConfigError>> {
+        let config = self.config.deferred.clone()?;
+        Some(
+            tollgate_deferred::DeferredQueue::configured(config, tollgate_deferred::transport(llm))
+                .map_err(|e| e.within("deferred")),
+        )
+    }
+
     /// The stack with `change` made to its settings: a layer's config replaced, or a layer
     /// left out (`None`).
     ///

@@ -274,3 +274,52 @@ fn errors_name_the_key_as_written_its_value_and_its_line() {
     assert_eq!(error.field(), "retry.max_attempts");
     assert!(StackConfig::from_toml("[x\n").unwrap_err().line().is_some());
 }
+
+/// A durable batcher configured by three environment variables, each of its settings.
+#[cfg(feature = "deferred")]
+#[test]
+fn a_durable_batchers_environment_variables_load() {
+    for (hours, size) in [("4.0", "100"), ("1.0", "50"), ("0.5", "25")] {
+        let vars = |name: &str| match name {
+            "USE_BATCHED_CLIENT" => Some("true".to_owned()),
+            "BATCH_INTERVAL_HOURS" => Some(hours.to_owned()),
+            "MAX_BATCH_SIZE" => Some(size.to_owned()),
+            _ => None,
+        };
+        let config = StackConfig::default().with_env(vars).unwrap();
+        let deferred = config.deferred.as_ref().unwrap();
+        assert!(deferred.deferred);
+        assert_eq!(
+            deferred.interval,
+            Duration::from_secs_f64(hours.parse::<f64>().unwrap() * 3600.0)
+        );
+        assert_eq!(deferred.max_batch_size.to_string(), size);
+        assert_eq!(
+            deferred.max_age,
+            Duration::from_secs(300),
+            "a request older than 5 minutes is sent at once"
+        );
+    }
+    // Unset, the stack has no queue; over a file, the variables win.
+    assert!(
+        StackConfig::default()
+            .with_env(|_| None)
+            .unwrap()
+            .deferred
+            .is_none()
+    );
+    let config = StackConfig::from_toml("[deferred]\nstore = \"queue.redb\"\ninterval = \"2h\"\n")
+        .unwrap()
+        .with_env(|name| (name == "BATCH_INTERVAL_HOURS").then(|| "0.5".to_owned()))
+        .unwrap();
+    let deferred = config.deferred.unwrap();
+    assert_eq!(deferred.interval, Duration::from_secs(1800));
+    assert_eq!(deferred.store.unwrap().to_str(), Some("queue.redb"));
+    let error = StackConfig::default()
+        .with_env(|name| (name == "USE_BATCHED_CLIENT").then(|| "maybe".to_owned()))
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "USE_BATCHED_CLIENT: \"maybe\" must be true or false"
+    );
+}
