@@ -314,7 +314,7 @@ fn bad_configs_are_one_line_naming_the_field_and_exit_2() {
         ),
         (
             format!("{upstream}[stack.backoff_strategy]\nmultiplier = 0.5\n"),
-            "stack.backoff_strategy.multiplier: 0.5 must be at least 1",
+            "stack.backoff_strategy.multiplier (line 4): 0.5 must be at least 1",
         ),
         (
             "[server]\nlisten = \"127.0.0.1:0\"\n".to_owned(),

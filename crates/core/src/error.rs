@@ -296,7 +296,7 @@ mod tests {
         assert_eq!(CircuitOpen::forced().to_string(), "circuit forced open");
         assert_eq!(
             ConfigError::new("max_body_bytes", 0, "must be at least 1").to_string(),
-            "invalid max_body_bytes = 0: must be at least 1"
+            "max_body_bytes: 0 must be at least 1"
         );
     }
 

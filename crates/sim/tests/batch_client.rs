@@ -515,15 +515,15 @@ fn batch_settings_are_validated() {
     for (toml, expected) in [
         (
             "[batch]\nexpire_after = \"0s\"",
-            "invalid batch.expire_after = 0s: must be positive",
+            "batch.expire_after: 0s must be positive",
         ),
         (
             "[batch]\nexpire_after = \"25h\"",
-            "invalid batch.expire_after = 1day 1h: must be at most 24h",
+            "batch.expire_after: 1day 1h must be at most 24h",
         ),
         (
             "[batch]\nupload_error_rate = 1.5",
-            "invalid batch.upload_error_rate = 1.5",
+            "batch.upload_error_rate: 1.5",
         ),
         (
             "[batch]\nupload_error_rate = -0.1",

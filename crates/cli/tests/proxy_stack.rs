@@ -1,0 +1,109 @@
+//! The gateway's `[stack]` reaches every layer `StackConfig` composes: a pool of keys on two
+//! upstreams with a fallback tier, rate limits kept in a real redis-server, and stale answers
+//! from the cache while every member is down. Keys come from the environment; none is logged.
+
+mod support;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use tollgate_sim::{Sim, SimConfig, SimHandle};
+use tollgate_testkit::redis::RedisServer;
+
+use support::{CLIENT_KEY, Proxy, bearer, call, config};
+
+const ONE: &str = "sk-pool-one-5d1e";
+const TWO: &str = "sk-pool-two-a7c2";
+const BACKUP: &str = "sk-pool-backup-90be";
+
+async fn upstream(keys: &[(&str, &str)]) -> SimHandle {
+    let mut text = String::from("[latency]\ntime_to_first_token = \"5ms\"\n");
+    for (key, name) in keys {
+        text.push_str(&format!("[[keys]]\nkey = \"{key}\"\nname = \"{name}\"\n"));
+    }
+    Sim::start(SimConfig::from_toml(&text).unwrap()).await.unwrap()
+}
+
+fn question(prompt: &str) -> serde_json::Value {
+    serde_json::json!({"model": "gpt-4o-mini", "temperature": 0, "max_tokens": 8,
+        "messages": [{"role": "user", "content": prompt}]})
+}
+
+fn stack(primary: &str, backup: &str) -> String {
+    format!(
+        r#"[stack]
+preset = "balanced"
+[stack.retry]
+max_attempts = 1
+[stack.cache]
+time_to_live = "300ms"
+max_staleness = "10m"
+[stack.fallback]
+[stack.rate_limit.redis]
+url_env = "TG_POOL_REDIS"
+[stack.pool]
+policy = "ordered"
+when_exhausted = "fail"
+[[stack.pool.members]]
+name = "one"
+provider = "openai"
+base_url = "{primary}"
+key_env = "TG_POOL_ONE"
+[[stack.pool.members]]
+name = "two"
+provider = "openai"
+base_url = "{primary}"
+key_env = "TG_POOL_TWO"
+[[stack.pool.members]]
+name = "backup"
+provider = "openai"
+base_url = "{backup}"
+key_env = "TG_POOL_BACKUP"
+tier = 1
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_routes_through_a_pool_with_redis_limits_and_stale_answers() {
+    let redis = RedisServer::start(&[]);
+    let primary = upstream(&[(ONE, "one"), (TWO, "two")]).await;
+    let backup = upstream(&[(BACKUP, "backup")]).await;
+    let text = config(&primary.url(), &stack(&primary.url(), &backup.url()));
+    let proxy = Proxy::start_with_env(
+        &text,
+        &[
+            ("TG_POOL_ONE", ONE),
+            ("TG_POOL_TWO", TWO),
+            ("TG_POOL_BACKUP", BACKUP),
+            ("TG_POOL_REDIS", &redis.url()),
+        ],
+    );
+    let ask = |prompt: &str| {
+        let body = question(prompt);
+        let proxy = &proxy;
+        async move { call(proxy, "/v1/chat/completions", bearer(CLIENT_KEY), &body).await }
+    };
+
+    let first = ask("hello").await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    let log = primary.log();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].key.as_deref(), Some("one"), "the pool's first member, with its key");
+
+    primary.shutdown().await;
+    let moved = ask("a new question").await;
+    assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+    assert_eq!(backup.log().len(), 1, "the fallback tier answered");
+
+    backup.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stale = ask("hello").await;
+    assert_eq!(stale.status, StatusCode::OK, "{:?}", stale.body);
+    assert_eq!(stale.header("x-tollgate-cache"), "stale");
+    assert_eq!(stale.body, first.body);
+    proxy.assert_no_secret_logged();
+    for key in [ONE, TWO, BACKUP] {
+        assert!(!proxy.log().contains(key));
+    }
+}
