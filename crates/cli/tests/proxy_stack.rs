@@ -21,7 +21,9 @@ async fn upstream(keys: &[(&str, &str)]) -> SimHandle {
     for (key, name) in keys {
         text.push_str(&format!("[[keys]]\nkey = \"{key}\"\nname = \"{name}\"\n"));
     }
-    Sim::start(SimConfig::from_toml(&text).unwrap()).await.unwrap()
+    Sim::start(SimConfig::from_toml(&text).unwrap())
+        .await
+        .unwrap()
 }
 
 fn question(prompt: &str) -> serde_json::Value {
@@ -89,7 +91,11 @@ async fn the_gateway_routes_through_a_pool_with_redis_limits_and_stale_answers()
     assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
     let log = primary.log();
     assert_eq!(log.len(), 1);
-    assert_eq!(log[0].key.as_deref(), Some("one"), "the pool's first member, with its key");
+    assert_eq!(
+        log[0].key.as_deref(),
+        Some("one"),
+        "the pool's first member, with its key"
+    );
 
     primary.shutdown().await;
     let moved = ask("a new question").await;

@@ -263,14 +263,7 @@ impl LlmStack {
                 stack.redis = Some(store);
             }
             #[cfg(not(feature = "ratelimit-redis"))]
-            {
-                let _ = url;
-                return Err(ConfigError::invalid(
-                    "rate_limit.redis",
-                    "needs tollgate's `ratelimit-redis` feature",
-                )
-                .into());
-            }
+            return Err(needs_feature("rate_limit.redis", "ratelimit-redis", url));
         }
         if let Some(settings) = config.cache.as_ref().and_then(|c| c.redis.as_ref()) {
             let url = url("cache.redis.url_env", settings)?;
@@ -282,14 +275,7 @@ impl LlmStack {
                 stack.cache_redis = Some(store);
             }
             #[cfg(not(feature = "cache-redis"))]
-            {
-                let _ = url;
-                return Err(ConfigError::invalid(
-                    "cache.redis",
-                    "needs tollgate's `cache-redis` feature",
-                )
-                .into());
-            }
+            return Err(needs_feature("cache.redis", "cache-redis", url));
         }
         Ok(stack)
     }
@@ -601,6 +587,15 @@ impl LlmStack {
         let stack = ServiceExt::<Request<Full<Bytes>>>::map_response(stack, boxed);
         (BoxCloneSyncService::new(stack), cache_handle)
     }
+}
+
+/// A section this build cannot honour: it needs `feature`.
+#[cfg_attr(
+    all(feature = "ratelimit-redis", feature = "cache-redis"),
+    allow(dead_code)
+)]
+fn needs_feature(section: &'static str, feature: &str, _url: String) -> BoxError {
+    ConfigError::invalid(section, format!("needs tollgate's `{feature}` feature")).into()
 }
 
 /// The first section kept in Redis, which needs [`LlmStack::connect`].
