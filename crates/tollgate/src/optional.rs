@@ -21,6 +21,7 @@ pub(crate) struct Optional<L>(pub(crate) Option<L>);
 impl<L: Layer<S>, S> Layer<S> for Optional<L> {
     type Service = OptionalService<L::Service, S>;
 
+    #[inline]
     fn layer(&self, inner: S) -> Self::Service {
         match &self.0 {
             Some(layer) => OptionalService::On(layer.layer(inner)),
@@ -47,6 +48,7 @@ where
     type Error = BoxError;
     type Future = OptionalFuture<A::Future, B::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match self {
             Self::On(a) => a.poll_ready(cx).map_err(Into::into),
@@ -54,6 +56,7 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, request: R) -> Self::Future {
         match self {
             Self::On(a) => OptionalFuture::On {
@@ -84,6 +87,7 @@ where
 {
     type Output = Result<Response<Either<AB, BB>>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Poll::Ready(match self.project() {
             Projected::On { future } => ready!(future.poll(cx))

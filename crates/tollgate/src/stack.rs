@@ -22,7 +22,7 @@ use tollgate_ratelimit::{
 use tollgate_retry::RetryLayer;
 use tollgate_timeout::TimeoutLayer;
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer as _, Service, ServiceBuilder, ServiceExt};
 
 use crate::config::{ConfigError, StackConfig};
 use crate::optional::Optional;
@@ -421,30 +421,36 @@ impl LlmStack {
         });
         let overload_handle = overload.as_ref().map(OverloadLayer::handle);
         let table = self.quota_table();
-        #[cfg(feature = "ratelimit-redis")]
-        let shared = self
-            .redis
-            .as_ref()
-            .zip(c.rate_limit.as_ref())
-            .map(|(store, config)| config.apply(RateLimitLayer::from_store(store.clone())));
-        #[cfg(not(feature = "ratelimit-redis"))]
-        let shared: Option<RateLimitLayer<tollgate_ratelimit::MemoryStore>> = None;
-        let rate_limit = c
+        let memory = c
             .rate_limit
             .as_ref()
             .filter(|config| config.redis.is_none())
             .map(|config| config.apply(RateLimitLayer::with_table(table)));
-        let rate_limits = rate_limit.as_ref().map(RateLimitLayer::handle);
+        let rate_limits = memory.as_ref().map(RateLimitLayer::handle);
+        // One layer, in memory or (for a fleet) in Redis: the two answer alike, so choosing
+        // costs a branch, not another layer.
+        #[cfg(feature = "ratelimit-redis")]
+        let rate_limit = memory.map(tower::util::Either::Left).or_else(|| {
+            self.redis
+                .as_ref()
+                .zip(c.rate_limit.as_ref())
+                .map(|(store, config)| {
+                    tower::util::Either::Right(
+                        config.apply(RateLimitLayer::from_store(store.clone())),
+                    )
+                })
+        });
+        #[cfg(not(feature = "ratelimit-redis"))]
+        let rate_limit = memory;
         let timeouts = c
             .timeouts
             .as_ref()
             .map(|config| TimeoutLayer::new(*config).expect(CHECKED));
         let member = |concurrency: Option<&ConcurrencyConfig>, client: S| {
             ServiceBuilder::new()
-                .layer(Optional(circuit.clone()))
+                .layer(same_body(circuit.clone()))
                 .layer(Optional(overload.clone()))
-                .layer(Optional(rate_limit.clone()))
-                .layer(Optional(shared.clone()))
+                .layer(same_body(rate_limit.clone()))
                 .layer(Optional(concurrency.map(|config| {
                     ConcurrencyLimitLayer::configured(config).expect(CHECKED)
                 })))
@@ -528,9 +534,12 @@ impl LlmStack {
         overload: &Option<OverloadHandle>,
     ) -> (LlmService, Option<CacheHandle>)
     where
-        T: Service<Request<Full<Bytes>>, Response = Response<TB>> + Clone + Send + Sync + 'static,
+        T: Service<Request<Full<Bytes>>, Response = Response<TB>, Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
         T::Future: Send + 'static,
-        T::Error: Into<BoxError>,
         TB: http_body::Body<Data = Bytes> + Send + 'static,
         TB::Error: Into<BoxError>,
     {
@@ -567,8 +576,10 @@ impl LlmStack {
             let service = match (&self.fallback, &cache_handle) {
                 (Some(service), _) => service.clone(),
                 (None, Some(cache)) => {
+                    // The fallback sits in front of Annotate: the stale lookup parses the
+                    // request for itself, as the cache did.
                     let stale = ServiceExt::<Request<Full<Bytes>>>::map_response(
-                        cache.stale_lookup(),
+                        AnnotateLayer::new().layer(cache.stale_lookup()),
                         boxed,
                     );
                     BoxCloneSyncService::new(stale)
@@ -579,13 +590,22 @@ impl LlmStack {
         });
         let stack = ServiceBuilder::new()
             .layer(AnnotateLayer::new())
-            .layer(Optional(fallback))
             .layer(Optional(cache))
             .layer(Optional(batch))
-            .layer(Optional(retry))
+            .layer(same_body(retry))
             .service(inner);
-        let stack = ServiceExt::<Request<Full<Bytes>>>::map_response(stack, boxed);
-        (BoxCloneSyncService::new(stack), cache_handle)
+        let stack = BoxCloneSyncService::new(ServiceExt::<Request<Full<Bytes>>>::map_response(
+            stack, boxed,
+        ));
+        // In front of everything, and only when asked for: a stack without a fallback pays
+        // nothing for it (a layer left out inside the stack still costs a branch per call).
+        let stack = match fallback {
+            Some(fallback) => BoxCloneSyncService::new(
+                ServiceExt::<Request<Full<Bytes>>>::map_response(fallback.layer(stack), boxed),
+            ),
+            None => stack,
+        };
+        (stack, cache_handle)
     }
 }
 
@@ -624,6 +644,15 @@ fn stale_possible(config: &StackConfig) -> Result<(), ConfigError> {
              cache.max_staleness (\"10m\", say), or give a fallback service with \
              LlmStack::with_fallback",
         )),
+    }
+}
+
+/// A layer that answers with its inner service's body (the breaker, the rate limiter, retry),
+/// or nothing: left out, it costs a branch and no wrapping of the body.
+fn same_body<L>(layer: Option<L>) -> tower::util::Either<L, tower::layer::util::Identity> {
+    match layer {
+        Some(layer) => tower::util::Either::Left(layer),
+        None => tower::util::Either::Right(tower::layer::util::Identity::new()),
     }
 }
 
