@@ -58,9 +58,13 @@ mod compat;
 mod config;
 mod ext;
 #[cfg(feature = "stack")]
+mod handle;
+#[cfg(feature = "stack")]
 mod optional;
 #[cfg(feature = "stack")]
 mod preset;
+#[cfg(feature = "stack")]
+mod redis;
 #[cfg(feature = "stack")]
 mod stack;
 
@@ -68,9 +72,13 @@ mod stack;
 pub use self::config::{ConfigError, ConfigWarning, StackConfig};
 pub use self::ext::ServiceBuilderExt;
 #[cfg(feature = "stack")]
+pub use self::handle::{ScopeHealth, StackHandle};
+#[cfg(feature = "stack")]
 pub use self::preset::Preset;
 #[cfg(feature = "stack")]
-pub use self::stack::{LlmBody, LlmService, LlmStack, RedisUnavailable, ScopeHealth, StackHandle};
+pub use self::redis::RedisUnavailable;
+#[cfg(feature = "stack")]
+pub use self::stack::{LlmBody, LlmService, LlmStack};
 pub use tollgate_core as core;
 
 #[cfg(feature = "batch")]

@@ -6,27 +6,31 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use tollgate_batch::{BatchLayer, EmbeddingsCodec};
 use tollgate_cache::{CacheHandle, CacheLayer};
-use tollgate_circuit::{CircuitBreakerLayer, CircuitHandle, CircuitState};
+use tollgate_circuit::{CircuitBreakerLayer, CircuitState};
 use tollgate_concurrency::ConcurrencyConfig;
 use tollgate_concurrency::ConcurrencyLimitLayer;
+use tollgate_core::BoxError;
 use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
 use tollgate_core::config::RedisSettings;
-use tollgate_core::{BoxError, Scope};
 use tollgate_fallback::{FallbackConfig, FallbackLayer};
-use tollgate_overload::{OverloadHandle, OverloadLayer, OverloadState};
-use tollgate_pool::{ConfiguredMember, Pool, PoolHandle};
-use tollgate_ratelimit::{
-    LimitState, QuotaTable, Quotas, RateLimitHandle, RateLimitLayer, ScopeMatch,
-};
+use tollgate_overload::{OverloadHandle, OverloadLayer};
+use tollgate_pool::{ConfiguredMember, Pool};
+use tollgate_ratelimit::{QuotaTable, Quotas, RateLimitLayer, ScopeMatch};
 use tollgate_retry::RetryLayer;
 use tollgate_timeout::TimeoutLayer;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer as _, Service, ServiceBuilder, ServiceExt};
 
 use crate::config::{ConfigError, StackConfig};
+use crate::handle::StackHandle;
 use crate::optional::Optional;
 use crate::preset::Preset;
+#[cfg(any(feature = "ratelimit-redis", feature = "cache-redis"))]
+use crate::redis::RedisUnavailable;
+#[cfg(not(all(feature = "ratelimit-redis", feature = "cache-redis")))]
+use crate::redis::needs_feature;
+use crate::redis::redis_field;
 
 /// A response body from the stack.
 pub type LlmBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -43,10 +47,11 @@ where
     response.map(|body| body.map_err(Into::into).boxed_unsync())
 }
 
-/// The standard stack, outermost first:
-/// Annotate → Cache → Batch (embeddings) → Retry → CircuitBreaker → Overload (adaptive limit,
-/// throttle) → RateLimit → ConcurrencyLimit → Timeout (first token, idle, total) → Classify →
-/// your client.
+/// The standard stack, outermost first, every layer optional:
+/// Fallback → Annotate → Cache → Batch (embeddings) → Retry → Pool → per member:
+/// CircuitBreaker → Overload (adaptive limit, throttle) → RateLimit → ConcurrencyLimit →
+/// Timeout (first token, idle, total) → Classify → your client. Without a pool, the member
+/// layers sit right under Retry.
 ///
 /// ```
 /// use tollgate::{LlmStack, Preset};
@@ -74,88 +79,6 @@ pub struct LlmStack {
     /// The cache's second level, when `cache.redis` names it.
     #[cfg(feature = "cache-redis")]
     cache_redis: Option<tollgate_cache::redis::RedisStore>,
-}
-
-/// Watches the stack: breakers, adaptive limits, rate limits, the cache. A layer left out of
-/// the stack has no handle.
-#[derive(Clone, Debug)]
-pub struct StackHandle {
-    /// The breakers.
-    pub circuit: Option<CircuitHandle>,
-    /// The adaptive limits and overload states.
-    pub overload: Option<OverloadHandle>,
-    /// The response cache.
-    pub cache: Option<CacheHandle>,
-    /// The pool's members: health, cooldowns, calls in flight.
-    pub pool: Option<PoolHandle>,
-    /// The rate limits: configured, reported by the provider's headers, or learned from its
-    /// refusals.
-    pub rate_limits: Option<RateLimitHandle>,
-    /// Whether rate limits are kept per model (else per key: a scope without its model).
-    per_model_limits: bool,
-}
-
-/// One scope's health.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct ScopeHealth {
-    /// The scope (provider, credential id, model).
-    pub scope: Scope,
-    /// Its breaker (closed when the stack has none).
-    pub circuit: CircuitState,
-    /// Its overload state (normal when the stack has no overload layer).
-    pub overload: OverloadState,
-    /// Its concurrency limit now (0 without an overload layer).
-    pub limit: usize,
-    /// Its calls in flight (as the overload layer counts them).
-    pub in_flight: usize,
-    /// Its rate limits, each with where it comes from (configured, the provider's headers, or
-    /// learned from its refusals) and what is left now.
-    pub rate_limits: Vec<LimitState>,
-}
-
-impl StackHandle {
-    /// Every scope the stack has seen: by the overload layer, else by the breaker.
-    pub fn health(&self) -> Vec<ScopeHealth> {
-        let scopes: Vec<(Scope, OverloadState, usize, usize)> =
-            match (&self.overload, &self.circuit) {
-                (Some(overload), _) => overload
-                    .snapshot()
-                    .into_iter()
-                    .map(|s| (s.scope, s.state, s.limit, s.in_flight))
-                    .collect(),
-                (None, Some(circuit)) => circuit
-                    .snapshot()
-                    .into_iter()
-                    .map(|(scope, _)| (scope, OverloadState::Normal, 0, 0))
-                    .collect(),
-                (None, None) => Vec::new(),
-            };
-        scopes
-            .into_iter()
-            .map(|(scope, overload, limit, in_flight)| {
-                let limited = if self.per_model_limits {
-                    scope.clone()
-                } else {
-                    scope.clone().with_model(None)
-                };
-                ScopeHealth {
-                    circuit: self
-                        .circuit
-                        .as_ref()
-                        .map_or(CircuitState::Closed, |c| c.state(&scope)),
-                    rate_limits: self
-                        .rate_limits
-                        .as_ref()
-                        .map_or_else(Vec::new, |r| r.limits(&limited)),
-                    scope,
-                    overload,
-                    limit,
-                    in_flight,
-                }
-            })
-            .collect()
-    }
 }
 
 impl LlmStack {
@@ -609,30 +532,6 @@ impl LlmStack {
     }
 }
 
-/// A section this build cannot honour: it needs `feature`.
-#[cfg_attr(
-    all(feature = "ratelimit-redis", feature = "cache-redis"),
-    allow(dead_code)
-)]
-fn needs_feature(section: &'static str, feature: &str, _url: String) -> BoxError {
-    ConfigError::invalid(section, format!("needs tollgate's `{feature}` feature")).into()
-}
-
-/// The first section kept in Redis, which needs [`LlmStack::connect`].
-fn redis_field(config: &StackConfig) -> Option<&'static str> {
-    if config
-        .rate_limit
-        .as_ref()
-        .is_some_and(|r| r.redis.is_some())
-    {
-        Some("rate_limit.redis")
-    } else if config.cache.as_ref().is_some_and(|c| c.redis.is_some()) {
-        Some("cache.redis")
-    } else {
-        None
-    }
-}
-
 /// Whether a `[fallback]` without a service of its own can answer: from the cache's stale
 /// entries.
 fn stale_possible(config: &StackConfig) -> Result<(), ConfigError> {
@@ -658,45 +557,6 @@ fn same_body<L>(layer: Option<L>) -> tower::util::Either<L, tower::layer::util::
 
 /// Layers are built from a checked config: building them cannot fail.
 const CHECKED: &str = "LlmStack checked the config";
-
-/// The Redis server a section names (`rate_limit.redis`, `cache.redis`) did not answer.
-#[derive(Debug)]
-pub struct RedisUnavailable {
-    section: &'static str,
-    url_env: String,
-    source: BoxError,
-}
-
-impl RedisUnavailable {
-    #[cfg_attr(
-        not(any(feature = "ratelimit-redis", feature = "cache-redis")),
-        allow(dead_code)
-    )]
-    fn new(section: &'static str, settings: &RedisSettings, source: BoxError) -> Self {
-        Self {
-            section,
-            url_env: settings.url_env.clone(),
-            source,
-        }
-    }
-}
-
-impl std::fmt::Display for RedisUnavailable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "cannot connect to the Redis server of {} (the URL in {}); \
-             check it is running and the URL is right",
-            self.section, self.url_env
-        )
-    }
-}
-
-impl std::error::Error for RedisUnavailable {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.source)
-    }
-}
 
 #[cfg(test)]
 mod tests {
