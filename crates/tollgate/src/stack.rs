@@ -369,49 +369,80 @@ impl LlmStack {
             .timeouts
             .as_ref()
             .map(|config| TimeoutLayer::new(*config).expect(CHECKED));
-        let member = |concurrency: Option<&ConcurrencyConfig>, client: S| {
-            ServiceBuilder::new()
-                .layer(same_body(circuit.clone()))
-                .layer(Optional(overload.clone()))
-                .layer(same_body(rate_limit.clone()))
-                .layer(Optional(concurrency.map(|config| {
-                    ConcurrencyLimitLayer::configured(config).expect(CHECKED)
-                })))
-                .layer(Optional(timeouts.clone()))
-                .layer(ClassifyLayer::new())
-                .service(client)
-        };
-        let (service, cache, pool) = match &self.members {
-            None => {
-                let (service, cache) =
-                    self.outer(member(c.concurrency.as_ref(), client), &overload_handle);
-                (service, cache, None)
-            }
-            Some(members) => {
-                let pool_config = c
-                    .pool
-                    .as_ref()
-                    .expect("members come from the pool's config");
-                let mut builder = Pool::builder();
-                for configured in members {
-                    let concurrency = c.concurrency.as_ref().map(|config| ConcurrencyConfig {
-                        max_in_flight: configured
-                            .settings
-                            .max_concurrent
-                            .unwrap_or(config.max_in_flight),
-                        ..config.clone()
-                    });
-                    builder = builder.member(
-                        configured.member.clone(),
-                        member(concurrency.as_ref(), client.clone()),
-                    );
+        let outer = self.outer_layers(overload_handle.as_ref());
+        // Annotate → Cache → Batch → Retry over `$inner`, boxed, with the fallback in front.
+        macro_rules! outer {
+            ($inner:expr, $cache:expr, $batch:expr) => {
+                finish(
+                    ServiceBuilder::new()
+                        .layer(AnnotateLayer::new())
+                        .layer($cache)
+                        .layer($batch)
+                        .layer(same_body(outer.retry.clone()))
+                        .service($inner),
+                    outer.fallback.clone(),
+                )
+            };
+        }
+        // The member layers over `client`, directly or through the pool.
+        macro_rules! route {
+            ($member:expr, $cache:expr, $batch:expr) => {{
+                let member = $member;
+                match &self.members {
+                    None => (
+                        outer!(member(c.concurrency.as_ref(), client), $cache, $batch),
+                        None,
+                    ),
+                    Some(members) => {
+                        let pool = self.pool(members, &member, &client);
+                        let handle = pool.handle();
+                        (outer!(pool, $cache, $batch), Some(handle))
+                    }
                 }
-                let pool = pool_config.apply(builder).build();
-                let handle = pool.handle();
-                let (service, cache) = self.outer(pool, &overload_handle);
-                (service, cache, Some(handle))
-            }
+            }};
+        }
+        // Every preset has each layer whose body is its own; built without the wrapper that
+        // leaves a layer out, such a stack costs what the layers cost, nothing more.
+        let (service, pool) = match (
+            &overload,
+            &timeouts,
+            c.concurrency.is_some(),
+            &outer.cache,
+            &outer.batch,
+        ) {
+            (Some(overload), Some(timeouts), true, Some(cache), Some(batch)) => route!(
+                |concurrency: Option<&ConcurrencyConfig>, client: S| {
+                    let concurrency = concurrency.expect("the concurrency limit is configured");
+                    ServiceBuilder::new()
+                        .layer(same_body(circuit.clone()))
+                        .layer(overload.clone())
+                        .layer(same_body(rate_limit.clone()))
+                        .layer(ConcurrencyLimitLayer::configured(concurrency).expect(CHECKED))
+                        .layer(timeouts.clone())
+                        .layer(ClassifyLayer::new())
+                        .service(client)
+                },
+                cache.clone(),
+                batch.clone()
+            ),
+            _ => route!(
+                |concurrency: Option<&ConcurrencyConfig>, client: S| {
+                    ServiceBuilder::new()
+                        .layer(same_body(circuit.clone()))
+                        .layer(Optional(overload.clone()))
+                        .layer(same_body(rate_limit.clone()))
+                        .layer(Optional(concurrency.map(|config| {
+                            ConcurrencyLimitLayer::configured(config).expect(CHECKED)
+                        })))
+                        .layer(Optional(timeouts.clone()))
+                        .layer(ClassifyLayer::new())
+                        .service(client)
+                },
+                Optional(outer.cache.clone()),
+                Optional(outer.batch.clone())
+            ),
         };
+        let cache = outer.cache_handle;
         (
             service,
             StackHandle {
@@ -450,22 +481,37 @@ impl LlmStack {
         config.table_with(own)
     }
 
-    /// Annotate → Cache → Batch → Retry over `inner` (the member stack, or the pool), boxed.
-    fn outer<T, TB>(
+    /// The pool of `members`, each `member` over `client` with its own concurrency limit.
+    fn pool<S: Clone, M>(
         &self,
-        inner: T,
-        overload: &Option<OverloadHandle>,
-    ) -> (LlmService, Option<CacheHandle>)
-    where
-        T: Service<Request<Full<Bytes>>, Response = Response<TB>, Error = BoxError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        T::Future: Send + 'static,
-        TB: http_body::Body<Data = Bytes> + Send + 'static,
-        TB::Error: Into<BoxError>,
-    {
+        members: &[ConfiguredMember],
+        member: &impl Fn(Option<&ConcurrencyConfig>, S) -> M,
+        client: &S,
+    ) -> Pool<M> {
+        let c = &self.config;
+        let pool_config = c
+            .pool
+            .as_ref()
+            .expect("members come from the pool's config");
+        let mut builder = Pool::builder();
+        for configured in members {
+            let concurrency = c.concurrency.as_ref().map(|config| ConcurrencyConfig {
+                max_in_flight: configured
+                    .settings
+                    .max_concurrent
+                    .unwrap_or(config.max_in_flight),
+                ..config.clone()
+            });
+            builder = builder.member(
+                configured.member.clone(),
+                member(concurrency.as_ref(), client.clone()),
+            );
+        }
+        pool_config.apply(builder).build()
+    }
+
+    /// The layers above the member layers (or the pool).
+    fn outer_layers(&self, overload: Option<&OverloadHandle>) -> Outer {
         let c = &self.config;
         let retry = c.retry.as_ref().map(|config| {
             let mut config = config.clone();
@@ -511,24 +557,46 @@ impl LlmStack {
             };
             Some(FallbackLayer::configured(service, config))
         });
-        let stack = ServiceBuilder::new()
-            .layer(AnnotateLayer::new())
-            .layer(Optional(cache))
-            .layer(Optional(batch))
-            .layer(same_body(retry))
-            .service(inner);
-        let stack = BoxCloneSyncService::new(ServiceExt::<Request<Full<Bytes>>>::map_response(
-            stack, boxed,
-        ));
-        // In front of everything, and only when asked for: a stack without a fallback pays
-        // nothing for it (a layer left out inside the stack still costs a branch per call).
-        let stack = match fallback {
-            Some(fallback) => BoxCloneSyncService::new(
-                ServiceExt::<Request<Full<Bytes>>>::map_response(fallback.layer(stack), boxed),
-            ),
-            None => stack,
-        };
-        (stack, cache_handle)
+        Outer {
+            retry,
+            batch,
+            cache,
+            cache_handle,
+            fallback,
+        }
+    }
+}
+
+/// The layers above the member layers, each `None` when left out.
+struct Outer {
+    retry: Option<RetryLayer>,
+    batch: Option<BatchLayer<EmbeddingsCodec>>,
+    cache: Option<CacheLayer>,
+    cache_handle: Option<CacheHandle>,
+    fallback: Option<FallbackLayer<LlmService>>,
+}
+
+/// `stack` boxed, with `fallback` in front when there is one: a stack without a fallback pays
+/// nothing for it.
+fn finish<T, TB>(stack: T, fallback: Option<FallbackLayer<LlmService>>) -> LlmService
+where
+    T: Service<Request<Full<Bytes>>, Response = Response<TB>, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    T::Future: Send + 'static,
+    TB: http_body::Body<Data = Bytes> + Send + 'static,
+    TB::Error: Into<BoxError>,
+{
+    let stack = BoxCloneSyncService::new(ServiceExt::<Request<Full<Bytes>>>::map_response(
+        stack, boxed,
+    ));
+    match fallback {
+        Some(fallback) => BoxCloneSyncService::new(
+            ServiceExt::<Request<Full<Bytes>>>::map_response(fallback.layer(stack), boxed),
+        ),
+        None => stack,
     }
 }
 

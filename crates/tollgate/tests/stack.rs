@@ -282,3 +282,40 @@ async fn a_limit_is_learned_from_429s_unless_the_config_says_not_to() {
         }
     }
 }
+
+/// Every layer can be left out: the stack then has neither the layer nor its handle, and
+/// still answers (streams included) through the layers that are left.
+#[tokio::test(start_paused = true)]
+async fn layers_switched_off_are_absent_and_the_rest_still_answers() {
+    for off in [
+        "cache",
+        "batch",
+        "retry",
+        "circuit_breaker",
+        "overload",
+        "rate_limit",
+        "concurrency",
+        "timeouts",
+    ] {
+        let sim = sim();
+        let config = StackConfig::from_toml(&format!("[{off}]\nenabled = false\n")).unwrap();
+        let (llm, handle) = LlmStack::new(&config).unwrap().service(client(sim.clone()));
+        for stream in [false, true] {
+            let chat = json!({"model": "gpt-4o-mini", "max_tokens": 8, "stream": stream,
+                "messages": [{"role": "user", "content": "hello"}]});
+            let response = llm
+                .clone()
+                .oneshot(post("/v1/chat/completions", chat))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "[{off}] off");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert!(!body.is_empty(), "[{off}] off");
+        }
+        assert_eq!(handle.cache.is_some(), off != "cache");
+        assert_eq!(handle.circuit.is_some(), off != "circuit_breaker");
+        assert_eq!(handle.overload.is_some(), off != "overload");
+        assert_eq!(handle.rate_limits.is_some(), off != "rate_limit");
+        assert_eq!(sim.log().len(), 2, "[{off}] off");
+    }
+}
