@@ -97,6 +97,10 @@ pub struct StackConfig {
     /// runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Scopes (provider, key, model) each layer keeps state for at most: idle ones are
+    /// forgotten to make room, so a flood of made-up models or keys cannot grow memory
+    /// without bound (default 10,000).
+    pub max_scopes: usize,
     /// Requests and tokens per period: configured, or learned.
     pub rate_limit: Option<RateLimitConfig>,
     /// Calls in flight at most.
@@ -158,6 +162,7 @@ impl StackConfig {
     fn layer_defaults() -> Self {
         Self {
             seed: None,
+            max_scopes: tollgate_core::DEFAULT_MAX_SCOPES,
             rate_limit: Some(RateLimitConfig::default()),
             concurrency: Some(ConcurrencyConfig::default()),
             overload: Some(OverloadConfig::default()),
@@ -284,6 +289,7 @@ impl StackConfig {
     fn from_canonical(doc: Map<String, Value>) -> Result<Self, ConfigError> {
         let mut config = Self {
             seed: None,
+            max_scopes: tollgate_core::DEFAULT_MAX_SCOPES,
             rate_limit: None,
             concurrency: None,
             overload: None,
@@ -301,6 +307,7 @@ impl StackConfig {
         for (key, value) in doc {
             match key.as_str() {
                 "seed" => config.seed = section(&key, value)?,
+                "max_scopes" => config.max_scopes = section(&key, value)?,
                 "rate_limit" => config.rate_limit = section(&key, value)?,
                 "concurrency" => config.concurrency = section(&key, value)?,
                 "overload" => config.overload = section(&key, value)?,
@@ -324,7 +331,7 @@ impl StackConfig {
                     return Err(ConfigError::invalid(
                         key,
                         format!(
-                            "is not a setting; expected preset, seed, one of the sections {} \
+                            "is not a setting; expected preset, seed, max_scopes, one of the sections {} \
                              or a key docs/config.md lists",
                             SECTIONS.join(", ")
                         ),
@@ -347,6 +354,13 @@ impl StackConfig {
             validate: impl Fn(&T) -> Result<(), ConfigError>,
         ) -> Result<(), ConfigError> {
             section.map_or(Ok(()), |s| validate(s).map_err(|e| e.within(name)))
+        }
+        if self.max_scopes == 0 {
+            return Err(ConfigError::new(
+                "max_scopes",
+                0,
+                "must be at least 1 (every layer keeps state for the scopes it sees)",
+            ));
         }
         check(
             "rate_limit",

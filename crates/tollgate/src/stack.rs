@@ -182,7 +182,8 @@ impl LlmStack {
             {
                 let store = tollgate_ratelimit::RedisStore::connect(&url, stack.quota_table())
                     .await
-                    .map_err(|e| RedisUnavailable::new("rate_limit.redis", settings, e))?;
+                    .map_err(|e| RedisUnavailable::new("rate_limit.redis", settings, e))?
+                    .with_max_scopes(config.max_scopes);
                 stack.redis = Some(store);
             }
             #[cfg(not(feature = "ratelimit-redis"))]
@@ -321,7 +322,7 @@ impl LlmStack {
             if let Some(seed) = c.seed {
                 config.seed = seed;
             }
-            CircuitBreakerLayer::new(config).expect(CHECKED)
+            CircuitBreakerLayer::with_max_scopes(config, c.max_scopes).expect(CHECKED)
         });
         let circuit_handle = circuit.as_ref().map(CircuitBreakerLayer::handle);
         let overload = c.overload.as_ref().map(|config| {
@@ -332,7 +333,9 @@ impl LlmStack {
             }
             config.min_limit = config.min_limit.min(config.max_limit);
             config.seed = config.seed.or(c.seed);
-            let layer = OverloadLayer::configured(&config).expect(CHECKED);
+            let layer = OverloadLayer::configured(&config)
+                .expect(CHECKED)
+                .with_max_scopes(c.max_scopes);
             match &circuit_handle {
                 Some(probe) => {
                     let probe = probe.clone();
@@ -348,7 +351,11 @@ impl LlmStack {
             .rate_limit
             .as_ref()
             .filter(|config| config.redis.is_none())
-            .map(|config| config.apply(RateLimitLayer::with_table(table)));
+            .map(|config| {
+                let store =
+                    tollgate_ratelimit::MemoryStore::new(table).with_max_scopes(c.max_scopes);
+                config.apply(RateLimitLayer::from_store(store))
+            });
         let rate_limits = memory.as_ref().map(RateLimitLayer::handle);
         // One layer, in memory or (for a fleet) in Redis: the two answer alike, so choosing
         // costs a branch, not another layer.

@@ -319,3 +319,29 @@ async fn layers_switched_off_are_absent_and_the_rest_still_answers() {
         assert_eq!(sim.log().len(), 2, "[{off}] off");
     }
 }
+
+/// `max_scopes` bounds what every layer keeps per scope: many models through a stack that
+/// keeps 2 leave at most 2 scopes in each layer.
+#[tokio::test(start_paused = true)]
+async fn max_scopes_bounds_every_layers_state() {
+    let sim = sim();
+    let config = StackConfig::from_toml("max_scopes = 2\n").unwrap();
+    assert_eq!(config.max_scopes, 2);
+    let (llm, handle) = LlmStack::new(&config).unwrap().service(client(sim));
+    for model in ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "o3-mini"] {
+        let chat = json!({"model": model, "max_tokens": 4,
+            "messages": [{"role": "user", "content": "hello"}]});
+        let response = llm
+            .clone()
+            .oneshot(post("/v1/chat/completions", chat))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+    }
+    assert!(handle.rate_limits.as_ref().unwrap().len() <= 2);
+    assert!(handle.circuit.as_ref().unwrap().snapshot().len() <= 2);
+    assert!(handle.overload.as_ref().unwrap().snapshot().len() <= 2);
+    let error = StackConfig::from_toml("max_scopes = 0\n").unwrap_err();
+    assert_eq!(error.field(), "max_scopes");
+}
