@@ -10,11 +10,12 @@ use http::StatusCode;
 use tollgate_sim::{Sim, SimConfig, SimHandle};
 use tollgate_testkit::redis::RedisServer;
 
-use support::{CLIENT_KEY, Proxy, bearer, call, config};
+use support::{CLIENT_KEY, Proxy, bearer, call, config, get, send};
 
 const ONE: &str = "sk-pool-one-5d1e";
 const TWO: &str = "sk-pool-two-a7c2";
 const BACKUP: &str = "sk-pool-backup-90be";
+const ADMIN: &str = "adm-pool-61f0c2";
 
 async fn upstream(keys: &[(&str, &str)]) -> SimHandle {
     let mut text = String::from("[latency]\ntime_to_first_token = \"5ms\"\n");
@@ -71,7 +72,12 @@ async fn the_gateway_routes_through_a_pool_with_redis_limits_and_stale_answers()
     let redis = RedisServer::start(&[]);
     let primary = upstream(&[(ONE, "one"), (TWO, "two")]).await;
     let backup = upstream(&[(BACKUP, "backup")]).await;
-    let text = config(&primary.url(), &stack(&primary.url(), &backup.url()));
+    let text = format!(
+        "[server]\nadmin_token_env = \"TG_POOL_ADMIN\"\n{}",
+        config(&primary.url(), &stack(&primary.url(), &backup.url()))
+            .strip_prefix("[server]\n")
+            .unwrap()
+    );
     let proxy = Proxy::start_with_env(
         &text,
         &[
@@ -79,6 +85,7 @@ async fn the_gateway_routes_through_a_pool_with_redis_limits_and_stale_answers()
             ("TG_POOL_TWO", TWO),
             ("TG_POOL_BACKUP", BACKUP),
             ("TG_POOL_REDIS", &redis.url()),
+            ("TG_POOL_ADMIN", ADMIN),
         ],
     );
     let ask = |prompt: &str| {
@@ -101,6 +108,24 @@ async fn the_gateway_routes_through_a_pool_with_redis_limits_and_stale_answers()
     let moved = ask("a new question").await;
     assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
     assert_eq!(backup.log().len(), 1, "the fallback tier answered");
+
+    // `/admin/health` shows each member: the first two failed to connect, the backup served.
+    let mut request = get(&format!("{}/admin/health", proxy.url));
+    request.headers_mut().insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {ADMIN}").parse().unwrap(),
+    );
+    let health = send(request).await.json();
+    let members = health["pool"].as_array().expect("the pool's members");
+    let names: Vec<&str> = members
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["one", "two", "backup"]);
+    assert_eq!(members[0]["successes"], 1);
+    assert_eq!(members[2]["successes"], 1);
+    assert_eq!(members[2]["tier"], 1);
+    assert!(members[0]["calls"].as_u64().unwrap() >= 2, "{members:?}");
 
     backup.shutdown().await;
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -328,7 +328,13 @@ async fn max_scopes_bounds_every_layers_state() {
     let config = StackConfig::from_toml("max_scopes = 2\n").unwrap();
     assert_eq!(config.max_scopes, 2);
     let (llm, handle) = LlmStack::new(&config).unwrap().service(client(sim));
-    for model in ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "o3-mini"] {
+    for model in [
+        "gpt-4o-mini",
+        "gpt-4o",
+        "gpt-4.1-mini",
+        "gpt-4.1",
+        "o3-mini",
+    ] {
         let chat = json!({"model": model, "max_tokens": 4,
             "messages": [{"role": "user", "content": "hello"}]});
         let response = llm

@@ -1,7 +1,9 @@
 //! `/admin/*`: the operator's routes, behind `server.admin_token`.
 //!
 //! - `GET /admin/health`: every scope's breaker with its counters, overload state, limit and
-//!   calls in flight, and the cache's counters.
+//!   calls in flight, the cache's counters, and with a `[stack.pool]` each member's health
+//!   score, state (in rotation, cooling down and why, for how long, or parked), calls in
+//!   flight and counters.
 //! - `POST /admin/circuit/open` and `POST /admin/circuit/reset` with
 //!   `{"provider": "openai", "model": "gpt-4o-mini"}`: force a scope's breaker open (every call
 //!   refused, a 503, until reset) or close it and forget its counts. `credential` (an id as
@@ -222,14 +224,60 @@ async fn health(State(admin): State<Arc<Admin>>) -> Response {
             "in_flight_bytes": s.in_flight_bytes,
         })
     });
+    let pool = handle.pool.as_ref().map(pool_json);
     json(
         StatusCode::OK,
         &serde_json::json!({
             "status": if any_degraded { "degraded" } else { "ok" },
             "scopes": scopes,
             "cache": cache,
+            "pool": pool,
         }),
     )
+}
+
+/// The pool's members, each with its health, state and counters (never a key).
+fn pool_json(pool: &tollgate::pool::PoolHandle) -> serde_json::Value {
+    use tollgate::pool::{MemberState, Reason};
+    let reason = |reason: Reason| match reason {
+        Reason::RateLimited => "rate_limited",
+        Reason::Timeout => "timeout",
+        Reason::ServerError => "server_error",
+        Reason::AuthError => "auth_error",
+        Reason::QuotaExhausted => "quota_exhausted",
+        Reason::BreakerOpen => "breaker_open",
+    };
+    let members = pool.snapshot().into_iter().map(|m| {
+        let (state, why, left) = match m.state {
+            MemberState::Available => ("available", None, None),
+            MemberState::CoolingDown { reason: r, left } => (
+                "cooling_down",
+                Some(reason(r)),
+                Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+            ),
+            MemberState::Parked { reason: r } => ("parked", Some(reason(r)), None),
+        };
+        let c = m.counters;
+        serde_json::json!({
+            "name": &*m.name,
+            "tier": m.tier,
+            "score": m.score,
+            "state": state,
+            "reason": why,
+            "cooldown_left_ms": left,
+            "in_flight": m.in_flight,
+            "calls": c.calls,
+            "successes": c.successes,
+            "rate_limited": c.rate_limited,
+            "timeouts": c.timeouts,
+            "server_errors": c.server_errors,
+            "auth_errors": c.auth_errors,
+            "quota_exhausted": c.quota_exhausted,
+            "breaker_open": c.breaker_open,
+            "refused_locally": c.refused_locally,
+        })
+    });
+    serde_json::Value::Array(members.collect())
 }
 
 /// The body of `/admin/circuit/*`.
