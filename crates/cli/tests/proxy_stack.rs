@@ -4,13 +4,11 @@
 
 mod support;
 
-use std::time::Duration;
-
 use http::StatusCode;
 use tollgate_sim::{Sim, SimConfig, SimHandle};
 use tollgate_testkit::redis::RedisServer;
 
-use support::{CLIENT_KEY, Proxy, bearer, call, config, get, send};
+use support::{CLIENT_KEY, Proxy, bearer, call, config, get, post, send};
 
 const ONE: &str = "sk-pool-one-5d1e";
 const TWO: &str = "sk-pool-two-a7c2";
@@ -39,7 +37,6 @@ preset = "balanced"
 [stack.retry]
 max_attempts = 1
 [stack.cache]
-time_to_live = "300ms"
 max_staleness = "10m"
 [stack.fallback]
 [stack.rate_limit.redis]
@@ -73,7 +70,7 @@ async fn the_gateway_routes_through_a_pool_with_redis_limits_and_stale_answers()
     let primary = upstream(&[(ONE, "one"), (TWO, "two")]).await;
     let backup = upstream(&[(BACKUP, "backup")]).await;
     let text = format!(
-        "[server]\nadmin_token_env = \"TG_POOL_ADMIN\"\n{}",
+        "[server]\nadmin_token_env = \"TG_POOL_ADMIN\"\nclient_cache_headers = true\n{}",
         config(&primary.url(), &stack(&primary.url(), &backup.url()))
             .strip_prefix("[server]\n")
             .unwrap()
@@ -127,9 +124,19 @@ async fn the_gateway_routes_through_a_pool_with_redis_limits_and_stale_answers()
     assert_eq!(members[2]["tier"], 1);
     assert!(members[0]["calls"].as_u64().unwrap() >= 2, "{members:?}");
 
+    // Every member down: a client who asks for a fresh answer gets the stored one, marked.
     backup.shutdown().await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let stale = ask("hello").await;
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let mut fresh = post(
+        &format!("{}/v1/chat/completions", proxy.url),
+        Some(("authorization", &auth)),
+        &question("hello"),
+    );
+    fresh.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    let stale = send(fresh).await;
     assert_eq!(stale.status, StatusCode::OK, "{:?}", stale.body);
     assert_eq!(stale.header("x-tollgate-cache"), "stale");
     assert_eq!(stale.body, first.body);
