@@ -43,13 +43,13 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 100.0)]
     rps: f64,
     /// How long to send for ("10s", "1m").
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = tollgate_core::config::duration::parse)]
     duration: Duration,
     /// Requests in flight at most.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
     /// Give up on a request after this long.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = tollgate_core::config::duration::parse)]
     timeout: Duration,
     /// The key sent as `Authorization: Bearer` (and as `x-api-key` on /v1/messages).
     #[arg(long, default_value = "sk-bench")]

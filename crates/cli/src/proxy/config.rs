@@ -65,12 +65,9 @@ fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
 fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
     match text {
         None => Ok(default),
-        Some(text) => humantime::parse_duration(text).map_err(|e| {
-            invalid(
-                field,
-                format!("{text:?} is not a duration ({e}); use \"30s\""),
-            )
-        }),
+        Some(text) => {
+            tollgate_core::config::duration::parse(text).map_err(|why| invalid(field, why))
+        }
     }
 }
 
