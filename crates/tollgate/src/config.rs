@@ -355,6 +355,20 @@ impl StackConfig {
         ) -> Result<(), ConfigError> {
             section.map_or(Ok(()), |s| validate(s).map_err(|e| e.within(name)))
         }
+        #[cfg(not(feature = "ratelimit-redis"))]
+        if self.rate_limit.as_ref().is_some_and(|r| r.redis.is_some()) {
+            return Err(ConfigError::invalid(
+                "rate_limit.redis",
+                "needs tollgate's `ratelimit-redis` feature",
+            ));
+        }
+        #[cfg(not(feature = "cache-redis"))]
+        if self.cache.as_ref().is_some_and(|c| c.redis.is_some()) {
+            return Err(ConfigError::invalid(
+                "cache.redis",
+                "needs tollgate's `cache-redis` feature",
+            ));
+        }
         if self.max_scopes == 0 {
             return Err(ConfigError::new(
                 "max_scopes",

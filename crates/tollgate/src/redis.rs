@@ -1,7 +1,7 @@
 //! [`RedisUnavailable`]: a Redis server the config names did not answer.
 
 use tollgate_core::BoxError;
-use tollgate_core::config::{ConfigError, RedisSettings};
+use tollgate_core::config::RedisSettings;
 
 use crate::config::StackConfig;
 
@@ -44,13 +44,22 @@ impl std::error::Error for RedisUnavailable {
     }
 }
 
-/// A section this build cannot honour: it needs `feature`.
-#[cfg_attr(
-    all(feature = "ratelimit-redis", feature = "cache-redis"),
-    allow(dead_code)
-)]
-pub(crate) fn needs_feature(section: &'static str, feature: &str, _url: String) -> BoxError {
-    ConfigError::invalid(section, format!("needs tollgate's `{feature}` feature")).into()
+/// The Redis URL `settings` names, read through `env`; `field` is the setting that names it.
+#[cfg(any(feature = "ratelimit-redis", feature = "cache-redis"))]
+pub(crate) fn redis_url(
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    field: &'static str,
+    settings: &RedisSettings,
+) -> Result<String, tollgate_core::config::ConfigError> {
+    env(&settings.url_env).ok_or_else(|| {
+        tollgate_core::config::ConfigError::invalid(
+            field,
+            format!(
+                "the environment variable {:?} is not set; it holds the Redis URL",
+                settings.url_env
+            ),
+        )
+    })
 }
 
 /// The first section kept in Redis, which needs [`LlmStack::connect`].

@@ -12,7 +12,6 @@ use tollgate_concurrency::ConcurrencyLimitLayer;
 use tollgate_core::BoxError;
 use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
-use tollgate_core::config::RedisSettings;
 use tollgate_fallback::{FallbackConfig, FallbackLayer};
 use tollgate_overload::{OverloadHandle, OverloadLayer};
 use tollgate_pool::{ConfiguredMember, Pool};
@@ -26,11 +25,9 @@ use crate::config::{ConfigError, StackConfig};
 use crate::handle::StackHandle;
 use crate::optional::Optional;
 use crate::preset::Preset;
-#[cfg(any(feature = "ratelimit-redis", feature = "cache-redis"))]
-use crate::redis::RedisUnavailable;
-#[cfg(not(all(feature = "ratelimit-redis", feature = "cache-redis")))]
-use crate::redis::needs_feature;
 use crate::redis::redis_field;
+#[cfg(any(feature = "ratelimit-redis", feature = "cache-redis"))]
+use crate::redis::{RedisUnavailable, redis_url};
 
 /// A response body from the stack.
 pub type LlmBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -165,41 +162,23 @@ impl LlmStack {
             allow(unused_mut)
         )]
         let mut stack = Self::checked(config, env)?;
-        let url = |field: &'static str, settings: &RedisSettings| {
-            env(&settings.url_env).ok_or_else(|| {
-                ConfigError::invalid(
-                    field,
-                    format!(
-                        "the environment variable {:?} is not set; it holds the Redis URL",
-                        settings.url_env
-                    ),
-                )
-            })
-        };
+        // A build without a Redis feature refuses such a section when the config is read.
+        #[cfg(feature = "ratelimit-redis")]
         if let Some(settings) = config.rate_limit.as_ref().and_then(|r| r.redis.as_ref()) {
-            let url = url("rate_limit.redis.url_env", settings)?;
-            #[cfg(feature = "ratelimit-redis")]
-            {
-                let store = tollgate_ratelimit::RedisStore::connect(&url, stack.quota_table())
-                    .await
-                    .map_err(|e| RedisUnavailable::new("rate_limit.redis", settings, e))?
-                    .with_max_scopes(config.max_scopes);
-                stack.redis = Some(store);
-            }
-            #[cfg(not(feature = "ratelimit-redis"))]
-            return Err(needs_feature("rate_limit.redis", "ratelimit-redis", url));
+            let url = redis_url(env, "rate_limit.redis.url_env", settings)?;
+            let store = tollgate_ratelimit::RedisStore::connect(&url, stack.quota_table())
+                .await
+                .map_err(|e| RedisUnavailable::new("rate_limit.redis", settings, e))?
+                .with_max_scopes(config.max_scopes);
+            stack.redis = Some(store);
         }
+        #[cfg(feature = "cache-redis")]
         if let Some(settings) = config.cache.as_ref().and_then(|c| c.redis.as_ref()) {
-            let url = url("cache.redis.url_env", settings)?;
-            #[cfg(feature = "cache-redis")]
-            {
-                let store = tollgate_cache::redis::RedisStore::connect(&url)
-                    .await
-                    .map_err(|e| RedisUnavailable::new("cache.redis", settings, e))?;
-                stack.cache_redis = Some(store);
-            }
-            #[cfg(not(feature = "cache-redis"))]
-            return Err(needs_feature("cache.redis", "cache-redis", url));
+            let url = redis_url(env, "cache.redis.url_env", settings)?;
+            let store = tollgate_cache::redis::RedisStore::connect(&url)
+                .await
+                .map_err(|e| RedisUnavailable::new("cache.redis", settings, e))?;
+            stack.cache_redis = Some(store);
         }
         Ok(stack)
     }
