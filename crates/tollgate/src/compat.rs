@@ -46,6 +46,18 @@ pub(crate) fn normalize(
     warnings: &mut Vec<ConfigWarning>,
 ) -> Result<Deferred, ConfigError> {
     let mut deferred = Deferred::default();
+    // A `[pool]` without members is a request pool (calls in flight and a rate), not a pool of
+    // keys: its keys are read as top-level ones.
+    if doc
+        .get("pool")
+        .and_then(Value::as_object)
+        .is_some_and(|pool| !pool.contains_key("members"))
+        && let Some(Value::Object(pool)) = doc.remove("pool")
+    {
+        for (key, value) in pool {
+            doc.entry(key).or_insert(value);
+        }
+    }
     // Top-level settings of other tools.
     for (key, path) in [
         (
@@ -144,20 +156,6 @@ pub(crate) fn normalize(
             ));
         }
     }
-    // seed 001's request pool: concurrency and a rate, not a pool of keys.
-    if let Some(Value::Object(pool)) = doc.get_mut("pool")
-        && !pool.contains_key("members")
-    {
-        let mut pool = std::mem::take(pool);
-        doc.remove("pool");
-        for (key, value) in std::mem::take(&mut pool) {
-            doc.insert(key, value);
-        }
-        let mut later = normalize(doc, warnings)?;
-        later.no_burst |= deferred.no_burst;
-        later.written.extend(deferred.written);
-        return Ok(later);
-    }
     if let Some(Value::Object(mut models)) = doc.remove("models") {
         for (model, settings) in &mut models {
             model_settings(doc, model, settings, warnings)?;
@@ -195,19 +193,7 @@ pub(crate) fn normalize(
     if let Some(Value::Object(cache)) = doc.get_mut("cache") {
         rename(cache, "cache", "ttl", "time_to_live", written);
     }
-    for section in [
-        "rate_limit",
-        "concurrency",
-        "overload",
-        "retry",
-        "circuit_breaker",
-        "timeouts",
-        "cache",
-        "batch",
-        "pool",
-        "fallback",
-        "deferred",
-    ] {
+    for section in crate::config::SECTIONS {
         enabled(doc, section)?;
     }
     Ok(deferred)

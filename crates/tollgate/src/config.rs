@@ -137,7 +137,7 @@ pub struct StackConfig {
 }
 
 /// The sections, in the order of the stack (outermost first).
-const SECTIONS: [&str; 11] = [
+pub(crate) const SECTIONS: [&str; 11] = [
     "deferred",
     "fallback",
     "cache",
