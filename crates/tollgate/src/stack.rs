@@ -264,23 +264,50 @@ impl LlmStack {
     ///
     /// A setting that is not usable.
     ///
-    /// A pool's keys are read again, from the process's environment.
+    /// A pool whose settings changed has its keys read again, from the process's environment;
+    /// a Redis section the stack was not connected to is refused (connect with
+    /// [`connect`](Self::connect)).
     pub fn configure(mut self, change: impl FnOnce(&mut StackConfig)) -> Result<Self, ConfigError> {
+        let pool = self.config.pool.clone();
         change(&mut self.config);
         self.config.validate()?;
+        if let Some(field) = self.unconnected() {
+            return Err(ConfigError::invalid(
+                field,
+                "is kept in Redis, and this stack is not connected to it: build it with \
+                 LlmStack::connect(&config).await",
+            ));
+        }
         if self.config.fallback.is_some() && self.fallback.is_none() {
             stale_possible(&self.config)?;
         }
-        self.members = self
-            .config
-            .pool
-            .as_ref()
-            .map(|pool| {
-                pool.members(&|name| std::env::var(name).ok())
-                    .map_err(|e| e.within("pool"))
-            })
-            .transpose()?;
+        if self.config.pool != pool {
+            self.members = self
+                .config
+                .pool
+                .as_ref()
+                .map(|pool| {
+                    pool.members(&|name| std::env::var(name).ok())
+                        .map_err(|e| e.within("pool"))
+                })
+                .transpose()?;
+        }
         Ok(self)
+    }
+
+    /// A section kept in Redis that this stack has no connection for.
+    fn unconnected(&self) -> Option<&'static str> {
+        let c = &self.config;
+        #[cfg(feature = "ratelimit-redis")]
+        if c.rate_limit.as_ref().is_some_and(|r| r.redis.is_some()) && self.redis.is_none() {
+            return Some("rate_limit.redis");
+        }
+        #[cfg(feature = "cache-redis")]
+        if c.cache.as_ref().is_some_and(|r| r.redis.is_some()) && self.cache_redis.is_none() {
+            return Some("cache.redis");
+        }
+        let _ = c;
+        None
     }
 
     /// The stack over `client`. With a pool (`pool.members`), each member is `client`

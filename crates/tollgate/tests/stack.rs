@@ -283,6 +283,19 @@ async fn a_limit_is_learned_from_429s_unless_the_config_says_not_to() {
     }
 }
 
+/// A small chat completion of `model` through `llm`, which must answer 200; its whole body.
+async fn ask(llm: &tollgate::LlmService, model: &str, stream: bool) -> Bytes {
+    let chat = json!({"model": model, "max_tokens": 8, "stream": stream,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let response = llm
+        .clone()
+        .oneshot(post("/v1/chat/completions", chat))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{model}");
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
 /// Every layer can be left out: the stack then has neither the layer nor its handle, and
 /// still answers (streams included) through the layers that are left.
 #[tokio::test(start_paused = true)]
@@ -301,15 +314,7 @@ async fn layers_switched_off_are_absent_and_the_rest_still_answers() {
         let config = StackConfig::from_toml(&format!("[{off}]\nenabled = false\n")).unwrap();
         let (llm, handle) = LlmStack::new(&config).unwrap().service(client(sim.clone()));
         for stream in [false, true] {
-            let chat = json!({"model": "gpt-4o-mini", "max_tokens": 8, "stream": stream,
-                "messages": [{"role": "user", "content": "hello"}]});
-            let response = llm
-                .clone()
-                .oneshot(post("/v1/chat/completions", chat))
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200, "[{off}] off");
-            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let body = ask(&llm, "gpt-4o-mini", stream).await;
             assert!(!body.is_empty(), "[{off}] off");
         }
         assert_eq!(handle.cache.is_some(), off != "cache");
@@ -335,19 +340,33 @@ async fn max_scopes_bounds_every_layers_state() {
         "gpt-4.1",
         "o3-mini",
     ] {
-        let chat = json!({"model": model, "max_tokens": 4,
-            "messages": [{"role": "user", "content": "hello"}]});
-        let response = llm
-            .clone()
-            .oneshot(post("/v1/chat/completions", chat))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.into_body().collect().await.unwrap();
+        ask(&llm, model, false).await;
     }
     assert!(handle.rate_limits.as_ref().unwrap().len() <= 2);
     assert!(handle.circuit.as_ref().unwrap().snapshot().len() <= 2);
     assert!(handle.overload.as_ref().unwrap().snapshot().len() <= 2);
     let error = StackConfig::from_toml("max_scopes = 0\n").unwrap_err();
     assert_eq!(error.field(), "max_scopes");
+}
+
+/// Settings changed in code are checked as a file's are: a Redis section the stack is not
+/// connected to is refused, not silently run without its limits.
+#[test]
+fn configure_refuses_what_the_stack_cannot_run() {
+    let error = LlmStack::preset(tollgate::Preset::Balanced)
+        .configure(|c| {
+            c.rate_limit.as_mut().unwrap().redis = Some(tollgate::core::config::RedisSettings {
+                url_env: "REDIS_URL".into(),
+            });
+        })
+        .unwrap_err();
+    assert_eq!(error.field(), "rate_limit.redis");
+    let error = LlmStack::preset(tollgate::Preset::Balanced)
+        .configure(|c| c.fallback = Some(tollgate::fallback::FallbackConfig::default()))
+        .unwrap_err();
+    assert_eq!(
+        error.field(),
+        "fallback",
+        "stale answers need cache.max_staleness"
+    );
 }
