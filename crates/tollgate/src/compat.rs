@@ -17,14 +17,14 @@ type Object = Map<String, Value>;
 
 /// What was read that needs the merged config to apply (it depends on the preset).
 #[derive(Debug, Default)]
-pub(crate) struct Deferred {
+pub(crate) struct Normalized {
     /// `burst_mode = false`: spread each minute's requests evenly.
     pub(crate) no_burst: bool,
     /// Keys read under another name: (the name here, as written).
     pub(crate) written: Vec<(String, String)>,
 }
 
-impl Deferred {
+impl Normalized {
     /// The key as written for an error found at `field` (its name here).
     pub(crate) fn as_written(&self, field: &str) -> Option<String> {
         self.written
@@ -44,8 +44,8 @@ impl Deferred {
 pub(crate) fn normalize(
     doc: &mut Object,
     warnings: &mut Vec<ConfigWarning>,
-) -> Result<Deferred, ConfigError> {
-    let mut deferred = Deferred::default();
+) -> Result<Normalized, ConfigError> {
+    let mut normalized = Normalized::default();
     // A `[pool]` without members is a request pool (calls in flight and a rate), not a pool of
     // keys: its keys are read as top-level ones.
     if doc
@@ -97,7 +97,7 @@ pub(crate) fn normalize(
     ] {
         if let Some(value) = doc.remove(key) {
             put(doc, path, value);
-            deferred.written.push((path.to_owned(), key.to_owned()));
+            normalized.written.push((path.to_owned(), key.to_owned()));
         }
     }
     for key in ["optimal_batch_size", "max_batch_size"] {
@@ -130,7 +130,7 @@ pub(crate) fn normalize(
                 key
             };
             put(doc, &format!("retry.{ours}"), value);
-            deferred
+            normalized
                 .written
                 .push((format!("retry.{ours}"), key.to_owned()));
         }
@@ -147,7 +147,7 @@ pub(crate) fn normalize(
     }
     match doc.remove("burst_mode") {
         None | Some(Value::Bool(true)) => {}
-        Some(Value::Bool(false)) => deferred.no_burst = true,
+        Some(Value::Bool(false)) => normalized.no_burst = true,
         Some(other) => {
             return Err(ConfigError::new(
                 "burst_mode",
@@ -163,11 +163,11 @@ pub(crate) fn normalize(
     }
     // Sections: old names, and `enabled`.
     if rename_section(doc, "backoff_strategy", "retry") {
-        deferred
+        normalized
             .written
             .push(("retry".into(), "backoff_strategy".into()));
     }
-    let written = &mut deferred.written;
+    let written = &mut normalized.written;
     if let Some(Value::Object(retry)) = doc.get_mut("retry") {
         if let Some(retries) = retry.remove("max_retries") {
             let attempts = retries
@@ -196,7 +196,7 @@ pub(crate) fn normalize(
     for section in crate::config::SECTIONS {
         enabled(doc, section)?;
     }
-    Ok(deferred)
+    Ok(normalized)
 }
 
 /// `[models."name"]`: a model's own rate, and calls in flight.

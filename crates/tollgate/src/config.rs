@@ -251,7 +251,7 @@ impl StackConfig {
             })?,
         };
         let mut warnings = Vec::new();
-        let deferred = compat::normalize(&mut doc, &mut warnings)?;
+        let normalized = compat::normalize(&mut doc, &mut warnings)?;
         let sets_max_open = doc
             .get("circuit_breaker")
             .and_then(Value::as_object)
@@ -265,12 +265,12 @@ impl StackConfig {
         compat::normalize(&mut base, &mut Vec::new())?;
         merge(&mut merged, base);
         merge(&mut merged, doc);
-        let as_written = |e: ConfigError| match deferred.as_written(e.field()) {
+        let as_written = |e: ConfigError| match normalized.as_written(e.field()) {
             Some(field) => e.with_field(field),
             None => e,
         };
         let mut config = Self::from_canonical(merged).map_err(as_written)?;
-        if deferred.no_burst {
+        if normalized.no_burst {
             compat::spread(&mut config, &mut warnings);
         }
         // A longer first open period than the longest allowed raises the longest, unless
