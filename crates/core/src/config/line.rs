@@ -37,7 +37,10 @@ pub fn line_of(text: &str, path: &str) -> Option<usize> {
         let line = index + 1;
         let content = raw.trim();
         if content.starts_with("[[") {
-            let name = keys(content.trim_start_matches("[[").split("]]").next()?);
+            let name = indexed(
+                keys(content.trim_start_matches("[[").split("]]").next()?),
+                &arrays,
+            );
             let seen = match arrays.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, count)) => {
                     *count += 1;
@@ -54,7 +57,10 @@ pub fn line_of(text: &str, path: &str) -> Option<usize> {
             }
             consider(&table, line);
         } else if content.starts_with('[') {
-            table = keys(content.trim_start_matches('[').split(']').next()?);
+            table = indexed(
+                keys(content.trim_start_matches('[').split(']').next()?),
+                &arrays,
+            );
             consider(&table, line);
         } else if let Some((key, _)) = content.split_once('=')
             && !content.starts_with('#')
@@ -65,6 +71,19 @@ pub fn line_of(text: &str, path: &str) -> Option<usize> {
         }
     }
     best.map(|(_, line)| line)
+}
+
+/// A table's name with the index of each enclosing array of tables it is under: after
+/// `[[models]]` twice, `models.deployments` is `models[1]`, `deployments` (its own index is
+/// added by the caller).
+fn indexed(mut name: Vec<String>, arrays: &[(Vec<String>, usize)]) -> Vec<String> {
+    for end in 1..name.len() {
+        let (prefix, _) = name.split_at(end);
+        if let Some((_, count)) = arrays.iter().find(|(n, _)| n.as_slice() == prefix) {
+            name[end - 1].push_str(&format!("[{}]", count - 1));
+        }
+    }
+    name
 }
 
 /// A path's segments, an array index kept on its segment: `a.b[1].c` → `a`, `b[1]`, `c`.
@@ -116,6 +135,14 @@ requests_per_minute = 120
             Some(16)
         );
         assert_eq!(line_of(text, "seed"), None);
+        let nested = "[[models]]\nname = \"a\"\n[[models.deployments]]\nmodel = \"x\"\n\
+                      [[models]]\nname = \"b\"\n[[models.deployments]]\nmodel = \"y\"\n\
+                      [[models.deployments]]\nkeys_env = \"K\"\n[models.affinity]\nuser = true\n";
+        assert_eq!(line_of(nested, "models[1].deployments[1].keys_env"), Some(10));
+        assert_eq!(line_of(nested, "models[1].deployments[0].model"), Some(8));
+        assert_eq!(line_of(nested, "models[0].deployments[0].model"), Some(4));
+        assert_eq!(line_of(nested, "models[1].name"), Some(6));
+        assert_eq!(line_of(nested, "models[1].affinity.user"), Some(12));
         assert_eq!(line_of("", "seed"), None);
     }
 }
