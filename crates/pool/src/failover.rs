@@ -16,12 +16,11 @@ use tokio::time::Instant;
 use tollgate_core::classify::{
     classify_error, is_deadline_expiry, is_local_refusal, response_outcome,
 };
-use tollgate_core::error::{CircuitOpen, RateLimited};
-use tollgate_core::{
-    BoxError, Deadline, Delivery, Outcome, OutcomeKind, RateLimitDimension, Repeat,
-};
+use tollgate_core::error::CircuitOpen;
+use tollgate_core::{BoxError, Deadline, Delivery, Outcome, OutcomeKind, Repeat};
 use tower::{Service, ServiceExt};
 
+use crate::exhausted::NoMemberAvailable;
 use crate::health::{Reason, Source};
 use crate::metrics;
 use crate::pool::{Pool, Served, Shared};
@@ -36,7 +35,9 @@ pub enum WhenExhausted {
     /// [`Deadline`] (default).
     #[default]
     Wait,
-    /// Fails at once with [`RateLimited`] and the wait until the earliest member is back.
+    /// Fails at once with [`NoMemberAvailable`] (a local refusal whose source is a
+    /// [`RateLimited`](tollgate_core::error::RateLimited)) and the wait until the earliest
+    /// member is back.
     Fail,
 }
 
@@ -206,10 +207,9 @@ where
                         continue;
                     }
                     _ => {
-                        return Err(Box::new(RateLimited {
-                            dimension: RateLimitDimension::Requests,
-                            retry_after: earliest.map(|at| at.saturating_duration_since(now)),
-                        }));
+                        return Err(Box::new(NoMemberAvailable::new(
+                            earliest.map(|at| at.saturating_duration_since(now)),
+                        )));
                     }
                 }
             }

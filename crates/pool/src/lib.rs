@@ -65,6 +65,7 @@
 
 mod builder;
 mod config;
+mod exhausted;
 mod failover;
 mod health;
 mod member;
@@ -75,6 +76,7 @@ mod select;
 
 pub use self::builder::PoolBuilder;
 pub use self::config::{ConfiguredMember, MemberConfig, PoolConfig};
+pub use self::exhausted::NoMemberAvailable;
 pub use self::failover::{ResponseFuture, WhenExhausted};
 pub use self::health::{Cooldowns, Counters, MemberState, Reason};
 pub use self::member::{Adapter, Auth, Member, Rewrite};

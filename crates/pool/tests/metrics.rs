@@ -11,9 +11,8 @@ use http_body_util::{BodyExt, Full};
 use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
 use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
-use tollgate_core::error::RateLimited;
 use tollgate_core::{BoxError, Secret};
-use tollgate_pool::{Member, Policy, Pool, WhenExhausted};
+use tollgate_pool::{Member, NoMemberAvailable, Policy, Pool, WhenExhausted};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
 /// This layer's series (see `tollgate_testkit::metrics::recorded`).
@@ -113,7 +112,7 @@ async fn scores_cooldowns_failovers_and_exhaustion_by_member_name() {
     response.into_body().collect().await.unwrap();
     assert_eq!(stack.clone().oneshot(ask()).await.unwrap().status(), 401);
     let error = stack.clone().oneshot(ask()).await.unwrap_err();
-    assert!(error.is::<RateLimited>(), "{error}");
+    assert!(error.is::<NoMemberAvailable>(), "{error}");
 
     let scores: Vec<u8> = handle.snapshot().iter().map(|m| m.score).collect();
     assert_eq!(scores, [0, 0], "both out of rotation");

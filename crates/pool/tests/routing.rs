@@ -14,7 +14,8 @@ use tollgate_core::classify::ClassifyLayer;
 use tollgate_core::error::RateLimited;
 use tollgate_core::{BoxError, Deadline, Secret};
 use tollgate_pool::{
-    Auth, Member, MemberState, Policy, Pool, Reason, Rewrite, Served, WhenExhausted,
+    Auth, Member, MemberState, NoMemberAvailable, Policy, Pool, Reason, Rewrite, Served,
+    WhenExhausted,
 };
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
@@ -318,8 +319,16 @@ async fn with_every_member_out_a_request_waits_or_fails_as_configured() {
     // The 429 itself comes back (nobody else could serve it).
     assert_eq!(send(&stack).await.unwrap().0, 429);
     let error = send(&stack).await.unwrap_err();
-    let limited = error.downcast_ref::<RateLimited>().expect("RateLimited");
-    assert_eq!(limited.retry_after, Some(Duration::from_secs(20)));
+    let out = error
+        .downcast_ref::<NoMemberAvailable>()
+        .expect("NoMemberAvailable");
+    assert_eq!(out.retry_after, Some(Duration::from_secs(20)));
+    // Seen as a local rate limit by the layers above.
+    let limited = std::error::Error::source(out).expect("a source");
+    assert_eq!(
+        limited.downcast_ref::<RateLimited>().map(|l| l.retry_after),
+        Some(Some(Duration::from_secs(20)))
+    );
 
     let upstream = Arc::new(Upstream::default());
     upstream.answer("only", &[RATE_LIMITED]);
@@ -344,7 +353,7 @@ async fn with_every_member_out_a_request_waits_or_fails_as_configured() {
         .extensions_mut()
         .insert(Deadline::after(Duration::from_secs(5)));
     let error = stack.clone().oneshot(request).await.unwrap_err();
-    assert!(error.is::<RateLimited>(), "{error}");
+    assert!(error.is::<NoMemberAvailable>(), "{error}");
 }
 
 #[tokio::test(start_paused = true)]
