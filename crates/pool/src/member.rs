@@ -79,7 +79,9 @@ impl Rewrite {
         self
     }
 
-    /// Sends to `base`'s scheme and host (and port), keeping the path. Without a
+    /// Sends to `base`'s scheme and host (and port), its path (if any) in front of the
+    /// request's (`https://api.groq.com/openai` sends `/v1/chat/completions` to
+    /// `/openai/v1/chat/completions`). Without a
     /// [`key`](Self::key) of the member's own, the caller's credentials are dropped when this
     /// is another host than the request's (see [Credentials](Self#credentials)).
     ///
@@ -103,7 +105,8 @@ impl Rewrite {
     }
 
     /// Marks requests as going to `provider`, whose way of answering (headers, errors) the
-    /// member's layers then read.
+    /// member's layers then read. Gemini's is reached through its OpenAI-compatible API: an
+    /// OpenAI path (`/v1/chat/completions`) goes to `/v1beta/openai/chat/completions`.
     pub fn provider(mut self, provider: Provider) -> Self {
         self.provider = Some(provider);
         self
@@ -194,11 +197,30 @@ impl Adapter for Rewrite {
                 llm.credential = Some(CredentialId::from_secret(key.expose().as_bytes()));
             }
         }
+        let gemini =
+            self.provider == Some(Provider::Gemini) && request.uri().path().starts_with("/v1/");
+        let prefix = self
+            .base
+            .as_ref()
+            .map_or("", |base| base.path().trim_end_matches('/'));
         if self.base.is_some() || self.azure.is_some() {
             let mut parts = request.uri().clone().into_parts();
             if let Some(base) = &self.base {
                 parts.scheme = base.scheme().cloned();
                 parts.authority = base.authority().cloned();
+            }
+            if !prefix.is_empty() || gemini {
+                let (path, query) = parts
+                    .path_and_query
+                    .as_ref()
+                    .map_or(("/", None), |p| (p.path(), p.query()));
+                // Gemini answers OpenAI's API under /v1beta/openai/.
+                let path = match path.strip_prefix("/v1/") {
+                    Some(rest) if gemini => format!("/v1beta/openai/{rest}"),
+                    _ => path.to_owned(),
+                };
+                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+                parts.path_and_query = Some(format!("{prefix}{path}{query}").parse()?);
             }
             if let Some((deployment, version)) = &self.azure {
                 let path = parts.path_and_query.as_ref().map_or("/", |p| p.path());
@@ -331,6 +353,28 @@ mod tests {
         let body: serde_json::Value =
             serde_json::from_slice(&tollgate_core::body::full_bytes(r.body().clone())).unwrap();
         assert_eq!(body["model"], "gpt-4o-mini");
+    }
+
+    #[test]
+    fn a_base_path_goes_in_front_and_gemini_takes_openai_paths_under_v1beta() {
+        let mut r = request();
+        Rewrite::default()
+            .key(Secret::new("gsk"), Auth::Bearer)
+            .base("https://api.groq.com/openai/")
+            .adapt(&mut r)
+            .unwrap();
+        assert_eq!(r.uri(), "https://api.groq.com/openai/v1/chat/completions");
+        let mut r = request();
+        Rewrite::default()
+            .key(Secret::new("g"), Auth::GoogApiKey)
+            .provider(Provider::Gemini)
+            .base("https://generativelanguage.googleapis.com")
+            .adapt(&mut r)
+            .unwrap();
+        assert_eq!(
+            r.uri(),
+            "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions"
+        );
     }
 
     #[test]
