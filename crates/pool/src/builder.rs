@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 #[cfg(doc)]
 use tollgate_core::{OutcomeKind, Repeat};
 
+use crate::affinity::{AffinityConfig, DEFAULT_MAX_LOAD_PERCENT, KeySources, Rendezvous};
 use crate::failover::WhenExhausted;
 use crate::health::{Cooldowns, Health};
 use crate::member::Member;
@@ -23,6 +24,7 @@ pub struct PoolBuilder<S> {
     when_exhausted: WhenExhausted,
     max_attempts: Option<usize>,
     resend_unanswered: bool,
+    affinity: Option<KeySources>,
 }
 
 impl<S> fmt::Debug for PoolBuilder<S> {
@@ -46,6 +48,7 @@ impl<S> Default for PoolBuilder<S> {
             when_exhausted: WhenExhausted::default(),
             max_attempts: None,
             resend_unanswered: false,
+            affinity: None,
         }
     }
 }
@@ -91,6 +94,22 @@ impl<S> PoolBuilder<S> {
         self
     }
 
+    /// Keeps requests that share a session or a prompt prefix on one member while it is in
+    /// rotation, so the provider's prompt cache keeps hitting: their key is read from the
+    /// request as `config` says (see [`AffinityConfig`]). Without it, only a request's own
+    /// [`Affinity`](crate::Affinity) extension gives it a key.
+    ///
+    /// # Panics
+    ///
+    /// When `config` is not valid ([`AffinityConfig::validate`]).
+    pub fn affinity(mut self, config: AffinityConfig) -> Self {
+        match KeySources::new(&config) {
+            Ok(sources) => self.affinity = Some(sources),
+            Err(error) => panic!("pool affinity: {error}"),
+        }
+        self
+    }
+
     /// The pool.
     ///
     /// # Panics
@@ -111,9 +130,14 @@ impl<S> PoolBuilder<S> {
             .iter()
             .map(|m| MemberMetrics::new(&m.name))
             .collect();
+        let max_load_percent = self
+            .affinity
+            .as_ref()
+            .map_or(DEFAULT_MAX_LOAD_PERCENT, |a| a.max_load_percent);
         Pool {
             services: services.into(),
             shared: Arc::new(Shared {
+                rendezvous: Rendezvous::new(&members, self.policy, max_load_percent),
                 health: Mutex::new(members.iter().map(|_| Health::default()).collect()),
                 members,
                 policy: self.policy,
@@ -124,6 +148,7 @@ impl<S> PoolBuilder<S> {
                 turn: AtomicUsize::new(0),
                 failed: Failures::default(),
                 idempotency_header: http::HeaderName::from_static("idempotency-key"),
+                affinity: self.affinity,
                 metrics,
             }),
         }

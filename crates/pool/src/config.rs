@@ -6,6 +6,7 @@ use std::num::NonZeroU64;
 use tollgate_core::config::ConfigError;
 use tollgate_core::{CredentialId, Provider, Secret};
 
+use crate::affinity::AffinityConfig;
 use crate::builder::PoolBuilder;
 use crate::failover::WhenExhausted;
 use crate::member::{Auth, Member, Rewrite};
@@ -33,6 +34,8 @@ use crate::select::Policy;
 /// deployment = "gpt-4o"
 /// api_version = "2024-10-21"
 /// tier = 1                       # serves only when no tier 0 member can
+/// [affinity]                     # keep a session or a prompt prefix on one member
+/// header = "x-session-id"
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
@@ -50,6 +53,10 @@ pub struct PoolConfig {
     /// Whether a billed call whose connection broke after it may have been sent moves to
     /// another member (it may be billed twice).
     pub resend_unanswered: bool,
+    /// Keeps requests that share a session or a prompt prefix on one member, for the
+    /// provider's prompt cache (default: off).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub affinity: Option<AffinityConfig>,
 }
 
 /// One member as written: a key (or several) of one deployment of one provider.
@@ -99,6 +106,14 @@ pub struct MemberConfig {
     /// Its own tokens per minute (applied by the stack's rate limiter to this member).
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub tokens_per_minute: Option<NonZeroU64>,
+    /// Its own input tokens per minute (Anthropic's ITPM; applied by the stack's rate limiter
+    /// to this member).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub input_tokens_per_minute: Option<NonZeroU64>,
+    /// Its own output tokens per minute (Anthropic's OTPM; applied by the stack's rate limiter
+    /// to this member).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub output_tokens_per_minute: Option<NonZeroU64>,
     /// Its own calls in flight at most (applied by the stack's concurrency limit).
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub max_concurrent: Option<usize>,
@@ -148,6 +163,9 @@ impl PoolConfig {
         }
         if self.max_attempts == Some(0) {
             return Err(ConfigError::new("max_attempts", 0, "must be at least 1"));
+        }
+        if let Some(affinity) = &self.affinity {
+            affinity.validate().map_err(|e| e.within("affinity"))?;
         }
         let mut names = std::collections::HashSet::new();
         for (i, member) in self.members.iter().enumerate() {
@@ -214,15 +232,22 @@ impl PoolConfig {
     }
 
     /// These settings on a pool builder.
+    ///
+    /// # Panics
+    ///
+    /// When `affinity` is not valid ([`validate`](Self::validate) says why).
     pub fn apply<S>(&self, builder: PoolBuilder<S>) -> PoolBuilder<S> {
-        let builder = builder
+        let mut builder = builder
             .policy(self.policy)
             .when_exhausted(self.when_exhausted)
             .resend_unanswered(self.resend_unanswered);
-        match self.max_attempts {
-            Some(attempts) => builder.max_attempts(attempts),
-            None => builder,
+        if let Some(attempts) = self.max_attempts {
+            builder = builder.max_attempts(attempts);
         }
+        if let Some(affinity) = &self.affinity {
+            builder = builder.affinity(affinity.clone());
+        }
+        builder
     }
 }
 
@@ -390,6 +415,80 @@ mod tests {
         assert_eq!(
             PoolConfig::default().validate().unwrap_err().field(),
             "members"
+        );
+    }
+
+    #[test]
+    fn bad_affinity_settings_are_named_by_their_path() {
+        let with = |affinity: AffinityConfig| PoolConfig {
+            members: vec![member("a")],
+            affinity: Some(affinity),
+            ..PoolConfig::default()
+        };
+        assert_eq!(with(AffinityConfig::default()).validate(), Ok(()));
+        for (affinity, field) in [
+            (
+                AffinityConfig {
+                    header: Some("x session".into()),
+                    ..AffinityConfig::default()
+                },
+                "affinity.header",
+            ),
+            (
+                AffinityConfig {
+                    prefix_bytes: 64,
+                    ..AffinityConfig::default()
+                },
+                "affinity.prefix_bytes",
+            ),
+            (
+                AffinityConfig {
+                    max_load_percent: 99,
+                    ..AffinityConfig::default()
+                },
+                "affinity.max_load_percent",
+            ),
+        ] {
+            assert_eq!(with(affinity).validate().unwrap_err().field(), field);
+        }
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn affinity_reads_with_its_defaults_and_round_trips() {
+        let config: PoolConfig = toml::from_str(
+            r#"
+            [[members]]
+            name = "a"
+            [affinity]
+            header = "x-session-id"
+            "#,
+        )
+        .unwrap();
+        let affinity = config.affinity.clone().unwrap();
+        assert_eq!(affinity.header.as_deref(), Some("x-session-id"));
+        assert!(affinity.user);
+        assert_eq!(
+            (affinity.prefix_bytes, affinity.max_load_percent),
+            (2048, 150)
+        );
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(serde_json::from_value::<PoolConfig>(json).unwrap(), config);
+        // Off unless written, and not written when off.
+        let off = PoolConfig {
+            members: vec![member("a")],
+            ..PoolConfig::default()
+        };
+        assert!(
+            serde_json::to_value(&off)
+                .unwrap()
+                .get("affinity")
+                .is_none()
+        );
+        let unknown = toml::from_str::<PoolConfig>("[affinity]\nheaders = \"x\"\n").unwrap_err();
+        assert!(
+            unknown.to_string().contains("unknown field `headers`"),
+            "{unknown}"
         );
     }
 }

@@ -173,6 +173,7 @@ where
     S::Error: Into<BoxError>,
 {
     let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
+    let affinity = shared.affinity_of(&request);
     let key = request
         .headers()
         .get(&shared.idempotency_header)
@@ -189,8 +190,8 @@ where
         let now = Instant::now();
         // Members that failed this request's earlier attempts come last.
         let skip: Vec<usize> = tried.iter().chain(&avoid).copied().collect();
-        let choice = match shared.choose(&skip, context_floor, now) {
-            Err(_) if !avoid.is_empty() => shared.choose(&tried, context_floor, now),
+        let choice = match shared.choose(&skip, context_floor, affinity, now) {
+            Err(_) if !avoid.is_empty() => shared.choose(&tried, context_floor, affinity, now),
             choice => choice,
         };
         let member = match choice {

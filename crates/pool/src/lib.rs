@@ -26,6 +26,13 @@
 //!   [`PoolBuilder::resend_unanswered`] says so: the member may have processed and billed it.
 //!   With `tollgate-retry` outside, its retries go back through the pool, which remembers (by
 //!   the request's `idempotency-key`) which members failed it and tries others first.
+//! - **Affinity** (optional, [`PoolBuilder::affinity`]): requests that share a session (an
+//!   [`Affinity`] extension, a header, the body's `user` or `prompt_cache_key`) or a long
+//!   prompt prefix go to the same member while it is in rotation, healthy and not much busier
+//!   than its share, so the provider's prompt cache, kept per account or deployment, keeps
+//!   hitting (cached input is billed at a fraction of the price). Rendezvous hashing: a member
+//!   out of rotation loses only its own keys, and gets them back when it returns
+//!   ([`AffinityConfig`]).
 //! - **Fallback**: tier 1 members (a smaller model, another provider) serve only when no tier 0
 //!   member can; a context-length error moves only to members with a larger
 //!   [context window](Member::context_window).
@@ -63,6 +70,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod affinity;
 mod builder;
 mod config;
 mod exhausted;
@@ -74,6 +82,7 @@ mod metrics;
 mod pool;
 mod select;
 
+pub use self::affinity::{Affinity, AffinityConfig};
 pub use self::builder::PoolBuilder;
 pub use self::config::{ConfiguredMember, MemberConfig, PoolConfig};
 pub use self::exhausted::NoMemberAvailable;

@@ -5,7 +5,7 @@
 //! Members are labelled by the name the operator gave them ([`Member::key`](crate::Member::key)
 //! takes the name and the secret apart), never by their key. Each member's score gauge is
 //! registered when the pool is built; cooldowns and failovers are rare, so their counters are
-//! looked up when one happens.
+//! looked up when one happens; its affinity counters are registered at its first keyed pick.
 
 use tollgate_core::OutcomeKind;
 
@@ -33,6 +33,10 @@ pub(crate) struct MemberMetrics {
     name: std::sync::Arc<str>,
     #[cfg(feature = "metrics")]
     score: metrics::Gauge,
+    /// Its keys' picks, kept and moved; registered at the first (every call of a pool with
+    /// affinity has one, and a pool without shows none).
+    #[cfg(feature = "metrics")]
+    affinity: std::sync::OnceLock<[metrics::Counter; 2]>,
 }
 
 impl MemberMetrics {
@@ -49,6 +53,8 @@ impl MemberMetrics {
             },
             #[cfg(feature = "metrics")]
             name: name.clone(),
+            #[cfg(feature = "metrics")]
+            affinity: std::sync::OnceLock::new(),
         }
     }
 
@@ -73,6 +79,25 @@ impl MemberMetrics {
         .increment(1);
         #[cfg(not(feature = "metrics"))]
         let _ = reason;
+    }
+
+    /// A request whose affinity key is this member's was picked for it (`kept`) or another
+    /// member.
+    #[inline]
+    pub(crate) fn affinity(&self, kept: bool) {
+        #[cfg(feature = "metrics")]
+        self.affinity.get_or_init(|| {
+            ["kept", "moved"].map(|result| {
+                metrics::counter!(
+                    "tollgate_pool_affinity_total",
+                    "member" => self.name.to_string(),
+                    "result" => result
+                )
+            })
+        })[usize::from(!kept)]
+        .increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = kept;
     }
 
     /// The member's answer (`outcome`) sent the request on to another member.

@@ -1,8 +1,9 @@
 //! [`Pool`]: many members behind one service, sharing one view of their health; its
 //! [`PoolHandle`] reads and resets that health.
 //!
-//! How a member is picked is in `select.rs`, what a request's retries avoid in `memory.rs`, how
-//! a call goes from member to member in `failover.rs`, and the options in `builder.rs`.
+//! How a member is picked is in `select.rs` (by a request's affinity key in `affinity.rs`), what
+//! a request's retries avoid in `memory.rs`, how a call goes from member to member in
+//! `failover.rs`, and the options in `builder.rs`.
 
 use std::fmt;
 use std::sync::atomic::AtomicUsize;
@@ -10,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::time::Instant;
 
+use crate::affinity::{KeySources, Rendezvous};
 use crate::builder::PoolBuilder;
 use crate::failover::WhenExhausted;
 use crate::health::{Cooldowns, Counters, Health, MemberState};
@@ -59,6 +61,10 @@ pub(crate) struct Shared {
     /// Members that failed a request, by its idempotency key, so its retries go elsewhere.
     pub(crate) failed: Failures,
     pub(crate) idempotency_header: http::HeaderName,
+    /// Where requests' affinity keys are read from, when configured.
+    pub(crate) affinity: Option<KeySources>,
+    /// Which member a key goes to.
+    pub(crate) rendezvous: Rendezvous,
     pub(crate) metrics: Vec<MemberMetrics>,
 }
 
@@ -69,6 +75,7 @@ impl fmt::Debug for Shared {
             .field("policy", &self.policy)
             .field("cooldowns", &self.cooldowns)
             .field("when_exhausted", &self.when_exhausted)
+            .field("affinity", &self.affinity)
             .finish_non_exhaustive()
     }
 }

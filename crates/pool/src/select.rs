@@ -1,5 +1,6 @@
-//! How the pool picks a member: the [`Policy`] among the best tier's available members, and
-//! the in-flight count each pick holds until its call ends.
+//! How the pool picks a member: the [`Policy`] among the best tier's available members (or,
+//! for a request with an affinity key, the key's member among those the policy would consider:
+//! `affinity.rs`), and the in-flight count each pick holds until its call ends.
 
 use std::sync::atomic::Ordering;
 
@@ -7,6 +8,7 @@ use rand::RngExt as _;
 use tokio::time::Instant;
 
 use crate::health::{Health, MemberState};
+use crate::metrics;
 use crate::pool::Shared;
 
 /// How the pool picks among the members it may use.
@@ -39,11 +41,13 @@ impl Shared {
     }
 
     /// Picks a member not in `skip`, counting it in flight; or the earliest moment one of
-    /// them is back.
+    /// them is back. A request with an affinity `key` goes to the key's member among those
+    /// the policy would consider (`ordered` considers only the first).
     pub(crate) fn choose(
         &self,
         skip: &[usize],
         context_floor: Option<u64>,
+        key: Option<u64>,
         now: Instant,
     ) -> Result<usize, Option<Instant>> {
         let mut health = self.health();
@@ -82,22 +86,29 @@ impl Shared {
         if candidates.is_empty() {
             return Err(earliest);
         }
-        let pick = match self.policy {
-            Policy::Ordered => candidates[0].0,
-            Policy::Healthiest => {
-                // Scores within a band of the best count as equal, so a member a few points
-                // behind is not starved; among those, the least loaded, then in turn.
-                let top = candidates.iter().map(|(_, s)| *s).max().unwrap_or(0);
-                let healthy = |s: u8| s.saturating_add(HEALTHY_BAND) >= top;
+        if self.policy == Policy::Healthiest {
+            // Scores within a band of the best count as equal, so a member a few points
+            // behind is not starved.
+            let top = candidates.iter().map(|(_, s)| *s).max().unwrap_or(0);
+            candidates.retain(|(_, s)| s.saturating_add(HEALTHY_BAND) >= top);
+        }
+        let key = key.filter(|_| self.policy != Policy::Ordered);
+        let pick = match (key, self.policy) {
+            (Some(key), _) => self.rendezvous.pick(
+                key,
+                candidates.iter().map(|(i, _)| (*i, health[*i].in_flight)),
+            ),
+            (None, Policy::Ordered) => candidates[0].0,
+            (None, Policy::Healthiest) => {
+                // The least loaded, then in turn.
                 let least = candidates
                     .iter()
-                    .filter(|(_, s)| healthy(*s))
                     .map(|(i, _)| health[*i].in_flight)
                     .min()
                     .unwrap_or(0);
                 let tied: Vec<usize> = candidates
                     .iter()
-                    .filter(|(i, s)| healthy(*s) && health[*i].in_flight == least)
+                    .filter(|(i, _)| health[*i].in_flight == least)
                     .map(|(i, _)| *i)
                     .collect();
                 // In turn: the first tied member at or after a cursor that moves one member
@@ -109,7 +120,7 @@ impl Shared {
                     .min_by_key(|i| (**i + n - cursor) % n)
                     .expect("a tied member")
             }
-            Policy::LeastLoaded => {
+            (None, Policy::LeastLoaded) => {
                 let mut rng = rand::rng();
                 let a = candidates[rng.random_range(0..candidates.len())].0;
                 let b = candidates[rng.random_range(0..candidates.len())].0;
@@ -119,7 +130,7 @@ impl Shared {
                     a
                 }
             }
-            Policy::Weighted => {
+            (None, Policy::Weighted) => {
                 let total: u64 = candidates
                     .iter()
                     .map(|(i, _)| u64::from(self.members[*i].weight))
@@ -138,6 +149,13 @@ impl Shared {
             }
         };
         health[pick].in_flight += 1;
+        drop(health);
+        if metrics::ENABLED
+            && let Some(key) = key
+        {
+            let home = self.rendezvous.home(key);
+            self.metrics[home].affinity(home == pick);
+        }
         Ok(pick)
     }
 

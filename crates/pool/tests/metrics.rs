@@ -1,6 +1,6 @@
 //! With the `metrics` feature the pool reports each member's health score, and counts
-//! cooldowns, failovers and requests no member could take; members are labelled by their
-//! name, never their key.
+//! cooldowns, failovers, requests no member could take, and affinity picks kept or moved;
+//! members are labelled by their name, never their key.
 #![cfg(feature = "metrics")]
 
 use std::collections::BTreeMap;
@@ -12,7 +12,9 @@ use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
 use tollgate_core::annotate::AnnotateLayer;
 use tollgate_core::classify::ClassifyLayer;
 use tollgate_core::{BoxError, Secret};
-use tollgate_pool::{Member, NoMemberAvailable, Policy, Pool, WhenExhausted};
+use tollgate_pool::{
+    Affinity, AffinityConfig, Member, NoMemberAvailable, Policy, Pool, Served, WhenExhausted,
+};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
 /// This layer's series (see `tollgate_testkit::metrics::recorded`).
@@ -144,4 +146,85 @@ async fn scores_cooldowns_failovers_and_exhaustion_by_member_name() {
     for secret in SECRETS {
         tollgate_testkit::metrics::assert_no_credential(&recorded, secret);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn affinity_picks_are_counted_kept_or_moved_by_the_keys_own_member() {
+    let limited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = limited.clone();
+    let a = service_fn(move |request: Request<Full<Bytes>>| {
+        let status = if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            429
+        } else {
+            200
+        };
+        member(status).oneshot(request)
+    });
+    let pool = || {
+        Pool::builder()
+            .member(
+                Member::key("a", Secret::new(SECRETS[0])),
+                tower::util::BoxCloneSyncService::new(a.clone()),
+            )
+            .member(
+                Member::key("b", Secret::new(SECRETS[1])),
+                tower::util::BoxCloneSyncService::new(member(200)),
+            )
+            .affinity(AffinityConfig::default())
+            .build()
+    };
+    let ask_with = |key: u64| {
+        let mut request = ask();
+        request.extensions_mut().insert(Affinity(key));
+        request
+    };
+    let served = async |pool: &Pool<_>, key: u64| {
+        let response = ServiceBuilder::new()
+            .layer(AnnotateLayer::new())
+            .service(pool.clone())
+            .oneshot(ask_with(key))
+            .await
+            .unwrap();
+        response
+            .extensions()
+            .get::<Served>()
+            .unwrap()
+            .member
+            .to_string()
+    };
+    // A key whose member is a, found before anything is recorded.
+    let probe = pool();
+    let mut key = 0;
+    while served(&probe, key).await != "a" {
+        key += 1;
+    }
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let pool = pool();
+    for _ in 0..3 {
+        assert_eq!(served(&pool, key).await, "a");
+    }
+    // a is rate limited: this call tries it, then moves to b; so does the next, a being out.
+    limited.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(served(&pool, key).await, "b");
+    assert_eq!(served(&pool, key).await, "b");
+    let affinity: BTreeMap<String, String> = recorded(&snapshotter)
+        .into_iter()
+        .filter(|(series, _)| series.starts_with("tollgate_pool_affinity_total"))
+        .collect();
+    assert_eq!(
+        affinity,
+        expect(&[
+            (
+                "tollgate_pool_affinity_total{member=a,result=kept}",
+                "counter 4"
+            ),
+            (
+                "tollgate_pool_affinity_total{member=a,result=moved}",
+                "counter 2"
+            ),
+        ])
+    );
 }
