@@ -23,10 +23,7 @@ use axum::routing::{any, get};
 use http::{HeaderValue, StatusCode, header};
 use rustls::pki_types::CertificateDer;
 use tokio::sync::watch;
-use tollgate::LlmStack;
-use tollgate::cache::Tenant;
 use tollgate::circuit::CircuitState;
-use tollgate_core::CredentialId;
 
 mod admin;
 mod admission;
@@ -34,16 +31,20 @@ mod config;
 mod forward;
 mod headers;
 mod metrics;
+mod models;
 mod refusal;
 mod relay;
+mod reload;
+mod routes;
 mod serve;
 mod tls;
 
-use self::admission::{BodyBudget, KeyShares};
+use self::admission::BodyBudget;
 use self::config::ClientKeys;
 use self::forward::Gateway;
 use self::metrics::Metrics;
 pub(crate) use self::refusal::refusal_kind;
+use self::routes::Routes;
 use self::serve::{ConnLimits, Ended, ServeLimits};
 pub(crate) use self::tls::http_client;
 
@@ -71,7 +72,7 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
         config.listen = listen;
     }
     // A relative ca_file is read from the config file's directory.
-    let extra_roots = match &config.upstream.ca_file {
+    let extra_roots = match config.routing.upstream().and_then(|u| u.ca_file.as_ref()) {
         None => Vec::new(),
         Some(file) => {
             let file = path
@@ -89,7 +90,7 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     raise_file_limit(config.limits.max_connections);
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(serve(config, &extra_roots))
+    runtime.block_on(serve(config, &extra_roots, path))
 }
 
 /// Raises the soft limit on open files to the hard one: each connection, each upstream
@@ -126,6 +127,7 @@ fn raise_file_limit(max_connections: usize) {
 async fn serve(
     config: config::ProxyConfig,
     extra_roots: &[CertificateDer<'static>],
+    path: &std::path::Path,
 ) -> Result<(), String> {
     // Before the recorder and the stack: every layer labels its series by this policy.
     let labels = tollgate_core::model_labels::model_labels();
@@ -133,18 +135,6 @@ async fn serve(
     labels.set_max_unlisted(config.metrics.max_unlisted_models);
     // The recorder first: the layers register their metrics with whatever is installed then.
     let metrics = Arc::new(Metrics::new(metrics::install()?));
-    // Connects what the stack keeps outside this process (Redis) before serving anyone.
-    let stack = LlmStack::connect(&config.stack).await.map_err(|e| match e
-        .downcast_ref::<tollgate::ConfigError>()
-    {
-        Some(config) => config.clone().within("stack").to_string(),
-        None => {
-            let cause = std::error::Error::source(&*e)
-                .map(|source| format!(": {source}"))
-                .unwrap_or_default();
-            format!("stack: {e}{cause}")
-        }
-    })?;
     let upkeep = metrics.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));
@@ -154,6 +144,10 @@ async fn serve(
         }
     });
     let counted = metrics.clone();
+    let connect_timeout = config
+        .routing
+        .upstream()
+        .map_or(Duration::from_secs(10), |u| u.connect_timeout);
     let client = tower::ServiceBuilder::new()
         .map_result(move |result: Result<http::Response<_>, _>| {
             match &result {
@@ -162,33 +156,14 @@ async fn serve(
             }
             result
         })
-        .service(http_client(config.upstream.connect_timeout, extra_roots)?);
-    let (llm, handle) = stack.service(client);
-    let admin = config.admin_token.as_ref().map(|token| {
-        let credential = config
-            .upstream
-            .key
-            .as_ref()
-            .map(|key| CredentialId::from_secret(key.expose().as_bytes()));
-        admin::Admin::new(token, handle.clone(), credential)
-    });
-    let admin_enabled = admin.is_some();
+        .service(http_client(connect_timeout, extra_roots)?);
+    let env = |name: &str| std::env::var(name).ok();
+    // Connects what the stacks keep outside this process (Redis) before serving anyone.
+    let routes = Routes::build(&config, &client, None, &env).await?;
     let client_keys_required = config.clients.required();
     let limits = &config.limits;
     let gateway = Arc::new(Gateway {
-        llm,
-        handle,
-        credential: config.upstream.credential(),
-        scheme: config.upstream.scheme.clone(),
-        authority: config.upstream.authority.clone(),
-        prefix: config.upstream.prefix.clone(),
-        tenants: (0..config.clients.len())
-            .map(|i| Tenant::new(config.clients.tenant(i)))
-            .collect(),
-        shares: Arc::new(KeyShares::new(
-            config.clients.len(),
-            limits.max_in_flight_per_key,
-        )),
+        routes: std::sync::RwLock::new(Arc::new(routes)),
         bodies: BodyBudget::new(
             limits.max_body_bytes_in_flight,
             limits.max_body_bytes,
@@ -196,9 +171,15 @@ async fn serve(
         ),
         forward_headers: limits.forward_headers.clone(),
         send_timeout: limits.send_timeout,
-        clients: config.clients,
+        request_timeout: config.request_timeout,
         metrics,
     });
+    let admin = config
+        .admin_token
+        .as_ref()
+        .map(|token| admin::Admin::new(token, gateway.clone()));
+    let admin_enabled = admin.is_some();
+    tokio::spawn(reload::on_hangup(path.to_owned(), gateway.clone(), client));
     let metrics_token = config
         .metrics
         .token
@@ -267,11 +248,10 @@ async fn serve(
         .write_all(printed.as_bytes())
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
-    let upstream = &config.upstream;
-    let upstream = format!(
-        "{}://{}{}",
-        upstream.scheme, upstream.authority, upstream.prefix
-    );
+    let upstream = match &config.routing {
+        config::Routing::Upstream(u) => format!("{}://{}{}", u.scheme, u.authority, u.prefix),
+        config::Routing::Models(_) => format!("models: {}", gateway.routes().names()),
+    };
     tracing::info!(%addr, upstream, client_keys_required, admin_enabled, "gateway listening");
     if !client_keys_required && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "no server.api_keys: anyone who reaches this address may call");
@@ -340,19 +320,19 @@ async fn require_metrics_token(
     response
 }
 
-/// `GET /health`: every scope's breaker, overload state and limit, as JSON.
+/// `GET /health`: every scope's breaker, overload state and limit, and with model groups
+/// each group's members, as JSON.
 async fn health(State(gateway): State<Arc<Gateway>>) -> Response {
-    let scopes = gateway.handle.health();
-    let degraded = scopes.iter().any(|s| {
-        matches!(
-            s.circuit,
-            CircuitState::Open | CircuitState::HalfOpen | CircuitState::ForcedOpen
-        )
-    });
-    let scopes: Vec<_> = scopes
-        .iter()
-        .map(|s| {
-            serde_json::json!({
+    let routes = gateway.routes();
+    let mut degraded = false;
+    let mut scopes = Vec::new();
+    for route in routes.all() {
+        for s in route.handle.health() {
+            degraded |= matches!(
+                s.circuit,
+                CircuitState::Open | CircuitState::HalfOpen | CircuitState::ForcedOpen
+            );
+            let mut entry = serde_json::json!({
                 "scope": s.scope.to_string(),
                 "provider": s.scope.provider().as_str(),
                 "credential": s.scope.credential().map(|c| c.as_str()),
@@ -362,13 +342,26 @@ async fn health(State(gateway): State<Arc<Gateway>>) -> Response {
                 "limit": s.limit,
                 "in_flight": s.in_flight,
                 "rate_limits": rate_limits_json(&s.rate_limits),
-            })
-        })
+            });
+            if let Some(name) = route.name() {
+                entry["group"] = name.into();
+            }
+            scopes.push(entry);
+        }
+    }
+    let models: Vec<serde_json::Value> = routes
+        .all()
+        .iter()
+        .filter(|r| r.group.is_some())
+        .map(admin::group_json)
         .collect();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if degraded { "degraded" } else { "ok" },
         "scopes": scopes,
     });
+    if !models.is_empty() {
+        body["models"] = models.into();
+    }
     let mut response = Response::new(Body::from(body.to_string()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -399,7 +392,13 @@ pub(crate) fn rate_limits_json(limits: &[tollgate::ratelimit::LimitState]) -> se
 
 /// `GET /metrics`: Prometheus text.
 async fn prometheus(State(gateway): State<Arc<Gateway>>) -> Response {
-    let text = gateway.metrics.render(&gateway.handle.health());
+    let scopes: Vec<_> = gateway
+        .routes()
+        .all()
+        .iter()
+        .flat_map(|r| r.handle.health())
+        .collect();
+    let text = gateway.metrics.render(&scopes);
     let mut response = Response::new(Body::from(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -479,17 +479,21 @@ impl LlmStack {
             let quotas = Quotas {
                 requests_per_minute: settings.requests_per_minute,
                 tokens_per_minute: settings.tokens_per_minute,
+                input_tokens_per_minute: settings.input_tokens_per_minute,
+                output_tokens_per_minute: settings.output_tokens_per_minute,
                 ..config.quotas
             };
             let credential = m.credential.as_ref()?;
-            (settings.requests_per_minute.is_some() || settings.tokens_per_minute.is_some()).then(
-                || {
-                    (
-                        ScopeMatch::any().with_credential(credential.as_str()),
-                        quotas,
-                    )
-                },
-            )
+            let own = settings.requests_per_minute.is_some()
+                || settings.tokens_per_minute.is_some()
+                || settings.input_tokens_per_minute.is_some()
+                || settings.output_tokens_per_minute.is_some();
+            own.then(|| {
+                (
+                    ScopeMatch::any().with_credential(credential.as_str()),
+                    quotas,
+                )
+            })
         });
         config.table_with(own)
     }

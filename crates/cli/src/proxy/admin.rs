@@ -9,6 +9,9 @@
 //!   refused, a 503, until reset) or close it and forget its counts. `credential` (an id as
 //!   `/admin/health` shows it) is optional: the gateway's upstream key's id by default.
 //! - `POST /admin/cache/clear`: drop every cached answer.
+//! - `POST /admin/pool/reset`: put every member of every model group back in rotation (their
+//!   cooldowns cleared); `{"group": "chat"}` only that group's, `{"member": "chat/openai-1"}`
+//!   only that member.
 //!
 //! Without a token configured the routes do not exist (404). With one, a request without
 //! `Authorization: Bearer <token>`, or with another token, gets a 401 before its body is read.
@@ -35,28 +38,24 @@ use tollgate::circuit::CircuitState;
 use tollgate_core::{CredentialId, Provider, Scope, Secret};
 
 use super::config::ClientKeys;
+use super::forward::Gateway;
 use super::refusal::{Dialect, error_response};
+use super::routes::Route;
 
 /// What the admin routes share.
 #[derive(Debug)]
 pub(crate) struct Admin {
     /// The admin token, kept as a digest like a client key.
     token: ClientKeys,
-    handle: StackHandle,
-    /// The id of the gateway's upstream key: the credential of every scope it calls.
-    upstream_credential: Option<CredentialId>,
+    /// The routes, as they are now (a reload replaces them).
+    gateway: Arc<Gateway>,
 }
 
 impl Admin {
-    pub(crate) fn new(
-        token: &Secret,
-        handle: StackHandle,
-        upstream_credential: Option<CredentialId>,
-    ) -> Self {
+    pub(crate) fn new(token: &Secret, gateway: Arc<Gateway>) -> Self {
         Self {
             token: ClientKeys::new([token.expose()]),
-            handle,
-            upstream_credential,
+            gateway,
         }
     }
 }
@@ -69,6 +68,7 @@ pub(crate) fn routes(admin: Admin) -> Router {
         .route("/admin/circuit/open", post(circuit_open))
         .route("/admin/circuit/reset", post(circuit_reset))
         .route("/admin/cache/clear", post(cache_clear))
+        .route("/admin/pool/reset", post(pool_reset))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(admin)
@@ -174,70 +174,118 @@ fn scope_json(scope: &Scope) -> serde_json::Value {
 
 /// `GET /admin/health`.
 async fn health(State(admin): State<Arc<Admin>>) -> Response {
-    let handle = &admin.handle;
+    let routes = admin.gateway.routes();
     let mut any_degraded = false;
-    let mut seen = HashSet::new();
     let mut scopes = Vec::new();
-    for s in handle.health() {
-        any_degraded |= degraded(s.circuit);
-        let mut entry = scope_json(&s.scope);
-        entry["circuit"] = circuit_json(handle, &s.scope);
-        entry["overload"] = s.overload.as_str().into();
-        entry["limit"] = s.limit.into();
-        entry["in_flight"] = s.in_flight.into();
-        entry["rate_limits"] = super::rate_limits_json(&s.rate_limits);
-        seen.insert(s.scope);
-        scopes.push(entry);
-    }
-    // Breakers without an overload detector yet: a scope forced open before its first call.
-    let breakers = handle
-        .circuit
-        .as_ref()
-        .map(|c| c.snapshot())
-        .unwrap_or_default();
-    for (scope, metrics) in breakers {
-        if seen.contains(&scope) {
-            continue;
+    let mut caches = Vec::new();
+    let mut pools = Vec::new();
+    for route in routes.all() {
+        let handle = &route.handle;
+        let mut seen = HashSet::new();
+        for s in handle.health() {
+            any_degraded |= degraded(s.circuit);
+            let mut entry = scope_json(&s.scope);
+            entry["circuit"] = circuit_json(handle, &s.scope);
+            entry["overload"] = s.overload.as_str().into();
+            entry["limit"] = s.limit.into();
+            entry["in_flight"] = s.in_flight.into();
+            entry["rate_limits"] = super::rate_limits_json(&s.rate_limits);
+            if let Some(name) = route.name() {
+                entry["group"] = name.into();
+            }
+            seen.insert(s.scope);
+            scopes.push(entry);
         }
-        any_degraded |= degraded(metrics.state);
-        let mut entry = scope_json(&scope);
-        entry["circuit"] = circuit_json(handle, &scope);
-        entry["overload"] = serde_json::Value::Null;
-        scopes.push(entry);
+        // Breakers without an overload detector yet: a scope forced open before its first call.
+        let breakers = handle
+            .circuit
+            .as_ref()
+            .map(|c| c.snapshot())
+            .unwrap_or_default();
+        for (scope, metrics) in breakers {
+            if seen.contains(&scope) {
+                continue;
+            }
+            any_degraded |= degraded(metrics.state);
+            let mut entry = scope_json(&scope);
+            entry["circuit"] = circuit_json(handle, &scope);
+            entry["overload"] = serde_json::Value::Null;
+            if let Some(name) = route.name() {
+                entry["group"] = name.into();
+            }
+            scopes.push(entry);
+        }
+        if let Some(cache) = &handle.cache {
+            caches.push(cache_json(cache));
+        }
+        if route.group.is_some() {
+            pools.push(group_json(route));
+        } else if let Some(pool) = &handle.pool {
+            pools.push(pool_json(pool, route));
+        }
     }
-    let cache = handle.cache.as_ref().map(|cache| {
-        let s = cache.snapshot();
-        serde_json::json!({
-            "hits": s.hits,
-            "stale_hits": s.stale_hits,
-            "second_level_hits": s.second_level_hits,
-            "misses": s.misses,
-            "coalesced": s.coalesced,
-            "bypasses": s.bypasses,
-            "stored": s.stored,
-            "not_stored": s.not_stored,
-            "evictions": s.evictions,
-            "expirations": s.expirations,
-            "entries": s.entries,
-            "bytes": s.bytes,
-            "in_flight": s.in_flight,
-            "in_flight_bytes": s.in_flight_bytes,
-        })
+    let mut body = serde_json::json!({
+        "status": if any_degraded { "degraded" } else { "ok" },
+        "scopes": scopes,
     });
-    let pool = handle.pool.as_ref().map(pool_json);
-    json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "status": if any_degraded { "degraded" } else { "ok" },
-            "scopes": scopes,
-            "cache": cache,
-            "pool": pool,
-        }),
-    )
+    match &routes.routing {
+        super::routes::Routing::Upstream(_) => {
+            body["cache"] = caches.pop().unwrap_or_default();
+            body["pool"] = pools.pop().unwrap_or_default();
+        }
+        super::routes::Routing::Models(_) => {
+            body["models"] = pools.into();
+        }
+    }
+    json(StatusCode::OK, &body)
 }
 
-/// The pool's members, each with its health, state and counters (never a key).
-fn pool_json(pool: &tollgate::pool::PoolHandle) -> serde_json::Value {
+fn cache_json(cache: &tollgate::cache::CacheHandle) -> serde_json::Value {
+    let s = cache.snapshot();
+    serde_json::json!({
+        "hits": s.hits,
+        "stale_hits": s.stale_hits,
+        "second_level_hits": s.second_level_hits,
+        "misses": s.misses,
+        "coalesced": s.coalesced,
+        "bypasses": s.bypasses,
+        "stored": s.stored,
+        "not_stored": s.not_stored,
+        "evictions": s.evictions,
+        "expirations": s.expirations,
+        "entries": s.entries,
+        "bytes": s.bytes,
+        "in_flight": s.in_flight,
+        "in_flight_bytes": s.in_flight_bytes,
+    })
+}
+
+/// A model group: its settings, and each member's health, breaker and limits (never a key).
+pub(crate) fn group_json(route: &Route) -> serde_json::Value {
+    let Some(group) = &route.group else {
+        return serde_json::Value::Null;
+    };
+    let members = match &route.handle.pool {
+        Some(pool) => pool_json(pool, route),
+        // A passthrough group: a scope per client key, no pool.
+        None => serde_json::Value::Array(Vec::new()),
+    };
+    serde_json::json!({
+        "name": group.name,
+        "api": group.api.as_str(),
+        "auth": match group.auth {
+            super::config::GroupAuth::Gateway => "gateway",
+            super::config::GroupAuth::Passthrough => "passthrough",
+        },
+        "fallbacks": group.fallbacks,
+        "context_window": group.context_window,
+        "members": members,
+    })
+}
+
+/// The pool's members, each with its health, state and counters, and its scope's breaker,
+/// concurrency limit and rate limits (never a key).
+fn pool_json(pool: &tollgate::pool::PoolHandle, route: &Route) -> serde_json::Value {
     use tollgate::pool::{MemberState, Reason};
     let reason = |reason: Reason| match reason {
         Reason::RateLimited => "rate_limited",
@@ -258,7 +306,30 @@ fn pool_json(pool: &tollgate::pool::PoolHandle) -> serde_json::Value {
             MemberState::Parked { reason: r } => ("parked", Some(reason(r)), None),
         };
         let c = m.counters;
+        let scope = route
+            .members
+            .iter()
+            .find(|(name, _)| **name == *m.name)
+            .map(|(_, scope)| scope);
+        let health = scope.and_then(|scope| {
+            route.handle.health().into_iter().find(|h| {
+                h.scope.provider() == scope.provider()
+                    && h.scope.credential() == scope.credential()
+                    && (h.scope.model().is_none()
+                        || scope.model().is_none()
+                        || h.scope.model() == scope.model())
+            })
+        });
+        let circuit = scope.map_or(serde_json::Value::Null, |scope| {
+            circuit_json(&route.handle, scope)
+        });
         serde_json::json!({
+            "credential": scope.and_then(|s| s.credential()).map(CredentialId::as_str),
+            "circuit": circuit,
+            "limit": health.as_ref().map(|h| h.limit),
+            "rate_limits": health
+                .as_ref()
+                .map_or_else(|| serde_json::json!([]), |h| super::rate_limits_json(&h.rate_limits)),
             "name": &*m.name,
             "tier": m.tier,
             "score": m.score,
@@ -287,21 +358,35 @@ struct ScopeRequest {
     provider: String,
     model: Option<String>,
     credential: Option<String>,
+    /// The model group whose breaker it is (default: every route's).
+    group: Option<String>,
 }
 
 impl Admin {
-    /// The scope a `/admin/circuit/*` body names, or what is wrong with the body.
-    fn scope(&self, body: &Bytes) -> Result<Scope, String> {
+    /// The scope a `/admin/circuit/*` body names and the group it names, or what is wrong
+    /// with the body.
+    fn scope(&self, body: &Bytes) -> Result<(Scope, Option<String>), String> {
         let request: ScopeRequest = serde_json::from_slice(body)
             .map_err(|e| format!("the body must be {{\"provider\": ..., \"model\": ...}} ({e})"))?;
         let provider: Provider = request.provider.parse().map_err(|e| format!("{e}"))?;
         let credential = match request.credential {
             Some(id) => Some(CredentialId::named(id)),
-            None => self.upstream_credential.clone(),
+            // The single upstream's key, by default.
+            None => self.gateway.routes().all().first().and_then(|route| {
+                route
+                    .group
+                    .is_none()
+                    .then(|| route.members.first())
+                    .flatten()
+                    .and_then(|(_, scope)| scope.credential().cloned())
+            }),
         };
-        Ok(Scope::new(provider)
-            .with_credential(credential)
-            .with_model(request.model.map(Into::into)))
+        Ok((
+            Scope::new(provider)
+                .with_credential(credential)
+                .with_model(request.model.map(Into::into)),
+            request.group,
+        ))
     }
 
     fn steer(
@@ -310,7 +395,28 @@ impl Admin {
         action: &'static str,
         steer: fn(&tollgate::circuit::CircuitHandle, &Scope),
     ) -> Response {
-        let Some(circuit) = &self.handle.circuit else {
+        let (scope, group) = match self.scope(body) {
+            Ok(found) => found,
+            Err(message) => return bad_request(&message),
+        };
+        let routes = self.gateway.routes();
+        let chosen: Vec<&Route> = routes
+            .all()
+            .iter()
+            .filter(|r| group.as_deref().is_none_or(|g| r.name() == Some(g)))
+            .collect();
+        if chosen.is_empty() {
+            return bad_request(&format!(
+                "there is no model group {:?}; the groups are: {}",
+                group.unwrap_or_default(),
+                routes.names()
+            ));
+        }
+        let breakers: Vec<&tollgate::circuit::CircuitHandle> = chosen
+            .iter()
+            .filter_map(|r| r.handle.circuit.as_ref())
+            .collect();
+        let Some(first) = breakers.first() else {
             return error_response(
                 Dialect::OpenAi,
                 StatusCode::CONFLICT,
@@ -319,12 +425,10 @@ impl Admin {
                 None,
             );
         };
-        let scope = match self.scope(body) {
-            Ok(scope) => scope,
-            Err(message) => return bad_request(&message),
-        };
-        steer(circuit, &scope);
-        let state = circuit.state(&scope);
+        for circuit in &breakers {
+            steer(circuit, &scope);
+        }
+        let state = first.state(&scope);
         tracing::info!(%scope, action, state = state.as_str(), "admin: circuit");
         let mut body = scope_json(&scope);
         body["circuit"] = state.as_str().into();
@@ -344,7 +448,13 @@ async fn circuit_reset(State(admin): State<Arc<Admin>>, body: Bytes) -> Response
 
 /// `POST /admin/cache/clear`.
 async fn cache_clear(State(admin): State<Arc<Admin>>) -> Response {
-    let Some(cache) = &admin.handle.cache else {
+    let routes = admin.gateway.routes();
+    let caches: Vec<_> = routes
+        .all()
+        .iter()
+        .filter_map(|r| r.handle.cache.as_ref())
+        .collect();
+    if caches.is_empty() {
         return error_response(
             Dialect::OpenAi,
             StatusCode::CONFLICT,
@@ -352,16 +462,87 @@ async fn cache_clear(State(admin): State<Arc<Admin>>) -> Response {
             "tollgate: the cache is not enabled (stack.cache)",
             None,
         );
-    };
-    cache.run_pending_tasks();
-    let before = cache.snapshot().entries;
-    cache.clear();
-    cache.run_pending_tasks();
+    }
+    let (mut before, mut after) = (0, 0);
+    for cache in caches {
+        cache.run_pending_tasks();
+        before += cache.snapshot().entries;
+        cache.clear();
+        cache.run_pending_tasks();
+        after += cache.snapshot().entries;
+    }
     tracing::info!(entries = before, "admin: cache cleared");
     json(
         StatusCode::OK,
-        &serde_json::json!({ "cleared": before, "entries": cache.snapshot().entries }),
+        &serde_json::json!({ "cleared": before, "entries": after }),
     )
+}
+
+/// The body of `/admin/pool/reset` (empty: every member of every group).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetRequest {
+    group: Option<String>,
+    member: Option<String>,
+}
+
+/// `POST /admin/pool/reset`: members back in rotation, their cooldowns cleared.
+async fn pool_reset(State(admin): State<Arc<Admin>>, body: Bytes) -> Response {
+    let request: ResetRequest = if body.trim_ascii().is_empty() {
+        ResetRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(e) => {
+                return bad_request(&format!(
+                    "the body must be empty, or {{\"group\": ..., \"member\": ...}} ({e})"
+                ));
+            }
+        }
+    };
+    let routes = admin.gateway.routes();
+    let mut reset = Vec::new();
+    for route in routes.all() {
+        if request
+            .group
+            .as_deref()
+            .is_some_and(|g| route.name() != Some(g))
+        {
+            continue;
+        }
+        let Some(pool) = &route.handle.pool else {
+            continue;
+        };
+        for member in pool.snapshot() {
+            if request
+                .member
+                .as_deref()
+                .is_some_and(|m| *m != *member.name)
+            {
+                continue;
+            }
+            pool.reset(&member.name);
+            reset.push(member.name.to_string());
+        }
+    }
+    if reset.is_empty() && (request.group.is_some() || request.member.is_some()) {
+        return bad_request(&format!(
+            "no pool member matches {}{}; the groups are: {}",
+            request
+                .group
+                .as_deref()
+                .map(|g| format!("group {g:?} "))
+                .unwrap_or_default(),
+            request
+                .member
+                .as_deref()
+                .map(|m| format!("member {m:?}"))
+                .unwrap_or_default(),
+            routes.names()
+        ));
+    }
+    tracing::info!(members = reset.len(), "admin: pool cooldowns cleared");
+    json(StatusCode::OK, &serde_json::json!({ "reset": reset }))
 }
 
 #[cfg(test)]

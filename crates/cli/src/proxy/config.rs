@@ -6,6 +6,7 @@
 
 mod keys;
 mod metrics;
+mod models;
 mod server;
 mod upstream;
 
@@ -18,6 +19,7 @@ use tollgate_core::Secret;
 
 pub(crate) use self::keys::ClientKeys;
 pub(crate) use self::metrics::MetricsSettings;
+pub(crate) use self::models::{Api, GroupAuth, ModelGroup};
 pub(crate) use self::server::ClientLimits;
 #[cfg(test)]
 pub(crate) use self::upstream::Auth;
@@ -31,6 +33,8 @@ struct File {
     #[serde(default)]
     server: server::ServerSection,
     upstream: Option<UpstreamSection>,
+    #[serde(default)]
+    models: Vec<models::ModelSection>,
     #[serde(default)]
     metrics: metrics::MetricsSection,
     /// Read by [`StackConfig::from_value`]: its preset, with these keys laid over.
@@ -49,13 +53,35 @@ pub(crate) struct ProxyConfig {
     /// How long open requests (streams) may finish after a shutdown signal.
     pub(crate) shutdown_grace: Duration,
     /// Where requests go.
-    pub(crate) upstream: Upstream,
+    pub(crate) routing: Routing,
+    /// The longest a request through a model group may take, waiting for a deployment
+    /// included; a client's shorter `x-stainless-timeout` wins.
+    pub(crate) request_timeout: Duration,
     /// The stack in between.
     pub(crate) stack: StackConfig,
     /// The bearer token of `/admin/*`; the routes do not exist without one.
     pub(crate) admin_token: Option<Secret>,
     /// Who may read `/metrics`, where, and which models it names.
     pub(crate) metrics: MetricsSettings,
+}
+
+/// Where requests go: one server, or model groups.
+#[derive(Debug)]
+pub(crate) enum Routing {
+    /// `[upstream]`: every request to one server with one key, whatever its model.
+    Upstream(Upstream),
+    /// `[[models]]`: a request's `model` names a group of deployments.
+    Models(Vec<ModelGroup>),
+}
+
+impl Routing {
+    /// The single upstream, if that is how requests go.
+    pub(crate) fn upstream(&self) -> Option<&Upstream> {
+        match self {
+            Self::Upstream(upstream) => Some(upstream),
+            Self::Models(_) => None,
+        }
+    }
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
@@ -122,13 +148,44 @@ pub(crate) fn parse(
         server.shutdown_grace.as_deref(),
         Duration::from_secs(30),
     )?;
-    let upstream = file.upstream.ok_or_else(|| {
-        invalid(
-            "upstream",
-            "the [upstream] table is missing; it needs at least base_url",
-        )
-    })?;
-    let upstream = check_upstream(upstream, env)?;
+    let request_timeout = duration(
+        "server.request_timeout",
+        server.request_timeout.as_deref(),
+        Duration::from_secs(600),
+    )?;
+    if request_timeout.is_zero() {
+        return Err(invalid("server.request_timeout", "0 is not allowed"));
+    }
+    let routing = match (file.upstream, file.models.is_empty()) {
+        (Some(_), false) => {
+            return Err(invalid(
+                "models",
+                "set [upstream] (one server for every model) or [[models]] (groups by model), \
+                 not both",
+            )
+            .at_line(tollgate_core::config::line_of(text, "models[0]")));
+        }
+        (None, true) => {
+            return Err(invalid(
+                "upstream",
+                "the [upstream] table is missing; it needs at least base_url (or give \
+                 [[models]] groups)",
+            ));
+        }
+        (Some(upstream), true) => Routing::Upstream(check_upstream(upstream, env)?),
+        (None, false) => {
+            if stack.pool.is_some() {
+                return Err(invalid(
+                    "stack.pool",
+                    "with [[models]], each group's deployments are its pool: move the members \
+                     to a group's [[models.deployments]]",
+                ));
+            }
+            Routing::Models(
+                models::check_models(file.models, &stack, env).map_err(|e| e.located_in(text))?,
+            )
+        }
+    };
     let admin_token = keys::token(
         "server.admin_token",
         "server.admin_token_env",
@@ -148,7 +205,8 @@ pub(crate) fn parse(
         clients: ClientKeys::new(keys.iter().map(String::as_str)),
         limits,
         shutdown_grace,
-        upstream,
+        routing,
+        request_timeout,
         stack,
         admin_token,
         metrics,
@@ -233,10 +291,10 @@ mod tests {
         assert!(!config.clients.admits(b"tg-c"));
         assert!(!config.clients.admits(b""));
         assert_eq!(config.shutdown_grace, Duration::from_secs(5));
-        assert_eq!(config.upstream.prefix, "");
-        assert_eq!(config.upstream.auth, Auth::XApiKey);
+        assert_eq!(config.routing.upstream().unwrap().prefix, "");
+        assert_eq!(config.routing.upstream().unwrap().auth, Auth::XApiKey);
         assert_eq!(config.stack.max_concurrent_calls(), 7);
-        let (name, value) = config.upstream.credential().unwrap();
+        let (name, value) = config.routing.upstream().unwrap().credential().unwrap();
         assert_eq!(name, "x-api-key");
         assert_eq!(value, "sk-upstream-secret");
         let debug = format!("{config:?} {value:?}");
@@ -257,8 +315,11 @@ mod tests {
         assert_eq!(config.stack.max_concurrent_calls(), 64);
         assert_eq!(
             config
-                .upstream
+                .routing
+                .upstream()
+                .unwrap()
                 .key
+                .as_ref()
                 .map(|k| k.expose().to_owned())
                 .as_deref(),
             Some("sk-example")
@@ -270,7 +331,7 @@ mod tests {
         let config = parse(UPSTREAM, &env).unwrap();
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert!(!config.clients.required());
-        assert!(config.upstream.credential().is_none());
+        assert!(config.routing.upstream().unwrap().credential().is_none());
         assert_eq!(config.stack, StackConfig::default());
     }
 
@@ -420,10 +481,13 @@ mod tests {
             &env,
         )
         .unwrap();
-        assert_eq!(config.upstream.scheme, Scheme::HTTPS);
-        assert_eq!(config.upstream.authority, "api.openai.com");
+        assert_eq!(config.routing.upstream().unwrap().scheme, Scheme::HTTPS);
         assert_eq!(
-            config.upstream.ca_file.as_deref(),
+            config.routing.upstream().unwrap().authority,
+            "api.openai.com"
+        );
+        assert_eq!(
+            config.routing.upstream().unwrap().ca_file.as_deref(),
             Some(std::path::Path::new("certs/ca.pem"))
         );
         let token = config.admin_token.as_ref().unwrap();

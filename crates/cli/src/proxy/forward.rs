@@ -3,47 +3,49 @@
 //! headers and body untouched, a stream frame by frame — or the gateway's own answer when the
 //! stack refused to send it.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use http_body_util::Full;
 use tokio::time::Instant;
+use tollgate::LlmBody;
 use tollgate::cache::Tenant;
-use tollgate::{LlmBody, LlmService};
-use tollgate_core::EndpointKind;
+use tollgate::pool::{Adapter as _, Auth, Served};
 use tollgate_core::credential::without_key_param;
+use tollgate_core::{CredentialId, Deadline, EndpointKind};
 use tower::ServiceExt;
 
-use super::admission::{BodyBudget, BodyError, KeyShares};
-use super::config::ClientKeys;
+use super::admission::{BodyBudget, BodyError};
+use super::config::Api;
 use super::headers::{ForwardedHeaders, filter_response, path_problem};
 use super::metrics::{Metrics, route_index};
-use super::refusal::{Dialect, Refusal, chain, refusal_of};
+use super::models;
+use super::refusal::{Dialect, Refusal, chain, error_response, refusal_of};
 use super::relay::deliver;
+use super::routes::{Route, Routes, Routing, Target};
 use super::tls::is_certificate_error;
+
+/// The header naming the deployment (pool member) that answered a model group's request.
+pub(crate) const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static("x-tollgate-deployment");
+
+/// A gateway key sent beside the client's own provider key (for passthrough groups).
+const GATEWAY_KEY_HEADER: &str = "x-tollgate-key";
 
 /// What every request handler shares.
 #[derive(Debug)]
 pub(crate) struct Gateway {
-    pub(crate) llm: LlmService,
-    pub(crate) handle: tollgate::StackHandle,
-    pub(crate) scheme: Scheme,
-    pub(crate) authority: Authority,
-    pub(crate) prefix: String,
-    /// The upstream key's header, marked sensitive.
-    pub(crate) credential: Option<(HeaderName, HeaderValue)>,
-    pub(crate) clients: ClientKeys,
-    /// Each key's cache tenant (a digest prefix), by the key's index.
-    pub(crate) tenants: Vec<Tenant>,
-    pub(crate) shares: Arc<KeyShares>,
+    /// Who may call and where requests go; `SIGHUP` replaces them.
+    pub(crate) routes: RwLock<Arc<Routes>>,
     pub(crate) bodies: BodyBudget,
     pub(crate) forward_headers: ForwardedHeaders,
     pub(crate) send_timeout: Duration,
+    /// The deadline of a request through a model group.
+    pub(crate) request_timeout: Duration,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -64,26 +66,57 @@ pub(crate) async fn forward(State(gateway): State<Arc<Gateway>>, request: Reques
 }
 
 impl Gateway {
+    /// The routes now (a reload may replace them; a request keeps the ones it started with).
+    pub(crate) fn routes(&self) -> Arc<Routes> {
+        self.routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `routes` in place for the requests that start from now on.
+    pub(crate) fn replace(&self, routes: Routes) {
+        *self.routes.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(routes);
+    }
+
     async fn forward(&self, request: Request) -> Response {
+        let routes = self.routes();
         let dialect = Dialect::of(request.uri().path());
-        let key = match presented_key(request.headers()).and_then(|key| self.clients.find(key)) {
+        let separate = request
+            .headers()
+            .get(GATEWAY_KEY_HEADER)
+            .map(HeaderValue::as_bytes);
+        let presented = separate.or_else(|| presented_key(request.headers()));
+        let key = match presented.and_then(|key| routes.clients.find(key)) {
             Some(index) => Some(index),
-            None if !self.clients.required() => None,
+            None if !routes.clients.required() => None,
             None => {
                 return self.refuse(
                     dialect,
                     Refusal::Unauthorized,
-                    "a valid gateway key is required (Authorization: Bearer <key>, or x-api-key)",
+                    "a valid gateway key is required (Authorization: Bearer <key>, x-api-key, \
+                     or x-tollgate-key)",
                     None,
                 );
             }
         };
+        // The client's own provider key, for passthrough groups: beside a gateway key in
+        // x-tollgate-key, or alone when the gateway asks for none.
+        let own_key = (separate.is_some() || !routes.clients.required())
+            .then(|| presented_key(request.headers()))
+            .flatten()
+            .map(<[u8]>::to_vec);
         if let Some(problem) = path_problem(request.uri().path()) {
             return self.refuse(dialect, Refusal::BadRequest, problem, None);
         }
-        let place = match key.map(|index| self.shares.take(index)) {
+        if let Routing::Models(_) = &routes.routing
+            && let Some(answer) = models::answer(&routes, &request)
+        {
+            return answer;
+        }
+        let place = match key.map(|index| routes.shares.take(index)) {
             Some(None) => {
-                let share = self.shares.max().unwrap_or_default();
+                let share = routes.shares.max().unwrap_or_default();
                 return self.refuse(
                     dialect,
                     Refusal::KeyBusy,
@@ -136,97 +169,182 @@ impl Gateway {
                 );
             }
         };
+        let endpoint = EndpointKind::from_path(parts.uri.path());
         // A body the provider would refuse as it stands costs no upstream call nor any of the
         // rate limit: the gateway answers the provider's 400 itself.
         if parts.method == Method::POST
-            && takes_json(EndpointKind::from_path(parts.uri.path()))
+            && takes_json(endpoint)
             && let Some(message) = not_a_json_object(&body)
         {
             return self.refuse(dialect, Refusal::BadRequest, &message, None);
         }
-        let mut upstream = match self.upstream_request(parts, body) {
+        let route = match &routes.routing {
+            Routing::Upstream(route) => route,
+            Routing::Models(_) => match self.group_for(&routes, dialect, &parts, &body) {
+                Ok(route) => route,
+                Err(response) => return *response,
+            },
+        };
+        let own_key = match (&route.target.passthrough, own_key) {
+            (None, _) => None,
+            (Some(_), Some(own)) => Some(own),
+            (Some(_), None) => {
+                return self.refuse(
+                    dialect,
+                    Refusal::Unauthorized,
+                    &format!(
+                        "the model {:?} is called with your own provider key: send it as \
+                         Authorization: Bearer (or x-api-key), and the gateway key as \
+                         x-tollgate-key",
+                        route.name().unwrap_or_default()
+                    ),
+                    None,
+                );
+            }
+        };
+        let mut upstream = match upstream_request(
+            &route.target,
+            &self.forward_headers,
+            parts,
+            body,
+            own_key.as_deref(),
+        ) {
             Ok(request) => request,
             Err(message) => return self.refuse(dialect, Refusal::BadRequest, &message, None),
         };
-        // Each key's cached answers are its own.
-        if let Some(index) = key {
+        // Each key's cached answers are its own; a passed-through key's are its own too.
+        if let Some(own) = &own_key {
+            let id = CredentialId::from_secret(own);
             upstream
                 .extensions_mut()
-                .insert(self.tenants[index].clone());
+                .insert(Tenant::new(format!("key-{}", id.as_str())));
+        } else if let Some(index) = key {
+            upstream
+                .extensions_mut()
+                .insert(routes.tenants[index].clone());
         }
-        let answer = self.llm.clone().oneshot(upstream).await;
+        let group = route.group.is_some();
+        if group {
+            let budget = client_timeout(upstream.headers())
+                .map_or(self.request_timeout, |t| t.min(self.request_timeout));
+            upstream.extensions_mut().insert(Deadline::after(budget));
+        }
+        let answer = route.llm.clone().oneshot(upstream).await;
         // The request body is no longer needed: its bytes go back to the budget.
         drop(body_bytes);
         match answer {
-            Ok(response) => self.client_response(dialect, response, place).await,
-            Err(error) => {
-                let (refusal, wait) = refusal_of(error.as_ref());
-                let mut message = chain(error.as_ref());
-                if refusal == Refusal::Unreachable {
-                    if is_certificate_error(error.as_ref()) {
-                        message.push_str(
-                            " (the upstream's certificate is not trusted: for a private CA, \
-                             set upstream.ca_file)",
-                        );
-                    }
-                    tracing::warn!(error = %message, "no response from the upstream");
-                } else {
-                    tracing::debug!(error = %message, "refused by the stack");
-                }
-                self.refuse(dialect, refusal, &message, wait)
-            }
+            Ok(response) => self.client_response(dialect, response, place, group).await,
+            Err(error) => self.failure(dialect, route, error.as_ref()),
         }
     }
 
-    /// The request as it goes upstream: the upstream's scheme, host and path prefix; the
-    /// client's allowed headers (never its credentials), with the upstream key.
-    fn upstream_request(
+    /// The group a request's `model` names, or the answer saying why there is none.
+    fn group_for<'r>(
         &self,
-        parts: http::request::Parts,
-        body: Bytes,
-    ) -> Result<http::Request<Full<Bytes>>, String> {
-        let path = parts.uri.path();
-        // A Gemini-style key in the query never goes upstream.
-        let query = match parts.uri.query() {
-            None => String::new(),
-            Some(query) => match without_key_param(query) {
-                None => format!("?{query}"),
-                Some(kept) if kept.is_empty() => String::new(),
-                Some(kept) => format!("?{kept}"),
-            },
+        routes: &'r Routes,
+        dialect: Dialect,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<&'r Route, Box<Response>> {
+        let Some(model) = model_of(body) else {
+            let message = format!(
+                "this gateway routes a request by the \"model\" of its JSON body, and {} {} has \
+                 none; the models are: {}",
+                parts.method,
+                parts.uri.path(),
+                routes.names()
+            );
+            return Err(Box::new(self.refuse(
+                dialect,
+                Refusal::BadRequest,
+                &message,
+                None,
+            )));
         };
-        let path_and_query = format!("{}{path}{query}", self.prefix);
-        let path_and_query = PathAndQuery::try_from(path_and_query)
-            .map_err(|e| format!("the request path is not valid ({e})"))?;
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| format!("the request path is not valid ({e})"))?;
-        let mut headers = self.forward_headers.filter(&parts.headers);
-        if let Some((name, value)) = &self.credential {
-            headers.insert(name.clone(), value.clone());
+        let Some(route) = routes.route(Some(&model)) else {
+            self.metrics.refusal(Refusal::BadRequest);
+            return Err(Box::new(models::unknown(dialect, &model, &routes.names())));
+        };
+        let api = route.group.as_ref().map_or(Api::OpenAi, |g| g.api);
+        let wanted = match dialect {
+            Dialect::Anthropic => Api::Anthropic,
+            Dialect::OpenAi => Api::OpenAi,
+        };
+        if api != wanted {
+            let how = match api {
+                Api::Anthropic => "Anthropic's Messages API (POST /v1/messages)",
+                Api::OpenAi => "OpenAI's API (/v1/chat/completions, /v1/responses, /v1/embeddings)",
+            };
+            let message = format!("the model {model:?} is served through {how}");
+            return Err(Box::new(self.refuse(
+                dialect,
+                Refusal::BadRequest,
+                &message,
+                None,
+            )));
         }
-        let mut request = http::Request::new(Full::new(body));
-        *request.method_mut() = parts.method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        Ok(request)
+        Ok(route)
+    }
+
+    /// The gateway's answer when the stack gave no response.
+    fn failure(
+        &self,
+        dialect: Dialect,
+        route: &Route,
+        error: &(dyn std::error::Error + 'static),
+    ) -> Response {
+        let (refusal, wait) = refusal_of(error);
+        let mut message = chain(error);
+        if let (Some(name), Some(wait)) = (route.name(), models::every_member_out(error)) {
+            let message = format!(
+                "every deployment of {name:?} is out of rotation for now ({message}); retry \
+                 after {}s",
+                wait.as_secs_f64().ceil()
+            );
+            tracing::warn!(group = name, "{message}");
+            self.metrics.refusal(Refusal::Overloaded);
+            return error_response(
+                dialect,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded_error",
+                &format!("tollgate: {message}"),
+                Some(wait),
+            );
+        }
+        if refusal == Refusal::Unreachable {
+            if is_certificate_error(error) {
+                message.push_str(
+                    " (the upstream's certificate is not trusted: for a private CA, set \
+                     upstream.ca_file)",
+                );
+            }
+            tracing::warn!(error = %message, "no response from the upstream");
+        } else {
+            tracing::debug!(error = %message, "refused by the stack");
+        }
+        self.refuse(dialect, refusal, &message, wait)
     }
 
     /// The upstream's response for the client: its status, headers (rate limits,
     /// `retry-after`, request ids; never cookies nor organisation ids) and body, read whole or
     /// relayed at the client's pace within the send timeout (see [`deliver`]); the key's place
-    /// in flight is held until the upstream body is done with.
+    /// in flight is held until the upstream body is done with. A group's answer names the
+    /// deployment that gave it.
     async fn client_response<P: Send + 'static>(
         &self,
         dialect: Dialect,
         response: http::Response<LlmBody>,
         place: P,
+        group: bool,
     ) -> Response {
         let (mut parts, body) = response.into_parts();
         filter_response(&mut parts.headers);
+        if group
+            && let Some(served) = parts.extensions.get::<Served>()
+            && let Ok(value) = HeaderValue::from_str(&served.member)
+        {
+            parts.headers.insert(DEPLOYMENT_HEADER, value);
+        }
         let body = match deliver(body, self.send_timeout, place).await {
             Ok(body) => body,
             Err(error) => {
@@ -251,6 +369,87 @@ impl Gateway {
         self.metrics.refusal(refusal);
         refusal.response(dialect, message, retry_after)
     }
+}
+
+/// The request as it goes into a route's stack: the target's scheme, host and path prefix;
+/// the client's allowed headers (never its credentials), with the gateway's upstream key, or
+/// for a passthrough group the client's own key (`own_key`) and the deployment's model.
+fn upstream_request(
+    target: &Target,
+    forward_headers: &ForwardedHeaders,
+    parts: http::request::Parts,
+    body: Bytes,
+    own_key: Option<&[u8]>,
+) -> Result<http::Request<Full<Bytes>>, String> {
+    let path = parts.uri.path();
+    // A Gemini-style key in the query never goes upstream.
+    let query = match parts.uri.query() {
+        None => String::new(),
+        Some(query) => match without_key_param(query) {
+            None => format!("?{query}"),
+            Some(kept) if kept.is_empty() => String::new(),
+            Some(kept) => format!("?{kept}"),
+        },
+    };
+    let path_and_query = format!("{}{path}{query}", target.prefix);
+    let path_and_query = PathAndQuery::try_from(path_and_query)
+        .map_err(|e| format!("the request path is not valid ({e})"))?;
+    let uri = Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| format!("the request path is not valid ({e})"))?;
+    let mut headers = forward_headers.filter(&parts.headers);
+    if let Some((name, value)) = &target.credential {
+        headers.insert(name.clone(), value.clone());
+    }
+    let mut request = http::Request::new(Full::new(body));
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    if let (Some((auth, rewrite)), Some(key)) = (&target.passthrough, own_key) {
+        let (name, value) = match auth {
+            Auth::Bearer => (header::AUTHORIZATION, [b"Bearer ".as_slice(), key].concat()),
+            Auth::XApiKey => (HeaderName::from_static("x-api-key"), key.to_vec()),
+            Auth::ApiKey => (HeaderName::from_static("api-key"), key.to_vec()),
+            Auth::GoogApiKey => (HeaderName::from_static("x-goog-api-key"), key.to_vec()),
+        };
+        let mut value = HeaderValue::from_bytes(&value)
+            .map_err(|_| "the key presented is not a valid header value".to_owned())?;
+        value.set_sensitive(true);
+        request.headers_mut().insert(name, value);
+        rewrite
+            .adapt(&mut request)
+            .map_err(|e| format!("cannot point the request at its deployment: {e}"))?;
+    }
+    Ok(request)
+}
+
+/// The `model` of a JSON body, if it has one.
+fn model_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named<'a> {
+        #[serde(borrow)]
+        model: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Named<'_>>(body)
+        .ok()?
+        .model
+        .map(std::borrow::Cow::into_owned)
+}
+
+/// The client's own timeout, as the OpenAI and Anthropic SDKs announce it
+/// (`x-stainless-timeout`, in seconds).
+fn client_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: f64 = headers
+        .get("x-stainless-timeout")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (seconds.is_finite() && seconds > 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)))
 }
 
 /// Whether a POST to this endpoint carries a JSON object (file uploads are multipart; other

@@ -26,7 +26,7 @@ pub fn line_of(text: &str, path: &str) -> Option<usize> {
         let common = found
             .iter()
             .zip(&wanted)
-            .take_while(|(a, b)| a == b)
+            .take_while(|(a, b)| same_segment(a, b))
             .count();
         // Only a path that is a prefix of the wanted one locates it.
         if common == found.len() && common > 0 && best.is_none_or(|(depth, _)| common > depth) {
@@ -71,6 +71,16 @@ pub fn line_of(text: &str, path: &str) -> Option<usize> {
         }
     }
     best.map(|(_, line)| line)
+}
+
+/// Whether a segment written in the text (`fallbacks`, `members[1]`) is the wanted one; an
+/// element of an array value (`fallbacks[0]`) is found on its key's line.
+fn same_segment(found: &str, wanted: &str) -> bool {
+    found == wanted
+        || (!found.contains('[')
+            && wanted
+                .strip_prefix(found)
+                .is_some_and(|rest| rest.starts_with('[')))
 }
 
 /// A table's name with the index of each enclosing array of tables it is under: after
@@ -138,11 +148,16 @@ requests_per_minute = 120
         let nested = "[[models]]\nname = \"a\"\n[[models.deployments]]\nmodel = \"x\"\n\
                       [[models]]\nname = \"b\"\n[[models.deployments]]\nmodel = \"y\"\n\
                       [[models.deployments]]\nkeys_env = \"K\"\n[models.affinity]\nuser = true\n";
-        assert_eq!(line_of(nested, "models[1].deployments[1].keys_env"), Some(10));
+        assert_eq!(
+            line_of(nested, "models[1].deployments[1].keys_env"),
+            Some(10)
+        );
         assert_eq!(line_of(nested, "models[1].deployments[0].model"), Some(8));
         assert_eq!(line_of(nested, "models[0].deployments[0].model"), Some(4));
         assert_eq!(line_of(nested, "models[1].name"), Some(6));
         assert_eq!(line_of(nested, "models[1].affinity.user"), Some(12));
+        let list = "[[models]]\nname = \"a\"\nfallbacks = [\"b\", \"c\"]\n";
+        assert_eq!(line_of(list, "models[0].fallbacks[1]"), Some(3));
         assert_eq!(line_of("", "seed"), None);
     }
 }

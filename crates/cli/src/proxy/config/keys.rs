@@ -19,6 +19,7 @@ impl<'de> Deserialize<'de> for Key {
 }
 
 /// The client keys, kept only as SHA-256 digests.
+#[derive(Clone)]
 pub(crate) struct ClientKeys(Vec<[u8; 32]>);
 
 impl std::fmt::Debug for ClientKeys {

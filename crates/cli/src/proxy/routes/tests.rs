@@ -1,0 +1,467 @@
+//! The gateway's model groups in-process, under paused time: the gateway's request path (key
+//! check, body, routing, the groups' stacks, fallbacks) over simulated providers, one per
+//! host, so minutes of traffic take milliseconds. The same config through a real process and
+//! real sockets is in `tests/proxy_models.rs`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+use tollgate_core::BoxError;
+use tollgate_sim::{SimConfig, SimService};
+use tower::ServiceExt;
+
+use super::Routes;
+use crate::proxy::admin::group_json;
+use crate::proxy::admission::BodyBudget;
+use crate::proxy::config;
+use crate::proxy::forward::{Gateway, forward};
+use crate::proxy::metrics::{Metrics, builder};
+
+/// Simulated providers by host name.
+type Hosts = Arc<HashMap<&'static str, SimService>>;
+
+fn sim(toml: &str) -> SimService {
+    SimService::new(SimConfig::from_toml(toml).expect("a valid scenario")).expect("a valid sim")
+}
+
+/// The gateway's client: each request to the simulator of its host.
+fn client(
+    hosts: Hosts,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = http::Response<tollgate_sim::SimBody>,
+    Error = BoxError,
+    Future: Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    tower::service_fn(move |request: Request<Full<Bytes>>| {
+        let sim = request
+            .uri()
+            .host()
+            .and_then(|host| hosts.get(host))
+            .cloned();
+        async move {
+            match sim {
+                Some(sim) => Ok(sim.oneshot(request).await.expect("infallible")),
+                None => Err(BoxError::from("connection refused: no such host")),
+            }
+        }
+    })
+}
+
+async fn gateway(text: &str, vars: &[(&str, &str)], hosts: &Hosts) -> Arc<Gateway> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let env = move |name: &str| vars.get(name).cloned();
+    let config = config::parse(text, &env).unwrap_or_else(|e| panic!("{e}"));
+    let routes = Routes::build(&config, &client(hosts.clone()), None, &env)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let limits = &config.limits;
+    Arc::new(Gateway {
+        routes: RwLock::new(Arc::new(routes)),
+        bodies: BodyBudget::new(
+            limits.max_body_bytes_in_flight,
+            limits.max_body_bytes,
+            limits.body_read_timeout,
+        ),
+        forward_headers: limits.forward_headers.clone(),
+        send_timeout: limits.send_timeout,
+        request_timeout: config.request_timeout,
+        metrics: Arc::new(Metrics::new(builder().build_recorder().handle())),
+    })
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+async fn send(gateway: &Arc<Gateway>, request: Request<Body>) -> Answer {
+    let response = forward(State(gateway.clone()), request).await;
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.expect("a whole body").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+async fn post(gateway: &Arc<Gateway>, path: &str, body: &Value) -> Answer {
+    let request = Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    send(gateway, request).await
+}
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "max_tokens": 8,
+        "messages": [{"role": "user", "content": "Say hello."}]})
+}
+
+/// A group over three keys of one OpenAI account, 200 requests a minute each.
+const THREE_KEYS: &str = r#"
+[stack]
+preset = "balanced"
+[[models]]
+name = "chat"
+[[models.deployments]]
+name = "openai"
+provider = "openai"
+base_url = "http://openai.test"
+keys_env = "OPENAI_KEYS"
+model = "gpt-4o-mini"
+requests_per_minute = 200
+"#;
+
+fn three_keys(extra: &str) -> SimService {
+    let mut text = String::from("[latency]\ntime_to_first_token = \"300ms\"\n");
+    for (key, name) in [("sk-a", "a"), ("sk-b", "b"), ("sk-c", "c")] {
+        text.push_str(&format!(
+            "[[keys]]\nkey = \"{key}\"\nname = \"{name}\"\nrequests_per_minute = 200\n"
+        ));
+        if name == "c" {
+            text.push_str(extra);
+        }
+    }
+    sim(&text)
+}
+
+/// Offers `per_minute` requests a minute to `model` for `minutes`, open loop; the statuses.
+async fn offer(gateway: &Arc<Gateway>, model: &str, per_minute: u64, minutes: u64) -> Vec<u16> {
+    let gap = Duration::from_secs(60) / u32::try_from(per_minute).unwrap();
+    let mut calls = JoinSet::new();
+    for _ in 0..per_minute * minutes {
+        let gateway = gateway.clone();
+        let body = chat(model);
+        calls.spawn(async move {
+            let answer = post(&gateway, "/v1/chat/completions", &body).await;
+            assert!(
+                answer.status != StatusCode::OK
+                    || answer.headers.contains_key("x-tollgate-deployment"),
+                "an answer names its deployment: {:?}",
+                answer.headers
+            );
+            answer.status.as_u16()
+        });
+        tokio::time::sleep(gap).await;
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = calls.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    statuses
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_keys_of_200_rpm_carry_500_rpm_without_a_429() {
+    let openai = three_keys("");
+    let hosts: Hosts = Arc::new(HashMap::from([("openai.test", openai.clone())]));
+    let gateway = gateway(THREE_KEYS, &[("OPENAI_KEYS", "sk-a,sk-b,sk-c")], &hosts).await;
+    let statuses = offer(&gateway, "chat", 500, 3).await;
+    assert_eq!(statuses.len(), 1500);
+    assert_eq!(
+        count(&statuses, 200),
+        1500,
+        "every call answered: {statuses:?}"
+    );
+    let log = openai.log();
+    let refused: Vec<_> = log.iter().filter(|e| e.status != 200).collect();
+    assert!(
+        refused.is_empty(),
+        "each key kept to its own limit: {refused:?}"
+    );
+    for key in ["a", "b", "c"] {
+        let served = log.iter().filter(|e| e.key.as_deref() == Some(key)).count();
+        // 600 a minute at most: 200 of the first minute's burst, then 200 a minute.
+        assert!((300..=800).contains(&served), "key {key} served {served}");
+        assert!(
+            log.iter()
+                .filter(|e| e.key.as_deref() == Some(key))
+                .all(|e| e.model.as_deref() == Some("gpt-4o-mini")),
+            "the deployment's model went upstream"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_revoked_mid_run_fails_over_within_each_call_and_cools_down_an_hour() {
+    let openai = three_keys("revoked_after = \"60s\"\n");
+    let hosts: Hosts = Arc::new(HashMap::from([("openai.test", openai.clone())]));
+    let gateway = gateway(THREE_KEYS, &[("OPENAI_KEYS", "sk-a,sk-b,sk-c")], &hosts).await;
+    let statuses = offer(&gateway, "chat", 300, 2).await;
+    assert_eq!(
+        count(&statuses, 200),
+        600,
+        "no client call failed: {statuses:?}"
+    );
+    let revoked = openai
+        .log()
+        .iter()
+        // A refused key is not named in the log: the simulator does not know it any more.
+        .filter(|e| e.status == 401)
+        .count();
+    assert!(revoked >= 1, "the revoked key was tried");
+    let routes = gateway.routes();
+    let group = group_json(&routes.all()[0]);
+    let members = group["members"].as_array().unwrap();
+    let c = members
+        .iter()
+        .find(|m| m["name"] == "chat/openai-3")
+        .unwrap_or_else(|| panic!("{group}"));
+    assert_eq!(c["state"], "cooling_down", "{c}");
+    assert_eq!(c["reason"], "auth_error", "{c}");
+    let left = c["cooldown_left_ms"].as_u64().unwrap();
+    assert!(left > 55 * 60 * 1000, "about an hour left: {left} ms");
+    assert_eq!(revoked, 1, "one 401, then the key is out of rotation");
+}
+
+const TWO_GROUPS: &str = r#"
+[server]
+api_keys = ["tg-client"]
+[stack]
+preset = "balanced"
+[stack.retry]
+max_attempts = 2
+[[models]]
+name = "chat"
+fallbacks = ["backup"]
+[[models.deployments]]
+name = "openai"
+provider = "openai"
+base_url = "http://openai.test"
+key_env = "OPENAI_KEY"
+model = "gpt-4o-mini"
+[[models]]
+name = "backup"
+[[models.deployments]]
+name = "azure-eastus"
+provider = "azure"
+base_url = "http://azure.test"
+key_env = "AZURE_KEY"
+deployment = "gpt-4o-mini-prod"
+api_version = "2024-10-21"
+[[models]]
+name = "claude"
+[[models.deployments]]
+provider = "anthropic"
+base_url = "http://anthropic.test"
+key_env = "ANTHROPIC_KEY"
+model = "claude-3-5-haiku-latest"
+"#;
+
+const TWO_GROUPS_ENV: [(&str, &str); 3] = [
+    ("OPENAI_KEY", "sk-openai"),
+    ("AZURE_KEY", "az-key"),
+    ("ANTHROPIC_KEY", "sk-ant"),
+];
+
+fn providers(openai_faults: &str) -> (Hosts, SimService, SimService, SimService) {
+    let openai = sim(&format!(
+        "[[keys]]\nkey = \"sk-openai\"\nname = \"openai\"\n{openai_faults}"
+    ));
+    let azure = sim("[[keys]]\nkey = \"az-key\"\nname = \"azure\"\n");
+    let anthropic = sim("[[keys]]\nkey = \"sk-ant\"\nname = \"anthropic\"\n");
+    let hosts: Hosts = Arc::new(HashMap::from([
+        ("openai.test", openai.clone()),
+        ("azure.test", azure.clone()),
+        ("anthropic.test", anthropic.clone()),
+    ]));
+    (hosts, openai, azure, anthropic)
+}
+
+async fn authed(
+    gateway: &Arc<Gateway>,
+    path: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut request = Request::post(path).header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(gateway, request.body(Body::from(body.to_string())).unwrap()).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_overloaded_group_falls_back_and_the_answer_names_its_deployment() {
+    let (hosts, openai, azure, anthropic) = providers("[faults]\noverload_rate = 1.0\n");
+    let gateway = gateway(TWO_GROUPS, &TWO_GROUPS_ENV, &hosts).await;
+    let bearer = [("authorization", "Bearer tg-client")];
+    let answer = authed(&gateway, "/v1/chat/completions", &chat("chat"), &bearer).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(
+        answer.headers["x-tollgate-deployment"],
+        "backup/azure-eastus"
+    );
+    assert_eq!(answer.headers["x-tollgate-degraded"], "overloaded");
+    assert!(!openai.log().is_empty(), "the first group was tried");
+    let served = azure.log();
+    assert_eq!(served.len(), 1);
+    assert!(
+        served[0].route.contains("gpt-4o-mini-prod"),
+        "{:?}",
+        served[0]
+    );
+
+    // Anthropic's API reaches its group, and only its group.
+    let messages = json!({"model": "claude", "max_tokens": 8,
+        "messages": [{"role": "user", "content": "Hi"}]});
+    let answer = authed(
+        &gateway,
+        "/v1/messages",
+        &messages,
+        &[("x-api-key", "tg-client")],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(
+        answer.headers["x-tollgate-deployment"],
+        "claude/anthropic-0"
+    );
+    assert_eq!(answer.body["model"], "claude-3-5-haiku-latest");
+    assert_eq!(anthropic.log()[0].key.as_deref(), Some("anthropic"));
+    let wrong = authed(&gateway, "/v1/chat/completions", &chat("claude"), &bearer).await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST, "{}", wrong.body);
+    assert!(
+        wrong.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/messages")
+    );
+
+    // An unknown model: OpenAI's 404, naming the model and the groups.
+    let unknown = authed(&gateway, "/v1/chat/completions", &chat("gpt-5"), &bearer).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.body["error"]["code"], "model_not_found");
+    assert_eq!(unknown.body["error"]["param"], "model");
+    let message = unknown.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("gpt-5") && message.contains("chat, backup, claude"),
+        "{message}"
+    );
+
+    // The groups, in OpenAI's list.
+    let request = Request::get("/v1/models")
+        .header("authorization", "Bearer tg-client")
+        .body(Body::empty())
+        .unwrap();
+    let list = send(&gateway, request).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let ids: Vec<&str> = list.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["chat", "backup", "claude"]);
+    assert_eq!(list.body["object"], "list");
+    // Not without the gateway key.
+    let request = Request::get("/v1/models").body(Body::empty()).unwrap();
+    assert_eq!(
+        send(&gateway, request).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_with_every_member_out_past_the_deadline_is_a_503_with_retry_after() {
+    let openai = three_keys("");
+    let hosts: Hosts = Arc::new(HashMap::from([("openai.test", openai.clone())]));
+    // Keys the provider does not know: each is refused once, then out for an hour.
+    let gateway = gateway(THREE_KEYS, &[("OPENAI_KEYS", "sk-x,sk-y,sk-z")], &hosts).await;
+    let first = post(&gateway, "/v1/chat/completions", &chat("chat")).await;
+    assert_eq!(
+        first.status,
+        StatusCode::UNAUTHORIZED,
+        "the provider's answer"
+    );
+    let out = post(&gateway, "/v1/chat/completions", &chat("chat")).await;
+    assert_eq!(out.status, StatusCode::SERVICE_UNAVAILABLE, "{}", out.body);
+    let wait: u64 = out.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        wait > 3000,
+        "the earliest member is back in about an hour: {wait}"
+    );
+    let message = out.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("every deployment of \"chat\""),
+        "{message}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_passthrough_group_sends_the_clients_own_key() {
+    let openai = three_keys("");
+    let hosts: Hosts = Arc::new(HashMap::from([("openai.test", openai.clone())]));
+    let config = r#"
+[server]
+api_keys = ["tg-client"]
+[[models]]
+name = "mine"
+auth = "passthrough"
+[[models.deployments]]
+provider = "openai"
+base_url = "http://openai.test"
+model = "gpt-4o-mini"
+"#;
+    let gateway = gateway(config, &[], &hosts).await;
+    let both = [
+        ("x-tollgate-key", "tg-client"),
+        ("authorization", "Bearer sk-b"),
+    ];
+    let answer = authed(&gateway, "/v1/chat/completions", &chat("mine"), &both).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(
+        openai.log()[0].key.as_deref(),
+        Some("b"),
+        "the client's own key"
+    );
+    // The gateway key alone names no provider key.
+    let alone = [("authorization", "Bearer tg-client")];
+    let refused = authed(&gateway, "/v1/chat/completions", &chat("mine"), &alone).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-tollgate-key")
+    );
+    // Each client key is a scope of its own: a wrong one is the provider's 401, and the
+    // next client's key still works.
+    let wrong = [
+        ("x-tollgate-key", "tg-client"),
+        ("authorization", "Bearer sk-q"),
+    ];
+    let answer = authed(&gateway, "/v1/chat/completions", &chat("mine"), &wrong).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let other = [
+        ("x-tollgate-key", "tg-client"),
+        ("authorization", "Bearer sk-c"),
+    ];
+    let answer = authed(&gateway, "/v1/chat/completions", &chat("mine"), &other).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}
