@@ -1,6 +1,8 @@
-//! A generated answer, shared by both dialects' renderers.
+//! A generated answer, shared by every dialect's renderers.
 
 use std::time::Duration;
+
+use crate::prompt_cache::Cached;
 
 /// How a stream breaks off, when it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +26,8 @@ pub(crate) struct Answer {
     pub(crate) model: String,
     /// Prompt tokens, as the simulator counts them.
     pub(crate) prompt_tokens: u64,
+    /// What the key's prompt cache held of the prompt.
+    pub(crate) cached: Cached,
     /// The generated tokens.
     pub(crate) words: Vec<&'static str>,
     /// Whether the answer was cut by the output cap.

@@ -48,6 +48,14 @@ pub(crate) fn not_found(route: &str, seq: u64) -> (StatusCode, Bytes) {
     )
 }
 
+/// 404 `not_found_error` for an unknown model.
+pub(crate) fn model_not_found(model: &str, seq: u64) -> (StatusCode, Bytes) {
+    (
+        StatusCode::NOT_FOUND,
+        error_body("not_found_error", &format!("model: {model}"), seq),
+    )
+}
+
 /// 413 `request_too_large`.
 pub(crate) fn body_too_large(seq: u64) -> (StatusCode, Bytes) {
     let message = "Request exceeds the maximum allowed number of bytes.";
@@ -182,11 +190,12 @@ fn stop_reason(answer: &Answer) -> &'static str {
     }
 }
 
+/// The usage: `input_tokens` leaves out the tokens read from the cache, as Anthropic's does.
 fn usage(answer: &Answer, output_tokens: usize) -> Value {
     json!({
-        "input_tokens": answer.prompt_tokens,
+        "input_tokens": answer.prompt_tokens - answer.cached.read,
         "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "cache_read_input_tokens": answer.cached.read,
         "output_tokens": output_tokens,
         "service_tier": "standard",
     })

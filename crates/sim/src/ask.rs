@@ -1,24 +1,53 @@
 //! What a request asks of the simulated model, read from its JSON body.
 
 mod gemini;
+mod responses;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::config::Output;
-use crate::text::{count_prompt, count_tokens};
+use crate::route::{Call, Operation};
+use crate::text::{count_tokens, prompt};
 
 pub(crate) use self::gemini::{batch_embed, embed, generate};
+pub(crate) use self::responses::responses;
 
 /// A parsed request to a generation or embeddings endpoint.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Ask {
     pub(crate) model: String,
+    /// The prompt as the model reads it ([`text::prompt`](crate::text::prompt)); empty for
+    /// embeddings, which are never cached.
+    pub(crate) prompt: String,
     pub(crate) prompt_tokens: u64,
     /// The output cap: the request's `max_tokens`, or the configured default.
     pub(crate) max_tokens: u64,
     pub(crate) stream: bool,
     pub(crate) include_usage: bool,
     pub(crate) embeddings: Option<Embeddings>,
+    /// Request parameters the answer repeats (the Responses API echoes its own).
+    pub(crate) echo: Map<String, Value>,
+}
+
+/// Reads what `call` asks from its JSON body. The model the URL names (an Azure deployment, a
+/// Gemini model) wins over the body's.
+pub(crate) fn parse(call: &Call, mut json: Value, output: &Output) -> Result<Ask, String> {
+    let model = call.model.as_deref().unwrap_or_default();
+    if let (Some(model), Some(body)) = (&call.model, json.as_object_mut())
+        && matches!(call.operation, Operation::Chat | Operation::Embeddings)
+    {
+        body.insert("model".to_owned(), Value::String(model.clone()));
+    }
+    match call.operation {
+        Operation::Chat => chat(&json, output),
+        Operation::Embeddings => embeddings(&json, output),
+        Operation::Responses => responses(&json, output),
+        Operation::Messages => messages(&json),
+        Operation::GenerateContent => generate(&json, model, output, false),
+        Operation::StreamGenerateContent { .. } => generate(&json, model, output, true),
+        Operation::EmbedContent => embed(&json, model, output),
+        Operation::BatchEmbedContents => batch_embed(&json, model, output),
+    }
 }
 
 /// The inputs of an embeddings request.
@@ -77,15 +106,18 @@ pub(crate) fn chat(body: &Value, output: &Output) -> Result<Ask, String> {
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-    let mut prompt = vec![messages];
-    prompt.extend(body.get("tools"));
+    let mut parts: Vec<&Value> = body.get("tools").into_iter().collect();
+    parts.push(messages);
+    let prompt = prompt(&parts);
     Ok(Ask {
         model,
-        prompt_tokens: count_prompt(&prompt),
+        prompt_tokens: count_tokens(&prompt),
+        prompt,
         max_tokens: max_tokens.unwrap_or(u64::from(output.default_max_tokens)),
         stream,
         include_usage,
         embeddings: None,
+        echo: Map::new(),
     })
 }
 
@@ -97,16 +129,19 @@ pub(crate) fn messages(body: &Value) -> Result<Ask, String> {
         _ => return Err("messages: field required".into()),
     };
     let max_tokens = positive(body, "max_tokens")?.ok_or("max_tokens: field required")?;
-    let mut prompt = vec![messages];
-    prompt.extend(body.get("system"));
-    prompt.extend(body.get("tools"));
+    let mut parts: Vec<&Value> = body.get("tools").into_iter().collect();
+    parts.extend(body.get("system"));
+    parts.push(messages);
+    let prompt = prompt(&parts);
     Ok(Ask {
         model,
-        prompt_tokens: count_prompt(&prompt),
+        prompt_tokens: count_tokens(&prompt),
+        prompt,
         max_tokens,
         stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
         include_usage: true,
         embeddings: None,
+        echo: Map::new(),
     })
 }
 
@@ -172,6 +207,7 @@ pub(crate) fn embeddings(body: &Value, output: &Output) -> Result<Ask, String> {
     };
     Ok(Ask {
         model,
+        prompt: String::new(),
         prompt_tokens: total,
         max_tokens: 0,
         stream: false,
@@ -182,6 +218,7 @@ pub(crate) fn embeddings(body: &Value, output: &Output) -> Result<Ask, String> {
             base64,
             sizes: Vec::new(),
         }),
+        echo: Map::new(),
     })
 }
 

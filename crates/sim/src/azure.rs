@@ -34,6 +34,12 @@ pub(crate) fn render(refuse: &Refuse, context: Context<'_>) -> (StatusCode, Byte
             let status = StatusCode::NOT_FOUND;
             (status, error_body(status, "Resource not found"))
         }
+        Refuse::ModelNotFound(_) => {
+            let status = StatusCode::NOT_FOUND;
+            let message = "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.";
+            let body = json!({"error": {"code": "DeploymentNotFound", "message": message}});
+            (status, Bytes::from(body.to_string()))
+        }
         Refuse::RateLimited { refusal, .. } => {
             let kind = match refusal.dimension {
                 Dimension::Requests | Dimension::RequestsPerDay => "call",

@@ -55,10 +55,10 @@ use tollgate_core::BoxError;
 use crate::body::SimBody;
 use crate::dialect::{Dialect, Refuse};
 use crate::respond::refuse;
-use crate::route::api_key;
 use crate::state::{KeyRefusal, Shared};
 use crate::stats::{LogEntry, Rejection};
 
+pub(crate) use self::list::Query;
 pub(crate) use self::store::Store;
 pub(crate) use self::summary::summaries;
 pub use self::summary::{BatchApi, BatchSummary};
@@ -148,7 +148,7 @@ where
     B::Error: Into<BoxError>,
 {
     let dialect = route.dialect();
-    let quota_exhausted = match authenticate(shared, parts, entry) {
+    let quota_exhausted = match shared.authenticate(parts, entry) {
         Ok(quota_exhausted) => quota_exhausted,
         Err(refusal) => {
             let missing = refusal == KeyRefusal::Missing;
@@ -171,22 +171,6 @@ where
         Route::MessageBatchResults(id) => anthropic::results(shared, &id, entry, now),
         Route::CancelMessageBatch(id) => anthropic::cancel(shared, &id, entry, now),
     }
-}
-
-/// Finds the key as the synchronous endpoints do, names it in the log, and tells whether its
-/// quota is exhausted (read under the same lock: a reset may renumber the keys).
-fn authenticate(shared: &Shared, parts: &Parts, entry: &mut LogEntry) -> Result<bool, KeyRefusal> {
-    let now = Instant::now();
-    let mut state = shared.lock();
-    let key = state.key(
-        api_key(parts).as_deref(),
-        &shared.config,
-        now,
-        shared.elapsed(now),
-    )?;
-    let key = state.key_state(key);
-    entry.key = Some(key.name.clone());
-    Ok(key.quota_exhausted)
 }
 
 /// The whole body, at most `limit` bytes.

@@ -2,6 +2,8 @@
 //! phases. Loads from TOML (see `docs/scenarios/`); durations are human-readable (`"250ms"`).
 
 mod limits;
+mod models;
+mod prompt_cache;
 mod shape;
 
 use std::time::Duration;
@@ -10,6 +12,8 @@ use serde::Deserialize;
 use tollgate_core::error::ConfigError;
 
 pub use self::limits::{KeyConfig, Limits};
+pub use self::models::DEFAULT_MODELS;
+pub use self::prompt_cache::PromptCacheConfig;
 pub use self::shape::{Burst, BurstPerDimension, Window};
 
 /// Everything the simulator does, as one value. `SimConfig::default()` is a healthy, instant
@@ -47,6 +51,12 @@ pub struct SimConfig {
     /// Which provider the OpenAI-shaped routes (`/v1/chat/completions`, `/v1/embeddings`)
     /// imitate: their rate-limit headers and error bodies.
     pub openai_flavor: OpenAiFlavor,
+    /// The models `GET /v1/models` lists and `GET /v1/models/{id}` knows (by default
+    /// [`DEFAULT_MODELS`]). Generation routes accept any model; only the Models API reads
+    /// this list.
+    pub models: Vec<String>,
+    /// Prompt caching per key.
+    pub prompt_cache: PromptCacheConfig,
 }
 
 impl Default for SimConfig {
@@ -65,6 +75,8 @@ impl Default for SimConfig {
             max_body_bytes: 32 * 1024 * 1024,
             log_capacity: 10_000,
             openai_flavor: OpenAiFlavor::OpenAi,
+            models: DEFAULT_MODELS.map(str::to_owned).to_vec(),
+            prompt_cache: PromptCacheConfig::default(),
         }
     }
 }
@@ -133,7 +145,8 @@ impl SimConfig {
         if self.max_body_bytes == 0 {
             return Err(ConfigError::new("max_body_bytes", 0, "must be at least 1"));
         }
-        Ok(())
+        models::validate(&self.models)?;
+        self.prompt_cache.validate()
     }
 
     /// Whether keys that are not configured are accepted.

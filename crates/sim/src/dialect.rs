@@ -28,6 +28,8 @@ pub(crate) enum Refuse {
         missing: bool,
     },
     NotFound(String),
+    /// A model the Models API does not know.
+    ModelNotFound(String),
     BodyTooLarge(usize),
     QuotaExhausted,
     TooLarge {
@@ -159,6 +161,7 @@ fn render_openai(refuse: &Refuse) -> (StatusCode, Bytes) {
         Refuse::BadRequest(message) => openai::bad_request(message),
         Refuse::Unauthorized { missing } => openai::unauthorized(*missing),
         Refuse::NotFound(route) => openai::not_found(route),
+        Refuse::ModelNotFound(model) => openai::model_not_found(model),
         Refuse::BodyTooLarge(limit) => openai::body_too_large(*limit),
         Refuse::QuotaExhausted => openai::quota_exhausted(),
         Refuse::TooLarge { model, refusal } => openai::too_large(model, refusal),
@@ -177,6 +180,7 @@ fn render_anthropic(refuse: &Refuse, seq: u64) -> (StatusCode, Bytes) {
         Refuse::BadRequest(message) => anthropic::bad_request(message, seq),
         Refuse::Unauthorized { .. } => anthropic::unauthorized(seq),
         Refuse::NotFound(route) => anthropic::not_found(route, seq),
+        Refuse::ModelNotFound(model) => anthropic::model_not_found(model, seq),
         Refuse::BodyTooLarge(_) => anthropic::body_too_large(seq),
         Refuse::QuotaExhausted => anthropic::quota_exhausted(seq),
         Refuse::TooLarge { refusal, .. } | Refuse::RateLimited { refusal, .. } => {

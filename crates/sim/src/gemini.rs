@@ -80,6 +80,12 @@ pub(crate) fn render(refuse: &Refuse) -> (StatusCode, Bytes) {
             &format!("Requested entity was not found: {route}"),
             None,
         ),
+        Refuse::ModelNotFound(model) => error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("models/{model} is not found for API version v1beta."),
+            None,
+        ),
         Refuse::BodyTooLarge(limit) => error(
             StatusCode::BAD_REQUEST,
             "INVALID_ARGUMENT",
@@ -172,12 +178,18 @@ fn exhausted(
     )
 }
 
+/// The usage: `cachedContentTokenCount` (part of `promptTokenCount`) only when some were, as
+/// Gemini leaves out a zero.
 fn usage(answer: &Answer, output_tokens: usize) -> Value {
-    json!({
+    let mut usage = json!({
         "promptTokenCount": answer.prompt_tokens,
         "candidatesTokenCount": output_tokens,
         "totalTokenCount": answer.prompt_tokens + output_tokens as u64,
-    })
+    });
+    if answer.cached.read > 0 {
+        usage["cachedContentTokenCount"] = json!(answer.cached.read);
+    }
+    usage
 }
 
 fn finish_reason(answer: &Answer) -> &'static str {

@@ -14,16 +14,15 @@ use tokio::time::Instant;
 use tollgate_core::BoxError;
 
 use crate::answer::{Answer, Break};
-use crate::ask::{self, Ask};
+use crate::ask;
 use crate::body::SimBody;
-use crate::config::Output;
 use crate::dialect::Refuse;
 use crate::limiter::Charge;
 use crate::respond::{finish_headers, refuse_with};
 use crate::route::{Call, Operation, api_key};
 use crate::state::{InFlight, KeyRefusal, Shared};
 use crate::stats::LogEntry;
-use crate::{anthropic, gemini, openai, text};
+use crate::{anthropic, gemini, openai, prompt_cache, responses, text};
 
 /// Every random draw of one request, made up front in a fixed order so that the outcome of
 /// request `n` under a seed never depends on which branch an earlier draw took.
@@ -37,29 +36,6 @@ struct Draws {
     break_at: f64,
     overload: bool,
     stall: bool,
-}
-
-/// Reads what `call` asks from its JSON body. The model the URL names (an Azure deployment, a
-/// Gemini model) wins over the body's.
-fn parse(call: &Call, mut json: Value, output: &Output) -> Result<Ask, String> {
-    let model = call.model.as_deref().unwrap_or_default();
-    match call.operation {
-        Operation::Chat | Operation::Embeddings => {
-            if let (Some(model), Some(body)) = (&call.model, json.as_object_mut()) {
-                body.insert("model".to_owned(), Value::String(model.clone()));
-            }
-            if call.operation == Operation::Chat {
-                ask::chat(&json, output)
-            } else {
-                ask::embeddings(&json, output)
-            }
-        }
-        Operation::Messages => ask::messages(&json),
-        Operation::GenerateContent => ask::generate(&json, model, output, false),
-        Operation::StreamGenerateContent { .. } => ask::generate(&json, model, output, true),
-        Operation::EmbedContent => ask::embed(&json, model, output),
-        Operation::BatchEmbedContents => ask::batch_embed(&json, model, output),
-    }
 }
 
 /// Serves one generation or embeddings request. A request that hangs never completes: its
@@ -108,7 +84,7 @@ where
     };
     let parsed = serde_json::from_slice::<Value>(&bytes)
         .map_err(|e| format!("We could not parse the JSON body of your request ({e})."))
-        .and_then(|json| parse(call, json, &config.output));
+        .and_then(|json| ask::parse(call, json, &config.output));
     let ask = match parsed {
         Ok(ask) => ask,
         Err(message) => return refuse(Refuse::BadRequest(message), entry, HeaderMap::new()),
@@ -156,6 +132,13 @@ where
         Some(Break::Disconnect(at) | Break::ErrorEvent(at) | Break::Stall(at)) => at as u64,
         None => output_tokens,
     };
+
+    let prefixes = prompt_cache::prefixes(
+        &ask.model,
+        &ask.prompt,
+        ask.prompt_tokens,
+        &config.prompt_cache,
+    );
 
     // Decide under the lock, and read the headers in the same critical section.
     let charge = Charge {
@@ -220,7 +203,10 @@ where
                     Some(Break::Stall(_)) => state.stats.streams_stalled += 1,
                     None => {}
                 }
-                Ok(Some(InFlight::start(shared, &mut state, key, unused, now)))
+                let cache = &mut state.key_state(key).prompt_cache;
+                let cached = cache.serve(&prefixes, now, &config.prompt_cache);
+                let in_flight = InFlight::start(shared, &mut state, key, unused, now);
+                Ok(Some((in_flight, cached)))
             }
             Ok(None) => {
                 state.stats.hung += 1;
@@ -229,8 +215,8 @@ where
             Err(refusal) => Err(refusal),
         }
     };
-    let in_flight = match decision {
-        Ok(Some(in_flight)) => in_flight,
+    let (in_flight, cached) = match decision {
+        Ok(Some(admitted)) => admitted,
         Ok(None) => {
             // Hold a slot, as a stuck request does, until the client gives up and drops us.
             let _slot = InFlight::start(
@@ -250,6 +236,7 @@ where
         Err(refusal) => return refuse(refusal, entry, headers),
     };
     entry.input_tokens = ask.prompt_tokens;
+    entry.cached_input_tokens = cached.read;
     entry.output_tokens = sent_tokens;
 
     let slow = if draws.tail {
@@ -267,6 +254,7 @@ where
             .map_or(0, |d| d.as_secs()),
         model: ask.model.clone(),
         prompt_tokens: ask.prompt_tokens,
+        cached,
         words: text::answer(u32::try_from(output_tokens).unwrap_or(u32::MAX), &mut rng),
         truncated: u64::from(draws.natural_tokens) > ask.max_tokens,
         per_token,
@@ -287,6 +275,10 @@ where
                 let (events, ending) = anthropic::message_stream(&answer);
                 (events, ending, "text/event-stream; charset=utf-8")
             }
+            Operation::Responses => {
+                let (events, ending) = responses::response_stream(&answer, &ask.echo);
+                (events, ending, "text/event-stream; charset=utf-8")
+            }
             _ => {
                 let (events, ending) = openai::completion_stream(&answer, ask.include_usage);
                 (events, ending, "text/event-stream; charset=utf-8")
@@ -305,6 +297,7 @@ where
                 gemini::generate(&answer)
             }
             (None, Operation::Messages) => anthropic::message(&answer),
+            (None, Operation::Responses) => responses::response(&answer, &ask.echo),
             (None, _) => openai::completion(&answer),
         };
         (SimBody::full(bytes), dialect.json_content_type())

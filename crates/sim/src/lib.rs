@@ -4,10 +4,14 @@
 //! once, each with its exact rate-limit headers and error bodies (see `docs/scenarios/README.md`
 //! for the routes):
 //!
-//! - OpenAI: `/v1/chat/completions` with JSON and SSE streaming, `/v1/embeddings`, files and
-//!   batches; or Mistral on the same routes with `openai_flavor = "mistral"`
-//!   (`x-ratelimitbysize-*-minute` headers, `{"object":"error",...}` bodies);
-//! - Anthropic: the Messages API (`/v1/messages`) and message batches;
+//! - OpenAI: `/v1/chat/completions` with JSON and SSE streaming, the Responses API
+//!   (`/v1/responses`, JSON or its SSE event sequence), `/v1/embeddings`, the Models API
+//!   (`GET /v1/models`, `GET /v1/models/{id}`, listing [`SimConfig::models`]), files and
+//!   batches; or Mistral on the chat, embeddings and models routes with
+//!   `openai_flavor = "mistral"` (`x-ratelimitbysize-*-minute` headers,
+//!   `{"object":"error",...}` bodies);
+//! - Anthropic: the Messages API (`/v1/messages`), message batches, and the Models API in
+//!   Anthropic's shape for a request with an `anthropic-version` header;
 //! - Gemini's native API: `/v1beta/models/{model}:generateContent`, `:streamGenerateContent`
 //!   (SSE or a streamed JSON array), `:embedContent`, `:batchEmbedContents`, keys in
 //!   `x-goog-api-key` or `?key=`, no rate-limit headers, 429s naming the quota hit
@@ -38,6 +42,12 @@
 //! - batches that expire with partial results, and file uploads that fail with a 500;
 //! - a latency model (time to first token, time per output token, a tail), and scripted phases
 //!   (healthy → overloaded → recovering) from a TOML scenario (`docs/scenarios/`).
+//!
+//! And it caches prompts as OpenAI does, per key: a prompt of at least 1,024 tokens whose
+//! prefix the same key sent within five minutes reports that prefix (in 128-token blocks) as
+//! cached tokens, in each provider's usage field, and [`SimStats::cached_input_tokens`] counts
+//! them, so the share a routing policy keeps cached is measurable (see
+//! [`config::PromptCacheConfig`]).
 //!
 //! Everything random is drawn from a seeded generator, per request in arrival order; every
 //! delay is `tokio::time`, so in-process tests with paused time are exact and instant.
@@ -72,8 +82,11 @@ mod gemini;
 mod generate;
 mod limiter;
 mod mistral;
+mod models;
 mod openai;
+mod prompt_cache;
 mod respond;
+mod responses;
 mod route;
 mod server;
 mod service;

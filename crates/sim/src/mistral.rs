@@ -40,6 +40,12 @@ pub(crate) fn render(refuse: &Refuse) -> (StatusCode, Bytes) {
             "invalid_request_error",
             None,
         ),
+        Refuse::ModelNotFound(model) => (
+            StatusCode::NOT_FOUND,
+            format!("Invalid model: {model}"),
+            "invalid_model",
+            Some("1500"),
+        ),
         Refuse::BodyTooLarge(limit) => (
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("Request body too large: the limit is {limit} bytes."),

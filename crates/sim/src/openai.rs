@@ -51,6 +51,14 @@ pub(crate) fn not_found(route: &str) -> (StatusCode, Bytes) {
     )
 }
 
+/// 404 `model_not_found`.
+pub(crate) fn model_not_found(model: &str) -> (StatusCode, Bytes) {
+    let message = format!("The model '{model}' does not exist");
+    let body = json!({"error": {"message": message, "type": "invalid_request_error",
+        "param": "model", "code": "model_not_found"}});
+    (StatusCode::NOT_FOUND, Bytes::from(body.to_string()))
+}
+
 /// 413 for a body over the size cap.
 pub(crate) fn body_too_large(limit: usize) -> (StatusCode, Bytes) {
     let message = format!("Request body too large: the limit is {limit} bytes.");
@@ -179,7 +187,7 @@ fn usage(answer: &Answer, output_tokens: usize) -> Value {
         "prompt_tokens": answer.prompt_tokens,
         "completion_tokens": output_tokens,
         "total_tokens": answer.prompt_tokens + output_tokens as u64,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": answer.cached.read, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
             "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
     })

@@ -55,7 +55,7 @@ pub(crate) fn refuse_with(
     entry.rejection = Some(match refusal {
         Refuse::BadRequest(_) => Rejection::BadRequest,
         Refuse::Unauthorized { .. } => Rejection::Unauthorized,
-        Refuse::NotFound(_) => Rejection::NotFound,
+        Refuse::NotFound(_) | Refuse::ModelNotFound(_) => Rejection::NotFound,
         Refuse::BodyTooLarge(_) | Refuse::TooLarge { .. } => Rejection::TooLarge,
         Refuse::QuotaExhausted => Rejection::QuotaExhausted,
         Refuse::RateLimited { .. } => Rejection::RateLimited,

@@ -15,6 +15,8 @@ use crate::dialect::{Context, Dialect};
 pub(crate) enum Operation {
     /// OpenAI `/v1/chat/completions`, Azure `.../chat/completions`.
     Chat,
+    /// OpenAI `/v1/responses` (the Responses API, always in OpenAI's dialect).
+    Responses,
     /// Anthropic `/v1/messages`.
     Messages,
     /// OpenAI `/v1/embeddings`, Azure `.../embeddings`.
@@ -86,6 +88,7 @@ pub(crate) fn route(method: &Method, uri: &Uri, flavor: OpenAiFlavor) -> Option<
         "/v1/embeddings" | "/compat/v1/embeddings" => {
             return Some(call(Operation::Embeddings, openai));
         }
+        "/v1/responses" => return Some(call(Operation::Responses, Dialect::OpenAi)),
         "/v1/messages" => return Some(call(Operation::Messages, Dialect::Anthropic)),
         _ => {}
     }
@@ -162,7 +165,8 @@ pub(crate) fn query_param(uri: &Uri, name: &str) -> Option<String> {
     })
 }
 
-fn decode(text: &str) -> String {
+/// `text` percent-decoded (`+` is a space).
+pub(crate) fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -241,6 +245,13 @@ mod tests {
         let uri = "/v1/chat/completions".parse().unwrap();
         let call = route(&Method::POST, &uri, OpenAiFlavor::Mistral).unwrap();
         assert_eq!(call.dialect, Dialect::Mistral);
+        let responses = "/v1/responses".parse().unwrap();
+        let call = route(&Method::POST, &responses, OpenAiFlavor::Mistral).unwrap();
+        assert_eq!(
+            (call.operation, call.dialect),
+            (Operation::Responses, Dialect::OpenAi),
+            "the Responses API is OpenAI's alone"
+        );
         assert_eq!(route(&Method::GET, &uri, OpenAiFlavor::OpenAi), None);
     }
 

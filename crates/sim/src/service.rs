@@ -141,25 +141,21 @@ impl SimService {
             status: 0,
             rejection: None,
             input_tokens: 0,
+            cached_input_tokens: 0,
             output_tokens: 0,
             stream: false,
         };
         let flavor = shared.config.openai_flavor;
-        let response = match route(&parts.method, &parts.uri, flavor) {
-            Some(call) => generate(shared, &call, &parts, body, &mut entry).await,
-            None => match crate::batch::route(&parts.method, &path) {
-                Some(route) => crate::batch::handle(shared, route, &parts, body, &mut entry).await,
-                None => {
-                    let refusal = Refuse::NotFound(entry.route.clone());
-                    refuse(
-                        shared,
-                        Dialect::of_path(&path, flavor),
-                        refusal,
-                        &mut entry,
-                        Default::default(),
-                    )
-                }
-            },
+        let response = if let Some(call) = route(&parts.method, &parts.uri, flavor) {
+            generate(shared, &call, &parts, body, &mut entry).await
+        } else if let Some(models) = crate::models::route(&parts.method, &path) {
+            crate::models::handle(shared, &models, &parts, &mut entry)
+        } else if let Some(route) = crate::batch::route(&parts.method, &path) {
+            crate::batch::handle(shared, route, &parts, body, &mut entry).await
+        } else {
+            let refusal = Refuse::NotFound(entry.route.clone());
+            let dialect = Dialect::of_path(&path, flavor);
+            refuse(shared, dialect, refusal, &mut entry, Default::default())
         };
         entry.status = response.status().as_u16();
         shared.lock().record(entry, shared.config.log_capacity);

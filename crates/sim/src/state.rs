@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use http::request::Parts;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::time::Instant;
@@ -13,6 +14,8 @@ use tollgate_core::CredentialId;
 use crate::batch::Store;
 use crate::config::{Faults, KeyConfig, Latency, SimConfig};
 use crate::limiter::{Charge, KeyLimiter};
+use crate::prompt_cache::PromptCache;
+use crate::route::api_key;
 use crate::stats::{LogEntry, SimStats};
 
 /// State shared by every connection and request.
@@ -52,6 +55,8 @@ pub(crate) struct KeyState {
     pub(crate) rate_limit_headers: bool,
     pub(crate) quota_exhausted: bool,
     revoked_after: Option<Duration>,
+    /// The prefixes of the prompts this key sent, for prompt caching.
+    pub(crate) prompt_cache: PromptCache,
 }
 
 /// Why a key was refused.
@@ -86,6 +91,23 @@ impl Shared {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Finds the key `parts` carry as every route does (creating it if unknown keys are
+    /// accepted), names it in `entry`, and tells whether its quota is exhausted (read under the
+    /// same lock: a reset may renumber the keys).
+    pub(crate) fn authenticate(
+        &self,
+        parts: &Parts,
+        entry: &mut LogEntry,
+    ) -> Result<bool, KeyRefusal> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let secret = api_key(parts);
+        let key = state.key(secret.as_deref(), &self.config, now, self.elapsed(now))?;
+        let key = state.key_state(key);
+        entry.key = Some(key.name.clone());
+        Ok(key.quota_exhausted)
     }
 
     /// The next request number.
@@ -163,6 +185,7 @@ impl State {
             rate_limit_headers: limits.rate_limit_headers,
             quota_exhausted: key.quota_exhausted,
             revoked_after: key.revoked_after,
+            prompt_cache: PromptCache::default(),
         });
         let index = self.keys.len() - 1;
         self.by_secret.insert(key.key.clone(), index);
@@ -209,14 +232,16 @@ impl State {
             None if (200..300).contains(&entry.status) => stats.accepted += 1,
             None => {}
         }
-        if let Some(key) = &entry.key
-            && entry.rejection.is_none()
-            && entry.status != 0
-        {
-            let usage = stats.keys.entry(key.clone()).or_default();
-            usage.requests += 1;
-            usage.input_tokens += entry.input_tokens;
-            usage.output_tokens += entry.output_tokens;
+        if entry.rejection.is_none() && entry.status != 0 {
+            stats.input_tokens += entry.input_tokens;
+            stats.cached_input_tokens += entry.cached_input_tokens;
+            if let Some(key) = &entry.key {
+                let usage = stats.keys.entry(key.clone()).or_default();
+                usage.requests += 1;
+                usage.input_tokens += entry.input_tokens;
+                usage.cached_input_tokens += entry.cached_input_tokens;
+                usage.output_tokens += entry.output_tokens;
+            }
         }
         if capacity > 0 {
             if self.log.len() == capacity {

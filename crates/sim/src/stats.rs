@@ -59,6 +59,8 @@ pub struct KeyUsage {
     pub requests: u64,
     /// Prompt tokens of the admitted requests.
     pub input_tokens: u64,
+    /// Of those, the tokens read from the key's prompt cache.
+    pub cached_input_tokens: u64,
     /// Output tokens generated.
     pub output_tokens: u64,
 }
@@ -85,6 +87,11 @@ pub struct SimStats {
     pub in_flight: u64,
     /// The most in flight at once.
     pub max_in_flight: u64,
+    /// Prompt tokens of the admitted requests, every key together (embeddings included).
+    pub input_tokens: u64,
+    /// Of those, the tokens read from the keys' prompt caches (see
+    /// [`cached_share`](Self::cached_share)).
+    pub cached_input_tokens: u64,
     /// Usage per key name.
     pub keys: BTreeMap<String, KeyUsage>,
     /// The scripted phase now in force, if any.
@@ -100,6 +107,15 @@ impl SimStats {
     /// All refusals.
     pub fn rejected_total(&self) -> u64 {
         self.rejected.values().sum()
+    }
+
+    /// The share of prompt tokens read from a prompt cache (0.0–1.0; 0 before any prompt).
+    pub fn cached_share(&self) -> f64 {
+        if self.input_tokens == 0 {
+            0.0
+        } else {
+            self.cached_input_tokens as f64 / self.input_tokens as f64
+        }
     }
 }
 
@@ -124,6 +140,8 @@ pub struct LogEntry {
     pub rejection: Option<Rejection>,
     /// Prompt tokens (admitted requests).
     pub input_tokens: u64,
+    /// Of those, the tokens read from the key's prompt cache.
+    pub cached_input_tokens: u64,
     /// Output tokens generated (admitted requests).
     pub output_tokens: u64,
     /// Whether the answer was a stream.

@@ -8,47 +8,79 @@ use rand::RngExt as _;
 use rand::rngs::SmallRng;
 use serde_json::Value;
 
-/// Tokens in `text`: each run of letters or digits is one token per five characters (rounded
-/// up), each other visible character one token, whitespace free.
-pub(crate) fn count_tokens(text: &str) -> u64 {
-    let mut tokens = 0;
+/// Calls `token_end` with the byte offset just past each token of `text`, in order: each run
+/// of letters or digits is one token per five characters (the last one shorter), each other
+/// visible character one token, whitespace free. [`count_tokens`] counts these tokens; the
+/// prompt cache cuts prompts at them.
+pub(crate) fn token_ends(text: &str, mut token_end: impl FnMut(usize)) {
     let mut run = 0u64;
-    for c in text.chars() {
+    for (at, c) in text.char_indices() {
         if c.is_alphanumeric() {
             run += 1;
+            if run.is_multiple_of(5) {
+                token_end(at + c.len_utf8());
+            }
         } else {
-            tokens += run.div_ceil(5);
+            if !run.is_multiple_of(5) {
+                token_end(at);
+            }
             run = 0;
             if !c.is_whitespace() {
-                tokens += 1;
+                token_end(at + c.len_utf8());
             }
         }
     }
-    tokens + run.div_ceil(5)
+    if !run.is_multiple_of(5) {
+        token_end(text.len());
+    }
 }
 
-/// Prompt tokens of any JSON value: the tokens of every string in it, skipping keys that carry
-/// no text, plus framing per message (three, as OpenAI documents) and three to prime the reply.
-pub(crate) fn count_prompt(messages: &[&Value]) -> u64 {
-    fn walk(value: &Value) -> u64 {
+/// Tokens in `text` (see [`token_ends`]).
+pub(crate) fn count_tokens(text: &str) -> u64 {
+    let mut tokens = 0;
+    token_ends(text, |_| tokens += 1);
+    tokens
+}
+
+/// One token of a message's framing: a visible character that is not a letter or a digit.
+const FRAME: char = '\u{1}';
+
+/// A prompt as the simulated model reads it, in order: three framing tokens to prime the reply,
+/// then each part's strings, skipping keys that carry no text; each item of a part that is an
+/// array (the messages, the tools) is preceded by three framing tokens, as OpenAI documents.
+/// Its [`count_tokens`] are the prompt tokens, and its prefixes are what the prompt cache
+/// matches, so parts go in the providers' caching order: tools, system, messages.
+pub(crate) fn prompt(parts: &[&Value]) -> String {
+    fn walk(value: &Value, out: &mut String) {
         match value {
-            Value::String(s) => count_tokens(s),
-            Value::Array(items) => items.iter().map(walk).sum(),
+            Value::String(s) => {
+                out.push_str(s);
+                // Whitespace is free and ends a run, so strings never merge into one token.
+                out.push(' ');
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
             Value::Object(map) => map
                 .iter()
                 .filter(|(key, _)| {
                     !matches!(key.as_str(), "type" | "role" | "id" | "cache_control")
                 })
-                .map(|(_, value)| walk(value))
-                .sum(),
-            _ => 0,
+                .for_each(|(_, value)| walk(value, out)),
+            _ => {}
         }
     }
-    let framing = |value: &Value| match value {
-        Value::Array(items) => 3 * items.len() as u64,
-        _ => 0,
-    };
-    3 + messages.iter().map(|m| walk(m) + framing(m)).sum::<u64>()
+    let mut out = String::from_iter([FRAME; 3]);
+    for part in parts {
+        match part {
+            Value::Array(items) => {
+                for item in items {
+                    out.extend([FRAME; 3]);
+                    walk(item, &mut out);
+                }
+            }
+            other => walk(other, &mut out),
+        }
+    }
+    out
 }
 
 const WORDS: [&str; 48] = [
@@ -105,12 +137,24 @@ mod tests {
     }
 
     #[test]
+    fn token_ends_cut_runs_every_five_characters() {
+        let mut ends = Vec::new();
+        token_ends("internationalization, ok", |end| ends.push(end));
+        assert_eq!(ends, [5, 10, 15, 20, 21, 24]);
+    }
+
+    #[test]
     fn prompts_add_framing() {
         let messages = serde_json::json!([
             {"role": "system", "content": "You are terse."},
             {"role": "user", "content": [{"type": "text", "text": "Hello!"}]},
         ]);
-        assert_eq!(count_prompt(&[&messages]), 3 + 6 + 4 + 2);
+        assert_eq!(count_tokens(&prompt(&[&messages])), 3 + 6 + 4 + 2);
+        let tools = serde_json::json!([{"type": "function", "name": "lookup"}]);
+        assert_eq!(
+            count_tokens(&prompt(&[&tools, &messages])),
+            3 + 3 + 2 + 6 + 4 + 2
+        );
     }
 
     #[test]

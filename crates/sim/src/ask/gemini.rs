@@ -3,7 +3,7 @@
 //! and snake_case, as Gemini's JSON mapping accepts both. Errors are worded as Gemini words its
 //! `INVALID_ARGUMENT` messages.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{Ask, Embeddings, positive};
 use crate::config::Output;
@@ -45,13 +45,16 @@ pub(crate) fn generate(
         Some(Value::Array(items)) if !items.is_empty() => items,
         _ => return Err("* GenerateContentRequest.contents: contents is not specified\n".into()),
     };
-    let mut prompt_tokens = 0;
-    for content in contents {
-        prompt_tokens += count_tokens(&text(content, "GenerateContentRequest.contents")?);
-    }
+    // The system instruction first, as the prompt cache reads it; whitespace between texts
+    // is free, so the count is the sum of theirs.
+    let mut prompt = String::new();
     if let Some(system) = get(body, "systemInstruction", "system_instruction") {
-        let system = text(system, "GenerateContentRequest.system_instruction")?;
-        prompt_tokens += count_tokens(&system);
+        prompt.push_str(&text(system, "GenerateContentRequest.system_instruction")?);
+        prompt.push(' ');
+    }
+    for content in contents {
+        prompt.push_str(&text(content, "GenerateContentRequest.contents")?);
+        prompt.push(' ');
     }
     let max_tokens = match get(body, "generationConfig", "generation_config") {
         Some(config) => {
@@ -66,11 +69,13 @@ pub(crate) fn generate(
     };
     Ok(Ask {
         model: model.to_owned(),
-        prompt_tokens,
+        prompt_tokens: count_tokens(&prompt),
+        prompt,
         max_tokens: max_tokens.unwrap_or(u64::from(output.default_max_tokens)),
         stream,
         include_usage: true,
         embeddings: None,
+        echo: Map::new(),
     })
 }
 
@@ -114,6 +119,7 @@ fn embeddings_ask(model: &str, requests: Vec<(String, u32)>) -> Ask {
     let (inputs, sizes): (Vec<String>, Vec<u32>) = requests.into_iter().unzip();
     Ask {
         model: model.to_owned(),
+        prompt: String::new(),
         prompt_tokens,
         max_tokens: 0,
         stream: false,
@@ -124,6 +130,7 @@ fn embeddings_ask(model: &str, requests: Vec<(String, u32)>) -> Ask {
             base64: false,
             sizes,
         }),
+        echo: Map::new(),
     }
 }
 

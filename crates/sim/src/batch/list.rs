@@ -116,7 +116,7 @@ pub(super) fn message_batches(
 
 /// Where a page starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Cursor {
+pub(crate) enum Cursor {
     /// The newest batches.
     Newest,
     /// The batches created just before this one: the next page.
@@ -137,17 +137,17 @@ impl fmt::Display for Cursor {
 
 /// What a list request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Query {
-    pub(super) limit: usize,
-    pub(super) cursor: Cursor,
+pub(crate) struct Query {
+    pub(crate) limit: usize,
+    pub(crate) cursor: Cursor,
 }
 
 /// A page: the part of the list it covers, and whether more lie beyond it in its direction
 /// (older batches after an `after` page or the first page, newer ones before a `before` page).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Page {
-    pub(super) range: Range<usize>,
-    pub(super) has_more: bool,
+pub(crate) struct Page {
+    pub(crate) range: Range<usize>,
+    pub(crate) has_more: bool,
 }
 
 /// The ids of numbered batches, newest (highest number) first.
@@ -164,7 +164,7 @@ fn param(uri: &Uri, name: &str) -> Option<String> {
 
 impl Query {
     /// OpenAI's `GET /v1/batches` query: `limit` from 1 to 100 (20 by default), `after`.
-    pub(super) fn openai(uri: &Uri) -> Result<Self, String> {
+    pub(crate) fn openai(uri: &Uri) -> Result<Self, String> {
         let limit = match param(uri, "limit") {
             None => 20,
             Some(text) => match text.parse::<i64>() {
@@ -193,7 +193,7 @@ impl Query {
 
     /// Anthropic's `GET /v1/messages/batches` query: `limit` from 1 to 1000 (20 by default),
     /// and `after_id` or `before_id` (not both).
-    pub(super) fn anthropic(uri: &Uri) -> Result<Self, String> {
+    pub(crate) fn anthropic(uri: &Uri) -> Result<Self, String> {
         let limit = match param(uri, "limit") {
             None => 20,
             Some(text) => match text.parse::<i64>() {
@@ -225,7 +225,7 @@ impl Query {
 
     /// The page of `ids` (newest first) the query names; `None` if its cursor names none of
     /// them.
-    pub(super) fn page<S: AsRef<str>>(&self, ids: &[S]) -> Option<Page> {
+    pub(crate) fn page<S: AsRef<str>>(&self, ids: &[S]) -> Option<Page> {
         let position = |cursor: &str| ids.iter().position(|id| id.as_ref() == cursor);
         let page = match &self.cursor {
             Cursor::Newest => {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::jsonl::Request;
 use crate::answer::Answer;
 use crate::ask::{self, Ask};
+use crate::prompt_cache::Cached;
 use crate::state::Shared;
 use crate::{anthropic, openai, text};
 
@@ -37,6 +38,8 @@ fn answer(shared: &Shared, key: u64, ask: &Ask, created: u64) -> Answer {
         created,
         model: ask.model.clone(),
         prompt_tokens: ask.prompt_tokens,
+        // Batches are served apart from the keys' caches.
+        cached: Cached::default(),
         words: text::answer(u32::try_from(tokens).unwrap_or(u32::MAX), &mut rng),
         truncated: u64::from(natural) > ask.max_tokens,
         per_token: Duration::ZERO,
