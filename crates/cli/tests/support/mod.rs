@@ -33,6 +33,8 @@ pub(crate) struct Proxy {
     pub(crate) child: Child,
     pub(crate) url: String,
     pub(crate) log: PathBuf,
+    /// Its config file (rewrite it and send `SIGHUP` to reload).
+    pub(crate) config: PathBuf,
     /// Holds its config and `log`; dropped after `Drop::drop` has killed the process.
     _dir: TempDir,
 }
@@ -73,6 +75,7 @@ impl Proxy {
             child,
             url,
             log,
+            config: config_path,
             _dir: dir,
         }
     }
