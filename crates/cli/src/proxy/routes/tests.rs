@@ -465,3 +465,49 @@ model = "gpt-4o-mini"
     let answer = authed(&gateway, "/v1/chat/completions", &chat("mine"), &other).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
+
+/// The share of prompt tokens the provider served from its prompt cache, over eight
+/// conversations of ten turns, each with a long system prompt of its own, with or without
+/// `[models.affinity]`.
+async fn cached_share(affinity: &str) -> f64 {
+    let openai = three_keys("");
+    let hosts: Hosts = Arc::new(HashMap::from([("openai.test", openai.clone())]));
+    let config = format!("{THREE_KEYS}{affinity}");
+    let gateway = gateway(&config, &[("OPENAI_KEYS", "sk-a,sk-b,sk-c")], &hosts).await;
+    for turn in 0..10 {
+        for session in 0..8 {
+            let system =
+                format!("You help with project {session}, carefully and briefly. ").repeat(150);
+            let body = json!({"model": "chat", "max_tokens": 8, "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": format!("Question {turn} about project {session}?")},
+            ]});
+            let request = Request::post("/v1/chat/completions")
+                .header("content-type", "application/json")
+                .header("x-session-id", format!("session-{session}"))
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let answer = send(&gateway, request).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        }
+    }
+    openai.stats().cached_share()
+}
+
+#[tokio::test(start_paused = true)]
+async fn prompt_cache_affinity_keeps_a_conversation_where_its_prompt_is_cached() {
+    let spread = cached_share("").await;
+    let by_session = cached_share("[models.affinity]\nheader = \"x-session-id\"\n").await;
+    let by_prefix = cached_share("[models.affinity]\nuser = false\nprefix_bytes = 4096\n").await;
+    println!(
+        "cached share of prompt tokens: {:.1} % spread over three keys, {:.1} % by session, \
+         {:.1} % by prompt prefix",
+        spread * 100.0,
+        by_session * 100.0,
+        by_prefix * 100.0
+    );
+    // Each conversation's first turn is a miss; kept on one key, every other turn hits.
+    assert!(by_session > 0.85, "{by_session}");
+    assert!(by_prefix > 0.85, "{by_prefix}");
+    assert!(spread < by_session - 0.1, "{spread} vs {by_session}");
+}
