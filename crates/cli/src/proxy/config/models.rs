@@ -283,7 +283,7 @@ fn check_group(
     let mut api = None;
     let mut member_names = HashSet::new();
     for (i, deployment) in section.deployments.into_iter().enumerate() {
-        let member = check_deployment(deployment, &name, i, section.auth)
+        let member = check_deployment(deployment, &name, i, section.auth, section.context_window)
             .map_err(|e| e.within(&format!("deployments[{i}]")))?;
         let provider = member.provider.unwrap_or(Provider::OpenAi);
         match api {
@@ -374,6 +374,7 @@ fn check_deployment(
     group: &str,
     index: usize,
     auth: GroupAuth,
+    context_window: Option<u64>,
 ) -> Result<MemberConfig, ConfigError> {
     let provider = section.provider.ok_or_else(|| {
         invalid(
@@ -442,7 +443,7 @@ fn check_deployment(
         api_version: section.api_version,
         tier: section.tier,
         weight: section.weight,
-        context_window: section.context_window,
+        context_window: section.context_window.or(context_window),
         requests_per_minute: section.requests_per_minute,
         tokens_per_minute: section.tokens_per_minute,
         input_tokens_per_minute: section.input_tokens_per_minute,
@@ -520,6 +521,44 @@ input_tokens_per_minute = 1000
         for secret in ["sk-1", "az-secret"] {
             assert!(!debug.contains(secret), "{debug}");
         }
+    }
+
+    #[test]
+    fn the_guides_configs_load() {
+        let guide = include_str!("../../../../../docs/gateway.md");
+        let env = |name: &str| {
+            Some(match name {
+                "OPENAI_KEYS" | "ANTHROPIC_KEYS" => "sk-1,sk-2,sk-3".to_owned(),
+                _ => format!("sk-{}", name.to_ascii_lowercase()),
+            })
+        };
+        let blocks: Vec<&str> = guide
+            .split("```toml\n")
+            .skip(1)
+            .map(|rest| rest.split("```").next().unwrap())
+            .collect();
+        assert_eq!(blocks.len(), 6, "every config of the guide");
+        for block in &blocks {
+            parse(block, &env).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        }
+        let complete = parse(blocks[5], &env).unwrap();
+        let Routing::Models(groups) = &complete.routing else {
+            panic!("model groups");
+        };
+        let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["chat", "chat-large", "claude", "claude-large", "my-openai"]
+        );
+        let chat = groups[0].stack.pool.as_ref().unwrap();
+        assert_eq!(chat.members(&env).unwrap().len(), 4, "three keys and Azure");
+        assert!(chat.affinity.is_some());
+        assert_eq!(chat.members[0].context_window, Some(128_000), "the group's");
+        assert!(groups[4].passthrough.is_some());
+        assert_eq!(
+            complete.request_timeout,
+            std::time::Duration::from_secs(300)
+        );
     }
 
     #[test]
