@@ -74,7 +74,8 @@ impl ForwardedHeaders {
             if stem.is_empty() || HeaderName::try_from(stem).is_err() {
                 return Err(not_a_name());
             }
-            if CREDENTIAL_HEADERS.iter().any(|c| {
+            // The gateway key beside a passed-through provider key is a credential too.
+            if CREDENTIAL_HEADERS.iter().chain(&["x-tollgate-key"]).any(|c| {
                 if prefix {
                     c.starts_with(stem)
                 } else {
@@ -211,6 +212,7 @@ mod tests {
         assert!(ForwardedHeaders::new(["bad name"]).is_err());
         assert!(ForwardedHeaders::new(["*"]).is_err());
         for credential in [
+            "x-tollgate-key",
             "Authorization",
             "x-api-key",
             "api-key",
