@@ -90,6 +90,8 @@ fn optional_table() -> String {
         context_window = 128000
         requests_per_minute = 500
         tokens_per_minute = 200000
+        input_tokens_per_minute = 100000
+        output_tokens_per_minute = 20000
         max_concurrent = 16
         [[pool.members]]
         name = "azure"
@@ -99,6 +101,8 @@ fn optional_table() -> String {
         deployment = "gpt-4o"
         api_version = "2024-10-21"
         tier = 1
+        [pool.affinity]
+        header = "x-session-id"
         [deferred]
         store = "queue.redb"
     "#,
