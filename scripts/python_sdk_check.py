@@ -1,8 +1,11 @@
-"""The official `openai` Python SDK against `tollgate proxy` (run by scripts/python-sdk-test).
+"""The official `openai` and `anthropic` Python SDKs against `tollgate proxy` (run by
+scripts/python-sdk-test): gateways of one `[upstream]` here, one of `[[models]]` groups in
+scripts/python_sdk_groups.py.
 
 Each check prints one line; the last line counts them, and the exit code is 1 if any failed.
 
   python_sdk_check.py --gateway URL --exhausted-gateway URL --sim URL --key GATEWAY_KEY
+      --groups-gateway URL --openai-sim URL --anthropic-sim URL
 """
 
 import argparse
@@ -12,7 +15,10 @@ import time
 import traceback
 import urllib.request
 
+import anthropic
 import openai
+
+import python_sdk_groups
 
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Say hello in a few words."}]
@@ -93,8 +99,11 @@ def main():
     parser.add_argument("--exhausted-gateway", required=True, help="one in front of an exhausted key")
     parser.add_argument("--sim", required=True, help="the simulator, for its stats")
     parser.add_argument("--key", required=True, help="a gateway key")
+    parser.add_argument("--groups-gateway", required=True, help="the gateway of model groups")
+    parser.add_argument("--openai-sim", required=True, help="the OpenAI account of group chat")
+    parser.add_argument("--anthropic-sim", required=True, help="the Anthropic account of group claude")
     args = parser.parse_args()
-    print(f"openai {openai.__version__}")
+    print(f"openai {openai.__version__}, anthropic {anthropic.__version__}")
     client = openai.OpenAI(base_url=f"{args.gateway}/v1", api_key=args.key)
     checks = [
         ("chat completion", lambda: chat(client)),
@@ -104,6 +113,9 @@ def main():
         ("an exhausted upstream quota", lambda: exhausted_quota(f"{args.exhausted_gateway}/v1", args.key)),
         ("the upstream saw only the configured keys", lambda: upstream_saw_only_its_keys(args.sim)),
     ]
+    checks += python_sdk_groups.checks(
+        args.groups_gateway, args.key, args.openai_sim, args.anthropic_sim
+    )
     passed = failed = 0
     for name, check in checks:
         try:
