@@ -175,3 +175,182 @@ async fn sighup_reloads_the_config_while_a_hundred_streams_complete() {
     proxy.assert_no_secret_logged();
     assert!(!proxy.log().contains(KEY));
 }
+
+async fn provider(keys: &[(&str, &str, &str)]) -> tollgate_sim::SimHandle {
+    let mut text = String::from("[latency]\ntime_to_first_token = \"5ms\"\n");
+    for (key, name, extra) in keys {
+        text.push_str(&format!(
+            "[[keys]]\nkey = \"{key}\"\nname = \"{name}\"\n{extra}\n"
+        ));
+    }
+    Sim::start(SimConfig::from_toml(&text).unwrap())
+        .await
+        .unwrap()
+}
+
+fn admin(
+    proxy: &Proxy,
+    method: http::Method,
+    path: &str,
+    body: &str,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    http::Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", proxy.url))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_owned(),
+        )))
+        .unwrap()
+}
+
+const ADMIN: &str = "adm-groups-0d9e44";
+
+/// Three processes' worth of providers on loopback — an OpenAI account with three keys, an
+/// Azure deployment, an Anthropic account — behind one gateway process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gateway_routes_three_providers_fails_over_a_revoked_key_and_falls_back() {
+    let openai = provider(&[
+        ("sk-oa-1", "a", ""),
+        ("sk-oa-2", "b", ""),
+        ("sk-oa-3", "c", "revoked_after = \"1s\""),
+    ])
+    .await;
+    let azure = provider(&[("az-1", "azure", "")]).await;
+    let anthropic = provider(&[("sk-ant-1", "anthropic", "")]).await;
+    let config = format!(
+        r#"[server]
+api_keys = ["{CLIENT_KEY}"]
+admin_token_env = "TG_ADMIN"
+[stack]
+preset = "balanced"
+[[models]]
+name = "chat"
+fallbacks = ["backup"]
+[[models.deployments]]
+name = "openai"
+provider = "openai"
+base_url = "{openai}"
+keys_env = "TG_OPENAI_KEYS"
+model = "gpt-4o-mini"
+[[models]]
+name = "backup"
+[[models.deployments]]
+name = "azure"
+provider = "azure"
+base_url = "{azure}"
+key_env = "TG_AZURE_KEY"
+deployment = "gpt-4o-mini-prod"
+api_version = "2024-10-21"
+[[models]]
+name = "claude"
+[[models.deployments]]
+provider = "anthropic"
+base_url = "{anthropic}"
+key_env = "TG_ANTHROPIC_KEY"
+model = "claude-3-5-haiku-latest"
+"#,
+        openai = openai.url(),
+        azure = azure.url(),
+        anthropic = anthropic.url(),
+    );
+    let proxy = Proxy::start_with_env(
+        &config,
+        &[
+            ("TG_OPENAI_KEYS", "sk-oa-1,sk-oa-2,sk-oa-3"),
+            ("TG_AZURE_KEY", "az-1"),
+            ("TG_ANTHROPIC_KEY", "sk-ant-1"),
+            ("TG_ADMIN", ADMIN),
+        ],
+    );
+    let chat = |model: &str| {
+        json!({"model": model, "max_tokens": 4,
+            "messages": [{"role": "user", "content": "Hi"}]})
+    };
+
+    // Two seconds of calls: the third key is revoked after one; none of the calls fails.
+    let mut served = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let answer = call(
+            &proxy,
+            "/v1/chat/completions",
+            bearer(CLIENT_KEY),
+            &chat("chat"),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        *served
+            .entry(answer.header("x-tollgate-deployment").to_owned())
+            .or_insert(0) += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        served.keys().collect::<Vec<_>>(),
+        ["chat/openai-1", "chat/openai-2", "chat/openai-3"],
+        "every key served: {served:?}"
+    );
+    assert_eq!(
+        openai.log().iter().filter(|e| e.status == 401).count(),
+        1,
+        "one 401, then the revoked key is out of rotation"
+    );
+    let health = send(admin(&proxy, http::Method::GET, "/admin/health", ""))
+        .await
+        .json();
+    let members = health["models"][0]["members"].as_array().unwrap().clone();
+    let revoked = &members[2];
+    assert_eq!(revoked["name"], "chat/openai-3");
+    assert_eq!(revoked["state"], "cooling_down", "{revoked}");
+    assert_eq!(revoked["reason"], "auth_error");
+    assert!(revoked["cooldown_left_ms"].as_u64().unwrap() > 3_500_000);
+    assert!(revoked["credential"].is_string(), "an id, never the key");
+    let public = send(get(&format!("{}/health", proxy.url))).await.json();
+    assert_eq!(public["models"][0]["members"][2]["state"], "cooling_down");
+
+    // An operator puts it back.
+    let reset = send(admin(
+        &proxy,
+        http::Method::POST,
+        "/admin/pool/reset",
+        r#"{"member": "chat/openai-3"}"#,
+    ))
+    .await;
+    assert_eq!(reset.status, StatusCode::OK);
+    assert_eq!(reset.json()["reset"], json!(["chat/openai-3"]));
+    let health = send(admin(&proxy, http::Method::GET, "/admin/health", ""))
+        .await
+        .json();
+    assert_eq!(health["models"][0]["members"][2]["state"], "available");
+
+    // Anthropic's API reaches its group.
+    let messages = call(
+        &proxy,
+        "/v1/messages",
+        Some(("x-api-key", CLIENT_KEY.to_owned())),
+        &chat("claude"),
+    )
+    .await;
+    assert_eq!(messages.status, StatusCode::OK, "{:?}", messages.body);
+    assert_eq!(messages.json()["model"], "claude-3-5-haiku-latest");
+
+    // The OpenAI account gone: "chat" falls back to its Azure deployment, and says so.
+    openai.shutdown().await;
+    let moved = call(
+        &proxy,
+        "/v1/chat/completions",
+        bearer(CLIENT_KEY),
+        &chat("chat"),
+    )
+    .await;
+    assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+    assert_eq!(moved.header("x-tollgate-deployment"), "backup/azure");
+    // No connection: the members' breakers may have opened on the way.
+    let why = moved.header("x-tollgate-degraded");
+    assert!(["connect_error", "circuit_open"].contains(&why), "{why}");
+    assert_eq!(azure.log().len(), 1);
+    assert!(azure.log()[0].route.contains("gpt-4o-mini-prod"));
+    proxy.assert_no_secret_logged();
+    for key in ["sk-oa-1", "sk-oa-2", "sk-oa-3", "az-1", "sk-ant-1", ADMIN] {
+        assert!(!proxy.log().contains(key), "{key} logged");
+    }
+}

@@ -75,13 +75,17 @@ impl ForwardedHeaders {
                 return Err(not_a_name());
             }
             // The gateway key beside a passed-through provider key is a credential too.
-            if CREDENTIAL_HEADERS.iter().chain(&["x-tollgate-key"]).any(|c| {
-                if prefix {
-                    c.starts_with(stem)
-                } else {
-                    *c == stem
-                }
-            }) {
+            if CREDENTIAL_HEADERS
+                .iter()
+                .chain(&["x-tollgate-key"])
+                .any(|c| {
+                    if prefix {
+                        c.starts_with(stem)
+                    } else {
+                        *c == stem
+                    }
+                })
+            {
                 return Err(format!(
                     "{name:?} carries a credential: never forwarded (the gateway sends the \
                      upstream key itself)"

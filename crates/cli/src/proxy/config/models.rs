@@ -33,6 +33,8 @@ pub(super) struct ModelSection {
     #[serde(default)]
     resend_unanswered: bool,
     fallback_on: Option<Triggers>,
+    #[serde(default)]
+    retry_before_fallback: bool,
     affinity: Option<AffinityConfig>,
     #[serde(default)]
     deployments: Vec<DeploymentSection>,
@@ -333,6 +335,11 @@ fn check_group(
         affinity: section.affinity,
     };
     let mut stack = base.clone();
+    if !section.fallbacks.is_empty() && !section.retry_before_fallback {
+        // The pool already moves a failed call to the group's other members; what none of
+        // them could answer goes to the fallbacks now, not after `[stack.retry]`'s waits.
+        stack.retry = None;
+    }
     if limited && stack.rate_limit.is_none() {
         stack.rate_limit = Some(RateLimitConfig::default());
     }
@@ -509,6 +516,11 @@ input_tokens_per_minute = 1000
             "a group with fallbacks goes there rather than wait"
         );
         assert!(chat.stack.rate_limit.is_some(), "its own limits are kept");
+        assert!(
+            chat.stack.retry.is_none(),
+            "a group with fallbacks goes there rather than retry"
+        );
+        assert!(groups[1].stack.retry.is_some(), "the last group retries");
         let members = pool.members(&env).unwrap();
         assert_eq!(members.len(), 3, "one member per key");
         let backup = &groups[1];
