@@ -511,3 +511,45 @@ async fn prompt_cache_affinity_keeps_a_conversation_where_its_prompt_is_cached()
     assert!(by_prefix > 0.85, "{by_prefix}");
     assert!(spread < by_session - 0.1, "{spread} vs {by_session}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_the_state_of_groups_whose_settings_did_not_change() {
+    let (hosts, _openai, _azure, _anthropic) = providers("");
+    let env: HashMap<String, String> = TWO_GROUPS_ENV
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let env = move |name: &str| env.get(name).cloned();
+    let gateway = gateway(TWO_GROUPS, &TWO_GROUPS_ENV, &hosts).await;
+    let bearer = [("authorization", "Bearer tg-client")];
+    for model in ["chat", "claude"] {
+        let path = if model == "claude" {
+            "/v1/messages"
+        } else {
+            "/v1/chat/completions"
+        };
+        let answer = authed(&gateway, path, &chat(model), &bearer).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+    let calls = |routes: &Routes, group: usize| {
+        let pool = routes.all()[group].handle.pool.as_ref().unwrap();
+        pool.snapshot()[0].counters.calls
+    };
+    let before = gateway.routes();
+    assert_eq!((calls(&before, 0), calls(&before, 2)), (1, 1));
+    // "claude" changes; "chat" and "backup" do not.
+    let changed = TWO_GROUPS.replace("claude-3-5-haiku-latest", "claude-sonnet-4-5");
+    let config = config::parse(&changed, &env).unwrap();
+    let routes = Routes::build(&config, &client(hosts.clone()), Some(&before), &env)
+        .await
+        .unwrap();
+    gateway.replace(routes);
+    let after = gateway.routes();
+    assert_eq!(calls(&after, 0), 1, "chat kept its pool and its counts");
+    assert_eq!(calls(&after, 2), 0, "claude's pool is new");
+    let answer = authed(&gateway, "/v1/chat/completions", &chat("chat"), &bearer).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(calls(&gateway.routes(), 0), 2);
+    // Requests that started on the old routes hold them: the old pool is still there.
+    assert_eq!(calls(&before, 2), 1);
+}
