@@ -39,7 +39,6 @@ mod routes;
 mod serve;
 mod tls;
 
-use self::admission::BodyBudget;
 use self::config::ClientKeys;
 use self::forward::Gateway;
 use self::metrics::Metrics;
@@ -162,18 +161,7 @@ async fn serve(
     let routes = Routes::build(&config, &client, None, &env).await?;
     let client_keys_required = config.clients.required();
     let limits = &config.limits;
-    let gateway = Arc::new(Gateway {
-        routes: std::sync::RwLock::new(Arc::new(routes)),
-        bodies: BodyBudget::new(
-            limits.max_body_bytes_in_flight,
-            limits.max_body_bytes,
-            limits.body_read_timeout,
-        ),
-        forward_headers: limits.forward_headers.clone(),
-        send_timeout: limits.send_timeout,
-        request_timeout: config.request_timeout,
-        metrics,
-    });
+    let gateway = Arc::new(Gateway::new(&config, routes, metrics));
     let admin = config
         .admin_token
         .as_ref()

@@ -21,7 +21,7 @@ use tollgate_core::{CredentialId, Deadline, EndpointKind};
 use tower::ServiceExt;
 
 use super::admission::{BodyBudget, BodyError};
-use super::config::Api;
+use super::config::{Api, ProxyConfig};
 use super::headers::{ForwardedHeaders, filter_response, path_problem};
 use super::metrics::{Metrics, route_index};
 use super::models;
@@ -66,6 +66,23 @@ pub(crate) async fn forward(State(gateway): State<Arc<Gateway>>, request: Reques
 }
 
 impl Gateway {
+    /// The gateway `config` describes, sending through `routes`.
+    pub(crate) fn new(config: &ProxyConfig, routes: Routes, metrics: Arc<Metrics>) -> Self {
+        let limits = &config.limits;
+        Self {
+            routes: RwLock::new(Arc::new(routes)),
+            bodies: BodyBudget::new(
+                limits.max_body_bytes_in_flight,
+                limits.max_body_bytes,
+                limits.body_read_timeout,
+            ),
+            forward_headers: limits.forward_headers.clone(),
+            send_timeout: limits.send_timeout,
+            request_timeout: config.request_timeout,
+            metrics,
+        }
+    }
+
     /// The routes now (a reload may replace them; a request keeps the ones it started with).
     pub(crate) fn routes(&self) -> Arc<Routes> {
         self.routes

@@ -11,24 +11,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
 use tokio::signal::unix::{SignalKind, signal};
 use tollgate_core::BoxError;
-use tower::Service;
 
 use super::config;
 use super::forward::Gateway;
-use super::routes::Routes;
+use super::routes::{Routes, UpstreamClient};
 
 /// Reloads the config at `path` on every `SIGHUP`, for as long as the gateway runs.
 pub(crate) async fn on_hangup<S, RB>(path: PathBuf, gateway: Arc<Gateway>, client: S)
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    RB: http_body::Body<Data = Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
+    S: UpstreamClient<RB>,
+    RB: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
 {
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(hangups) => hangups,
@@ -56,11 +50,8 @@ where
 /// Reads, checks and builds the config at `path`, then puts its routes in place.
 pub(crate) async fn reload<S, RB>(path: &Path, gateway: &Gateway, client: &S) -> Result<(), String>
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    RB: http_body::Body<Data = Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
+    S: UpstreamClient<RB>,
+    RB: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
 {
     let file = path.to_owned();
     let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(file))

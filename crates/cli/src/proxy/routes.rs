@@ -21,6 +21,33 @@ use tower::{Layer as _, Service, ServiceExt};
 use super::admission::KeyShares;
 use super::config::{ClientKeys, GroupAuth, ModelGroup, ProxyConfig, Routing as RoutingConfig};
 
+/// What the gateway calls its upstreams with: a client, cloned into every group's stack.
+pub(crate) trait UpstreamClient<RB>:
+    Service<
+        Request<Full<Bytes>>,
+        Response = Response<RB>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S, RB> UpstreamClient<RB> for S where
+    S: Service<
+            Request<Full<Bytes>>,
+            Response = Response<RB>,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Everything a config decides about a request: who may call, and where it goes.
 pub(crate) struct Routes {
     /// Who may call; nobody needs a key when empty.
@@ -97,11 +124,8 @@ impl Routes {
         env: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<Self, String>
     where
-        S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        RB: http_body::Body<Data = Bytes> + Send + 'static,
-        RB::Error: Into<BoxError>,
+        S: UpstreamClient<RB>,
+        RB: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
     {
         let routing = match &config.routing {
             RoutingConfig::Upstream(upstream) => {
@@ -228,11 +252,8 @@ async fn group_route<S, RB>(
     index: usize,
 ) -> Result<Route, String>
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    RB: http_body::Body<Data = Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
+    S: UpstreamClient<RB>,
+    RB: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
 {
     let stack = connect(&group.stack, env, &format!("models[{index}]")).await?;
     let (own, handle) = stack.service(client.clone());

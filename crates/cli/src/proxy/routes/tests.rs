@@ -4,7 +4,7 @@
 //! real sockets is in `tests/proxy_models.rs`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -20,7 +20,6 @@ use tower::ServiceExt;
 
 use super::Routes;
 use crate::proxy::admin::group_json;
-use crate::proxy::admission::BodyBudget;
 use crate::proxy::config;
 use crate::proxy::forward::{Gateway, forward};
 use crate::proxy::metrics::{Metrics, builder};
@@ -69,19 +68,8 @@ async fn gateway(text: &str, vars: &[(&str, &str)], hosts: &Hosts) -> Arc<Gatewa
     let routes = Routes::build(&config, &client(hosts.clone()), None, &env)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let limits = &config.limits;
-    Arc::new(Gateway {
-        routes: RwLock::new(Arc::new(routes)),
-        bodies: BodyBudget::new(
-            limits.max_body_bytes_in_flight,
-            limits.max_body_bytes,
-            limits.body_read_timeout,
-        ),
-        forward_headers: limits.forward_headers.clone(),
-        send_timeout: limits.send_timeout,
-        request_timeout: config.request_timeout,
-        metrics: Arc::new(Metrics::new(builder().build_recorder().handle())),
-    })
+    let metrics = Arc::new(Metrics::new(builder().build_recorder().handle()));
+    Arc::new(Gateway::new(&config, routes, metrics))
 }
 
 struct Answer {
