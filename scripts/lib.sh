@@ -24,6 +24,8 @@ trap cleanup EXIT
 start() {
     local name=$1 pid i
     shift
+    # There before it is read below: the background command creates it only once it runs.
+    : >"$work/$name.out"
     "$@" >"$work/$name.out" 2>"$work/$name.log" &
     pid=$!
     pids+=("$pid")

@@ -98,7 +98,7 @@ impl Gateway {
 
     async fn forward(&self, request: Request) -> Response {
         let routes = self.routes();
-        let dialect = Dialect::of(request.uri().path());
+        let dialect = Dialect::of(request.uri().path(), request.headers());
         let separate = request
             .headers()
             .get(GATEWAY_KEY_HEADER)
@@ -283,9 +283,10 @@ impl Gateway {
             return Err(Box::new(models::unknown(dialect, &model, &routes.names())));
         };
         let api = route.group.as_ref().map_or(Api::OpenAi, |g| g.api);
-        let wanted = match dialect {
-            Dialect::Anthropic => Api::Anthropic,
-            Dialect::OpenAi => Api::OpenAi,
+        let wanted = if parts.uri.path().starts_with("/v1/messages") {
+            Api::Anthropic
+        } else {
+            Api::OpenAi
         };
         if api != wanted {
             let how = match api {

@@ -124,8 +124,10 @@ pub(crate) enum Dialect {
 }
 
 impl Dialect {
-    pub(crate) fn of(path: &str) -> Self {
-        if path.starts_with("/v1/messages") {
+    /// Anthropic's for its Messages API, and for any request of an Anthropic SDK (which
+    /// sends `anthropic-version`: its model list, say); OpenAI's otherwise.
+    pub(crate) fn of(path: &str, headers: &http::HeaderMap) -> Self {
+        if path.starts_with("/v1/messages") || headers.contains_key("anthropic-version") {
             Self::Anthropic
         } else {
             Self::OpenAi
@@ -214,7 +216,7 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// Any path outside `/v1/`, `/health` and `/metrics`.
 pub(crate) async fn not_found(request: Request) -> Response {
-    let dialect = Dialect::of(request.uri().path());
+    let dialect = Dialect::of(request.uri().path(), request.headers());
     error_response(
         dialect,
         StatusCode::NOT_FOUND,

@@ -363,12 +363,28 @@ async fn an_overloaded_group_falls_back_and_the_answer_names_its_deployment() {
         .collect();
     assert_eq!(ids, ["chat", "backup", "claude"]);
     assert_eq!(list.body["object"], "list");
-    // Not without the gateway key.
+    // Not without the gateway key; an Anthropic SDK is refused in Anthropic's shape.
     let request = Request::get("/v1/models").body(Body::empty()).unwrap();
     assert_eq!(
         send(&gateway, request).await.status,
         StatusCode::UNAUTHORIZED
     );
+    let request = Request::get("/v1/models")
+        .header("x-api-key", "tg-wrong")
+        .header("anthropic-version", "2023-06-01")
+        .body(Body::empty())
+        .unwrap();
+    let refused = send(&gateway, request).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.body["type"], "error", "{}", refused.body);
+    let request = Request::get("/v1/models")
+        .header("x-api-key", "tg-client")
+        .header("anthropic-version", "2023-06-01")
+        .body(Body::empty())
+        .unwrap();
+    let listed = send(&gateway, request).await;
+    assert_eq!(listed.body["data"][2]["type"], "model", "{}", listed.body);
+    assert_eq!(listed.body["last_id"], "claude");
 }
 
 #[tokio::test(start_paused = true)]
