@@ -131,6 +131,7 @@ async fn serve(
     // Before the recorder and the stack: every layer labels its series by this policy.
     let labels = tollgate_core::model_labels::model_labels();
     labels.list(&config.metrics.models);
+    label_groups(&config);
     labels.set_max_unlisted(config.metrics.max_unlisted_models);
     // The recorder first: the layers register their metrics with whatever is installed then.
     let metrics = Arc::new(Metrics::new(metrics::install()?));
@@ -269,6 +270,22 @@ async fn serve(
         ));
     }
     Ok(())
+}
+
+/// Gives each model group, and each model its deployments ask for, a metrics label of its
+/// own: a group's name is a model its clients send, and the members' scopes carry their
+/// deployments' models.
+pub(crate) fn label_groups(config: &config::ProxyConfig) {
+    let config::Routing::Models(groups) = &config.routing else {
+        return;
+    };
+    let labels = tollgate_core::model_labels::model_labels();
+    labels.list(groups.iter().map(|g| g.name.as_str()));
+    labels.list(groups.iter().flat_map(|g| {
+        let pool = g.stack.pool.iter().flat_map(|p| &p.members);
+        pool.chain(&g.passthrough)
+            .filter_map(|m| m.model.as_deref())
+    }));
 }
 
 fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr, String> {

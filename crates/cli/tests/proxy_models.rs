@@ -227,6 +227,8 @@ preset = "balanced"
 [[models]]
 name = "chat"
 fallbacks = ["backup"]
+# At random, so that the revoked key is tried again after it is revoked.
+policy = "weighted"
 [[models.deployments]]
 name = "openai"
 provider = "openai"
@@ -270,7 +272,10 @@ model = "claude-3-5-haiku-latest"
 
     // Two seconds of calls: the third key is revoked after one; none of the calls fails.
     let mut served = std::collections::BTreeMap::new();
-    for _ in 0..40 {
+    let began = std::time::Instant::now();
+    let mut calls = 0;
+    while calls < 40 || began.elapsed() < Duration::from_secs(3) {
+        calls += 1;
         let answer = call(
             &proxy,
             "/v1/chat/completions",
@@ -289,10 +294,14 @@ model = "claude-3-5-haiku-latest"
         ["chat/openai-1", "chat/openai-2", "chat/openai-3"],
         "every key served: {served:?}"
     );
+    let log = openai.log();
     assert_eq!(
-        openai.log().iter().filter(|e| e.status == 401).count(),
+        log.iter().filter(|e| e.status == 401).count(),
         1,
-        "one 401, then the revoked key is out of rotation"
+        "one 401, then the revoked key is out of rotation: {:?}",
+        log.iter()
+            .map(|e| (e.at, e.key.clone(), e.status))
+            .collect::<Vec<_>>()
     );
     let health = send(admin(&proxy, http::Method::GET, "/admin/health", ""))
         .await

@@ -60,6 +60,7 @@ where
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let env = |name: &str| std::env::var(name).ok();
     let config = config::parse(&text, &env).map_err(|e| format!("{}: {e}", path.display()))?;
+    super::label_groups(&config);
     let previous = gateway.routes();
     let routes = Routes::build(&config, client, Some(&previous), &env).await?;
     gateway.replace(routes);
