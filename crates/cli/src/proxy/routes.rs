@@ -351,21 +351,28 @@ fn chain(routes: &[Route], start: usize) -> Vec<usize> {
 }
 
 /// Puts each group's fallbacks in front of its stack: a call that fails as the group's
-/// `fallback_on` says (or over its context window, when the next group's is larger) goes on
-/// to the next group of its chain.
+/// `fallback_on` says (or over its context window, when a group further down the chain has a
+/// larger one) goes on to the next group of its chain.
 fn compose_fallbacks(routes: &mut [Route]) {
     let composed: Vec<LlmService> = (0..routes.len())
         .map(|start| {
             let order = chain(routes, start);
             let mut service = routes[*order.last().expect("the group itself")].own.clone();
-            for pair in order.windows(2).rev() {
-                let (from, to) = (&routes[pair[0]], &routes[pair[1]]);
+            for (at, pair) in order.windows(2).enumerate().rev() {
+                let from = &routes[pair[0]];
                 let from_group = from.group.as_ref().expect("a group");
                 let on = from_group.fallback_on;
-                let larger = match (from_group.context_window, to.group.as_ref()) {
-                    (Some(own), Some(to)) => to.context_window.is_some_and(|w| w > own),
-                    _ => false,
-                };
+                // A prompt over this group's window moves on when a group further down the
+                // chain has a larger one (those in between pass it on the same way).
+                let larger = from_group.context_window.is_some_and(|own| {
+                    order[at + 1..].iter().any(|&later| {
+                        routes[later]
+                            .group
+                            .as_ref()
+                            .and_then(|g| g.context_window)
+                            .is_some_and(|w| w > own)
+                    })
+                });
                 let policy = move |trigger: Trigger, outcome: &Outcome| {
                     if outcome.kind == OutcomeKind::ContextLengthExceeded {
                         return larger;

@@ -36,7 +36,7 @@ fn client(
     hosts: Hosts,
 ) -> impl tower::Service<
     Request<Full<Bytes>>,
-    Response = http::Response<tollgate_sim::SimBody>,
+    Response = http::Response<tollgate::LlmBody>,
     Error = BoxError,
     Future: Send,
 > + Clone
@@ -49,13 +49,38 @@ fn client(
             .host()
             .and_then(|host| hosts.get(host))
             .cloned();
+        let too_long = request.uri().host() == Some("small-context.test");
         async move {
             match sim {
-                Some(sim) => Ok(sim.oneshot(request).await.expect("infallible")),
+                Some(sim) => Ok(sim
+                    .oneshot(request)
+                    .await
+                    .expect("infallible")
+                    .map(|body| body.map_err(Into::into).boxed_unsync())),
+                // A model whose window every prompt is over: OpenAI's 400.
+                None if too_long => Ok(context_length_exceeded()),
                 None => Err(BoxError::from("connection refused: no such host")),
             }
         }
     })
+}
+
+fn context_length_exceeded() -> http::Response<tollgate::LlmBody> {
+    let body = json!({"error": {
+        "message": "This model's maximum context length is 8192 tokens.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }});
+    http::Response::builder()
+        .status(400)
+        .header("content-type", "application/json")
+        .body(
+            Full::new(Bytes::from(body.to_string()))
+                .map_err(Into::into)
+                .boxed_unsync(),
+        )
+        .unwrap()
 }
 
 async fn gateway(text: &str, vars: &[(&str, &str)], hosts: &Hosts) -> Arc<Gateway> {
@@ -556,4 +581,51 @@ async fn a_reload_keeps_the_state_of_groups_whose_settings_did_not_change() {
     assert_eq!(calls(&gateway.routes(), 0), 2);
     // Requests that started on the old routes hold them: the old pool is still there.
     assert_eq!(calls(&before, 2), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prompt_over_the_context_window_goes_down_the_chain_to_a_larger_one() {
+    let openai = three_keys("");
+    let hosts: Hosts = Arc::new(HashMap::from([("openai.test", openai.clone())]));
+    let config = r#"
+[[models]]
+name = "small"
+context_window = 8192
+fallbacks = ["medium", "large"]
+[[models.deployments]]
+provider = "openai"
+base_url = "http://small-context.test"
+key_env = "SMALL_KEY"
+model = "gpt-small"
+[[models]]
+name = "medium"
+context_window = 4096
+[[models.deployments]]
+provider = "openai"
+base_url = "http://small-context.test"
+key_env = "SMALL_KEY"
+model = "gpt-smaller"
+[[models]]
+name = "large"
+context_window = 128000
+[[models.deployments]]
+provider = "openai"
+base_url = "http://openai.test"
+key_env = "LARGE_KEY"
+model = "gpt-4o-mini"
+"#;
+    let gateway = gateway(
+        config,
+        &[("SMALL_KEY", "sk-s"), ("LARGE_KEY", "sk-a")],
+        &hosts,
+    )
+    .await;
+    let answer = post(&gateway, "/v1/chat/completions", &chat("small")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.headers["x-tollgate-deployment"], "large/openai-0");
+    assert_eq!(answer.headers["x-tollgate-degraded"], "invalid_request");
+    // Not to a smaller window: "medium" has nowhere larger to go, so its client hears why.
+    let answer = post(&gateway, "/v1/chat/completions", &chat("medium")).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.body["error"]["code"], "context_length_exceeded");
 }
