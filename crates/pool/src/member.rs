@@ -234,7 +234,14 @@ impl Adapter for Rewrite {
             }
             *request.uri_mut() = Uri::from_parts(parts)?;
         }
-        if let Some(model) = &self.model {
+        // A body that already asks for the model (as its request says) is left as it is.
+        let asks_already = |model: &str| {
+            request
+                .extensions()
+                .get::<LlmRequest>()
+                .is_some_and(|llm| llm.model.as_deref() == Some(model))
+        };
+        if let Some(model) = self.model.as_ref().filter(|m| !asks_already(m)) {
             let body = tollgate_core::body::full_bytes(request.body().clone());
             let mut json: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| format!("cannot set the model of a body that is not JSON: {e}"))?;
@@ -375,6 +382,27 @@ mod tests {
             r.uri(),
             "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions"
         );
+    }
+
+    #[test]
+    fn a_body_that_already_asks_for_the_model_is_left_as_it_is() {
+        let mut r = request();
+        let mut llm = LlmRequest::new(
+            Provider::OpenAi,
+            tollgate_core::EndpointKind::ChatCompletions,
+        );
+        llm.model = Some("gpt-4o".into());
+        r.extensions_mut().insert(llm);
+        let before = tollgate_core::body::full_bytes(r.body().clone());
+        Rewrite::default().model("gpt-4o").adapt(&mut r).unwrap();
+        assert_eq!(tollgate_core::body::full_bytes(r.body().clone()), before);
+        Rewrite::default()
+            .model("gpt-4o-mini")
+            .adapt(&mut r)
+            .unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&tollgate_core::body::full_bytes(r.body().clone())).unwrap();
+        assert_eq!(body["model"], "gpt-4o-mini");
     }
 
     #[test]
