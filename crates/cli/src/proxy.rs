@@ -71,16 +71,13 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
         config.listen = listen;
     }
     // A relative ca_file is read from the config file's directory.
-    let extra_roots = match config.routing.upstream().and_then(|u| u.ca_file.as_ref()) {
-        None => Vec::new(),
-        Some(file) => {
-            let file = path
-                .parent()
-                .map_or_else(|| file.clone(), |dir| dir.join(file));
-            tls::read_ca_file(&file)
-                .map_err(|e| format!("{}: upstream.ca_file: {e}", path.display()))?
-        }
-    };
+    let mut extra_roots = Vec::new();
+    for (field, file) in config.ca_files() {
+        let file = path.parent().map_or(file.clone(), |dir| dir.join(&file));
+        extra_roots.extend(
+            tls::read_ca_file(&file).map_err(|e| format!("{}: {field}: {e}", path.display()))?,
+        );
+    }
     // Fails only if a subscriber is already installed, which then keeps logging.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -74,6 +74,29 @@ pub(crate) enum Routing {
     Models(Vec<ModelGroup>),
 }
 
+impl ProxyConfig {
+    /// The PEM files of extra trusted roots, each with its field, as written (a relative path
+    /// is the config file's directory's).
+    pub(crate) fn ca_files(&self) -> Vec<(String, std::path::PathBuf)> {
+        match &self.routing {
+            Routing::Upstream(upstream) => upstream
+                .ca_file
+                .iter()
+                .map(|f| ("upstream.ca_file".to_owned(), f.clone()))
+                .collect(),
+            Routing::Models(groups) => groups
+                .iter()
+                .enumerate()
+                .flat_map(|(i, g)| {
+                    g.ca_files
+                        .iter()
+                        .map(move |(field, f)| (format!("models[{i}].{field}"), f.clone()))
+                })
+                .collect(),
+        }
+    }
+}
+
 impl Routing {
     /// The single upstream, if that is how requests go.
     pub(crate) fn upstream(&self) -> Option<&Upstream> {

@@ -189,15 +189,17 @@ impl Gateway {
         let endpoint = EndpointKind::from_path(parts.uri.path());
         // A body the provider would refuse as it stands costs no upstream call nor any of the
         // rate limit: the gateway answers the provider's 400 itself.
-        if parts.method == Method::POST
-            && takes_json(endpoint)
-            && let Some(message) = not_a_json_object(&body)
-        {
-            return self.refuse(dialect, Refusal::BadRequest, &message, None);
-        }
+        let model = if parts.method == Method::POST && takes_json(endpoint) {
+            match json_object(&body) {
+                Ok(model) => model,
+                Err(message) => return self.refuse(dialect, Refusal::BadRequest, &message, None),
+            }
+        } else {
+            None
+        };
         let route = match &routes.routing {
             Routing::Upstream(route) => route,
-            Routing::Models(_) => match self.group_for(&routes, dialect, &parts, &body) {
+            Routing::Models(_) => match self.group_for(&routes, dialect, &parts, model) {
                 Ok(route) => route,
                 Err(response) => return *response,
             },
@@ -250,7 +252,16 @@ impl Gateway {
         // The request body is no longer needed: its bytes go back to the budget.
         drop(body_bytes);
         match answer {
-            Ok(response) => self.client_response(dialect, response, place, group).await,
+            Ok(response) => {
+                // A passthrough group's one deployment answers whatever the pool would name.
+                let only = route
+                    .group
+                    .as_ref()
+                    .and_then(|g| g.passthrough.as_ref())
+                    .map(|d| d.name.as_str());
+                self.client_response(dialect, response, place, group.then_some(only))
+                    .await
+            }
             Err(error) => self.failure(dialect, route, error.as_ref()),
         }
     }
@@ -261,9 +272,9 @@ impl Gateway {
         routes: &'r Routes,
         dialect: Dialect,
         parts: &http::request::Parts,
-        body: &[u8],
+        model: Option<String>,
     ) -> Result<&'r Route, Box<Response>> {
-        let Some(model) = model_of(body) else {
+        let Some(model) = model else {
             let message = format!(
                 "this gateway routes a request by the \"model\" of its JSON body, and {} {} has \
                  none; the models are: {}",
@@ -346,22 +357,22 @@ impl Gateway {
     /// The upstream's response for the client: its status, headers (rate limits,
     /// `retry-after`, request ids; never cookies nor organisation ids) and body, read whole or
     /// relayed at the client's pace within the send timeout (see [`deliver`]); the key's place
-    /// in flight is held until the upstream body is done with. A group's answer names the
-    /// deployment that gave it.
+    /// in flight is held until the upstream body is done with. A group's answer (`group`:
+    /// its one deployment's name when it has no pool) names the deployment that gave it.
     async fn client_response<P: Send + 'static>(
         &self,
         dialect: Dialect,
         response: http::Response<LlmBody>,
         place: P,
-        group: bool,
+        group: Option<Option<&str>>,
     ) -> Response {
         let (mut parts, body) = response.into_parts();
         filter_response(&mut parts.headers);
-        if group
-            && let Some(served) = parts.extensions.get::<Served>()
-            && let Ok(value) = HeaderValue::from_str(&served.member)
-        {
-            parts.headers.insert(DEPLOYMENT_HEADER, value);
+        if let Some(only) = group {
+            let served = parts.extensions.get::<Served>().map(|s| &*s.member);
+            if let Some(Ok(value)) = served.or(only).map(HeaderValue::from_str) {
+                parts.headers.insert(DEPLOYMENT_HEADER, value);
+            }
         }
         let body = match deliver(body, self.send_timeout, place).await {
             Ok(body) => body,
@@ -444,19 +455,6 @@ fn upstream_request(
     Ok(request)
 }
 
-/// The `model` of a JSON body, if it has one.
-fn model_of(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Named<'a> {
-        #[serde(borrow)]
-        model: Option<std::borrow::Cow<'a, str>>,
-    }
-    serde_json::from_slice::<Named<'_>>(body)
-        .ok()?
-        .model
-        .map(std::borrow::Cow::into_owned)
-}
-
 /// The client's own timeout, as the OpenAI and Anthropic SDKs announce it
 /// (`x-stainless-timeout`, in seconds).
 fn client_timeout(headers: &HeaderMap) -> Option<Duration> {
@@ -485,18 +483,38 @@ fn takes_json(endpoint: EndpointKind) -> bool {
     )
 }
 
-/// Why `body` is not a JSON object, if it is not.
-fn not_a_json_object(body: &[u8]) -> Option<String> {
+/// The `model` of a body that must be a JSON object (`None` when it has none, or one that is
+/// not a string), or why it is not a JSON object: one pass over the body.
+fn json_object(body: &[u8]) -> Result<Option<String>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Model<'a> {
+        Name(#[serde(borrow)] std::borrow::Cow<'a, str>),
+        Other(serde::de::IgnoredAny),
+    }
+    #[derive(serde::Deserialize)]
+    struct Object<'a> {
+        #[serde(borrow)]
+        model: Option<Model<'a>>,
+    }
     // JSON is UTF-8 (RFC 8259), and skipping a value does not check its strings.
     if let Err(error) = std::str::from_utf8(body) {
-        return Some(format!("the request body is not UTF-8 ({error})"));
+        return Err(format!("the request body is not UTF-8 ({error})"));
     }
-    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-        Err(error) => Some(format!("the request body is not valid JSON ({error})")),
-        Ok(_) if body.trim_ascii_start().first() != Some(&b'{') => {
-            Some("the request body must be a JSON object".to_owned())
-        }
-        Ok(_) => None,
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Err(error) => format!("the request body is not valid JSON ({error})"),
+                Ok(_) => "the request body must be a JSON object".to_owned(),
+            },
+        );
+    }
+    match serde_json::from_slice::<Object<'_>>(body) {
+        Err(error) => Err(format!("the request body is not valid JSON ({error})")),
+        Ok(Object {
+            model: Some(Model::Name(name)),
+        }) => Ok(Some(name.into_owned())),
+        Ok(_) => Ok(None),
     }
 }
 
@@ -523,8 +541,14 @@ mod tests {
     #[test]
     fn a_json_endpoint_needs_a_json_object() {
         assert_eq!(
-            not_a_json_object(br#" {"model": "m", "n": [1, {"a": "\u00e9"}]}"#),
-            None
+            json_object(br#" {"model": "m", "n": [1, {"a": "\u00e9"}]}"#),
+            Ok(Some("m".to_owned()))
+        );
+        assert_eq!(json_object(br#"{"model": 5, "x": {}}"#), Ok(None));
+        assert_eq!(json_object(br#"{"messages": []}"#), Ok(None));
+        assert_eq!(
+            json_object(br#"{"model": "gpt-\u0034o"}"#),
+            Ok(Some("gpt-4o".to_owned()))
         );
         for (body, says) in [
             (&b"this is { not json"[..], "not valid JSON"),
@@ -535,7 +559,7 @@ mod tests {
             (b"\"text\"", "must be a JSON object"),
             (b"{\"model\": \"\xff\xfe\"}", "not UTF-8"),
         ] {
-            let message = not_a_json_object(body).expect("refused");
+            let message = json_object(body).expect_err("refused");
             assert!(message.contains(says), "{body:?}: {message}");
         }
         assert!(takes_json(EndpointKind::from_path("/v1/chat/completions")));

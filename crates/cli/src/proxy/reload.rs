@@ -5,7 +5,7 @@
 //!
 //! What a reload replaces: the client keys (`server.api_keys`), `[upstream]` or `[[models]]`,
 //! and `[stack]`. The rest of `[server]` (where it listens, its limits, the admin token) and
-//! `[metrics]` take effect at the next start.
+//! `[metrics]`, and the deployments' `ca_file` roots take effect at the next start.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use tollgate::fallback::Triggers;
@@ -61,6 +62,7 @@ struct DeploymentSection {
     #[serde(default)]
     tier: u32,
     context_window: Option<u64>,
+    ca_file: Option<PathBuf>,
 }
 
 /// Whose key a group's calls carry.
@@ -121,6 +123,9 @@ pub(crate) struct ModelGroup {
     pub(crate) stack: StackConfig,
     /// A passthrough group's one deployment, which the gateway points requests at itself.
     pub(crate) passthrough: Option<MemberConfig>,
+    /// PEM files of extra roots its https deployments are trusted by, each with its field
+    /// (`models[0].deployments[1].ca_file`), as written.
+    pub(crate) ca_files: Vec<(String, PathBuf)>,
 }
 
 /// Where a provider's API is when `base_url` is not given.
@@ -284,7 +289,25 @@ fn check_group(
     let mut members = Vec::with_capacity(section.deployments.len());
     let mut api = None;
     let mut member_names = HashSet::new();
-    for (i, deployment) in section.deployments.into_iter().enumerate() {
+    let mut ca_files = Vec::new();
+    for (i, mut deployment) in section.deployments.into_iter().enumerate() {
+        if let Some(file) = deployment.ca_file.take() {
+            let https = deployment
+                .base_url
+                .as_deref()
+                .is_none_or(|url| url.starts_with("https://"));
+            if file.as_os_str().is_empty() || !https {
+                return Err(invalid(
+                    &format!("deployments[{i}].ca_file"),
+                    if https {
+                        "an empty path is not allowed"
+                    } else {
+                        "is only used with an https base_url"
+                    },
+                ));
+            }
+            ca_files.push((format!("deployments[{i}].ca_file"), file));
+        }
         let member = check_deployment(deployment, &name, i, section.auth, section.context_window)
             .map_err(|e| e.within(&format!("deployments[{i}]")))?;
         let provider = member.provider.unwrap_or(Provider::OpenAi);
@@ -363,6 +386,7 @@ fn check_group(
         api: api.unwrap_or(Api::OpenAi),
         fallback_on,
         passthrough: passthrough.then(|| pool.members.swap_remove(0)),
+        ca_files,
         stack,
     })
 }
@@ -642,6 +666,12 @@ input_tokens_per_minute = 1000
                     "[upstream]\nbase_url = \"http://x\"\n[[models]]\nname = \"a\"\n{deployment}"
                 ),
                 "models (line 3): set [upstream] (one server for every model) or [[models]]",
+            ),
+            (
+                format!(
+                    "[[models]]\nname = \"a\"\n{deployment}base_url = \"http://x\"\nca_file = \"ca.pem\"\n"
+                ),
+                "models[0].deployments[0].ca_file (line 7): is only used with an https base_url",
             ),
             (
                 format!("[[models]]\nname = \"two words\"\n{deployment}"),

@@ -464,6 +464,7 @@ model = "gpt-4o-mini"
     ];
     let answer = authed(&gateway, "/v1/chat/completions", &chat("mine"), &both).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.headers["x-tollgate-deployment"], "mine/openai-0");
     assert_eq!(
         openai.log()[0].key.as_deref(),
         Some("b"),
