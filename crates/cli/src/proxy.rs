@@ -1,12 +1,15 @@
 //! `tollgate proxy`: an OpenAI- and Anthropic-compatible gateway.
 //!
 //! Clients (any OpenAI or Anthropic SDK, pointed at the gateway) call `/v1/...` with a gateway
-//! key; each request goes through one shared [`LlmStack`] — so every client of the gateway is
-//! paced, retried, broken and batched together — to the upstream with the upstream's key, and
-//! the upstream's answer comes back as it arrives (streams frame by frame). `GET /health` and
-//! `GET /metrics` (public) report the stack's state per scope; `/admin/*` (behind
-//! `server.admin_token`) reports more and steers the breakers and the cache. The upstream is
-//! `http://` or `https://` (rustls; see [`tls`]).
+//! key. Each request goes through a shared [`LlmStack`](tollgate::LlmStack) — so every client
+//! of the gateway is paced, retried, broken and batched together — to the one `[upstream]`
+//! with the upstream's key, or to the `[[models]]` group its `model` names: a stack of its own
+//! over a pool of deployments × keys, with the group's fallbacks in front (see [`routes`] and
+//! docs/gateway.md). The upstream's answer comes back as it arrives (streams frame by frame).
+//! `GET /health` and `GET /metrics` (public) report the stacks' state per scope and member;
+//! `/admin/*` (behind `server.admin_token`) reports more and steers the breakers, the cache
+//! and the pools. `SIGHUP` reloads the config ([`reload`]). Upstreams are `http://` or
+//! `https://` (rustls; see [`tls`]).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
