@@ -40,6 +40,7 @@ mod relay;
 mod reload;
 mod routes;
 mod serve;
+mod tenant;
 mod tls;
 
 use self::config::ClientKeys;
@@ -397,13 +398,14 @@ pub(crate) fn rate_limits_json(limits: &[tollgate::ratelimit::LimitState]) -> se
 
 /// `GET /metrics`: Prometheus text.
 async fn prometheus(State(gateway): State<Arc<Gateway>>) -> Response {
-    let scopes: Vec<_> = gateway
-        .routes()
+    let routes = gateway.routes();
+    let scopes: Vec<_> = routes
         .all()
         .iter()
         .flat_map(|r| r.handle.health())
         .collect();
-    let text = gateway.metrics.render(&scopes);
+    let mut text = gateway.metrics.render(&scopes);
+    tenant::write_tenant_metrics(&mut text, &routes);
     let mut response = Response::new(Body::from(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -227,6 +227,7 @@ async fn health(State(admin): State<Arc<Admin>>) -> Response {
     let mut body = serde_json::json!({
         "status": if any_degraded { "degraded" } else { "ok" },
         "scopes": scopes,
+        "tenants": super::tenant::tenants_json(&routes),
     });
     match &routes.routing {
         super::routes::Routing::Upstream(_) => {

@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Requests in flight per gateway key (by the key's index).
 #[derive(Debug)]
 pub(crate) struct KeyShares {
-    max: Option<usize>,
+    max: Box<[Option<usize>]>,
     in_flight: Box<[AtomicUsize]>,
 }
 
@@ -41,18 +41,18 @@ impl Drop for KeyPlace {
 }
 
 impl KeyShares {
-    /// `keys` keys, each with at most `max` requests in flight (`None`: no cap).
-    pub(crate) fn new(keys: usize, max: Option<usize>) -> Self {
+    /// A key for each cap: at most that many requests in flight (`None`: no cap).
+    pub(crate) fn new(max: &[Option<usize>]) -> Self {
         Self {
-            max,
-            in_flight: (0..keys).map(|_| AtomicUsize::new(0)).collect(),
+            max: max.into(),
+            in_flight: max.iter().map(|_| AtomicUsize::new(0)).collect(),
         }
     }
 
     /// A place for key `key`, or `None` when it holds its whole share.
     pub(crate) fn take(self: &Arc<Self>, key: usize) -> Option<KeyPlace> {
         let counter = &self.in_flight[key];
-        let max = self.max.unwrap_or(usize::MAX);
+        let max = self.max[key].unwrap_or(usize::MAX);
         counter
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
@@ -64,9 +64,14 @@ impl KeyShares {
         })
     }
 
-    /// The share of each key, if capped.
-    pub(crate) fn max(&self) -> Option<usize> {
-        self.max
+    /// The cap of key `key`, if it has one.
+    pub(crate) fn max(&self, key: usize) -> Option<usize> {
+        self.max[key]
+    }
+
+    /// Key `key`'s requests in flight now.
+    pub(crate) fn in_flight(&self, key: usize) -> usize {
+        self.in_flight[key].load(Ordering::Acquire)
     }
 }
 
@@ -231,14 +236,14 @@ mod tests {
 
     #[test]
     fn a_key_holds_at_most_its_share() {
-        let shares = Arc::new(KeyShares::new(2, Some(2)));
+        let shares = Arc::new(KeyShares::new(&[Some(2), Some(2)]));
         let a1 = shares.take(0).unwrap();
         let _a2 = shares.take(0).unwrap();
         assert!(shares.take(0).is_none());
         let _b1 = shares.take(1).expect("another key is not affected");
         drop(a1);
         assert!(shares.take(0).is_some());
-        let unlimited = Arc::new(KeyShares::new(1, None));
+        let unlimited = Arc::new(KeyShares::new(&[None]));
         let places: Vec<_> = (0..1000).map(|_| unlimited.take(0).unwrap()).collect();
         assert_eq!(places.len(), 1000);
     }

@@ -8,6 +8,7 @@ mod keys;
 mod metrics;
 mod models;
 mod server;
+mod tenants;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ pub(crate) use self::keys::ClientKeys;
 pub(crate) use self::metrics::MetricsSettings;
 pub(crate) use self::models::{Api, GroupAuth, ModelGroup};
 pub(crate) use self::server::ClientLimits;
+pub(crate) use self::tenants::Tenant;
 #[cfg(test)]
 pub(crate) use self::upstream::Auth;
 pub(crate) use self::upstream::Upstream;
@@ -36,6 +38,8 @@ struct File {
     #[serde(default)]
     models: Vec<models::ModelSection>,
     #[serde(default)]
+    tenants: Vec<tenants::TenantSection>,
+    #[serde(default)]
     metrics: metrics::MetricsSection,
     /// Read by [`StackConfig::from_value`]: its preset, with these keys laid over.
     stack: Option<serde_json::Value>,
@@ -46,8 +50,11 @@ struct File {
 pub(crate) struct ProxyConfig {
     /// Where clients connect.
     pub(crate) listen: SocketAddr,
-    /// Who may call; nobody needs a key when empty.
+    /// Who may call; nobody needs a key when empty. `server.api_keys` first, then each
+    /// tenant's key.
     pub(crate) clients: ClientKeys,
+    /// The named tenants, in the order of their keys after `server.api_keys`.
+    pub(crate) tenants: Vec<Tenant>,
     /// What each client may hold, and for how long.
     pub(crate) limits: ClientLimits,
     /// How long open requests (streams) may finish after a shutdown signal.
@@ -159,13 +166,6 @@ pub(crate) fn parse(
         }
         None => StackConfig::default(),
     };
-    let limits = server.client_limits(
-        keys.len(),
-        stack.max_concurrent_calls(),
-        stack
-            .stream_idle_timeout()
-            .unwrap_or(Duration::from_secs(30)),
-    )?;
     let shutdown_grace = duration(
         "server.shutdown_grace",
         server.shutdown_grace.as_deref(),
@@ -209,6 +209,41 @@ pub(crate) fn parse(
             )
         }
     };
+    let groups: Vec<&str> = match &routing {
+        Routing::Models(groups) => groups.iter().map(|g| g.name.as_str()).collect(),
+        Routing::Upstream(_) => Vec::new(),
+    };
+    let tenants =
+        tenants::check_tenants(file.tenants, &groups, env).map_err(|e| e.located_in(text))?;
+    let anonymous = keys.len();
+    for (i, (_, key)) in tenants.iter().enumerate() {
+        if keys.iter().any(|k| k == key.expose()) {
+            return Err(invalid(
+                &format!("tenants[{i}].key_env"),
+                "its key is also another tenant's or in server.api_keys: each key names one client",
+            )
+            .at_line(tollgate_core::config::line_of(
+                text,
+                &format!("tenants[{i}].key_env"),
+            )));
+        }
+        keys.push(key.expose().to_owned());
+    }
+    let tenants: Vec<Tenant> = tenants.into_iter().map(|(tenant, _)| tenant).collect();
+    let mut limits = server.client_limits(
+        keys.len(),
+        stack.max_concurrent_calls(),
+        stack
+            .stream_idle_timeout()
+            .unwrap_or(Duration::from_secs(30)),
+    )?;
+    limits.max_in_flight = (0..keys.len())
+        .map(|k| {
+            k.checked_sub(anonymous)
+                .and_then(|t| tenants[t].max_in_flight)
+                .or(limits.max_in_flight_per_key)
+        })
+        .collect();
     let admin_token = keys::token(
         "server.admin_token",
         "server.admin_token_env",
@@ -226,6 +261,7 @@ pub(crate) fn parse(
     Ok(ProxyConfig {
         listen,
         clients: ClientKeys::new(keys.iter().map(String::as_str)),
+        tenants,
         limits,
         shutdown_grace,
         routing,

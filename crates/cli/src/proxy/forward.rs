@@ -3,6 +3,7 @@
 //! headers and body untouched, a stream frame by frame — or the gateway's own answer when the
 //! stack refused to send it.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio::time::Instant;
 use tollgate::LlmBody;
 use tollgate::cache::Tenant;
 use tollgate::pool::{Adapter as _, Auth, Served};
+use tollgate_core::body::EndOfStream;
 use tollgate_core::credential::without_key_param;
 use tollgate_core::{CredentialId, Deadline, EndpointKind};
 use tower::ServiceExt;
@@ -131,20 +133,27 @@ impl Gateway {
         {
             return answer;
         }
-        let place = match key.map(|index| routes.shares.take(index)) {
-            Some(None) => {
-                let share = routes.shares.max().unwrap_or_default();
+        let tenant = key.and_then(|index| routes.tenants[index].clone());
+        if let Some(tenant) = &tenant {
+            tenant.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        let place = match key.map(|index| (index, routes.shares.take(index))) {
+            Some((index, None)) => {
+                if let Some(tenant) = &tenant {
+                    tenant.limited.fetch_add(1, Ordering::Relaxed);
+                }
+                let share = routes.shares.max(index).unwrap_or_default();
                 return self.refuse(
                     dialect,
                     Refusal::KeyBusy,
                     &format!(
                         "this gateway key already has {share} requests in flight \
-                         (server.max_in_flight_per_key)"
+                         (server.max_in_flight_per_key, or its tenant's max_in_flight)"
                     ),
                     Some(Duration::from_secs(1)),
                 );
             }
-            Some(Some(place)) => Some(place),
+            Some((_, Some(place))) => Some(place),
             None => None,
         };
         let (parts, body) = request.into_parts();
@@ -199,11 +208,57 @@ impl Gateway {
         };
         let route = match &routes.routing {
             Routing::Upstream(route) => route,
-            Routing::Models(_) => match self.group_for(&routes, dialect, &parts, model) {
-                Ok(route) => route,
-                Err(response) => return *response,
-            },
+            Routing::Models(_) => {
+                match self.group_for(&routes, dialect, &parts, model.as_deref()) {
+                    Ok(route) => route,
+                    Err(response) => return *response,
+                }
+            }
         };
+        let mut charge = None;
+        if let Some(tenant) = &tenant {
+            let name = route.name().or(model.as_deref()).unwrap_or_default();
+            if !tenant.tenant.may_call(name) {
+                tenant.forbidden.fetch_add(1, Ordering::Relaxed);
+                let message = format!(
+                    "the tenant {:?} may not call the model {name:?}; its models are: {}",
+                    tenant.tenant.name,
+                    tenant
+                        .tenant
+                        .models
+                        .as_deref()
+                        .unwrap_or_default()
+                        .join(", ")
+                );
+                return self.refuse(dialect, Refusal::Forbidden, &message, None);
+            }
+            let (input, output) = if tenant.tenant.tokens_per_minute.is_some() {
+                let llm = tollgate_core::annotate::annotate(
+                    &parts,
+                    &body,
+                    None,
+                    &tollgate_core::estimate::HeuristicEstimator,
+                );
+                let output = llm
+                    .max_output_tokens
+                    .map_or(tollgate::ratelimit::DEFAULT_OUTPUT_TOKENS, u64::from);
+                (u64::from(llm.input_tokens_estimate), output)
+            } else {
+                (0, 0)
+            };
+            match tenant.admit(input, output).await {
+                Ok(taken) => charge = taken,
+                Err(wait) => {
+                    let message = format!(
+                        "the tenant {:?} is over its own limit ({}); retry after {:.1}s",
+                        tenant.tenant.name,
+                        tenant_limits(&tenant.tenant),
+                        wait.as_secs_f64()
+                    );
+                    return self.refuse(dialect, Refusal::RateLimited, &message, Some(wait));
+                }
+            }
+        }
         let own_key = match (&route.target.passthrough, own_key) {
             (None, _) => None,
             (Some(_), Some(own)) => Some(own),
@@ -240,7 +295,12 @@ impl Gateway {
         } else if let Some(index) = key {
             upstream
                 .extensions_mut()
-                .insert(routes.tenants[index].clone());
+                .insert(routes.cache_tenants[index].clone());
+        }
+        if let Some(tenant) = &tenant {
+            upstream
+                .extensions_mut()
+                .insert(tenant.tenant.priority.extension());
         }
         let group = route.group.is_some();
         if group {
@@ -253,6 +313,13 @@ impl Gateway {
         drop(body_bytes);
         match answer {
             Ok(response) => {
+                // The tenant's token estimate becomes the usage when the answer ends.
+                if let Some(charge) = charge {
+                    match response.extensions().get::<EndOfStream>() {
+                        Some(end) => end.on_end(move |end| charge.settle(end.usage)),
+                        None => charge.settle(None),
+                    }
+                }
                 // A passthrough group's one deployment answers whatever the pool would name.
                 let only = route
                     .group
@@ -272,7 +339,7 @@ impl Gateway {
         routes: &'r Routes,
         dialect: Dialect,
         parts: &http::request::Parts,
-        model: Option<String>,
+        model: Option<&str>,
     ) -> Result<&'r Route, Box<Response>> {
         let Some(model) = model else {
             let message = format!(
@@ -289,9 +356,9 @@ impl Gateway {
                 None,
             )));
         };
-        let Some(route) = routes.route(Some(&model)) else {
+        let Some(route) = routes.route(Some(model)) else {
             self.metrics.refusal(Refusal::BadRequest);
-            return Err(Box::new(models::unknown(dialect, &model, &routes.names())));
+            return Err(Box::new(models::unknown(dialect, model, &routes.names())));
         };
         let api = route.group.as_ref().map_or(Api::OpenAi, |g| g.api);
         let wanted = if parts.uri.path().starts_with("/v1/messages") {
@@ -398,6 +465,18 @@ impl Gateway {
         self.metrics.refusal(refusal);
         refusal.response(dialect, message, retry_after)
     }
+}
+
+/// A tenant's limits, for messages: `600 requests a minute, 100000 tokens a minute`.
+fn tenant_limits(tenant: &super::config::Tenant) -> String {
+    let mut parts = Vec::new();
+    if let Some(rpm) = tenant.requests_per_minute {
+        parts.push(format!("{rpm} requests a minute"));
+    }
+    if let Some(tpm) = tenant.tokens_per_minute {
+        parts.push(format!("{tpm} tokens a minute"));
+    }
+    parts.join(", ")
 }
 
 /// The request as it goes into a route's stack: the target's scheme, host and path prefix;

@@ -22,6 +22,8 @@ pub(crate) enum Refusal {
     BadRequest,
     /// No or a wrong client key.
     Unauthorized,
+    /// A tenant asked for a model it may not call.
+    Forbidden,
     /// The client's key already has its share of requests in flight.
     KeyBusy,
     /// The request body did not arrive within the body-read timeout.
@@ -43,9 +45,10 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    pub(crate) const ALL: [Self; 11] = [
+    pub(crate) const ALL: [Self; 12] = [
         Self::BadRequest,
         Self::Unauthorized,
+        Self::Forbidden,
         Self::KeyBusy,
         Self::BodyTimeout,
         Self::BodyTooLarge,
@@ -62,6 +65,7 @@ impl Refusal {
         match self {
             Self::BadRequest => "bad_request",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::KeyBusy => "key_busy",
             Self::BodyTimeout => "body_timeout",
             Self::BodyTooLarge => "body_too_large",
@@ -79,6 +83,7 @@ impl Refusal {
         match self {
             Self::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "permission_error"),
             Self::KeyBusy => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
             Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "timeout_error"),
             Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),

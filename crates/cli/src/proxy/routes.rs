@@ -20,6 +20,7 @@ use tower::{Layer as _, Service, ServiceExt};
 
 use super::admission::KeyShares;
 use super::config::{ClientKeys, GroupAuth, ModelGroup, ProxyConfig, Routing as RoutingConfig};
+use super::tenant::TenantState;
 
 /// What the gateway calls its upstreams with: a client, cloned into every group's stack.
 pub(crate) trait UpstreamClient<RB>:
@@ -53,9 +54,11 @@ pub(crate) struct Routes {
     /// Who may call; nobody needs a key when empty.
     pub(crate) clients: ClientKeys,
     /// Each key's cache tenant (a digest prefix), by the key's index.
-    pub(crate) tenants: Vec<Tenant>,
+    pub(crate) cache_tenants: Vec<Tenant>,
     /// Each key's calls in flight.
     pub(crate) shares: Arc<KeyShares>,
+    /// Each key's tenant (by the key's index), for the keys of `[[tenants]]`.
+    pub(crate) tenants: Vec<Option<Arc<TenantState>>>,
     /// The one upstream, or the groups.
     pub(crate) routing: Routing,
 }
@@ -182,14 +185,27 @@ impl Routes {
                 Routing::Models(routes)
             }
         };
+        // A tenant whose settings did not change keeps its limits and counts.
+        let kept: Vec<&Arc<TenantState>> = previous
+            .iter()
+            .flat_map(|p| p.tenants.iter().flatten())
+            .collect();
+        let anonymous = config.clients.len() - config.tenants.len();
+        let tenants = (0..anonymous)
+            .map(|_| None)
+            .chain(config.tenants.iter().map(|tenant| {
+                Some(kept.iter().find(|t| t.tenant == *tenant).map_or_else(
+                    || Arc::new(TenantState::new(tenant.clone())),
+                    |t| (*t).clone(),
+                ))
+            }))
+            .collect();
         Ok(Self {
-            tenants: (0..config.clients.len())
+            cache_tenants: (0..config.clients.len())
                 .map(|i| Tenant::new(config.clients.tenant(i)))
                 .collect(),
-            shares: Arc::new(KeyShares::new(
-                config.clients.len(),
-                config.limits.max_in_flight_per_key,
-            )),
+            shares: Arc::new(KeyShares::new(&config.limits.max_in_flight)),
+            tenants,
             clients: config.clients.clone(),
             routing,
         })

@@ -573,11 +573,11 @@ input_tokens_per_minute = 1000
             .skip(1)
             .map(|rest| rest.split("```").next().unwrap())
             .collect();
-        assert_eq!(blocks.len(), 6, "every config of the guide");
+        assert_eq!(blocks.len(), 7, "every config of the guide");
         for block in &blocks {
             parse(block, &env).unwrap_or_else(|e| panic!("{e}\n{block}"));
         }
-        let complete = parse(blocks[5], &env).unwrap();
+        let complete = parse(blocks[6], &env).unwrap();
         let Routing::Models(groups) = &complete.routing else {
             panic!("model groups");
         };

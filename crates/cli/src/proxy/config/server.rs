@@ -52,6 +52,8 @@ pub(crate) struct ClientLimits {
     pub(crate) max_connections: usize,
     /// Requests in flight per gateway key; `None` for no cap.
     pub(crate) max_in_flight_per_key: Option<usize>,
+    /// Each key's cap (by its index): a tenant's own `max_in_flight`, else the share.
+    pub(crate) max_in_flight: Vec<Option<usize>>,
     pub(crate) http2_max_concurrent_streams: u32,
     pub(crate) header_read_timeout: Duration,
     pub(crate) idle_timeout: Duration,
@@ -131,6 +133,7 @@ impl ServerSection {
                 DEFAULT_MAX_CONNECTIONS,
             )?,
             max_in_flight_per_key,
+            max_in_flight: vec![max_in_flight_per_key; keys],
             http2_max_concurrent_streams: match self.http2_max_concurrent_streams {
                 Some(0) => {
                     return Err(invalid(

@@ -639,3 +639,153 @@ model = "gpt-4o-mini"
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(answer.body["error"]["code"], "context_length_exceeded");
 }
+
+const TENANTS: &str = r#"
+[server]
+api_keys = ["tg-anonymous"]
+[stack]
+preset = "balanced"
+max_concurrent_requests = 8
+[stack.overload]
+initial_limit = 8
+[[tenants]]
+name = "search-team"
+key_env = "TG_KEY_SEARCH"
+priority = "interactive"
+models = ["chat"]
+[[tenants]]
+name = "batch-jobs"
+key_env = "TG_KEY_BATCH"
+requests_per_minute = 60
+max_in_flight = 4
+priority = "batch"
+[[models]]
+name = "chat"
+[[models.deployments]]
+provider = "openai"
+base_url = "http://openai.test"
+key_env = "OPENAI_KEY"
+model = "gpt-4o-mini"
+[[models]]
+name = "backfill"
+[[models.deployments]]
+provider = "openai"
+base_url = "http://openai.test"
+key_env = "OPENAI_KEY"
+model = "gpt-4o-mini"
+"#;
+
+const TENANT_ENV: [(&str, &str); 3] = [
+    ("TG_KEY_SEARCH", "tg-search"),
+    ("TG_KEY_BATCH", "tg-batch"),
+    ("OPENAI_KEY", "sk-openai"),
+];
+
+/// `count` calls of `tenant`'s key to `model`, one after another: each one's status and time.
+async fn sequential(
+    gateway: &Arc<Gateway>,
+    key: &str,
+    model: &str,
+    count: usize,
+) -> Vec<(StatusCode, Duration)> {
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let started = tokio::time::Instant::now();
+        let auth = format!("Bearer {key}");
+        let answer = authed(
+            gateway,
+            "/v1/chat/completions",
+            &chat(model),
+            &[("authorization", &auth)],
+        )
+        .await;
+        out.push((answer.status, started.elapsed()));
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flooding_tenant_is_held_to_its_limits_and_the_other_keeps_its_pace() {
+    let provider = || {
+        sim(
+            "[latency]\ntime_to_first_token = \"200ms\"\n[[keys]]\nkey = \"sk-openai\"\nname = \"k\"\n",
+        )
+    };
+    // Alone: the search team's pace with nobody else on the gateway.
+    let hosts: Hosts = Arc::new(HashMap::from([("openai.test", provider())]));
+    let alone = gateway(TENANTS, &TENANT_ENV, &hosts).await;
+    let by_itself = sequential(&alone, "tg-search", "chat", 50).await;
+    assert!(by_itself.iter().all(|(s, _)| *s == StatusCode::OK));
+    let pace_alone: Duration = by_itself.iter().map(|(_, t)| *t).sum();
+
+    // With the batch tenant flooding: 400 calls at once.
+    let hosts: Hosts = Arc::new(HashMap::from([("openai.test", provider())]));
+    let shared = gateway(TENANTS, &TENANT_ENV, &hosts).await;
+    let mut flood = JoinSet::new();
+    for _ in 0..400 {
+        let gateway = shared.clone();
+        flood.spawn(async move {
+            let answer = authed(
+                &gateway,
+                "/v1/chat/completions",
+                &chat("backfill"),
+                &[("authorization", "Bearer tg-batch")],
+            )
+            .await;
+            (answer.status, answer.headers.get("retry-after").cloned())
+        });
+    }
+    let with_flood = sequential(&shared, "tg-search", "chat", 50).await;
+    let mut flooded = Vec::new();
+    while let Some(result) = flood.join_next().await {
+        flooded.push(result.unwrap());
+    }
+    assert!(
+        with_flood.iter().all(|(s, _)| *s == StatusCode::OK),
+        "{with_flood:?}"
+    );
+    let pace_shared: Duration = with_flood.iter().map(|(_, t)| *t).sum();
+    let ratio = pace_shared.as_secs_f64() / pace_alone.as_secs_f64();
+    println!(
+        "the search team's 50 calls: {pace_alone:?} alone, {pace_shared:?} beside the flood \
+         ({ratio:.3}×)"
+    );
+    assert!(ratio < 1.1, "within 10 % of its pace alone: {ratio}");
+    // The flood: at most its four in flight and 60 a minute; the rest refused at once.
+    let served = flooded.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    let limited = flooded
+        .iter()
+        .filter(|(s, r)| *s == StatusCode::TOO_MANY_REQUESTS && r.is_some())
+        .count();
+    assert!(served <= 60, "{served} served past its 60 a minute");
+    assert_eq!(
+        served + limited,
+        400,
+        "every other call a 429 with retry-after"
+    );
+
+    // A model the tenant may not call: OpenAI's 403.
+    let forbidden = authed(
+        &shared,
+        "/v1/chat/completions",
+        &chat("backfill"),
+        &[("authorization", "Bearer tg-search")],
+    )
+    .await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+    assert_eq!(forbidden.body["error"]["type"], "permission_error");
+    // What /admin/health shows of them.
+    let tenants = crate::proxy::tenant::tenants_json(&shared.routes());
+    assert_eq!(tenants[0]["name"], "search-team");
+    assert_eq!(tenants[0]["refused_models"], 1);
+    assert_eq!(tenants[1]["name"], "batch-jobs");
+    assert_eq!(tenants[1]["max_in_flight"], 4);
+    assert_eq!(tenants[1]["requests"], 400);
+    assert_eq!(tenants[1]["refused_by_its_limits"], limited, "{tenants}");
+    let mut text = String::new();
+    crate::proxy::tenant::write_tenant_metrics(&mut text, &shared.routes());
+    assert!(
+        text.contains("tollgate_tenant_requests_total{tenant=\"batch-jobs\"} 400"),
+        "{text}"
+    );
+}
