@@ -222,6 +222,36 @@ def accounts_saw_their_own_keys(openai_sim, anthropic_sim):
     return ", ".join(seen) + ", each with its own key, none refused"
 
 
+# The tenant of scripts/python-sdk-test's gateway of groups: two requests a minute.
+TENANT_KEY = "tg-sdk-tenant"
+
+
+def tenant_requests(gateway):
+    with urllib.request.urlopen(f"{gateway}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith('tollgate_tenant_requests_total{tenant="sdk-tenant"}'):
+            return int(line.split()[-1])
+    raise AssertionError(f"no tollgate_tenant_requests_total for sdk-tenant in /metrics:\n{text}")
+
+
+def tenant_over_its_limit(gateway):
+    # The SDK's default retries are on: the gateway's refusal says not to use them.
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=TENANT_KEY, max_retries=2)
+    before = tenant_requests(gateway)
+    for _ in range(2):
+        client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=5)
+    try:
+        client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=5)
+    except openai.RateLimitError as error:
+        assert error.status_code == 429, error
+        assert error.response.headers.get("x-should-retry") == "false", error.response.headers
+        made = tenant_requests(gateway) - before
+        assert made == 3, f"the SDK retried: the gateway saw {made} requests for 3 calls"
+        return f"openai.RateLimitError (429) on the third call, {made} requests: no retries"
+    raise AssertionError("a tenant of two requests a minute made three")
+
+
 def checks(gateway, key, openai_sim, anthropic_sim):
     """(name, check) for each check against the gateway of groups at `gateway`."""
     oai = openai.OpenAI(base_url=f"{gateway}/v1", api_key=key, max_retries=0)
@@ -244,4 +274,5 @@ def checks(gateway, key, openai_sim, anthropic_sim):
             "groups: each account saw only its own key",
             lambda: accounts_saw_their_own_keys(openai_sim, anthropic_sim),
         ),
+        ("tenants: over its own limit, not retried", lambda: tenant_over_its_limit(gateway)),
     ]

@@ -35,6 +35,10 @@ use super::tls::is_certificate_error;
 /// The header naming the deployment (pool member) that answered a model group's request.
 pub(crate) const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static("x-tollgate-deployment");
 
+/// Tells the official OpenAI and Anthropic SDKs not to retry a refusal (they otherwise retry a
+/// 429 after its `retry-after`).
+const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+
 /// A gateway key sent beside the client's own provider key (for passthrough groups).
 const GATEWAY_KEY_HEADER: &str = "x-tollgate-key";
 
@@ -143,7 +147,7 @@ impl Gateway {
                     tenant.limited.fetch_add(1, Ordering::Relaxed);
                 }
                 let share = routes.shares.max(index).unwrap_or_default();
-                return self.refuse(
+                let mut response = self.refuse(
                     dialect,
                     Refusal::KeyBusy,
                     &format!(
@@ -152,6 +156,13 @@ impl Gateway {
                     ),
                     Some(Duration::from_secs(1)),
                 );
+                if tenant.is_some() {
+                    // A tenant's own cap: its SDK should not spend retries on it.
+                    response
+                        .headers_mut()
+                        .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+                }
+                return response;
             }
             Some((_, Some(place))) => Some(place),
             None => None,
@@ -255,7 +266,13 @@ impl Gateway {
                         tenant_limits(&tenant.tenant),
                         wait.as_secs_f64()
                     );
-                    return self.refuse(dialect, Refusal::RateLimited, &message, Some(wait));
+                    // The tenant's own pace: its SDK should not spend retries on it.
+                    let mut response =
+                        self.refuse(dialect, Refusal::RateLimited, &message, Some(wait));
+                    response
+                        .headers_mut()
+                        .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+                    return response;
                 }
             }
         }

@@ -732,6 +732,13 @@ async fn a_flooding_tenant_is_held_to_its_limits_and_the_other_keeps_its_pace() 
                 &[("authorization", "Bearer tg-batch")],
             )
             .await;
+            let retry = answer.headers.get("x-should-retry").cloned();
+            assert!(
+                answer.status != StatusCode::TOO_MANY_REQUESTS
+                    || retry.is_some_and(|r| r == "false"),
+                "a tenant's own limits are not for its SDK to retry: {:?}",
+                answer.headers
+            );
             (answer.status, answer.headers.get("retry-after").cloned())
         });
     }
