@@ -796,3 +796,59 @@ async fn a_flooding_tenant_is_held_to_its_limits_and_the_other_keeps_its_pace() 
         "{text}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_tenants_token_estimate_is_replaced_by_the_usage_when_the_answer_ends() {
+    let openai = sim(
+        "[output]\nmin_tokens = 4\nmax_tokens = 4\n[[keys]]\nkey = \"sk-openai\"\nname = \"k\"\n",
+    );
+    let hosts: Hosts = Arc::new(HashMap::from([("openai.test", openai.clone())]));
+    let config = TENANTS.replace(
+        "requests_per_minute = 60\nmax_in_flight = 4",
+        "tokens_per_minute = 200",
+    );
+    let gateway = gateway(&config, &TENANT_ENV, &hosts).await;
+    // Each call may write 150 tokens: two such estimates are over 200 a minute, but each
+    // answer has 4, so the estimate is given back when it ends.
+    let body = json!({"model": "backfill", "max_tokens": 150, "stream": true,
+        "messages": [{"role": "user", "content": "Hi"}]});
+    for call in 0..5 {
+        let answer = authed(
+            &gateway,
+            "/v1/chat/completions",
+            &body,
+            &[("authorization", "Bearer tg-batch")],
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "call {call}: {}",
+            answer.body
+        );
+    }
+    // A call whose estimate alone is over the minute's tokens never fits.
+    let huge = json!({"model": "backfill", "max_tokens": 500,
+        "messages": [{"role": "user", "content": "Hi"}]});
+    let refused = authed(
+        &gateway,
+        "/v1/chat/completions",
+        &huge,
+        &[("authorization", "Bearer tg-batch")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("200 tokens a minute"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        openai.log().len(),
+        5,
+        "the refused call never reached the provider"
+    );
+}
