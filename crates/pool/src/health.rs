@@ -120,6 +120,9 @@ pub(crate) struct Health {
     pub(crate) latency: Option<f64>,
     pub(crate) in_flight: usize,
     pub(crate) out: Option<(Reason, Option<Instant>)>,
+    /// When the `healthiest` policy last picked it among tied members (a pick number; 0:
+    /// never).
+    pub(crate) last_pick: u64,
 }
 
 impl Default for Health {
@@ -132,6 +135,7 @@ impl Default for Health {
             latency: None,
             in_flight: 0,
             out: None,
+            last_pick: 0,
         }
     }
 }

@@ -56,7 +56,7 @@ pub(crate) struct Shared {
     pub(crate) when_exhausted: WhenExhausted,
     pub(crate) max_attempts: usize,
     pub(crate) resend_unanswered: bool,
-    /// The cursor of [`Policy::Healthiest`]'s turns.
+    /// The pick counter of [`Policy::Healthiest`]'s turns among tied members.
     pub(crate) turn: AtomicUsize,
     /// Members that failed a request, by its idempotency key, so its retries go elsewhere.
     pub(crate) failed: Failures,

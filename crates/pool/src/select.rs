@@ -111,14 +111,15 @@ impl Shared {
                     .filter(|(i, _)| health[*i].in_flight == least)
                     .map(|(i, _)| *i)
                     .collect();
-                // In turn: the first tied member at or after a cursor that moves one member
-                // per pick (a cursor into `tied` itself would skip members in step with it).
-                let n = self.members.len();
-                let cursor = self.turn.fetch_add(1, Ordering::Relaxed) % n;
-                *tied
+                // In turn: the tied member picked longest ago, so that members share the
+                // calls evenly whichever of them are tied (a cursor over all members gave two
+                // of three tied members two calls in three to one).
+                let pick = *tied
                     .iter()
-                    .min_by_key(|i| (**i + n - cursor) % n)
-                    .expect("a tied member")
+                    .min_by_key(|i| (health[**i].last_pick, **i))
+                    .expect("a tied member");
+                health[pick].last_pick = self.turn.fetch_add(1, Ordering::Relaxed) as u64 + 1;
+                pick
             }
             (None, Policy::LeastLoaded) => {
                 let mut rng = rand::rng();

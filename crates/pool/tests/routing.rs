@@ -546,3 +546,29 @@ async fn the_callers_own_deadline_running_out_is_not_held_against_a_member() {
     assert_eq!(cut.state, MemberState::Available);
     assert_eq!((cut.score, cut.counters.timeouts), (100, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn healthiest_shares_calls_evenly_among_the_members_it_may_use() {
+    let upstream = Arc::new(Upstream::default());
+    // "c" is out for a minute: "a" and "b" are tied, and take turns.
+    upstream.answer("c", &[RATE_LIMITED]);
+    let (stack, handle) = pool(
+        vec![
+            Member::key("a", Secret::new("ka")),
+            Member::key("b", Secret::new("kb")),
+            Member::key("c", Secret::new("kc")),
+        ],
+        &upstream,
+        |b| b,
+    );
+    for _ in 0..60 {
+        assert_eq!(send(&stack).await.unwrap().0, 200);
+    }
+    assert!(matches!(
+        state_of(&handle, "c"),
+        MemberState::CoolingDown { .. }
+    ));
+    let (a, b) = (upstream.calls("a"), upstream.calls("b"));
+    assert_eq!(a + b, 60, "the 429 moved on within its call");
+    assert!(a.abs_diff(b) <= 1, "in turn: a {a}, b {b}");
+}
