@@ -115,6 +115,10 @@ pub struct StackConfig {
     pub timeouts: Option<TimeoutConfig>,
     /// The response cache (deterministic requests and embeddings).
     pub cache: Option<CacheConfig>,
+    /// Budgets in dollars and tokens, per tenant, model or overall, with the prices calls
+    /// are charged at (none: calls are neither priced nor limited by spend).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<tollgate_budget::BudgetConfig>,
     /// Micro-batching of embeddings.
     pub batch: Option<BatchConfig>,
     /// Many keys, deployments and providers behind one service, each with its own breaker,
@@ -137,10 +141,11 @@ pub struct StackConfig {
 }
 
 /// The sections, in the order of the stack (outermost first).
-pub(crate) const SECTIONS: [&str; 11] = [
+pub(crate) const SECTIONS: [&str; 12] = [
     "deferred",
     "fallback",
     "cache",
+    "budget",
     "batch",
     "retry",
     "circuit_breaker",
@@ -171,6 +176,7 @@ impl StackConfig {
             timeouts: Some(TimeoutConfig::default()),
             cache: Some(CacheConfig::default()),
             batch: Some(BatchConfig::default()),
+            budget: None,
             pool: None,
             fallback: None,
             #[cfg(feature = "deferred")]
@@ -298,6 +304,7 @@ impl StackConfig {
             timeouts: None,
             cache: None,
             batch: None,
+            budget: None,
             pool: None,
             fallback: None,
             #[cfg(feature = "deferred")]
@@ -316,6 +323,7 @@ impl StackConfig {
                 "timeouts" => config.timeouts = section(&key, value)?,
                 "cache" => config.cache = section(&key, value)?,
                 "batch" => config.batch = section(&key, value)?,
+                "budget" => config.budget = section(&key, value)?,
                 "pool" => config.pool = section(&key, value)?,
                 "fallback" => config.fallback = section(&key, value)?,
                 #[cfg(feature = "deferred")]
@@ -396,6 +404,11 @@ impl StackConfig {
         check("timeouts", self.timeouts.as_ref(), TimeoutConfig::validate)?;
         check("cache", self.cache.as_ref(), CacheConfig::validate)?;
         check("pool", self.pool.as_ref(), PoolConfig::validate)?;
+        check(
+            "budget",
+            self.budget.as_ref(),
+            tollgate_budget::BudgetConfig::validate,
+        )?;
         #[cfg(feature = "deferred")]
         check(
             "deferred",

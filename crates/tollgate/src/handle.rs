@@ -11,6 +11,8 @@ use tollgate_ratelimit::{LimitState, RateLimitHandle};
 /// the stack has no handle.
 #[derive(Clone, Debug)]
 pub struct StackHandle {
+    /// The budgets: spent, reserved, when each resets; and the prices.
+    pub budget: Option<tollgate_budget::BudgetLayer>,
     /// The breakers.
     pub circuit: Option<CircuitHandle>,
     /// The adaptive limits and overload states.

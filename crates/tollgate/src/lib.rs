@@ -83,6 +83,8 @@ pub use tollgate_core as core;
 
 #[cfg(feature = "batch")]
 pub use tollgate_batch as batch;
+#[cfg(feature = "budget")]
+pub use tollgate_budget as budget;
 #[cfg(feature = "cache")]
 pub use tollgate_cache as cache;
 #[cfg(feature = "circuit")]

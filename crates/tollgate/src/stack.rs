@@ -5,6 +5,7 @@ use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use tollgate_batch::{BatchLayer, EmbeddingsCodec};
+use tollgate_budget::BudgetLayer;
 use tollgate_cache::{CacheHandle, CacheLayer};
 use tollgate_circuit::{CircuitBreakerLayer, CircuitState};
 use tollgate_concurrency::ConcurrencyConfig;
@@ -45,7 +46,7 @@ where
 }
 
 /// The standard stack, outermost first, every layer optional:
-/// Fallback → Annotate → Cache → Batch (embeddings) → Retry → Pool → per member:
+/// Fallback → Annotate → Cache → Budget → Batch (embeddings) → Retry → Pool → per member:
 /// CircuitBreaker → Overload (adaptive limit, throttle) → RateLimit → ConcurrencyLimit →
 /// Timeout (first token, idle, total) → Classify → your client. Without a pool, the member
 /// layers sit right under Retry.
@@ -383,13 +384,15 @@ impl LlmStack {
             .as_ref()
             .map(|config| TimeoutLayer::new(*config).expect(CHECKED));
         let outer = self.outer_layers(overload_handle.as_ref());
-        // Annotate → Cache → Batch → Retry over `$inner`, boxed, with the fallback in front.
+        // Annotate → Cache → Budget → Batch → Retry over `$inner`, boxed, with the fallback
+        // in front.
         macro_rules! outer {
             ($inner:expr, $cache:expr, $batch:expr) => {
                 finish(
                     ServiceBuilder::new()
                         .layer(AnnotateLayer::new())
                         .layer($cache)
+                        .layer(same_body(outer.budget.clone()))
                         .layer($batch)
                         .layer(same_body(outer.retry.clone()))
                         .service($inner),
@@ -459,6 +462,7 @@ impl LlmStack {
         (
             service,
             StackHandle {
+                budget: outer.budget,
                 circuit: circuit_handle,
                 overload: overload_handle,
                 cache,
@@ -558,6 +562,10 @@ impl LlmStack {
             layer
         });
         let cache_handle = cache.as_ref().map(CacheLayer::handle);
+        let budget = c
+            .budget
+            .as_ref()
+            .map(|config| BudgetLayer::configured(config).expect(CHECKED));
         let fallback = c.fallback.as_ref().and_then(|config| {
             let service = match (&self.fallback, &cache_handle) {
                 (Some(service), _) => service.clone(),
@@ -579,6 +587,7 @@ impl LlmStack {
             batch,
             cache,
             cache_handle,
+            budget,
             fallback,
         }
     }
@@ -590,6 +599,7 @@ struct Outer {
     batch: Option<BatchLayer<EmbeddingsCodec>>,
     cache: Option<CacheLayer>,
     cache_handle: Option<CacheHandle>,
+    budget: Option<BudgetLayer>,
     fallback: Option<FallbackLayer<LlmService>>,
 }
 

@@ -103,6 +103,19 @@ fn optional_table() -> String {
         tier = 1
         [pool.affinity]
         header = "x-session-id"
+        [[budget.budgets]]
+        name = "acme-daily"
+        scope = { tenant = "acme" }
+        usd = 25.0
+        window = "day"
+        utc_offset = "+02:00"
+        soft_threshold = 0.8
+        [[budget.prices.models]]
+        provider = "openai"
+        model = "my-finetune"
+        input = 3.0
+        cached_input = 1.5
+        output = 12.0
         [deferred]
         store = "queue.redb"
     "#,
