@@ -86,6 +86,8 @@ mod config;
 pub mod cost;
 pub mod error;
 pub mod future;
+#[doc = include_str!("../../../docs/budgets.md")]
+pub mod guide {}
 mod layer;
 mod ledger;
 mod memory;

@@ -401,3 +401,38 @@ fn the_default_price_table_is_the_shipped_one() {
         PriceTable::shipped().lookup(Provider::OpenAi, "gpt-4o")
     );
 }
+
+#[tokio::test]
+async fn the_worked_example_of_the_guide_reserves_a_cent_and_charges_its_usage() {
+    let layer = BudgetLayer::configured_with(
+        &BudgetConfig {
+            budgets: vec![budget(
+                "acme-daily",
+                BudgetScope::Tenant("acme".into()),
+                25.0,
+                CalendarWindow::Day,
+            )],
+            ..BudgetConfig::default()
+        },
+        MemoryStore::new(),
+        clock(),
+    )
+    .unwrap();
+    let (service, mut handle) = stack(&layer);
+    let mut request = chat(Some("acme"));
+    request
+        .extensions_mut()
+        .get_mut::<LlmRequest>()
+        .unwrap()
+        .max_output_tokens = Some(725);
+    let call = tokio::spawn(service.oneshot(request));
+    let (_, respond) = handle.next_request().await.unwrap();
+    assert_eq!(reserved(&layer, "acme-daily").usd, Usd::from_cents(1));
+    respond.send_response(stream_with_usage(1_020, 800, 310));
+    let response = call.await.unwrap().unwrap();
+    let cost = response.extensions().get::<CallCost>().unwrap().clone();
+    response.into_body().collect().await.unwrap();
+    assert_eq!(cost.charged().unwrap().spend.usd, Usd::from_micros(4_650));
+    assert_eq!(cost.charged().unwrap().spend.usd.to_string(), "$0.00465");
+    assert_eq!(spent(&layer, "acme-daily").usd, Usd::from_micros(4_650));
+}
