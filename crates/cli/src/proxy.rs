@@ -160,7 +160,8 @@ async fn serve(
         .service(http_client(connect_timeout, extra_roots)?);
     let env = |name: &str| std::env::var(name).ok();
     // Connects what the stacks keep outside this process (Redis) before serving anyone.
-    let routes = Routes::build(&config, &client, None, &env).await?;
+    let spend = routes::SpendFile::default().for_config(&config, path)?;
+    let routes = Routes::build(&config, &client, None, &spend, &env).await?;
     let client_keys_required = config.clients.required();
     let limits = &config.limits;
     let gateway = Arc::new(Gateway::new(&config, routes, metrics));
@@ -169,7 +170,12 @@ async fn serve(
         .as_ref()
         .map(|token| admin::Admin::new(token, gateway.clone()));
     let admin_enabled = admin.is_some();
-    tokio::spawn(reload::on_hangup(path.to_owned(), gateway.clone(), client));
+    tokio::spawn(reload::on_hangup(
+        path.to_owned(),
+        gateway.clone(),
+        client,
+        spend,
+    ));
     let metrics_token = config
         .metrics
         .token

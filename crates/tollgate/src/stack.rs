@@ -71,6 +71,8 @@ pub struct LlmStack {
     /// What answers when the upstream fails as `fallback.triggers` says (none: the cache's
     /// stale entries).
     fallback: Option<LlmService>,
+    /// Books shared with other stacks, in place of `[budget]`'s own.
+    budget: Option<BudgetLayer>,
     /// The fleet's shared rate limits, when `rate_limit.redis` names them.
     #[cfg(feature = "ratelimit-redis")]
     redis: Option<tollgate_ratelimit::RedisStore>,
@@ -130,6 +132,7 @@ impl LlmStack {
             config: config.clone(),
             members,
             fallback: None,
+            budget: None,
             #[cfg(feature = "ratelimit-redis")]
             redis: None,
             #[cfg(feature = "cache-redis")]
@@ -190,6 +193,7 @@ impl LlmStack {
             config: StackConfig::preset(preset),
             members: None,
             fallback: None,
+            budget: None,
             #[cfg(feature = "ratelimit-redis")]
             redis: None,
             #[cfg(feature = "cache-redis")]
@@ -218,6 +222,17 @@ impl LlmStack {
     pub fn with_fallback(mut self, fallback: LlmService, config: FallbackConfig) -> Self {
         self.config.fallback = Some(config);
         self.fallback = Some(fallback);
+        self
+    }
+
+    /// The stack counting spend in `budget`'s books instead of building its own from
+    /// `[budget]`: several stacks (a gateway's model groups, say) given clones of one layer
+    /// share one set of budgets, and a layer built with
+    /// [`BudgetLayer::configured_with`](tollgate_budget::BudgetLayer::configured_with) keeps
+    /// its spend in a store of your choice (a redb file, so a restart keeps the month's spend).
+    #[must_use]
+    pub fn with_budget(mut self, budget: BudgetLayer) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -562,10 +577,11 @@ impl LlmStack {
             layer
         });
         let cache_handle = cache.as_ref().map(CacheLayer::handle);
-        let budget = c
-            .budget
-            .as_ref()
-            .map(|config| BudgetLayer::configured(config).expect(CHECKED));
+        let budget = self.budget.clone().or_else(|| {
+            c.budget
+                .as_ref()
+                .map(|config| BudgetLayer::configured(config).expect(CHECKED))
+        });
         let fallback = c.fallback.as_ref().and_then(|config| {
             let service = match (&self.fallback, &cache_handle) {
                 (Some(service), _) => service.clone(),

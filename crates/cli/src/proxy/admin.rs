@@ -9,6 +9,8 @@
 //!   refused, a 503, until reset) or close it and forget its counts. `credential` (an id as
 //!   `/admin/health` shows it) is optional: the gateway's upstream key's id by default.
 //! - `POST /admin/cache/clear`: drop every cached answer.
+//! - `GET /admin/spend`: every budget (the tenants' and `[stack.budget]`'s): its scope,
+//!   window, limits, what it has spent and what calls in flight hold, and when it resets.
 //! - `POST /admin/pool/reset`: put every member of every model group back in rotation (their
 //!   cooldowns cleared); `{"group": "chat"}` only that group's, `{"member": "chat/openai-1"}`
 //!   only that member.
@@ -69,6 +71,7 @@ pub(crate) fn routes(admin: Admin) -> Router {
         .route("/admin/circuit/reset", post(circuit_reset))
         .route("/admin/cache/clear", post(cache_clear))
         .route("/admin/pool/reset", post(pool_reset))
+        .route("/admin/spend", get(spend))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(admin)
@@ -477,6 +480,43 @@ async fn cache_clear(State(admin): State<Arc<Admin>>) -> Response {
         StatusCode::OK,
         &serde_json::json!({ "cleared": before, "entries": after }),
     )
+}
+
+/// `GET /admin/spend`.
+async fn spend(State(admin): State<Arc<Admin>>) -> Response {
+    let routes = admin.gateway.routes();
+    let Some(books) = &routes.books else {
+        return json(StatusCode::OK, &serde_json::json!({ "budgets": [] }));
+    };
+    let spend = |s: &tollgate::budget::Spend| {
+        serde_json::json!({
+            "usd": s.usd.as_dollars_f64(),
+            "usd_exact": s.usd.to_string(),
+            "tokens": s.tokens,
+        })
+    };
+    let budgets: Vec<serde_json::Value> = books
+        .layer
+        .snapshot()
+        .iter()
+        .map(|b| {
+            let resets = b
+                .resets_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            serde_json::json!({
+                "name": b.name,
+                "scope": b.scope.to_string(),
+                "window": b.window.to_string(),
+                "limit_usd": b.limits.usd.map(|u| u.as_dollars_f64()),
+                "limit_tokens": b.limits.tokens,
+                "spent": spend(&b.spent),
+                "reserved": spend(&b.reserved),
+                "resets_at": tollgate::budget::window::format_rfc3339(resets, 0),
+            })
+        })
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({ "budgets": budgets }))
 }
 
 /// The body of `/admin/pool/reset` (empty: every member of every group).

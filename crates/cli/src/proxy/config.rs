@@ -55,6 +55,10 @@ pub(crate) struct ProxyConfig {
     pub(crate) clients: ClientKeys,
     /// The named tenants, in the order of their keys after `server.api_keys`.
     pub(crate) tenants: Vec<Tenant>,
+    /// Where spend is kept across restarts, as written (a relative path is the config file's
+    /// directory's): `server.spend_file`, by default `tollgate-spend.redb` there when there
+    /// are budgets.
+    pub(crate) spend_file: std::path::PathBuf,
     /// What each client may hold, and for how long.
     pub(crate) limits: ClientLimits,
     /// How long open requests (streams) may finish after a shutdown signal.
@@ -82,6 +86,22 @@ pub(crate) enum Routing {
 }
 
 impl ProxyConfig {
+    /// Every budget the gateway keeps, in one set of books shared by every route: `[stack]`'s
+    /// `[budget]` and each tenant's; `None` when there is none.
+    pub(crate) fn budget(&self) -> Option<tollgate::budget::BudgetConfig> {
+        let mut config = self.stack.budget.clone().unwrap_or_default();
+        config
+            .budgets
+            .extend(self.tenants.iter().flat_map(Tenant::budgets));
+        if self.stack.budget.is_none() && config.budgets.is_empty() {
+            return None;
+        }
+        if let Routing::Models(groups) = &self.routing {
+            price_groups(&mut config.prices, groups);
+        }
+        Some(config)
+    }
+
     /// The PEM files of extra trusted roots, each with its field, as written (a relative path
     /// is the config file's directory's).
     pub(crate) fn ca_files(&self) -> Vec<(String, std::path::PathBuf)> {
@@ -101,6 +121,43 @@ impl ProxyConfig {
                 })
                 .collect(),
         }
+    }
+}
+
+/// Prices each group by the name its clients send: its most expensive deployment's price (a
+/// call's worst case must hold wherever the pool sends it), unless the prices name the group.
+fn price_groups(prices: &mut tollgate::budget::PricesConfig, groups: &[ModelGroup]) {
+    let Ok(table) = prices.table() else {
+        // Checked, with its field, when the books are built.
+        return;
+    };
+    for group in groups {
+        if prices.models.iter().any(|m| m.model == group.name) {
+            continue;
+        }
+        let members: Vec<&tollgate::pool::MemberConfig> = group
+            .stack
+            .pool
+            .iter()
+            .flat_map(|p| &p.members)
+            .chain(&group.passthrough)
+            .collect();
+        let dearest = members
+            .iter()
+            .filter_map(|m| table.lookup(m.provider?, m.model.as_deref()?))
+            .max_by_key(|p| (p.output, p.input));
+        let (Some(price), Some(provider)) = (dearest, group.provider()) else {
+            continue;
+        };
+        prices.models.push(tollgate::budget::ModelPrice {
+            provider,
+            model: group.name.clone(),
+            input: price.input.as_per_million_f64(),
+            cached_input: Some(price.cached_input.as_per_million_f64()),
+            cache_write: Some(price.cache_write.as_per_million_f64()),
+            output: price.output.as_per_million_f64(),
+            batch_discount: Some(f64::from(price.batch_discount_ppm) / 1_000_000.0),
+        });
     }
 }
 
@@ -258,10 +315,14 @@ pub(crate) fn parse(
             format!("{at} is server.listen too; leave metrics.listen out to serve /metrics there"),
         ));
     }
-    Ok(ProxyConfig {
+    let config = ProxyConfig {
         listen,
         clients: ClientKeys::new(keys.iter().map(String::as_str)),
         tenants,
+        spend_file: server
+            .spend_file
+            .clone()
+            .unwrap_or_else(|| "tollgate-spend.redb".into()),
         limits,
         shutdown_grace,
         routing,
@@ -269,7 +330,12 @@ pub(crate) fn parse(
         stack,
         admin_token,
         metrics,
-    })
+    };
+    // The tenants' budgets with [stack]'s, as the one set of books checks them.
+    if let Some(budget) = config.budget() {
+        budget.validate().map_err(|e| e.within("budgets"))?;
+    }
+    Ok(config)
 }
 
 /// A TOML error as `field (line N): message`: the field is the key on the line the error

@@ -320,6 +320,10 @@ impl Gateway {
                 .insert(tenant.tenant.priority.extension());
         }
         let group = route.group.is_some();
+        if let Some(provider) = route.group.as_ref().and_then(|g| g.provider()) {
+            // Read (and priced) as its deployments' provider before the pool picks one.
+            upstream.extensions_mut().insert(provider);
+        }
         if group {
             let budget = client_timeout(upstream.headers())
                 .map_or(self.request_timeout, |t| t.min(self.request_timeout));
@@ -435,7 +439,14 @@ impl Gateway {
         } else {
             tracing::debug!(error = %message, "refused by the stack");
         }
-        self.refuse(dialect, refusal, &message, wait)
+        let mut response = self.refuse(dialect, refusal, &message, wait);
+        if refusal == Refusal::BudgetExceeded {
+            // Waiting hours for a budget to reset is not a retry: the SDKs must not try.
+            response
+                .headers_mut()
+                .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+        }
+        response
     }
 
     /// The upstream's response for the client: its status, headers (rate limits,

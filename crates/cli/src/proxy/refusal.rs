@@ -32,6 +32,8 @@ pub(crate) enum Refusal {
     BodyTooLarge,
     /// A local rate limit refused it for now.
     RateLimited,
+    /// A budget cannot hold its worst case until the budget's window resets.
+    BudgetExceeded,
     /// The breaker is open.
     CircuitOpen,
     /// Shed by client-side throttling.
@@ -45,7 +47,7 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    pub(crate) const ALL: [Self; 12] = [
+    pub(crate) const ALL: [Self; 13] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -53,6 +55,7 @@ impl Refusal {
         Self::BodyTimeout,
         Self::BodyTooLarge,
         Self::RateLimited,
+        Self::BudgetExceeded,
         Self::CircuitOpen,
         Self::Overloaded,
         Self::QueueTimeout,
@@ -70,6 +73,7 @@ impl Refusal {
             Self::BodyTimeout => "body_timeout",
             Self::BodyTooLarge => "body_too_large",
             Self::RateLimited => "rate_limited",
+            Self::BudgetExceeded => "budget_exceeded",
             Self::CircuitOpen => "circuit_open",
             Self::Overloaded => "overloaded",
             Self::QueueTimeout => "queue_timeout",
@@ -88,6 +92,8 @@ impl Refusal {
             Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "timeout_error"),
             Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+            // OpenAI's answer to a spending cap: the SDKs raise their rate-limit error.
+            Self::BudgetExceeded => (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota"),
             Self::CircuitOpen | Self::Overloaded | Self::QueueTimeout => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded_error")
             }
@@ -186,6 +192,13 @@ pub(crate) fn refusal_of(error: &(dyn std::error::Error + 'static)) -> (Refusal,
         }
         if e.is::<InvalidModel>() {
             return (Refusal::BadRequest, None);
+        }
+        if let Some(e) = e.downcast_ref::<tollgate::budget::BudgetExceeded>() {
+            let wait = e
+                .resets_at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            return (Refusal::BudgetExceeded, Some(wait));
         }
         if let Some(e) = e.downcast_ref::<RateLimited>() {
             return (Refusal::RateLimited, e.retry_after);

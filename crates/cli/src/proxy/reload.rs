@@ -16,11 +16,15 @@ use tollgate_core::BoxError;
 
 use super::config;
 use super::forward::Gateway;
-use super::routes::{Routes, UpstreamClient};
+use super::routes::{Routes, SpendFile, UpstreamClient};
 
 /// Reloads the config at `path` on every `SIGHUP`, for as long as the gateway runs.
-pub(crate) async fn on_hangup<S, RB>(path: PathBuf, gateway: Arc<Gateway>, client: S)
-where
+pub(crate) async fn on_hangup<S, RB>(
+    path: PathBuf,
+    gateway: Arc<Gateway>,
+    client: S,
+    mut spend: SpendFile,
+) where
     S: UpstreamClient<RB>,
     RB: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
 {
@@ -32,7 +36,7 @@ where
         }
     };
     while hangups.recv().await.is_some() {
-        match reload(&path, &gateway, &client).await {
+        match reload(&path, &gateway, &client, &mut spend).await {
             Ok(()) => tracing::info!(
                 config = %path.display(),
                 models = %gateway.routes().names(),
@@ -48,7 +52,12 @@ where
 }
 
 /// Reads, checks and builds the config at `path`, then puts its routes in place.
-pub(crate) async fn reload<S, RB>(path: &Path, gateway: &Gateway, client: &S) -> Result<(), String>
+pub(crate) async fn reload<S, RB>(
+    path: &Path,
+    gateway: &Gateway,
+    client: &S,
+    spend: &mut SpendFile,
+) -> Result<(), String>
 where
     S: UpstreamClient<RB>,
     RB: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
@@ -62,7 +71,8 @@ where
     let config = config::parse(&text, &env).map_err(|e| format!("{}: {e}", path.display()))?;
     super::label_groups(&config);
     let previous = gateway.routes();
-    let routes = Routes::build(&config, client, Some(&previous), &env).await?;
+    *spend = spend.for_config(&config, path)?;
+    let routes = Routes::build(&config, client, Some(&previous), spend, &env).await?;
     gateway.replace(routes);
     Ok(())
 }

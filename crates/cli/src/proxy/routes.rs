@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
+use tollgate::budget::{BudgetConfig, BudgetLayer, RedbStore, Spend, SpendStore, StoreError};
 use tollgate::cache::Tenant;
 use tollgate::fallback::{FallbackLayer, Trigger};
 use tollgate::pool::{Auth, Rewrite};
@@ -59,6 +60,8 @@ pub(crate) struct Routes {
     pub(crate) shares: Arc<KeyShares>,
     /// Each key's tenant (by the key's index), for the keys of `[[tenants]]`.
     pub(crate) tenants: Vec<Option<Arc<TenantState>>>,
+    /// The budgets every route counts spend in, when there are any.
+    pub(crate) books: Option<Books>,
     /// The one upstream, or the groups.
     pub(crate) routing: Routing,
 }
@@ -69,6 +72,59 @@ pub(crate) enum Routing {
     Upstream(Box<Route>),
     /// `[[models]]`: by the request's `model`, in the config's order.
     Models(Vec<Route>),
+}
+
+/// One set of budgets for every route: the tenants' and `[stack]`'s, with the spend kept in
+/// `server.spend_file` (or in memory).
+#[derive(Clone, Debug)]
+pub(crate) struct Books {
+    pub(crate) layer: BudgetLayer,
+    config: BudgetConfig,
+}
+
+/// Where spend is kept: the redb file every set of books writes to, across reloads.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SpendFile(pub(crate) Option<Arc<RedbStore>>);
+
+impl SpendFile {
+    /// The file `config` keeps its budgets' spend in, opened (created if need be) once there
+    /// are budgets; `self` when it is open already. A relative path is `config_path`'s
+    /// directory's.
+    pub(crate) fn for_config(
+        &self,
+        config: &ProxyConfig,
+        config_path: &std::path::Path,
+    ) -> Result<Self, String> {
+        if self.0.is_some() || config.budget().is_none() {
+            return Ok(self.clone());
+        }
+        let file = config_path.parent().map_or_else(
+            || config.spend_file.clone(),
+            |dir| dir.join(&config.spend_file),
+        );
+        let store = RedbStore::open(&file)
+            .map_err(|e| format!("server.spend_file: cannot open {}: {e}", file.display()))?;
+        tracing::info!(file = %file.display(), "spend is kept in this file across restarts");
+        Ok(Self(Some(Arc::new(store))))
+    }
+}
+
+/// The spend file as a store of the books.
+#[derive(Debug)]
+struct Shared(Arc<RedbStore>);
+
+impl SpendStore for Shared {
+    fn load(&self, budget: &str) -> Result<Vec<(i64, Spend)>, StoreError> {
+        self.0.load(budget)
+    }
+
+    fn add(&self, budget: &str, slot: i64, spend: Spend) -> Result<(), StoreError> {
+        self.0.add(budget, slot, spend)
+    }
+
+    fn prune(&self, budget: &str, before: i64) -> Result<(), StoreError> {
+        self.0.prune(budget, before)
+    }
 }
 
 /// One destination: a stack, and how a request is pointed at it.
@@ -124,15 +180,44 @@ impl Routes {
         config: &ProxyConfig,
         client: &S,
         previous: Option<&Self>,
+        spend: &SpendFile,
         env: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<Self, String>
     where
         S: UpstreamClient<RB>,
         RB: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
     {
+        // The books carry on while the budgets are the same; new budgets read what the file
+        // kept.
+        let previous_books = previous.and_then(|p| p.books.as_ref());
+        let books = match (config.budget(), previous_books) {
+            (None, _) => None,
+            (Some(wanted), Some(books)) if books.config == wanted => Some(books.clone()),
+            (Some(wanted), _) => {
+                let layer = match &spend.0 {
+                    Some(file) => BudgetLayer::configured_with(
+                        &wanted,
+                        Shared(file.clone()),
+                        tollgate_core::TokioClock,
+                    ),
+                    None => BudgetLayer::configured(&wanted),
+                }
+                .map_err(|e| e.within("budgets").to_string())?;
+                Some(Books {
+                    layer,
+                    config: wanted,
+                })
+            }
+        };
+        let same_books = match (&books, previous_books) {
+            (None, None) => true,
+            (Some(new), Some(old)) => new.config == old.config,
+            _ => false,
+        };
+        let budget = books.as_ref().map(|b| b.layer.clone());
         let routing = match &config.routing {
             RoutingConfig::Upstream(upstream) => {
-                let stack = connect(&config.stack, env, "stack").await?;
+                let stack = connect(&config.stack, env, "stack", budget.as_ref()).await?;
                 let (llm, handle) = stack.service(client.clone());
                 let members = upstream
                     .key
@@ -169,7 +254,7 @@ impl Routes {
                 let mut routes = Vec::with_capacity(groups.len());
                 for (i, group) in groups.iter().enumerate() {
                     let route = match old.get(group.name.as_str()) {
-                        Some(old) if old.group.as_ref() == Some(group) => Route {
+                        Some(old) if same_books && old.group.as_ref() == Some(group) => Route {
                             llm: old.own.clone(),
                             own: old.own.clone(),
                             handle: old.handle.clone(),
@@ -177,7 +262,7 @@ impl Routes {
                             members: old.members.clone(),
                             group: Some(group.clone()),
                         },
-                        _ => group_route(group, client, env, i).await?,
+                        _ => group_route(group, client, env, i, budget.as_ref()).await?,
                     };
                     routes.push(route);
                 }
@@ -201,9 +286,15 @@ impl Routes {
             }))
             .collect();
         Ok(Self {
+            // A tenant's calls are its own by name (its cached answers and its budgets); the
+            // other keys' by a digest prefix.
             cache_tenants: (0..config.clients.len())
-                .map(|i| Tenant::new(config.clients.tenant(i)))
+                .map(|i| match i.checked_sub(anonymous) {
+                    Some(t) => Tenant::new(config.tenants[t].name.as_str()),
+                    None => Tenant::new(config.clients.tenant(i)),
+                })
                 .collect(),
+            books,
             shares: Arc::new(KeyShares::new(&config.limits.max_in_flight)),
             tenants,
             clients: config.clients.clone(),
@@ -246,16 +337,21 @@ async fn connect(
     config: &tollgate::StackConfig,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     section: &str,
+    budget: Option<&BudgetLayer>,
 ) -> Result<LlmStack, String> {
-    LlmStack::connect_with_env(config, env).await.map_err(|e| {
-        match e.downcast_ref::<tollgate::ConfigError>() {
-            Some(config) => config.clone().within(section).to_string(),
-            None => {
-                let cause = std::error::Error::source(&*e)
-                    .map(|source| format!(": {source}"))
-                    .unwrap_or_default();
-                format!("{section}: {e}{cause}")
-            }
+    let connected = LlmStack::connect_with_env(config, env)
+        .await
+        .map(|stack| match budget {
+            Some(books) => stack.with_budget(books.clone()),
+            None => stack,
+        });
+    connected.map_err(|e| match e.downcast_ref::<tollgate::ConfigError>() {
+        Some(config) => config.clone().within(section).to_string(),
+        None => {
+            let cause = std::error::Error::source(&*e)
+                .map(|source| format!(": {source}"))
+                .unwrap_or_default();
+            format!("{section}: {e}{cause}")
         }
     })
 }
@@ -266,12 +362,13 @@ async fn group_route<S, RB>(
     client: &S,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     index: usize,
+    budget: Option<&BudgetLayer>,
 ) -> Result<Route, String>
 where
     S: UpstreamClient<RB>,
     RB: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
 {
-    let stack = connect(&group.stack, env, &format!("models[{index}]")).await?;
+    let stack = connect(&group.stack, env, &format!("models[{index}]"), budget).await?;
     let (own, handle) = stack.service(client.clone());
     let members = match &group.stack.pool {
         Some(pool) => pool

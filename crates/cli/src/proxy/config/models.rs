@@ -128,6 +128,17 @@ pub(crate) struct ModelGroup {
     pub(crate) ca_files: Vec<(String, PathBuf)>,
 }
 
+impl ModelGroup {
+    /// The provider of its first deployment: how its requests are read before a member is
+    /// picked (and priced, with budgets).
+    pub(crate) fn provider(&self) -> Option<Provider> {
+        self.passthrough
+            .as_ref()
+            .or_else(|| self.stack.pool.as_ref()?.members.first())?
+            .provider
+    }
+}
+
 /// Where a provider's API is when `base_url` is not given.
 fn default_base(provider: Provider) -> Option<&'static str> {
     Some(match provider {

@@ -22,6 +22,7 @@ pub(super) struct ServerSection {
     pub(super) admin_token_env: Option<String>,
     pub(super) shutdown_grace: Option<String>,
     pub(super) request_timeout: Option<String>,
+    pub(super) spend_file: Option<std::path::PathBuf>,
     max_body_bytes: Option<u64>,
     max_body_bytes_in_flight: Option<u64>,
     max_connections: Option<u64>,

@@ -23,6 +23,8 @@ pub(super) struct TenantSection {
     #[serde(default)]
     priority: TenantPriority,
     models: Option<Vec<String>>,
+    budget_usd_per_day: Option<f64>,
+    budget_usd_per_month: Option<f64>,
 }
 
 /// Which share of the stack's capacity a tenant's calls draw on.
@@ -55,7 +57,7 @@ impl TenantPriority {
 }
 
 /// One tenant, checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Tenant {
     /// Its name in reports, logs and metrics labels (never its key).
     pub(crate) name: String,
@@ -68,6 +70,10 @@ pub(crate) struct Tenant {
     pub(crate) priority: TenantPriority,
     /// The model groups (or, with `[upstream]`, the models) it may call; all when `None`.
     pub(crate) models: Option<Vec<String>>,
+    /// Dollars it may spend per calendar day (UTC).
+    pub(crate) budget_usd_per_day: Option<f64>,
+    /// Dollars it may spend per calendar month (UTC).
+    pub(crate) budget_usd_per_month: Option<f64>,
 }
 
 impl Tenant {
@@ -76,6 +82,27 @@ impl Tenant {
         self.models
             .as_ref()
             .is_none_or(|models| models.iter().any(|m| m == model))
+    }
+
+    /// Its budgets, as the budget layer reads them: `tenant-<name>-day` and
+    /// `tenant-<name>-month`.
+    pub(crate) fn budgets(&self) -> Vec<tollgate::budget::BudgetSpec> {
+        use tollgate::budget::{BudgetScope, BudgetSpec, CalendarWindow};
+        [
+            ("day", CalendarWindow::Day, self.budget_usd_per_day),
+            ("month", CalendarWindow::Month, self.budget_usd_per_month),
+        ]
+        .into_iter()
+        .filter_map(|(name, window, usd)| {
+            Some(BudgetSpec {
+                name: format!("tenant-{}-{name}", self.name),
+                scope: BudgetScope::Tenant(self.name.clone()),
+                usd: Some(usd?),
+                window: Some(window),
+                ..BudgetSpec::default()
+            })
+        })
+        .collect()
     }
 
     /// Whether it has limits of its own per minute.
@@ -132,6 +159,18 @@ pub(super) fn check_tenants(
                     format!("the environment variable {variable:?} is not set (or is empty)"),
                 )
             })?;
+        for (key, usd) in [
+            ("budget_usd_per_day", section.budget_usd_per_day),
+            ("budget_usd_per_month", section.budget_usd_per_month),
+        ] {
+            if let Some(usd) = usd.filter(|usd| !(usd.is_finite() && *usd > 0.0)) {
+                return Err(ConfigError::new(
+                    field(key),
+                    usd,
+                    "must be a positive amount",
+                ));
+            }
+        }
         if section.max_in_flight == Some(0) {
             return Err(ConfigError::new(
                 field("max_in_flight"),
@@ -158,6 +197,8 @@ pub(super) fn check_tenants(
                 max_in_flight: section.max_in_flight,
                 priority: section.priority,
                 models: section.models,
+                budget_usd_per_day: section.budget_usd_per_day,
+                budget_usd_per_month: section.budget_usd_per_month,
             },
             Secret::new(key),
         ));

@@ -18,7 +18,7 @@ use tollgate_core::BoxError;
 use tollgate_sim::{SimConfig, SimService};
 use tower::ServiceExt;
 
-use super::Routes;
+use super::{Routes, SpendFile};
 use crate::proxy::admin::group_json;
 use crate::proxy::config;
 use crate::proxy::forward::{Gateway, forward};
@@ -84,13 +84,23 @@ fn context_length_exceeded() -> http::Response<tollgate::LlmBody> {
 }
 
 async fn gateway(text: &str, vars: &[(&str, &str)], hosts: &Hosts) -> Arc<Gateway> {
+    gateway_keeping(text, vars, hosts, &SpendFile::default()).await
+}
+
+/// [`gateway`], keeping spend in `spend`.
+async fn gateway_keeping(
+    text: &str,
+    vars: &[(&str, &str)],
+    hosts: &Hosts,
+    spend: &SpendFile,
+) -> Arc<Gateway> {
     let vars: HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     let env = move |name: &str| vars.get(name).cloned();
     let config = config::parse(text, &env).unwrap_or_else(|e| panic!("{e}"));
-    let routes = Routes::build(&config, &client(hosts.clone()), None, &env)
+    let routes = Routes::build(&config, &client(hosts.clone()), None, spend, &env)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let metrics = Arc::new(Metrics::new(builder().build_recorder().handle()));
@@ -579,9 +589,15 @@ async fn a_reload_keeps_the_state_of_groups_whose_settings_did_not_change() {
     // "claude" changes; "chat" and "backup" do not.
     let changed = TWO_GROUPS.replace("claude-3-5-haiku-latest", "claude-sonnet-4-5");
     let config = config::parse(&changed, &env).unwrap();
-    let routes = Routes::build(&config, &client(hosts.clone()), Some(&before), &env)
-        .await
-        .unwrap();
+    let routes = Routes::build(
+        &config,
+        &client(hosts.clone()),
+        Some(&before),
+        &SpendFile::default(),
+        &env,
+    )
+    .await
+    .unwrap();
     gateway.replace(routes);
     let after = gateway.routes();
     assert_eq!(calls(&after, 0), 1, "chat kept its pool and its counts");
@@ -851,4 +867,143 @@ async fn a_tenants_token_estimate_is_replaced_by_the_usage_when_the_answer_ends(
         5,
         "the refused call never reached the provider"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tenants_budget_holds_and_its_spend_is_the_providers_usage_at_the_groups_price() {
+    let openai = sim(
+        "[output]\nmin_tokens = 100\nmax_tokens = 100\n[[keys]]\nkey = \"sk-openai\"\nname = \"k\"\n",
+    );
+    let hosts: Hosts = Arc::new(HashMap::from([("openai.test", openai.clone())]));
+    let config = TENANTS.replace(
+        "priority = \"interactive\"\nmodels = [\"chat\"]",
+        "priority = \"interactive\"\nmodels = [\"chat\"]\nbudget_usd_per_day = 0.001",
+    );
+    let gateway = gateway(&config, &TENANT_ENV, &hosts).await;
+    let body = json!({"model": "chat", "max_tokens": 100,
+        "messages": [{"role": "user", "content": "Tell me something."}]});
+    let mut answered = 0;
+    let refused = loop {
+        let answer = authed(
+            &gateway,
+            "/v1/chat/completions",
+            &body,
+            &[("authorization", "Bearer tg-search")],
+        )
+        .await;
+        if answer.status != StatusCode::OK {
+            break answer;
+        }
+        answered += 1;
+        assert!(answered < 1000, "the budget never refused");
+    };
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.body["error"]["type"], "insufficient_quota");
+    assert_eq!(refused.headers["x-should-retry"], "false");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tenant-search-team-day"),
+        "{}",
+        refused.body
+    );
+    // The spend is what the provider counted, at gpt-4o-mini's price (the group's), exactly.
+    let routes = gateway.routes();
+    let books = routes.books.as_ref().expect("books");
+    let price = books
+        .layer
+        .prices()
+        .price_of(tollgate_core::Provider::OpenAi, "chat")
+        .unwrap();
+    let expected = openai
+        .log()
+        .iter()
+        .fold(tollgate::budget::Usd::ZERO, |sum, e| {
+            let mut usage = tollgate_core::Usage::new(e.input_tokens, e.output_tokens);
+            usage.cache_read_input_tokens = e.cached_input_tokens;
+            sum + price.cost(&usage)
+        });
+    let snapshot = &books.layer.snapshot()[0];
+    assert_eq!(snapshot.name, "tenant-search-team-day");
+    assert_eq!(snapshot.spent.usd, expected, "to the picodollar");
+    assert!(snapshot.spent.usd.as_dollars_f64() <= 0.001);
+    assert_eq!(
+        openai.log().len(),
+        answered,
+        "the refused call never reached the provider"
+    );
+    println!(
+        "{answered} calls answered for {} of a $0.001 daily budget, then refused",
+        snapshot.spent.usd
+    );
+    // The other tenant has no budget: it still calls.
+    let other = authed(
+        &gateway,
+        "/v1/chat/completions",
+        &json!({"model": "backfill", "max_tokens": 10,
+            "messages": [{"role": "user", "content": "Hi"}]}),
+        &[("authorization", "Bearer tg-batch")],
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.body);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_keeps_the_days_spend_from_the_spend_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("tollgate.toml");
+    let text = TENANTS.replace(
+        "priority = \"interactive\"\nmodels = [\"chat\"]",
+        "priority = \"interactive\"\nmodels = [\"chat\"]\nbudget_usd_per_day = 5.0",
+    );
+    let vars: HashMap<String, String> = TENANT_ENV
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let env = move |name: &str| vars.get(name).cloned();
+    let config = config::parse(&text, &env).unwrap();
+    let spent =
+        |gateway: &Arc<Gateway>| gateway.routes().books.as_ref().unwrap().layer.snapshot()[0].spent;
+    let before = {
+        let hosts: Hosts = Arc::new(HashMap::from([(
+            "openai.test",
+            sim("[[keys]]\nkey = \"sk-openai\"\nname = \"k\"\n"),
+        )]));
+        let spend = SpendFile::default()
+            .for_config(&config, &config_path)
+            .unwrap();
+        let gateway = gateway_keeping(&text, &TENANT_ENV, &hosts, &spend).await;
+        for _ in 0..5 {
+            let answer = authed(
+                &gateway,
+                "/v1/chat/completions",
+                &chat("chat"),
+                &[("authorization", "Bearer tg-search")],
+            )
+            .await;
+            assert_eq!(answer.status, StatusCode::OK);
+        }
+        spent(&gateway)
+    };
+    assert!(
+        dir.path().join("tollgate-spend.redb").exists(),
+        "beside the config"
+    );
+    assert!(before.usd > tollgate::budget::Usd::ZERO);
+    // Everything dropped, the file closed: a new gateway reads the day's spend back.
+    let hosts: Hosts = Arc::new(HashMap::from([(
+        "openai.test",
+        sim("[[keys]]\nkey = \"sk-openai\"\nname = \"k\"\n"),
+    )]));
+    let spend = SpendFile::default()
+        .for_config(&config, &config_path)
+        .unwrap();
+    let gateway = gateway_keeping(&text, &TENANT_ENV, &hosts, &spend).await;
+    assert_eq!(spent(&gateway), before, "to the picodollar");
 }
