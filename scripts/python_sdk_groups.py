@@ -226,13 +226,33 @@ def accounts_saw_their_own_keys(openai_sim, anthropic_sim):
 TENANT_KEY = "tg-sdk-tenant"
 
 
-def tenant_requests(gateway):
+def tenant_requests(gateway, tenant="sdk-tenant"):
     with urllib.request.urlopen(f"{gateway}/metrics", timeout=10) as response:
         text = response.read().decode()
     for line in text.splitlines():
-        if line.startswith('tollgate_tenant_requests_total{tenant="sdk-tenant"}'):
+        if line.startswith(f'tollgate_tenant_requests_total{{tenant="{tenant}"}}'):
             return int(line.split()[-1])
-    raise AssertionError(f"no tollgate_tenant_requests_total for sdk-tenant in /metrics:\n{text}")
+    raise AssertionError(f"no tollgate_tenant_requests_total for {tenant} in /metrics:\n{text}")
+
+
+# A tenant with two thousandths of a cent a day: a few small calls, then its budget is spent.
+BUDGET_KEY = "tg-sdk-budget"
+
+
+def tenant_over_its_budget(gateway):
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=BUDGET_KEY, max_retries=2)
+    before = tenant_requests(gateway, "sdk-budget")
+    for calls in range(1, 50):
+        try:
+            client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=5)
+        except openai.RateLimitError as error:
+            assert error.status_code == 429, error
+            assert error.code == "insufficient_quota", error.body
+            assert error.response.headers.get("x-should-retry") == "false"
+            made = tenant_requests(gateway, "sdk-budget") - before
+            assert made == calls, f"the SDK retried: {made} requests for {calls} calls"
+            return f"openai.RateLimitError (429 insufficient_quota) on call {calls}: no retries"
+    raise AssertionError("a budget of $0.00002 a day answered 49 calls")
 
 
 def tenant_over_its_limit(gateway):
@@ -275,4 +295,5 @@ def checks(gateway, key, openai_sim, anthropic_sim):
             lambda: accounts_saw_their_own_keys(openai_sim, anthropic_sim),
         ),
         ("tenants: over its own limit, not retried", lambda: tenant_over_its_limit(gateway)),
+        ("tenants: over its budget, not retried", lambda: tenant_over_its_budget(gateway)),
     ]
