@@ -210,10 +210,10 @@ fn report(
         simulated_seconds: elapsed.as_secs_f64(),
         p50_ms: percentile(50),
         p99_ms: percentile(99),
-        cost_usd: log
-            .iter()
-            .map(|e| scenario.cost(&e.route, e.input_tokens, e.output_tokens))
-            .sum(),
+        cost_usd: {
+            let prices = tollgate_budget::PriceTable::shipped();
+            log.iter().map(|e| scenario.cost(&prices, e)).sum()
+        },
     }
 }
 
@@ -311,7 +311,7 @@ fn table(naive: &Report, tollgate: &Report) -> String {
             format!("{:.1} s", tollgate.p99_ms as f64 / 1000.0),
         ),
         (
-            "estimated cost",
+            "cost at list prices",
             format!("${:.3}", naive.cost_usd),
             format!("${:.3}", tollgate.cost_usd),
         ),

@@ -3,7 +3,9 @@
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use tollgate_sim::{SimConfig, SimService};
+use tollgate_budget::PriceTable;
+use tollgate_core::{Provider, Usage};
+use tollgate_sim::{LogEntry, SimConfig, SimService};
 
 /// A tier-1 OpenAI key with faults: `docs/scenarios/demo.toml`.
 const OPENAI: &str = include_str!("../../../../docs/scenarios/demo.toml");
@@ -96,13 +98,22 @@ impl Scenario {
         }
     }
 
-    /// What `input` and `output` tokens on `route` cost, in dollars.
-    pub(super) fn cost(self, route: &str, input: u64, output: u64) -> f64 {
+    /// What a call the provider logged cost, in dollars: its usage (cached input at its own
+    /// price) at the shipped prices of its model (`docs/budgets.md`).
+    pub(super) fn cost(self, prices: &PriceTable, entry: &LogEntry) -> f64 {
         match self {
-            // gpt-4o-mini: $0.15 per million input tokens, $0.60 per million output tokens;
-            // text-embedding-3-small: $0.02 per million.
-            Self::OpenAiTier1 if route.contains("embeddings") => input as f64 * 0.02e-6,
-            Self::OpenAiTier1 => input as f64 * 0.15e-6 + output as f64 * 0.60e-6,
+            Self::OpenAiTier1 => {
+                let Some(price) = entry
+                    .model
+                    .as_deref()
+                    .and_then(|model| prices.lookup(Provider::OpenAi, model))
+                else {
+                    return 0.0;
+                };
+                let mut usage = Usage::new(entry.input_tokens, entry.output_tokens);
+                usage.cache_read_input_tokens = entry.cached_input_tokens;
+                price.cost(&usage).as_dollars_f64()
+            }
             // The free tier.
             Self::GeminiFreeTier => 0.0,
         }
