@@ -35,6 +35,9 @@ use super::tls::is_certificate_error;
 /// The header naming the deployment (pool member) that answered a model group's request.
 pub(crate) const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static("x-tollgate-deployment");
 
+/// What an answer cost (`$0.0000615`), on answers read whole when the gateway keeps budgets.
+pub(crate) const COST_HEADER: HeaderName = HeaderName::from_static("x-tollgate-cost-usd");
+
 /// Tells the official OpenAI and Anthropic SDKs not to retry a refusal (they otherwise retry a
 /// 429 after its `retry-after`).
 const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
@@ -477,6 +480,16 @@ impl Gateway {
                 return self.refuse(dialect, Refusal::Unreachable, &message, None);
             }
         };
+        // An answer read whole has been charged by now: its cost, when there are budgets.
+        // (A stream's is known only at its end, after these headers: /admin/spend has it.)
+        if let Some(charged) = parts
+            .extensions
+            .get::<tollgate::budget::CallCost>()
+            .and_then(tollgate::budget::CallCost::charged)
+            && let Ok(value) = HeaderValue::from_str(&charged.spend.usd.to_string())
+        {
+            parts.headers.insert(COST_HEADER, value);
+        }
         let mut response = Response::new(body);
         *response.status_mut() = parts.status;
         *response.headers_mut() = parts.headers;

@@ -894,6 +894,8 @@ async fn a_tenants_budget_holds_and_its_spend_is_the_providers_usage_at_the_grou
         if answer.status != StatusCode::OK {
             break answer;
         }
+        let cost = answer.headers["x-tollgate-cost-usd"].to_str().unwrap();
+        assert!(cost.starts_with("$0.0000"), "a call's cost: {cost}");
         answered += 1;
         assert!(answered < 1000, "the budget never refused");
     };
