@@ -44,6 +44,22 @@ pub trait SpendStore: Send + Sync + fmt::Debug + 'static {
     fn prune(&self, budget: &str, before: i64) -> Result<(), StoreError>;
 }
 
+/// One store behind several sets of books (a gateway's, rebuilt when its budgets change):
+/// each writes to it.
+impl<T: SpendStore> SpendStore for std::sync::Arc<T> {
+    fn load(&self, budget: &str) -> Result<Vec<(i64, Spend)>, StoreError> {
+        (**self).load(budget)
+    }
+
+    fn add(&self, budget: &str, slot: i64, spend: Spend) -> Result<(), StoreError> {
+        (**self).add(budget, slot, spend)
+    }
+
+    fn prune(&self, budget: &str, before: i64) -> Result<(), StoreError> {
+        (**self).prune(budget, before)
+    }
+}
+
 /// A store that cannot be read or written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreError(pub String);

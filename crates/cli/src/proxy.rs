@@ -374,12 +374,7 @@ async fn health(State(gateway): State<Arc<Gateway>>) -> Response {
     if !models.is_empty() {
         body["models"] = models.into();
     }
-    let mut response = Response::new(Body::from(body.to_string()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    admin::json(StatusCode::OK, &body)
 }
 
 /// A scope's rate limits: each dimension's quota, where it comes from (`configured`,

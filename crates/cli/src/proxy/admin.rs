@@ -120,7 +120,8 @@ async fn require_token(State(admin): State<Arc<Admin>>, request: Request, next: 
     response
 }
 
-fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+/// `body` as a JSON response with `status`.
+pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Response {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -150,7 +150,7 @@ impl Gateway {
                     tenant.limited.fetch_add(1, Ordering::Relaxed);
                 }
                 let share = routes.shares.max(index).unwrap_or_default();
-                let mut response = self.refuse(
+                let response = self.refuse(
                     dialect,
                     Refusal::KeyBusy,
                     &format!(
@@ -159,13 +159,12 @@ impl Gateway {
                     ),
                     Some(Duration::from_secs(1)),
                 );
-                if tenant.is_some() {
-                    // A tenant's own cap: its SDK should not spend retries on it.
+                // A tenant's own cap: its SDK should not spend retries on it.
+                return if tenant.is_some() {
+                    not_to_retry(response)
+                } else {
                     response
-                        .headers_mut()
-                        .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
-                }
-                return response;
+                };
             }
             Some((_, Some(place))) => Some(place),
             None => None,
@@ -270,12 +269,12 @@ impl Gateway {
                         wait.as_secs_f64()
                     );
                     // The tenant's own pace: its SDK should not spend retries on it.
-                    let mut response =
-                        self.refuse(dialect, Refusal::RateLimited, &message, Some(wait));
-                    response
-                        .headers_mut()
-                        .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
-                    return response;
+                    return not_to_retry(self.refuse(
+                        dialect,
+                        Refusal::RateLimited,
+                        &message,
+                        Some(wait),
+                    ));
                 }
             }
         }
@@ -442,14 +441,13 @@ impl Gateway {
         } else {
             tracing::debug!(error = %message, "refused by the stack");
         }
-        let mut response = self.refuse(dialect, refusal, &message, wait);
+        let response = self.refuse(dialect, refusal, &message, wait);
         if refusal == Refusal::BudgetExceeded {
             // Waiting hours for a budget to reset is not a retry: the SDKs must not try.
+            not_to_retry(response)
+        } else {
             response
-                .headers_mut()
-                .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
         }
-        response
     }
 
     /// The upstream's response for the client: its status, headers (rate limits,
@@ -506,6 +504,14 @@ impl Gateway {
         self.metrics.refusal(refusal);
         refusal.response(dialect, message, retry_after)
     }
+}
+
+/// `response` marked for the official SDKs not to retry (`x-should-retry: false`).
+fn not_to_retry(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+    response
 }
 
 /// A tenant's limits, for messages: `600 requests a minute, 100000 tokens a minute`.

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{Method, StatusCode};
 use tollgate::pool::NoMemberAvailable;
 
+use super::admin::json;
 use super::refusal::Dialect;
 use super::routes::Routes;
 
@@ -40,7 +40,7 @@ pub(crate) fn answer(routes: &Routes, request: &Request) -> Option<Response> {
                 "data": names.iter().map(|n| openai_model(n)).collect::<Vec<_>>(),
             })
         };
-        return Some(json(&body));
+        return Some(json(StatusCode::OK, &body));
     }
     let name = path.strip_prefix("/v1/models/")?;
     let dialect = if anthropic {
@@ -49,8 +49,8 @@ pub(crate) fn answer(routes: &Routes, request: &Request) -> Option<Response> {
         Dialect::OpenAi
     };
     Some(match names.iter().find(|n| **n == name) {
-        Some(n) if anthropic => json(&anthropic_model(n)),
-        Some(n) => json(&openai_model(n)),
+        Some(n) if anthropic => json(StatusCode::OK, &anthropic_model(n)),
+        Some(n) => json(StatusCode::OK, &openai_model(n)),
         None => unknown(dialect, name, &routes.names()),
     })
 }
@@ -73,15 +73,6 @@ fn anthropic_model(name: &str) -> serde_json::Value {
     })
 }
 
-fn json(body: &serde_json::Value) -> Response {
-    let mut response = Response::new(Body::from(body.to_string()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
 /// OpenAI's 404 for a model it does not have (`model_not_found`), or Anthropic's
 /// `not_found_error`, naming the model and the groups this gateway serves.
 pub(crate) fn unknown(dialect: Dialect, model: &str, names: &str) -> Response {
@@ -101,9 +92,7 @@ pub(crate) fn unknown(dialect: Dialect, model: &str, names: &str) -> Response {
             "message": message,
         }}),
     };
-    let mut response = json(&body);
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response
+    json(StatusCode::NOT_FOUND, &body)
 }
 
 /// The wait until a group's first member is back, when `error` says every member is out.

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use tollgate::budget::{BudgetConfig, BudgetLayer, RedbStore, Spend, SpendStore, StoreError};
+use tollgate::budget::{BudgetConfig, BudgetLayer, RedbStore};
 use tollgate::cache::Tenant;
 use tollgate::fallback::{FallbackLayer, Trigger};
 use tollgate::pool::{Auth, Rewrite};
@@ -109,24 +109,6 @@ impl SpendFile {
     }
 }
 
-/// The spend file as a store of the books.
-#[derive(Debug)]
-struct Shared(Arc<RedbStore>);
-
-impl SpendStore for Shared {
-    fn load(&self, budget: &str) -> Result<Vec<(i64, Spend)>, StoreError> {
-        self.0.load(budget)
-    }
-
-    fn add(&self, budget: &str, slot: i64, spend: Spend) -> Result<(), StoreError> {
-        self.0.add(budget, slot, spend)
-    }
-
-    fn prune(&self, budget: &str, before: i64) -> Result<(), StoreError> {
-        self.0.prune(budget, before)
-    }
-}
-
 /// One destination: a stack, and how a request is pointed at it.
 pub(crate) struct Route {
     /// The stack with the group's fallbacks in front.
@@ -197,7 +179,7 @@ impl Routes {
                 let layer = match &spend.0 {
                     Some(file) => BudgetLayer::configured_with(
                         &wanted,
-                        Shared(file.clone()),
+                        file.clone(),
                         tollgate_core::TokioClock,
                     ),
                     None => BudgetLayer::configured(&wanted),
