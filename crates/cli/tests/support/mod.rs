@@ -48,13 +48,19 @@ impl Proxy {
 
     /// [`start`](Self::start), with more environment variables.
     pub(crate) fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_logging(config, env, "trace")
+    }
+
+    /// [`start_with_env`](Self::start_with_env), logging at `level` (`info` for load runs,
+    /// where tracing every request would be most of the work).
+    pub(crate) fn start_logging(config: &str, env: &[(&str, &str)], level: &str) -> Self {
         let dir = temp_dir("tollgate-proxy-");
         let config_path = dir.path().join("tollgate.toml");
         let log = dir.path().join("proxy.log");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["proxy", "--config", config_path.to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0", "--log-level", "trace"])
+            .args(["--listen", "127.0.0.1:0", "--log-level", level])
             .env(KEY_ENV, UPSTREAM_KEY)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -95,6 +101,49 @@ impl Proxy {
 }
 
 impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `tollgate sim` process; killed when dropped.
+pub(crate) struct SimProcess {
+    child: Child,
+    pub(crate) url: String,
+    _dir: TempDir,
+}
+
+impl SimProcess {
+    /// Starts `tollgate sim` with `scenario` (TOML) on a free loopback port.
+    pub(crate) fn start(scenario: &str) -> Self {
+        let dir = temp_dir("tollgate-sim-");
+        let path = dir.path().join("sim.toml");
+        std::fs::write(&path, scenario).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["sim", "--config", path.to_str().unwrap(), "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Some(url) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tollgate sim did not start: {line:?}")
+        };
+        Self {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for SimProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
