@@ -18,7 +18,7 @@ use tollgate_core::error::ConfigError;
 /// `max_bytes`). Moka evicts in batches amortised over the calls: between two batches the
 /// cache holds up to a few hundred writes more (in the test of 100,000 inserts by four callers
 /// at once, a sixth over `max_bytes` at the peak), never more than that.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct CacheConfig {

@@ -15,4 +15,4 @@ mod redis;
 
 pub use self::error::ConfigError;
 pub use self::line::line_of;
-pub use self::redis::RedisSettings;
+pub use self::redis::{DEFAULT_COMMAND_TIMEOUT, RedisSettings};

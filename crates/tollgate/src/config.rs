@@ -13,6 +13,7 @@ use tollgate_cache::CacheConfig;
 use tollgate_circuit::CircuitConfig;
 use tollgate_concurrency::ConcurrencyConfig;
 pub use tollgate_core::config::ConfigError;
+use tollgate_core::config::RedisSettings;
 use tollgate_fallback::FallbackConfig;
 use tollgate_overload::OverloadConfig;
 use tollgate_pool::PoolConfig;
@@ -131,6 +132,11 @@ pub struct StackConfig {
     /// [`LlmStack::with_fallback`](crate::LlmStack::with_fallback).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackConfig>,
+    /// The Redis (or Valkey) server a fleet of replicas shares its state through: with it, the
+    /// rate limits, the cache's second level and the budgets are kept there (a section's own
+    /// `redis` wins over it); without it, each process keeps its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSettings>,
     /// The durable deferred queue: requests stored on disk and sent in bulk at intervals
     /// ([`LlmStack::deferred_queue`](crate::LlmStack::deferred_queue); feature `deferred`).
     #[cfg(feature = "deferred")]
@@ -141,7 +147,7 @@ pub struct StackConfig {
 }
 
 /// The sections, in the order of the stack (outermost first).
-pub(crate) const SECTIONS: [&str; 12] = [
+pub(crate) const SECTIONS: [&str; 13] = [
     "deferred",
     "fallback",
     "cache",
@@ -154,6 +160,7 @@ pub(crate) const SECTIONS: [&str; 12] = [
     "concurrency",
     "timeouts",
     "pool",
+    "redis",
 ];
 
 impl Default for StackConfig {
@@ -179,6 +186,7 @@ impl StackConfig {
             budget: None,
             pool: None,
             fallback: None,
+            redis: None,
             #[cfg(feature = "deferred")]
             deferred: None,
             warnings: Vec::new(),
@@ -307,6 +315,7 @@ impl StackConfig {
             budget: None,
             pool: None,
             fallback: None,
+            redis: None,
             #[cfg(feature = "deferred")]
             deferred: None,
             warnings: Vec::new(),
@@ -326,6 +335,7 @@ impl StackConfig {
                 "budget" => config.budget = section(&key, value)?,
                 "pool" => config.pool = section(&key, value)?,
                 "fallback" => config.fallback = section(&key, value)?,
+                "redis" => config.redis = section(&key, value)?,
                 #[cfg(feature = "deferred")]
                 "deferred" => config.deferred = section(&key, value)?,
                 #[cfg(not(feature = "deferred"))]
@@ -364,19 +374,20 @@ impl StackConfig {
             section.map_or(Ok(()), |s| validate(s).map_err(|e| e.within(name)))
         }
         #[cfg(not(feature = "ratelimit-redis"))]
-        if self.rate_limit.as_ref().is_some_and(|r| r.redis.is_some()) {
+        if self.rate_limit_redis().is_some() {
             return Err(ConfigError::invalid(
-                "rate_limit.redis",
+                self.redis_field("rate_limit"),
                 "needs tollgate's `ratelimit-redis` feature",
             ));
         }
         #[cfg(not(feature = "cache-redis"))]
-        if self.cache.as_ref().is_some_and(|c| c.redis.is_some()) {
+        if self.cache_redis().is_some() {
             return Err(ConfigError::invalid(
-                "cache.redis",
+                self.redis_field("cache"),
                 "needs tollgate's `cache-redis` feature",
             ));
         }
+        check("redis", self.redis.as_ref(), RedisSettings::validate)?;
         if self.max_scopes == 0 {
             return Err(ConfigError::new(
                 "max_scopes",
@@ -474,6 +485,34 @@ impl StackConfig {
                 .iter()
                 .map(|m| m.max_concurrent.unwrap_or(concurrency.max_in_flight))
                 .fold(0usize, usize::saturating_add),
+        }
+    }
+
+    /// Where the rate limits are kept in Redis: `rate_limit.redis`, else `[redis]` (none
+    /// without rate limits).
+    pub fn rate_limit_redis(&self) -> Option<&RedisSettings> {
+        let section = self.rate_limit.as_ref()?;
+        section.redis.as_ref().or(self.redis.as_ref())
+    }
+
+    /// Where the cache's second level is kept: `cache.redis`, else `[redis]` (none without a
+    /// cache).
+    pub fn cache_redis(&self) -> Option<&RedisSettings> {
+        let section = self.cache.as_ref()?;
+        section.redis.as_ref().or(self.redis.as_ref())
+    }
+
+    /// The field that names `section`'s Redis: its own `redis`, or the top-level one.
+    pub(crate) fn redis_field(&self, section: &str) -> String {
+        let own = match section {
+            "rate_limit" => self.rate_limit.as_ref().is_some_and(|r| r.redis.is_some()),
+            "cache" => self.cache.as_ref().is_some_and(|c| c.redis.is_some()),
+            _ => false,
+        };
+        if own {
+            format!("{section}.redis")
+        } else {
+            "redis".to_owned()
         }
     }
 

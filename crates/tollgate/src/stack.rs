@@ -26,9 +26,9 @@ use crate::config::{ConfigError, StackConfig};
 use crate::handle::StackHandle;
 use crate::optional::Optional;
 use crate::preset::Preset;
-use crate::redis::redis_field;
 #[cfg(any(feature = "ratelimit-redis", feature = "cache-redis"))]
-use crate::redis::{RedisUnavailable, redis_url};
+use crate::redis::RedisUnavailable;
+use crate::redis::redis_field;
 
 /// A response body from the stack.
 pub type LlmBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -87,7 +87,7 @@ impl LlmStack {
     /// # Errors
     ///
     /// A setting that is not usable.
-    /// A config whose rate limits live in Redis (`rate_limit.redis`) needs a connection:
+    /// A config whose rate limits or cache live in Redis (`[redis]`) needs a connection:
     /// build it with [`connect`](Self::connect).
     pub fn new(config: &StackConfig) -> Result<Self, ConfigError> {
         Self::new_with_env(config, &|name| std::env::var(name).ok())
@@ -141,8 +141,8 @@ impl LlmStack {
     }
 
     /// The stack with `config`, connected to what it names outside this process: the Redis
-    /// server whose URL is in the environment variable `rate_limit.redis.url_env`, where the
-    /// rate limits of every replica are kept (feature `ratelimit-redis`).
+    /// server of `[redis]` (or of a section's own `redis`), where every replica keeps its rate
+    /// limits (feature `ratelimit-redis`) and the cache's second level (`cache-redis`).
     ///
     /// # Errors
     ///
@@ -168,20 +168,26 @@ impl LlmStack {
         let mut stack = Self::checked(config, env)?;
         // A build without a Redis feature refuses such a section when the config is read.
         #[cfg(feature = "ratelimit-redis")]
-        if let Some(settings) = config.rate_limit.as_ref().and_then(|r| r.redis.as_ref()) {
-            let url = redis_url(env, "rate_limit.redis.url_env", settings)?;
+        if let Some(settings) = config.rate_limit_redis() {
+            let field = config.redis_field("rate_limit");
+            let url = settings.resolve(env).map_err(|e| e.within(&field))?;
             let store = tollgate_ratelimit::RedisStore::connect(&url, stack.quota_table())
                 .await
-                .map_err(|e| RedisUnavailable::new("rate_limit.redis", settings, e))?
-                .with_max_scopes(config.max_scopes);
+                .map_err(|e| RedisUnavailable::new(field, settings, e))?
+                .with_max_scopes(config.max_scopes)
+                .with_local_share(settings.local_share)
+                .with_fail_open(settings.fail_open)
+                .with_command_timeout(settings.command_timeout);
             stack.redis = Some(store);
         }
         #[cfg(feature = "cache-redis")]
-        if let Some(settings) = config.cache.as_ref().and_then(|c| c.redis.as_ref()) {
-            let url = redis_url(env, "cache.redis.url_env", settings)?;
+        if let Some(settings) = config.cache_redis() {
+            let field = config.redis_field("cache");
+            let url = settings.resolve(env).map_err(|e| e.within(&field))?;
             let store = tollgate_cache::redis::RedisStore::connect(&url)
                 .await
-                .map_err(|e| RedisUnavailable::new("cache.redis", settings, e))?;
+                .map_err(|e| RedisUnavailable::new(field, settings, e))?
+                .with_command_timeout(settings.command_timeout);
             stack.cache_redis = Some(store);
         }
         Ok(stack)
@@ -312,15 +318,15 @@ impl LlmStack {
     }
 
     /// A section kept in Redis that this stack has no connection for.
-    fn unconnected(&self) -> Option<&'static str> {
+    fn unconnected(&self) -> Option<String> {
         let c = &self.config;
         #[cfg(feature = "ratelimit-redis")]
-        if c.rate_limit.as_ref().is_some_and(|r| r.redis.is_some()) && self.redis.is_none() {
-            return Some("rate_limit.redis");
+        if c.rate_limit_redis().is_some() && self.redis.is_none() {
+            return Some(c.redis_field("rate_limit"));
         }
         #[cfg(feature = "cache-redis")]
-        if c.cache.as_ref().is_some_and(|r| r.redis.is_some()) && self.cache_redis.is_none() {
-            return Some("cache.redis");
+        if c.cache_redis().is_some() && self.cache_redis.is_none() {
+            return Some(c.redis_field("cache"));
         }
         let _ = c;
         None
@@ -372,7 +378,7 @@ impl LlmStack {
         let memory = c
             .rate_limit
             .as_ref()
-            .filter(|config| config.redis.is_none())
+            .filter(|_| c.rate_limit_redis().is_none())
             .map(|config| {
                 let store =
                     tollgate_ratelimit::MemoryStore::new(table).with_max_scopes(c.max_scopes);

@@ -74,6 +74,9 @@ fn table() -> String {
 fn optional_table() -> String {
     let config = StackConfig::from_toml(
         r#"
+        [redis]
+        url = "redis://redis.internal:6379/0"
+        password_env = "REDIS_PASSWORD"
         [rate_limit.redis]
         url_env = "REDIS_URL"
         [cache.redis]

@@ -355,12 +355,20 @@ async fn max_scopes_bounds_every_layers_state() {
 fn configure_refuses_what_the_stack_cannot_run() {
     let error = LlmStack::preset(tollgate::Preset::Balanced)
         .configure(|c| {
-            c.rate_limit.as_mut().unwrap().redis = Some(tollgate::core::config::RedisSettings {
-                url_env: "REDIS_URL".into(),
-            });
+            c.rate_limit.as_mut().unwrap().redis = Some(
+                tollgate::core::config::RedisSettings::from_url_env("REDIS_URL"),
+            );
         })
         .unwrap_err();
     assert_eq!(error.field(), "rate_limit.redis");
+    let error = LlmStack::preset(tollgate::Preset::Balanced)
+        .configure(|c| {
+            c.redis = Some(tollgate::core::config::RedisSettings::from_url(
+                "redis://127.0.0.1:6379".to_owned(),
+            ));
+        })
+        .unwrap_err();
+    assert_eq!(error.field(), "redis", "[redis] shares the rate limits");
     let error = LlmStack::preset(tollgate::Preset::Balanced)
         .configure(|c| c.fallback = Some(tollgate::fallback::FallbackConfig::default()))
         .unwrap_err();

@@ -1,0 +1,135 @@
+//! `[redis]`, the one setting that makes several processes' stacks one fleet: two stacks built
+//! from one file (two replicas of a worker) share one key's rate limit and the cache's second
+//! level through a real redis-server that wants a password, given through the environment.
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+use tokio::task::JoinSet;
+use tollgate::{LlmService, LlmStack, StackConfig};
+use tollgate_sim::{Sim, SimConfig};
+use tollgate_testkit::redis::RedisServer;
+use tower::ServiceExt;
+
+const PASSWORD: &str = "fleet-pw-61d0";
+
+const CONFIG: &str = r#"
+preset = "balanced"
+
+[redis]
+url = "REDIS_URL"
+password_env = "FLEET_REDIS_PASSWORD"
+local_share = 0.5
+
+[rate_limit]
+max_wait = "20ms"
+[rate_limit.quotas]
+requests_per_minute = 20
+
+[retry]
+max_attempts = 1
+"#;
+
+fn chat(url: &str, prompt: &str) -> Request<Full<Bytes>> {
+    let body = json!({"model": "gpt-4o-mini", "temperature": 0, "max_tokens": 8,
+        "messages": [{"role": "user", "content": prompt}]});
+    Request::post(format!("{url}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-fleet")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// A status, and the cache's verdict.
+async fn send(llm: LlmService, request: Request<Full<Bytes>>) -> (u16, Option<String>) {
+    match llm.oneshot(request).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let cache = response
+                .headers()
+                .get("x-tollgate-cache")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let _ = response.into_body().collect().await;
+            (status, cache)
+        }
+        Err(_) => (0, None),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_of_one_file_share_the_limit_and_the_cache_through_redis() {
+    let redis = RedisServer::start(&["--requirepass", PASSWORD]);
+    let sim = Sim::start(
+        SimConfig::from_toml("seed = 5\n[[keys]]\nkey = \"sk-fleet\"\nname = \"fleet\"\n").unwrap(),
+    )
+    .await
+    .unwrap();
+    let config = StackConfig::from_toml(&CONFIG.replace("REDIS_URL", &redis.url())).unwrap();
+    let env = |name: &str| (name == "FLEET_REDIS_PASSWORD").then(|| PASSWORD.to_owned());
+
+    // A wrong password: the field, the server, and Redis's own word as the cause; never the
+    // password.
+    let wrong = |name: &str| (name == "FLEET_REDIS_PASSWORD").then(|| "not-it".to_owned());
+    let error = LlmStack::connect_with_env(&config, &wrong)
+        .await
+        .unwrap_err();
+    let message = format!("{error}: {}", std::error::Error::source(&*error).unwrap());
+    assert!(
+        message.contains("rate_limit") || message.contains("redis"),
+        "{message}"
+    );
+    assert!(message.contains(&redis.url()), "{message}");
+    assert!(!message.contains("not-it"), "{message}");
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let replicas: Vec<LlmService> = [
+        LlmStack::connect_with_env(&config, &env).await.unwrap(),
+        LlmStack::connect_with_env(&config, &env).await.unwrap(),
+    ]
+    .iter()
+    .map(|stack| stack.service(client.clone()).0)
+    .collect();
+
+    // A question one replica had answered is answered by the other from Redis.
+    let first = send(replicas[0].clone(), chat(&sim.url(), "a common question")).await;
+    assert_eq!(first, (200, None), "asked upstream");
+    let second = send(replicas[1].clone(), chat(&sim.url(), "a common question")).await;
+    assert_eq!(
+        second,
+        (200, Some("hit".to_owned())),
+        "from the shared second level"
+    );
+    assert_eq!(sim.stats().keys["fleet"].requests, 1);
+
+    // Forty different questions, twenty to each replica, at once: the key's twenty a minute
+    // (one spent above) hold for the two together.
+    let mut calls = JoinSet::new();
+    for i in 0..40 {
+        let llm = replicas[i % 2].clone();
+        let request = chat(&sim.url(), &format!("question {i}"));
+        calls.spawn(async move { (i % 2, send(llm, request).await.0) });
+    }
+    let mut served = [0; 2];
+    while let Some(call) = calls.join_next().await {
+        let (replica, status) = call.unwrap();
+        if status == 200 {
+            served[replica] += 1;
+        }
+    }
+    let upstream = sim.stats().keys["fleet"].requests;
+    println!("served {served:?}; the provider saw {upstream} in all");
+    assert_eq!(upstream, 1 + (served[0] + served[1]) as u64);
+    assert!(
+        upstream <= 20,
+        "the fleet kept to the key's 20 a minute: {upstream}"
+    );
+    assert!(
+        upstream >= 10,
+        "the limit was shared, not halved: {upstream}"
+    );
+    assert!(served[0] > 0 && served[1] > 0, "{served:?}");
+}
