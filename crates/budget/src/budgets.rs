@@ -95,18 +95,28 @@ impl BudgetState {
     }
 
     fn report_remaining(&self, ledger: &Ledger) {
+        self.report_taken(ledger.spent().plus(ledger.reserved()));
+    }
+
+    /// Reports what is left beside `taken` (spent and reserved).
+    pub(crate) fn report_taken(&self, taken: Spend) {
         if let Some(limit) = self.limits.usd {
-            let taken = ledger.spent().plus(ledger.reserved()).usd;
-            metrics::remaining(&self.name, limit.saturating_sub(taken));
+            metrics::remaining(&self.name, limit.saturating_sub(taken.usd));
         }
     }
 
     /// Gives the soft-threshold warning once per crossing.
     fn check_soft_threshold(&self, ledger: &mut Ledger) {
+        let spent = ledger.spent();
+        self.soft_threshold(spent, &mut ledger.warned);
+    }
+
+    /// Gives the soft-threshold warning once per crossing, given `spent`; `warned` says whether
+    /// it was given since the spend was last below it.
+    pub(crate) fn soft_threshold(&self, spent: Spend, warned: &mut bool) {
         let Some(ppm) = self.soft_threshold_ppm else {
             return;
         };
-        let spent = ledger.spent();
         let over = self
             .limits
             .usd
@@ -114,8 +124,8 @@ impl BudgetState {
             || self.limits.tokens.is_some_and(|l| {
                 u128::from(spent.tokens) * 1_000_000 >= u128::from(l) * u128::from(ppm)
             });
-        if over && !ledger.warned {
-            ledger.warned = true;
+        if over && !*warned {
+            *warned = true;
             tracing::warn!(
                 budget = %self.name,
                 scope = %self.scope,
@@ -126,7 +136,7 @@ impl BudgetState {
             );
             metrics::soft_threshold(&self.name);
         } else if !over {
-            ledger.warned = false;
+            *warned = false;
         }
     }
 }
@@ -171,15 +181,7 @@ impl Budgets {
         let Some(request) = request else {
             return Ok(None);
         };
-        let billed =
-            request.endpoint.is_generation() || request.endpoint == EndpointKind::Embeddings;
-        let price = if billed {
-            self.prices
-                .price_of(request.provider, request.model.as_deref().unwrap_or(""))?
-        } else {
-            Price::default()
-        };
-        let worst = self.worst.of(request, &price);
+        let (price, worst) = self.price_and_worst(request)?;
         let now = self.now();
         let mut applied = Vec::new();
         for (index, budget) in self.budgets.iter().enumerate() {
@@ -210,11 +212,6 @@ impl Budgets {
                 }
             }
         }
-        let tenant_label = match tenant {
-            Some(t) if self.tenants.contains(t.as_str()) => t.as_str().to_owned(),
-            Some(_) => "other".to_owned(),
-            None => "none".to_owned(),
-        };
         Ok(Some(Reservation::new(
             self.clone(),
             applied,
@@ -222,8 +219,40 @@ impl Budgets {
             CallCost::new(worst, price),
             request.provider,
             request.model.clone(),
-            tenant_label,
+            self.tenant_label(tenant),
         )))
+    }
+
+    /// The price of a call and its worst case.
+    #[inline]
+    pub(crate) fn price_and_worst(&self, request: &LlmRequest) -> Result<(Price, Spend), BoxError> {
+        let billed =
+            request.endpoint.is_generation() || request.endpoint == EndpointKind::Embeddings;
+        let price = if billed {
+            self.prices
+                .price_of(request.provider, request.model.as_deref().unwrap_or(""))?
+        } else {
+            Price::default()
+        };
+        let worst = self.worst.of(request, &price);
+        Ok((price, worst))
+    }
+
+    /// The tenant as metrics name it: by name if a budget names it, else `other` or `none`.
+    pub(crate) fn tenant_label(&self, tenant: Option<&Tenant>) -> String {
+        match tenant {
+            Some(t) if self.tenants.contains(t.as_str()) => t.as_str().to_owned(),
+            Some(_) => "other".to_owned(),
+            None => "none".to_owned(),
+        }
+    }
+
+    /// The budgets (by index) whose scope `request` matches.
+    #[cfg(feature = "redis")]
+    pub(crate) fn applying(&self, request: &LlmRequest, tenant: Option<&Tenant>) -> Vec<usize> {
+        (0..self.budgets.len())
+            .filter(|&i| self.budgets[i].scope.applies(request, tenant))
+            .collect()
     }
 
     /// Gives `held` back to the budgets at `applied`.

@@ -52,3 +52,43 @@ impl fmt::Display for BudgetExceeded {
 }
 
 impl std::error::Error for BudgetExceeded {}
+
+/// A call refused because the fleet's books in Redis cannot be reached and the books were
+/// set to fail closed ([`RedisBooks::with_fail_closed`](crate::RedisBooks::with_fail_closed)).
+/// Nothing was sent, nothing was charged; unlike [`BudgetExceeded`], the same call may succeed
+/// later, once Redis answers again (it is tried again every
+/// [`retry_after`](Self::retry_after)). Its [`source`](std::error::Error::source) is the Redis
+/// error.
+///
+/// ```text
+/// budgets unavailable: redis at redis://:***@redis.internal:6379 did not answer (redis did not
+/// answer within 250ms); the call may succeed later
+/// ```
+#[cfg(feature = "redis")]
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct BudgetUnavailable {
+    /// Where Redis is, without its password.
+    pub url: String,
+    /// How often Redis is tried again: the soonest the call may succeed.
+    pub retry_after: std::time::Duration,
+    pub(crate) source: tollgate_core::BoxError,
+}
+
+#[cfg(feature = "redis")]
+impl fmt::Display for BudgetUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "budgets unavailable: redis at {} did not answer ({}); the call may succeed later",
+            self.url, self.source
+        )
+    }
+}
+
+#[cfg(feature = "redis")]
+impl std::error::Error for BudgetUnavailable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}

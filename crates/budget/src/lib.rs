@@ -95,6 +95,8 @@ mod metrics;
 pub mod price;
 #[cfg(feature = "redb")]
 mod redb;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod reservation;
 mod service;
 pub mod store;
@@ -107,12 +109,16 @@ pub use self::cost::{
     CallCost, ChargeBasis, Charged, DEFAULT_INPUT_MARGIN_PERCENT, DEFAULT_OUTPUT_TOKENS, WorstCase,
 };
 pub use self::error::BudgetExceeded;
-pub use self::layer::BudgetLayer;
+#[cfg(feature = "redis")]
+pub use self::error::BudgetUnavailable;
+pub use self::layer::{BudgetLayer, LocalBooks};
 pub use self::ledger::{Amount, Limits, Spend};
 pub use self::memory::MemoryStore;
 pub use self::price::{Price, PriceTable, UnknownModel, UnpricedModel};
 #[cfg(feature = "redb")]
 pub use self::redb::RedbStore;
+#[cfg(feature = "redis")]
+pub use self::redis::RedisBooks;
 pub use self::service::Budget;
 pub use self::store::{SpendStore, StoreError};
 pub use self::usd::Usd;

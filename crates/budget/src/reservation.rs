@@ -43,6 +43,9 @@ pub(crate) struct Reservation {
     tenant_label: String,
     sent: bool,
     settled: bool,
+    /// Where the reservation is held when the books are in Redis.
+    #[cfg(feature = "redis")]
+    hold: Option<crate::redis::Hold>,
 }
 
 impl Reservation {
@@ -65,6 +68,27 @@ impl Reservation {
             tenant_label,
             sent: false,
             settled: false,
+            #[cfg(feature = "redis")]
+            hold: None,
+        }
+    }
+
+    /// The reservation is held in the fleet's books, not in `budgets`' ledgers.
+    #[cfg(feature = "redis")]
+    pub(crate) fn held_in(mut self, hold: crate::redis::Hold) -> Self {
+        self.hold = Some(hold);
+        self
+    }
+
+    /// Gives the reservation back (`cost` none) or replaces it with `cost`, in its books.
+    fn book(&mut self, cost: Option<Spend>) {
+        #[cfg(feature = "redis")]
+        if let Some(hold) = self.hold.take() {
+            return hold.settle(&self.applied, self.worst, cost);
+        }
+        match cost {
+            None => self.budgets.release(&self.applied, self.worst),
+            Some(cost) => self.budgets.charge(&self.applied, self.worst, cost),
         }
     }
 
@@ -76,7 +100,7 @@ impl Reservation {
     fn charge(&mut self, spend: Spend, usage: Option<tollgate_core::Usage>, basis: ChargeBasis) {
         self.settled = true;
         if basis == ChargeBasis::Released {
-            self.budgets.release(&self.applied, self.worst);
+            self.book(None);
         } else {
             if spend.usd > self.worst.usd || spend.tokens > self.worst.tokens {
                 tracing::warn!(
@@ -86,7 +110,7 @@ impl Reservation {
                     "a call cost more than its worst case (input estimate too low?)"
                 );
             }
-            self.budgets.charge(&self.applied, self.worst, spend);
+            self.book(Some(spend));
             metrics::spend(
                 &self.tenant_label,
                 self.provider,

@@ -116,6 +116,24 @@ impl Window {
         }
     }
 
+    /// The starts of the slots that count at `now`, oldest first: those a ledger keeps after
+    /// [`prune`](crate::ledger) (one for a calendar window; up to 25 for a rolling one).
+    #[cfg(feature = "redis")]
+    pub(crate) fn counted_slots(self, now: i64) -> Vec<i64> {
+        let (from, current) = (self.counted_from(now), self.slot_at(now));
+        match self {
+            Self::Rolling(_) => {
+                let len = self.slot_len();
+                let first = current - (current - from).div_euclid(len) * len;
+                (0..)
+                    .map(|i| first + i * len)
+                    .take_while(|&s| s <= current)
+                    .collect()
+            }
+            Self::Day { .. } | Self::Month { .. } => vec![current],
+        }
+    }
+
     /// The UTC offset calendar times are shown at.
     pub fn offset(self) -> i32 {
         match self {
@@ -291,6 +309,20 @@ mod tests {
         // Still counted just before it expires, no longer at its expiry.
         assert!(window.counted_from(window.slot_expires(slot) - 1) <= slot);
         assert!(window.counted_from(window.slot_expires(slot)) > slot);
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn the_counted_slots_are_those_a_ledger_keeps() {
+        let window = Window::Rolling(Duration::from_secs(24 * 3_600));
+        for now in [1_000_000, 1_000_000 + 1_800, 1_003_599, 1_003_600] {
+            let slots = window.counted_slots(now);
+            let from = window.counted_from(now);
+            assert_eq!(*slots.last().unwrap(), window.slot_at(now));
+            assert!(slots[0] >= from && slots[0] - 3_600 < from, "{now}");
+            assert!(slots.windows(2).all(|w| w[1] - w[0] == 3_600));
+        }
+        assert_eq!(Window::DAY.counted_slots(90_000), vec![86_400]);
     }
 
     #[test]
