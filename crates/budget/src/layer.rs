@@ -18,8 +18,7 @@ use crate::window::WallClock;
 /// cost; see the [crate docs](crate).
 ///
 /// `K` is where the books are kept: [`LocalBooks`] (this process, the default) or, with the
-/// `redis` feature, `RedisBooks` (a fleet's, through Redis;
-/// [`configured_with_redis`](Self::configured_with_redis)).
+/// `redis` feature, `RedisBooks` (a fleet's, through Redis; `configured_with_redis`).
 ///
 /// # Clone
 ///

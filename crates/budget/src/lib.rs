@@ -19,7 +19,10 @@
 //!   Gemini and Mistral models, with dated snapshots priced as their model; override or
 //!   extend it in [`PricesConfig`];
 //! - **spend that survives a restart**: spend per window slot in a [`SpendStore`] —
-//!   [`MemoryStore`], or [`RedbStore`] with the `redb` feature.
+//!   [`MemoryStore`], or [`RedbStore`] with the `redb` feature;
+//! - **budgets that hold across a fleet**: with the `redis` feature, `RedisBooks` keeps the
+//!   books of every process that shares a Redis in one place, reservations included (see the
+//!   `redis` module and `docs/budgets.md`, "A fleet: budgets in Redis").
 //!
 //! A refused call fails with [`BudgetExceeded`]: which budget, its limit, what is spent and
 //! reserved, and when it resets.

@@ -16,7 +16,7 @@ use crate::layer::LocalBooks;
 /// is reserved in `call`, before the inner service is called. A refused call never reaches
 /// it, and leaves its readiness for the next call.
 ///
-/// With [`RedisBooks`](crate::RedisBooks) (feature `redis`), the reservation is a round trip
+/// With `RedisBooks` (feature `redis`), the reservation is a round trip
 /// to Redis made by the response future, before the inner service is called: the readied
 /// inner service moves into the future and a clone takes its place, so `S` must be `Clone`.
 #[derive(Clone, Debug)]

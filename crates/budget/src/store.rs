@@ -11,8 +11,9 @@
 //! Two stores ship: [`MemoryStore`](crate::MemoryStore) (the default: spend lasts as long as
 //! the process, shared by layers built from one store, so a config reload keeps it) and, with
 //! the `redb` feature, [`RedbStore`](crate::RedbStore) (an embedded file; a restart keeps the
-//! month's spend to the picodollar). Several processes sharing one budget need a shared store
-//! (Redis, not built yet).
+//! month's spend to the picodollar). Several processes sharing one budget keep their books in
+//! Redis instead, reservations included (feature `redis`: `RedisBooks` with
+//! `BudgetLayer::configured_with_redis`).
 
 use std::fmt;
 

@@ -132,8 +132,11 @@ pub(super) async fn run(fleet: Weak<Fleet>, wake: Arc<Notify>) {
             continue;
         }
         let renew = renewed.elapsed() >= fleet.link.settings().renew_every();
-        if (renew || fleet.has_unsent()) && fleet.sync(renew, false).await.is_ok() && renew {
-            renewed = Instant::now();
+        if renew || fleet.has_unsent() {
+            let sent = fleet.sync(renew, false).await.is_ok();
+            if sent && renew {
+                renewed = Instant::now();
+            }
         }
     }
 }
