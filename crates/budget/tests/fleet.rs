@@ -287,3 +287,67 @@ fn a_dead_replicas_reservations_expire_and_the_money_comes_back() {
         );
     });
 }
+
+#[tokio::test]
+async fn amounts_past_two_to_the_53_picodollars_are_exact() {
+    let server = RedisServer::start(&[]);
+    // $10M is 10^19 picodollars: far past the 2^53 (9.007 × 10^15) a Lua number holds exactly.
+    let limit = Usd::from_dollars(10_000_000.0).unwrap();
+    assert_eq!(limit.picos(), 10_000_000_000_000_000_000);
+    let seeded = limit
+        .saturating_sub(WORST)
+        .saturating_sub(Usd::from_picos(1));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let slot = tollgate_budget::Window::MONTH.slot_at(now);
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{{tollgate:budget}}:overall:spend:{slot}"))
+        .arg("usd")
+        .arg(seeded.picos().to_string())
+        .arg("tok")
+        .arg("0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let books = RedisBooks::connect(&server.url()).await.unwrap();
+    let layer = BudgetLayer::configured_with_redis(&config(10_000_000.0), books).unwrap();
+    layer.flush().await.unwrap();
+    assert_eq!(
+        layer.snapshot()[0].spent.usd,
+        seeded,
+        "read to the picodollar"
+    );
+    let answer = tower::service_fn(|_: Request<Full<Bytes>>| async {
+        Ok::<_, BoxError>(Response::new(Full::new(Bytes::new())))
+    });
+    let service = ServiceBuilder::new().layer(layer.clone()).service(answer);
+    // One worst case fits with a picodollar to spare; then not even one more.
+    service.clone().oneshot(chat()).await.expect("fits exactly");
+    let refused = service
+        .oneshot(chat())
+        .await
+        .expect_err("one picodollar short");
+    let refused = refused
+        .downcast_ref::<BudgetExceeded>()
+        .expect("over budget");
+    let (tollgate_budget::Amount::Usd(spent), tollgate_budget::Amount::Usd(reserved)) =
+        (refused.spent, refused.reserved)
+    else {
+        panic!("a dollar refusal: {refused}");
+    };
+    // The first call is spent or still reserved, depending on whether its settlement was sent.
+    assert_eq!(
+        spent.saturating_add(reserved),
+        limit.saturating_sub(Usd::from_picos(1))
+    );
+    layer.flush().await.unwrap();
+    assert_eq!(
+        layer.snapshot()[0].spent.usd,
+        limit.saturating_sub(Usd::from_picos(1))
+    );
+}
