@@ -72,6 +72,7 @@
 
 mod fleet;
 mod script;
+mod settle;
 mod worker;
 
 use std::fmt;

@@ -1,5 +1,5 @@
-//! One layer's books in Redis: reserving a call (a round trip), settling it (queued, sent by
-//! the background task), the local books kept while Redis is unreachable, and the snapshot.
+//! One layer's books in Redis: reserving a call (a round trip), the local books kept while
+//! Redis is unreachable, and the snapshot. Settling is in [`settle`](super::settle).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,56 +23,56 @@ use crate::window::{Window, from_unix_secs};
 
 /// Most settled reservations queued to be given back while Redis is unreachable; past it
 /// they are left to expire.
-const MAX_UNSENT_DROPS: usize = 100_000;
+pub(super) const MAX_UNSENT_DROPS: usize = 100_000;
 
 /// Most settled reservations one script call gives back.
-const MAX_DROPS_PER_CALL: usize = 1_024;
+pub(super) const MAX_DROPS_PER_CALL: usize = 1_024;
 
 /// The books of one layer, in Redis.
 pub(crate) struct Fleet {
     pub(super) link: Arc<Link>,
-    budgets: Arc<Budgets>,
+    pub(super) budgets: Arc<Budgets>,
     keys: Vec<Keys>,
     /// Marks nothing: the marker key of a call that is not a batch.
-    no_batch: String,
+    pub(super) no_batch: String,
     books: Mutex<Books>,
-    wake: Arc<Notify>,
+    pub(super) wake: Arc<Notify>,
     next_id: AtomicU64,
     /// One sender at a time, so that a batch is sent in order.
-    turn: tokio::sync::Mutex<()>,
+    pub(super) turn: tokio::sync::Mutex<()>,
 }
 
 /// What Redis said of a budget, and of which slots.
 #[derive(Clone, Debug, Default)]
-struct View {
-    seen: Seen,
-    slots: Vec<i64>,
+pub(super) struct View {
+    pub(super) seen: Seen,
+    pub(super) slots: Vec<i64>,
 }
 
 /// Settlements sent together, applied once (its marker says so) even if sent again.
 #[derive(Clone, Debug)]
-struct Batch {
-    seq: u64,
-    adds: Vec<((usize, i64), Spend)>,
-    drops: Vec<(String, Vec<usize>)>,
+pub(super) struct Batch {
+    pub(super) seq: u64,
+    pub(super) adds: Vec<((usize, i64), Spend)>,
+    pub(super) drops: Vec<(String, Vec<usize>)>,
 }
 
 #[derive(Debug, Default)]
-struct Books {
-    views: Vec<View>,
-    warned: Vec<bool>,
+pub(super) struct Books {
+    pub(super) views: Vec<View>,
+    pub(super) warned: Vec<bool>,
     /// Settled spend not sent yet, per (budget, slot).
-    unsent: BTreeMap<(usize, i64), Spend>,
+    pub(super) unsent: BTreeMap<(usize, i64), Spend>,
     /// Settled reservations not given back in Redis yet.
-    drops: Vec<(String, Vec<usize>)>,
+    pub(super) drops: Vec<(String, Vec<usize>)>,
     /// A batch sent without an answer: sent again, as is, until Redis takes it.
-    in_flight: Option<Batch>,
-    next_batch: u64,
+    pub(super) in_flight: Option<Batch>,
+    pub(super) next_batch: u64,
     /// The reservations of calls in flight, renewed while they run.
-    live: HashMap<String, Vec<usize>>,
+    pub(super) live: HashMap<String, Vec<usize>>,
     /// The outage the local books were started for, and their limits.
-    local_outage: u64,
-    local: Vec<Limits>,
+    pub(super) local_outage: u64,
+    pub(super) local: Vec<Limits>,
 }
 
 /// A call about to be reserved: its worst case and what its reservation records.
@@ -88,11 +88,11 @@ pub(crate) struct Plan {
 /// Where a call's reservation is held: in Redis under an id, or in the local books (Redis
 /// was unreachable when the call was reserved).
 pub(crate) struct Hold {
-    fleet: Arc<Fleet>,
-    id: Option<String>,
+    pub(super) fleet: Arc<Fleet>,
+    pub(super) id: Option<String>,
 }
 
-fn wall_ms(budgets: &Budgets) -> i64 {
+pub(super) fn wall_ms(budgets: &Budgets) -> i64 {
     budgets
         .clock
         .now()
@@ -130,12 +130,12 @@ impl Fleet {
         fleet
     }
 
-    fn books(&self) -> MutexGuard<'_, Books> {
+    pub(super) fn books(&self) -> MutexGuard<'_, Books> {
         self.books.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Budget `index`'s part of a call at `now`: its slots and limits.
-    fn group(&self, index: usize, now: i64) -> Group<'_> {
+    pub(super) fn group(&self, index: usize, now: i64) -> Group<'_> {
         let budget = &self.budgets.budgets[index];
         let slots = budget
             .window
@@ -148,7 +148,7 @@ impl Fleet {
     }
 
     /// Budget `index`'s group in `groups`, added if missing.
-    fn group_in<'g, 'a: 'g>(
+    pub(super) fn group_in<'g, 'a: 'g>(
         &'a self,
         groups: &'g mut BTreeMap<usize, Group<'a>>,
         index: usize,
@@ -160,7 +160,13 @@ impl Fleet {
     }
 
     /// Records what Redis said of the budgets at `indices`.
-    fn saw(&self, books: &mut Books, indices: &[usize], groups: &[Group<'_>], seen: &[Seen]) {
+    pub(super) fn saw(
+        &self,
+        books: &mut Books,
+        indices: &[usize],
+        groups: &[Group<'_>],
+        seen: &[Seen],
+    ) {
         for ((&index, group), seen) in indices.iter().zip(groups).zip(seen) {
             books.views[index] = View {
                 seen: *seen,
@@ -376,124 +382,6 @@ impl Fleet {
         books.local.clone()
     }
 
-    /// Whether settlements wait to be sent.
-    pub(super) fn has_unsent(&self) -> bool {
-        let books = self.books();
-        !books.unsent.is_empty() || !books.drops.is_empty() || books.in_flight.is_some()
-    }
-
-    /// Sends the settlements queued (`renew`: and renews the reservations of calls in flight,
-    /// and reads every budget; `restore`: and gives a Redis that lost its keys the spend last
-    /// seen). Whether Redis took them.
-    pub(crate) async fn sync(&self, renew: bool, restore: bool) -> Result<(), BoxError> {
-        let _turn = self.turn.lock().await;
-        let (now, now_ms, settings) = (
-            self.budgets.now(),
-            wall_ms(&self.budgets),
-            self.link.settings(),
-        );
-        let (batch, renews, floors) = {
-            let mut books = self.books();
-            if books.in_flight.is_none() && (!books.unsent.is_empty() || !books.drops.is_empty()) {
-                let seq = books.next_batch;
-                books.next_batch += 1;
-                let take = books.drops.len().min(MAX_DROPS_PER_CALL);
-                let batch = Batch {
-                    seq,
-                    adds: std::mem::take(&mut books.unsent).into_iter().collect(),
-                    drops: books.drops.drain(..take).collect(),
-                };
-                books.in_flight = Some(batch);
-            }
-            let renews: Vec<(String, Vec<usize>)> = if renew {
-                books
-                    .live
-                    .iter()
-                    .map(|(id, a)| (id.clone(), a.clone()))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let floors: Vec<Spend> = books
-                .views
-                .iter()
-                .enumerate()
-                .map(|(index, view)| {
-                    let window = self.budgets.budgets[index].window;
-                    let current = view.slots.last() == Some(&window.slot_at(now));
-                    if restore && current {
-                        view.seen.spent
-                    } else {
-                        Spend::ZERO
-                    }
-                })
-                .collect();
-            (books.in_flight.clone(), renews, floors)
-        };
-        let mut groups: BTreeMap<usize, Group<'_>> = BTreeMap::new();
-        if renew || restore {
-            for index in 0..self.budgets.budgets.len() {
-                groups.insert(index, self.group(index, now));
-            }
-        }
-        if let Some(batch) = &batch {
-            for &((index, slot), spend) in &batch.adds {
-                let g = self.group_in(&mut groups, index, now);
-                // Spend of a slot that no longer counts is not sent.
-                if let Some(at) = g.slots.iter().position(|&(s, _)| s == slot) {
-                    g.adds.push((at, spend));
-                }
-            }
-            for (id, applied) in &batch.drops {
-                for &index in applied {
-                    self.group_in(&mut groups, index, now)
-                        .drops
-                        .push(id.clone());
-                }
-            }
-        }
-        for (id, applied) in &renews {
-            for &index in applied {
-                self.group_in(&mut groups, index, now)
-                    .renews
-                    .push(id.clone());
-            }
-        }
-        for (index, g) in &mut groups {
-            g.floor = floors[*index];
-        }
-        let marker = batch
-            .as_ref()
-            .map(|b| format!("{}:{}:{}", self.no_batch, self.link.process, b.seq));
-        let (indices, groups): (Vec<usize>, Vec<Group<'_>>) = groups.into_iter().unzip();
-        let call = Call {
-            now_ms,
-            hold_until_ms: now_ms.saturating_add(settings.hold.as_millis() as i64),
-            id: None,
-            ttl_ms: 2 * settings.hold.as_millis() as u64,
-            marker: marker.as_deref().unwrap_or(&self.no_batch),
-            batch: batch.is_some(),
-            groups,
-        };
-        let mut conn = self.link.conn();
-        match guarded(settings.command_timeout, script::run(&mut conn, &call)).await {
-            Ok(reply) => {
-                let mut books = self.books();
-                if batch.is_some() {
-                    books.in_flight = None;
-                }
-                self.saw(&mut books, &indices, &call.groups, &reply.seen);
-                Ok(())
-            }
-            Err(error) => {
-                self.link
-                    .health
-                    .failed(&*error, settings.retry_interval, settings.fail_open);
-                Err(error)
-            }
-        }
-    }
-
     /// Every budget as the fleet's books stand, as this process last heard from Redis, with
     /// its own settlements not sent yet (and, while Redis is unreachable, its local books).
     pub(crate) fn snapshot(&self) -> Vec<BudgetSnapshot> {
@@ -541,80 +429,5 @@ impl Fleet {
                 }
             })
             .collect()
-    }
-}
-
-impl Books {
-    fn push_drop(&mut self, id: String, applied: Vec<usize>) {
-        if self.drops.len() < MAX_UNSENT_DROPS {
-            self.drops.push((id, applied));
-        } else {
-            tracing::debug!("too many reservations to give back: this one is left to expire");
-        }
-    }
-
-    /// Budget `index`'s settled spend not in Redis yet.
-    fn unsent_of(&self, index: usize) -> Spend {
-        self.unsent_since(index, i64::MIN)
-    }
-
-    /// Budget `index`'s settled spend not in Redis yet, in slots from `from`.
-    fn unsent_since(&self, index: usize, from: i64) -> Spend {
-        let queued = self.unsent.range((index, from)..(index + 1, i64::MIN));
-        let in_flight = self
-            .in_flight
-            .iter()
-            .flat_map(|b| &b.adds)
-            .filter(|((i, slot), _)| *i == index && *slot >= from);
-        queued
-            .chain(in_flight.map(|(k, v)| (k, v)))
-            .fold(Spend::ZERO, |sum, (_, s)| sum.plus(*s))
-    }
-}
-
-impl Hold {
-    /// Settles the reservation of `worst` in the budgets at `applied`: given back (`cost`
-    /// none) or replaced by `cost`.
-    pub(crate) fn settle(self, applied: &[usize], worst: Spend, cost: Option<Spend>) {
-        let fleet = self.fleet;
-        let budgets = &fleet.budgets;
-        let now = budgets.now();
-        let mut books = fleet.books();
-        match self.id {
-            Some(id) => {
-                books.live.remove(&id);
-                books.push_drop(id, applied.to_vec());
-            }
-            None => {
-                for &index in applied {
-                    let budget = &budgets.budgets[index];
-                    let mut ledger = budget.ledger();
-                    match cost {
-                        None => ledger.release(worst),
-                        Some(cost) => {
-                            ledger.settle(worst, cost, budget.window, now);
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(cost) = cost.filter(|&c| c != Spend::ZERO) {
-            for &index in applied {
-                let slot = budgets.budgets[index].window.slot_at(now);
-                let entry = books.unsent.entry((index, slot)).or_default();
-                *entry = entry.plus(cost);
-            }
-        }
-        for &index in applied {
-            let budget = &budgets.budgets[index];
-            let seen = books.views[index].seen;
-            let spent = seen.spent.plus(books.unsent_of(index));
-            let mut warned = books.warned[index];
-            budget.soft_threshold(spent, &mut warned);
-            books.warned[index] = warned;
-            budget.report_taken(spent.plus(seen.reserved));
-        }
-        drop(books);
-        fleet.wake.notify_one();
     }
 }
