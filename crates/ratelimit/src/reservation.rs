@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::Response;
 use tokio::time::Instant;
@@ -22,6 +22,22 @@ use crate::store::{Charges, Refusal, Store};
 
 /// The slow path: waiting in line for capacity (boxed: only a request that waits pays for it).
 pub(crate) type Line = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+/// The longest jitter a line of a [shared](Store::SHARED) store adds to a wait.
+const MAX_JITTER: Duration = Duration::from_millis(10);
+
+/// A random share of `wait / 8`, at most [`MAX_JITTER`]: enough to make who wins each refill a
+/// draw among a fleet's lines, little enough to leave the limit used (at the limit, the first of
+/// three lines asks about 1/4 of it after the refill).
+fn jitter(wait: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let draw = std::collections::hash_map::RandomState::new()
+        .hash_one(DRAWS.fetch_add(1, Ordering::Relaxed));
+    let most = (wait / 8).min(MAX_JITTER);
+    most.mul_f64((draw >> 11) as f64 / (1u64 << 53) as f64)
+}
 
 /// The error a refusal becomes.
 pub(crate) fn refusal_error(refusal: Refusal) -> BoxError {
@@ -141,6 +157,7 @@ impl<St: Store> Ticket<St> {
                         if give_up_at.is_some_and(|limit| at > limit) {
                             return Err(refusal_error(Refusal::Wait { dimension, wait }));
                         }
+                        let at = if St::SHARED { at + jitter(wait) } else { at };
                         tokio::select! {
                             () = tokio::time::sleep_until(at) => {}
                             () = &mut released => {}

@@ -179,6 +179,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// The future of a reservation.
     type Reserve: Future<Output = Result<Instant, Refusal>> + Send + 'static;
 
+    /// Whether other processes share these limits (a fleet's store in Redis). Each process's
+    /// line then asks again after a wait with a little jitter: the heads of the fleet's lines
+    /// wake for the same refill, and without it the one whose clock runs a few microseconds
+    /// ahead would take every unit, its replica's clients served first every time.
+    const SHARED: bool = false;
+
     /// The state of `scope`, created with its configured quotas on first use.
     fn scope(&self, scope: &Scope, now: Instant) -> Arc<Self::Scope>;
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tollgate::{ConfigError, StackConfig};
 use tollgate_core::Secret;
+use tollgate_core::config::RedisSettings;
 
 pub(crate) use self::keys::ClientKeys;
 pub(crate) use self::metrics::MetricsSettings;
@@ -43,6 +44,9 @@ struct File {
     metrics: metrics::MetricsSection,
     /// Read by [`StackConfig::from_value`]: its preset, with these keys laid over.
     stack: Option<serde_json::Value>,
+    /// The Redis a fleet of gateways shares its state through: every group's stack's
+    /// `[redis]`.
+    redis: Option<RedisSettings>,
 }
 
 /// The gateway's settings, checked.
@@ -184,6 +188,18 @@ fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Durati
     }
 }
 
+/// `[redis]`: the Redis every group's stack keeps its shared state in.
+fn fleet_redis(settings: RedisSettings, stack: &StackConfig) -> Result<RedisSettings, ConfigError> {
+    if stack.redis.is_some() {
+        return Err(invalid(
+            "stack.redis",
+            "is set with [redis]: name the fleet's Redis once, in [redis]",
+        ));
+    }
+    settings.validate().map_err(|e| e.within("redis"))?;
+    Ok(settings)
+}
+
 /// Parses and checks a config file's text; `env` reads environment variables.
 pub(crate) fn parse(
     text: &str,
@@ -217,12 +233,15 @@ pub(crate) fn parse(
                 .map(str::to_owned),
         );
     }
-    let stack = match file.stack {
+    let mut stack = match file.stack {
         Some(value) => {
             StackConfig::from_value(value).map_err(|e| e.within("stack").located_in(text))?
         }
         None => StackConfig::default(),
     };
+    if let Some(value) = file.redis {
+        stack.redis = Some(fleet_redis(value, &stack).map_err(|e| e.located_in(text))?);
+    }
     let shutdown_grace = duration(
         "server.shutdown_grace",
         server.shutdown_grace.as_deref(),
@@ -426,6 +445,42 @@ mod tests {
         for secret in ["sk-upstream-secret", "tg-a", "tg-b"] {
             assert!(!debug.contains(secret), "{debug}");
         }
+    }
+
+    #[test]
+    fn redis_is_every_groups_shared_store_and_never_holds_a_password() {
+        let config = parse(
+            &format!(
+                "{UPSTREAM}[redis]\nurl = \"rediss://redis.internal:6380/1\"\n\
+                 password_env = \"REDIS_PASSWORD\"\nlocal_share = 0.25\n"
+            ),
+            &env,
+        )
+        .unwrap();
+        let redis = config.stack.redis.as_ref().unwrap();
+        assert_eq!(redis.url.as_deref(), Some("rediss://redis.internal:6380/1"));
+        assert_eq!(redis.local_share, 0.25);
+        assert!(config.stack.rate_limit_redis().is_some());
+        let leaked = error(&format!(
+            "{UPSTREAM}\n[redis]\nurl = \"redis://:hunter2@redis.internal\"\n"
+        ));
+        assert!(
+            leaked.contains("redis.url")
+                && leaked.contains("line 5")
+                && !leaked.contains("hunter2"),
+            "{leaked}"
+        );
+        let twice = error(&format!(
+            "{UPSTREAM}[redis]\nurl = \"redis://a\"\n[stack.redis]\nurl = \"redis://b\"\n"
+        ));
+        assert!(twice.contains("stack.redis"), "{twice}");
+        let unknown = error(&format!(
+            "{UPSTREAM}[redis]\nurl = \"redis://a\"\nshare = 1\n"
+        ));
+        assert!(
+            unknown.contains("share") && unknown.contains("line"),
+            "{unknown}"
+        );
     }
 
     #[test]

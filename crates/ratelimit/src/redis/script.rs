@@ -48,7 +48,7 @@ end
 /// charge), `tighten` (remaining units as of a time) or `pause` (until a time, for units), each
 /// with interval, tolerance and period. Then a reservation, all or nothing, on the other keys:
 /// per key `back` (lease units given back first), `need`, `extra` (lease units wanted, granted
-/// as far as they fit now), interval, tolerance, margin, period. Replies `{status, index, wait,
+/// whole while as many again stay free, else none), interval, tolerance, margin, period. Replies `{status, index, wait,
 /// tat of each change, then extra and tat of each ask}`: status 0 never fits, 1 would wait
 /// (nothing reserved, extras 0), 2 granted; TATs relative to the caller's time.
 const APPLY: &str = concat!(
@@ -100,8 +100,11 @@ for i = n + 1, #KEYS do
   local a = base + (i - n - 1) * 7
   local interval, extra = tonumber(ARGV[a + 4]), 0
   if go == now then
+    -- A lease only while as much again stays free: near the limit, one replica's lease
+    -- would take the units the others' waiting requests are owed.
     local free = math.floor((now + depths[i] - tats[i]) / interval)
-    extra = math.max(0, math.min(tonumber(ARGV[a + 3]), free))
+    local wanted = tonumber(ARGV[a + 3])
+    if free >= 2 * wanted then extra = wanted end
   end
   tats[i] = tats[i] + extra * interval
   set_tat(KEYS[i], tats[i], tonumber(ARGV[a + 7]))
@@ -123,7 +126,7 @@ pub(crate) struct Ask<'a> {
     pub(crate) back: u64,
     /// The request's own units.
     pub(crate) need: u64,
-    /// Lease units wanted on top, granted only as far as they fit now.
+    /// Lease units wanted on top, granted only while as many again stay free.
     pub(crate) extra: u64,
 }
 

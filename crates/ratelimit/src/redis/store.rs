@@ -16,6 +16,8 @@ impl Store for RedisStore {
     type Scope = RedisScope;
     type Reserve = RedisReserve;
 
+    const SHARED: bool = true;
+
     fn scope(&self, scope: &Scope, now: Instant) -> Arc<RedisScope> {
         let _ = now;
         self.shared.scopes.load().get(scope)

@@ -1,0 +1,146 @@
+//! A fleet: three `tollgate proxy` processes behind one `[redis]`, in front of one key of a
+//! `tollgate sim` process, with the load spread across them as a load balancer would. Offered
+//! three times the key's limit, the three together keep to it: the provider never refuses a
+//! call (its own count), no client sees a 429, and each replica's clients are served alike.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use serde_json::json;
+use tokio::task::JoinSet;
+use tollgate_testkit::redis::RedisServer;
+
+use support::{Proxy, SimProcess, post, send};
+
+const UPSTREAM: &str = "sk-fleet-2b7e";
+const CLIENT: &str = "tg-fleet-client";
+/// The key's limit: ten calls a second.
+const PER_MINUTE: u64 = 600;
+
+fn gateway(sim: &str, redis: &str) -> String {
+    format!(
+        r#"[server]
+api_keys = ["{CLIENT}"]
+[redis]
+url = "{redis}"
+local_share = 0.34
+[stack]
+preset = "balanced"
+[[models]]
+name = "chat"
+[[models.deployments]]
+provider = "openai"
+base_url = "{sim}"
+key_env = "TG_FLEET_UPSTREAM"
+model = "gpt-4o-mini"
+requests_per_minute = {PER_MINUTE}
+"#
+    )
+}
+
+/// One chat call through `url`: its status and when it ended, from `start`.
+async fn chat(url: &str, i: usize) -> (StatusCode, Duration) {
+    let started = Instant::now();
+    let auth = format!("Bearer {CLIENT}");
+    let body = json!({"model": "chat", "max_tokens": 8,
+        "messages": [{"role": "user", "content": format!("Summarise document {i}.")}]});
+    let answer = send(post(
+        &format!("{url}/v1/chat/completions"),
+        Some(("authorization", &auth)),
+        &body,
+    ))
+    .await;
+    (answer.status, started.elapsed())
+}
+
+async fn sim_stats(sim: &SimProcess) -> serde_json::Value {
+    send(support::get(&format!("{}/sim/stats", sim.url)))
+        .await
+        .json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_offered_three_times_the_limit_keep_to_it_together() {
+    let redis = RedisServer::start(&[]);
+    let sim = SimProcess::start(&format!(
+        "seed = 9\n[latency]\ntime_to_first_token = \"5ms\"\nper_output_token = \"0ms\"\n\
+         [output]\nmin_tokens = 4\nmax_tokens = 4\n\
+         [[keys]]\nkey = \"{UPSTREAM}\"\nname = \"account\"\nrequests_per_minute = {PER_MINUTE}\n"
+    ));
+    let config = gateway(&sim.url, &redis.url());
+    let replicas: Vec<Proxy> = (0..3)
+        .map(|_| Proxy::start_logging(&config, &[("TG_FLEET_UPSTREAM", UPSTREAM)], "info"))
+        .collect();
+    let urls: Vec<String> = replicas.iter().map(|p| p.url.clone()).collect();
+
+    // The key starts with a full minute to spend: spend it, so that what follows meets the
+    // limit itself.
+    let mut calls = JoinSet::new();
+    for i in 0..PER_MINUTE as usize {
+        let url = urls[i % 3].clone();
+        calls.spawn(async move { chat(&url, i).await.0 });
+    }
+    while let Some(status) = calls.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::OK);
+    }
+
+    // Then three times the limit, for five seconds: 30 calls a second, each to the next replica,
+    // at random moments (as independent clients' calls come; calls on a fixed beat of the
+    // refill would reach one replica just as each unit refills).
+    let started = Instant::now();
+    let offered = 3 * PER_MINUTE as usize / 60 * 5;
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut moments: Vec<Duration> = (0..offered)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            Duration::from_secs(5).mul_f64((seed >> 11) as f64 / (1u64 << 53) as f64)
+        })
+        .collect();
+    moments.sort();
+    let mut calls = JoinSet::new();
+    for (i, moment) in moments.into_iter().enumerate() {
+        tokio::time::sleep_until((started + moment).into()).await;
+        let url = urls[i % 3].clone();
+        calls.spawn(async move { (i % 3, chat(&url, PER_MINUTE as usize + i).await) });
+    }
+    let mut by_replica = [Vec::new(), Vec::new(), Vec::new()];
+    while let Some(call) = calls.join_next().await {
+        let (replica, (status, took)) = call.unwrap();
+        assert_eq!(status, StatusCode::OK, "no refusal reaches a client");
+        by_replica[replica].push(took);
+    }
+    let elapsed = started.elapsed();
+    let stats = sim_stats(&sim).await;
+    let accepted = stats["keys"]["account"]["requests"].as_u64().unwrap();
+    let refused = stats["rejected"]
+        .as_object()
+        .map_or(0, |r| r.values().filter_map(|v| v.as_u64()).sum::<u64>());
+    let means: Vec<f64> = by_replica
+        .iter()
+        .map(|t| t.iter().sum::<Duration>().as_secs_f64() / t.len() as f64)
+        .collect();
+    println!(
+        "{offered} calls offered at 3x the limit through 3 gateways: all served in {elapsed:?} \
+         (at the limit: {:?}); the provider accepted {accepted} in all and refused {refused}; \
+         mean wait per replica {means:.2?} s",
+        Duration::from_secs_f64(offered as f64 / (PER_MINUTE as f64 / 60.0)),
+    );
+    assert_eq!(refused, 0, "the provider never refused a call: {stats}");
+    assert_eq!(accepted, PER_MINUTE + offered as u64);
+    // Served at the key's pace, not three times it: the last call waited for its turn.
+    let at_limit = offered as f64 / (PER_MINUTE as f64 / 60.0);
+    assert!(
+        elapsed.as_secs_f64() > 0.8 * at_limit,
+        "{elapsed:?} for {offered} calls at {PER_MINUTE} a minute"
+    );
+    // Each replica's clients waited alike: no replica took the fleet's share.
+    let (low, high) = means
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, h), m| (l.min(*m), h.max(*m)));
+    assert!(high <= 2.0 * low + 0.2, "fair shares: {means:?}");
+    drop(replicas);
+}
