@@ -144,3 +144,92 @@ async fn three_gateways_offered_three_times_the_limit_keep_to_it_together() {
     assert!(high <= 2.0 * low + 0.2, "fair shares: {means:?}");
     drop(replicas);
 }
+
+/// A tenant's daily budget of a tenth of a cent, kept by three gateways together.
+fn budgeted(sim: &str, redis: &str) -> String {
+    format!(
+        r#"[redis]
+url = "{redis}"
+[stack]
+preset = "balanced"
+[[tenants]]
+name = "research"
+key_env = "TG_FLEET_TENANT"
+budget_usd_per_day = 0.001
+[[models]]
+name = "chat"
+[[models.deployments]]
+provider = "openai"
+base_url = "{sim}"
+key_env = "TG_FLEET_UPSTREAM"
+model = "gpt-4o-mini"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_budget_kept_by_three_gateways_is_not_overspent() {
+    let redis = RedisServer::start(&[]);
+    let sim = SimProcess::start(&format!(
+        "seed = 4\n[latency]\ntime_to_first_token = \"5ms\"\n\
+         [output]\nmin_tokens = 10\nmax_tokens = 60\n\
+         [[keys]]\nkey = \"{UPSTREAM}\"\nname = \"account\"\n"
+    ));
+    let config = budgeted(&sim.url, &redis.url());
+    let env = [
+        ("TG_FLEET_UPSTREAM", UPSTREAM),
+        ("TG_FLEET_TENANT", "tg-research-1f"),
+    ];
+    let replicas: Vec<Proxy> = (0..3)
+        .map(|_| Proxy::start_logging(&config, &env, "info"))
+        .collect();
+    // Twenty clients on each replica ask until each is refused.
+    let mut clients = JoinSet::new();
+    for c in 0..60usize {
+        let url = replicas[c % 3].url.clone();
+        clients.spawn(async move {
+            let mut answered = 0u32;
+            for i in 0.. {
+                let body = json!({"model": "chat", "max_tokens": 60,
+                    "messages": [{"role": "user", "content": format!("Client {c}, question {i}.")}]});
+                let answer = send(post(
+                    &format!("{url}/v1/chat/completions"),
+                    Some(("authorization", "Bearer tg-research-1f")),
+                    &body,
+                ))
+                .await;
+                match answer.status {
+                    StatusCode::OK => answered += 1,
+                    StatusCode::TOO_MANY_REQUESTS => {
+                        assert_eq!(answer.header("x-should-retry"), "false");
+                        assert!(answer.json()["error"]["code"] == "insufficient_quota"
+                            || answer.json()["error"]["type"] == "insufficient_quota",
+                            "{:?}", answer.body);
+                        return answered;
+                    }
+                    other => panic!("{other}: {:?}", answer.body),
+                }
+            }
+            unreachable!()
+        });
+    }
+    let mut answered = 0;
+    while let Some(client) = clients.join_next().await {
+        answered += client.unwrap();
+    }
+    // What the provider counted, at the shipped list price.
+    let stats = sim_stats(&sim).await;
+    let usage = &stats["keys"]["account"];
+    let (input, output) = (
+        usage["input_tokens"].as_u64().unwrap(),
+        usage["output_tokens"].as_u64().unwrap(),
+    );
+    let spent = input as f64 * 0.15e-6 + output as f64 * 0.60e-6;
+    println!(
+        "three gateways, one tenant budget of $0.001: {answered} calls answered, the provider \
+         counted {input} input and {output} output tokens: ${spent:.6}"
+    );
+    assert_eq!(usage["requests"].as_u64().unwrap(), answered as u64);
+    assert!(answered > 10, "the budget let calls through: {answered}");
+    assert!(spent <= 0.001, "not overspent: ${spent}");
+}

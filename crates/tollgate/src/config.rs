@@ -387,6 +387,14 @@ impl StackConfig {
                 "needs tollgate's `cache-redis` feature",
             ));
         }
+        #[cfg(not(feature = "budget-redis"))]
+        if self.budget_redis().is_some() {
+            return Err(ConfigError::invalid(
+                "redis",
+                "is where a fleet keeps its budgets, which needs tollgate's `budget-redis` \
+                 feature",
+            ));
+        }
         check("redis", self.redis.as_ref(), RedisSettings::validate)?;
         if self.max_scopes == 0 {
             return Err(ConfigError::new(
@@ -500,6 +508,12 @@ impl StackConfig {
     pub fn cache_redis(&self) -> Option<&RedisSettings> {
         let section = self.cache.as_ref()?;
         section.redis.as_ref().or(self.redis.as_ref())
+    }
+
+    /// Where the budgets keep their books in Redis: `[redis]` (none without budgets).
+    pub fn budget_redis(&self) -> Option<&RedisSettings> {
+        self.budget.as_ref()?;
+        self.redis.as_ref()
     }
 
     /// The field that names `section`'s Redis: its own `redis`, or the top-level one.

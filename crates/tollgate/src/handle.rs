@@ -12,7 +12,7 @@ use tollgate_ratelimit::{LimitState, RateLimitHandle};
 #[derive(Clone, Debug)]
 pub struct StackHandle {
     /// The budgets: spent, reserved, when each resets; and the prices.
-    pub budget: Option<tollgate_budget::BudgetLayer>,
+    pub budget: Option<crate::Books>,
     /// The breakers.
     pub circuit: Option<CircuitHandle>,
     /// The adaptive limits and overload states.

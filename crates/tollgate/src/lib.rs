@@ -53,6 +53,8 @@
 )]
 
 #[cfg(feature = "stack")]
+mod books;
+#[cfg(feature = "stack")]
 mod compat;
 #[cfg(feature = "stack")]
 mod config;
@@ -68,6 +70,8 @@ mod redis;
 #[cfg(feature = "stack")]
 mod stack;
 
+#[cfg(feature = "stack")]
+pub use self::books::Books;
 #[cfg(feature = "stack")]
 pub use self::config::{ConfigError, ConfigWarning, StackConfig};
 pub use self::ext::ServiceBuilderExt;

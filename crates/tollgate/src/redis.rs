@@ -16,7 +16,11 @@ pub struct RedisUnavailable {
 
 impl RedisUnavailable {
     #[cfg_attr(
-        not(any(feature = "ratelimit-redis", feature = "cache-redis")),
+        not(any(
+            feature = "ratelimit-redis",
+            feature = "cache-redis",
+            feature = "budget-redis"
+        )),
         allow(dead_code)
     )]
     pub(crate) fn new(field: String, settings: &RedisSettings, source: BoxError) -> Self {
@@ -51,6 +55,8 @@ pub(crate) fn redis_field(config: &StackConfig) -> Option<String> {
         Some(config.redis_field("rate_limit"))
     } else if config.cache_redis().is_some() {
         Some(config.redis_field("cache"))
+    } else if config.budget_redis().is_some() {
+        Some("redis".to_owned())
     } else {
         None
     }

@@ -6,6 +6,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use tollgate_batch::{BatchLayer, EmbeddingsCodec};
 use tollgate_budget::BudgetLayer;
+
+use crate::books::Books;
 use tollgate_cache::{CacheHandle, CacheLayer};
 use tollgate_circuit::{CircuitBreakerLayer, CircuitState};
 use tollgate_concurrency::ConcurrencyConfig;
@@ -26,7 +28,11 @@ use crate::config::{ConfigError, StackConfig};
 use crate::handle::StackHandle;
 use crate::optional::Optional;
 use crate::preset::Preset;
-#[cfg(any(feature = "ratelimit-redis", feature = "cache-redis"))]
+#[cfg(any(
+    feature = "ratelimit-redis",
+    feature = "cache-redis",
+    feature = "budget-redis"
+))]
 use crate::redis::RedisUnavailable;
 use crate::redis::redis_field;
 
@@ -71,8 +77,8 @@ pub struct LlmStack {
     /// What answers when the upstream fails as `fallback.triggers` says (none: the cache's
     /// stale entries).
     fallback: Option<LlmService>,
-    /// Books shared with other stacks, in place of `[budget]`'s own.
-    budget: Option<BudgetLayer>,
+    /// Books shared with other stacks (or kept in Redis), in place of `[budget]`'s own.
+    budget: Option<Books>,
     /// The fleet's shared rate limits, when `rate_limit.redis` names them.
     #[cfg(feature = "ratelimit-redis")]
     redis: Option<tollgate_ratelimit::RedisStore>,
@@ -162,7 +168,11 @@ impl LlmStack {
         env: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<Self, BoxError> {
         #[cfg_attr(
-            not(any(feature = "ratelimit-redis", feature = "cache-redis")),
+            not(any(
+                feature = "ratelimit-redis",
+                feature = "cache-redis",
+                feature = "budget-redis"
+            )),
             allow(unused_mut)
         )]
         let mut stack = Self::checked(config, env)?;
@@ -179,6 +189,20 @@ impl LlmStack {
                 .with_fail_open(settings.fail_open)
                 .with_command_timeout(settings.command_timeout);
             stack.redis = Some(store);
+        }
+        #[cfg(feature = "budget-redis")]
+        if let Some(settings) = config.budget_redis() {
+            let url = settings.resolve(env).map_err(|e| e.within("redis"))?;
+            let books = tollgate_budget::RedisBooks::connect(&url)
+                .await
+                .map_err(|e| RedisUnavailable::new("redis".to_owned(), settings, e))?
+                .with_local_share(settings.local_share)
+                .with_fail_closed(!settings.fail_open)
+                .with_command_timeout(settings.command_timeout);
+            let budget = config.budget.as_ref().expect("budget_redis needs [budget]");
+            let layer = BudgetLayer::configured_with_redis(budget, books)
+                .map_err(|e| e.within("budget"))?;
+            stack.budget = Some(Books::Fleet(layer));
         }
         #[cfg(feature = "cache-redis")]
         if let Some(settings) = config.cache_redis() {
@@ -237,8 +261,8 @@ impl LlmStack {
     /// [`BudgetLayer::configured_with`](tollgate_budget::BudgetLayer::configured_with) keeps
     /// its spend in a store of your choice (a redb file, so a restart keeps the month's spend).
     #[must_use]
-    pub fn with_budget(mut self, budget: BudgetLayer) -> Self {
-        self.budget = Some(budget);
+    pub fn with_budget(mut self, budget: impl Into<Books>) -> Self {
+        self.budget = Some(budget.into());
         self
     }
 
@@ -327,6 +351,10 @@ impl LlmStack {
         #[cfg(feature = "cache-redis")]
         if c.cache_redis().is_some() && self.cache_redis.is_none() {
             return Some(c.redis_field("cache"));
+        }
+        #[cfg(feature = "budget-redis")]
+        if c.budget_redis().is_some() && !matches!(self.budget, Some(Books::Fleet(_))) {
+            return Some("redis".to_owned());
         }
         let _ = c;
         None
@@ -586,7 +614,7 @@ impl LlmStack {
         let budget = self.budget.clone().or_else(|| {
             c.budget
                 .as_ref()
-                .map(|config| BudgetLayer::configured(config).expect(CHECKED))
+                .map(|config| Books::Local(BudgetLayer::configured(config).expect(CHECKED)))
         });
         let fallback = c.fallback.as_ref().and_then(|config| {
             let service = match (&self.fallback, &cache_handle) {
@@ -621,7 +649,7 @@ struct Outer {
     batch: Option<BatchLayer<EmbeddingsCodec>>,
     cache: Option<CacheLayer>,
     cache_handle: Option<CacheHandle>,
-    budget: Option<BudgetLayer>,
+    budget: Option<Books>,
     fallback: Option<FallbackLayer<LlmService>>,
 }
 

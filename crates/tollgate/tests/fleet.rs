@@ -43,6 +43,22 @@ fn chat(url: &str, prompt: &str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// Whether `server` holds a key matching `pattern`, asked over a plain socket.
+fn redis_has_key(server: &RedisServer, pattern: &str) -> bool {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let command = format!("AUTH {PASSWORD}\r\nKEYS {pattern}\r\n");
+    stream.write_all(command.as_bytes()).unwrap();
+    let mut reply = [0; 256];
+    let mut read = 0;
+    // "+OK\r\n" then an array: "*0\r\n" when nothing matches.
+    while read < 9 {
+        read += stream.read(&mut reply[read..]).unwrap();
+    }
+    let text = String::from_utf8_lossy(&reply[..read]);
+    !text.contains("*0\r\n")
+}
+
 /// A status, and the cache's verdict.
 async fn send(llm: LlmService, request: Request<Full<Bytes>>) -> (u16, Option<String>) {
     match llm.oneshot(request).await {
@@ -97,6 +113,13 @@ async fn two_replicas_of_one_file_share_the_limit_and_the_cache_through_redis() 
     // A question one replica had answered is answered by the other from Redis.
     let first = send(replicas[0].clone(), chat(&sim.url(), "a common question")).await;
     assert_eq!(first, (200, None), "asked upstream");
+    // The answer is written to Redis once its body has been read, in the background.
+    for _ in 0..200 {
+        if redis_has_key(&redis, "tollgate:cache:*") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let second = send(replicas[1].clone(), chat(&sim.url(), "a common question")).await;
     assert_eq!(
         second,
@@ -132,4 +155,112 @@ async fn two_replicas_of_one_file_share_the_limit_and_the_cache_through_redis() 
         "the limit was shared, not halved: {upstream}"
     );
     assert!(served[0] > 0 && served[1] > 0, "{served:?}");
+}
+
+const BUDGETED: &str = r#"
+preset = "balanced"
+
+[redis]
+url = "REDIS_URL"
+
+[retry]
+max_attempts = 1
+
+[budget]
+[[budget.budgets]]
+name = "team"
+usd = 0.0001
+window = "day"
+# The simulator on loopback is an OpenAI-compatible server: its model at OpenAI's list price.
+[[budget.prices.models]]
+provider = "openai-compatible"
+model = "gpt-4o-mini"
+input = 0.15
+output = 0.60
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_of_one_file_share_one_budget_through_redis() {
+    let redis = RedisServer::start(&[]);
+    let sim = Sim::start(
+        SimConfig::from_toml(
+            "seed = 8\n[output]\nmin_tokens = 1\nmax_tokens = 8\n\
+             [[keys]]\nkey = \"sk-fleet\"\nname = \"fleet\"\n",
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let config = StackConfig::from_toml(&BUDGETED.replace("REDIS_URL", &redis.url())).unwrap();
+    assert!(
+        LlmStack::new(&config).is_err(),
+        "budgets kept in Redis need a connection"
+    );
+    let env = |_: &str| None;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let stack = LlmStack::connect_with_env(&config, &env).await.unwrap();
+        replicas.push(stack.service(client.clone()));
+    }
+    // Both replicas spend at once until each is refused: together, never past the budget.
+    let mut calls = JoinSet::new();
+    for (r, (llm, _)) in replicas.iter().enumerate() {
+        for i in 0..40 {
+            let (llm, url) = (llm.clone(), sim.url());
+            calls.spawn(
+                async move { send(llm, chat(&url, &format!("replica {r} asks {i}"))).await },
+            );
+        }
+    }
+    let mut answered = 0;
+    while let Some(call) = calls.join_next().await {
+        if call.unwrap().0 == 200 {
+            answered += 1;
+        }
+    }
+    // The shipped price of OpenAI's gpt-4o-mini is the one configured above.
+    let prices = tollgate::budget::PriceTable::shipped();
+    let price = prices
+        .lookup(tollgate::core::Provider::OpenAi, "gpt-4o-mini")
+        .unwrap();
+    let cost = sim
+        .log()
+        .iter()
+        .fold(tollgate::budget::Usd::ZERO, |sum, e| {
+            sum + price.cost(&tollgate::core::Usage::new(e.input_tokens, e.output_tokens))
+        });
+    println!(
+        "{answered} of 80 calls answered, costing ${:.7} of $0.0001",
+        cost.as_dollars_f64()
+    );
+    assert_eq!(sim.log().len(), answered);
+    assert!(
+        answered > 0 && answered < 80,
+        "the budget refused some: {answered}"
+    );
+    assert!(
+        cost.as_dollars_f64() <= 0.0001,
+        "the fleet never spent past the budget"
+    );
+    // Each replica's books, once every replica has sent its own and read them again, say what
+    // the fleet spent, exactly.
+    let books: Vec<_> = replicas
+        .iter()
+        .map(|(_, handle)| match &handle.budget {
+            Some(tollgate::Books::Fleet(books)) => books.clone(),
+            other => panic!("the books are in Redis: {other:?}"),
+        })
+        .collect();
+    for replica in &books {
+        replica.flush().await.unwrap();
+    }
+    for replica in &books {
+        replica.flush().await.unwrap();
+        let spent = replica.snapshot()[0].spent.usd;
+        assert_eq!(
+            spent, cost,
+            "the books in Redis: {spent} vs the provider's {cost}"
+        );
+    }
 }

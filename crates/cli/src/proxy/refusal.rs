@@ -34,6 +34,8 @@ pub(crate) enum Refusal {
     RateLimited,
     /// A budget cannot hold its worst case until the budget's window resets.
     BudgetExceeded,
+    /// The fleet's books (in Redis) do not answer, and budgets fail closed.
+    BudgetUnavailable,
     /// The breaker is open.
     CircuitOpen,
     /// Shed by client-side throttling.
@@ -47,7 +49,7 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    pub(crate) const ALL: [Self; 13] = [
+    pub(crate) const ALL: [Self; 14] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -56,6 +58,7 @@ impl Refusal {
         Self::BodyTooLarge,
         Self::RateLimited,
         Self::BudgetExceeded,
+        Self::BudgetUnavailable,
         Self::CircuitOpen,
         Self::Overloaded,
         Self::QueueTimeout,
@@ -74,6 +77,7 @@ impl Refusal {
             Self::BodyTooLarge => "body_too_large",
             Self::RateLimited => "rate_limited",
             Self::BudgetExceeded => "budget_exceeded",
+            Self::BudgetUnavailable => "budget_unavailable",
             Self::CircuitOpen => "circuit_open",
             Self::Overloaded => "overloaded",
             Self::QueueTimeout => "queue_timeout",
@@ -94,6 +98,7 @@ impl Refusal {
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
             // OpenAI's answer to a spending cap: the SDKs raise their rate-limit error.
             Self::BudgetExceeded => (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota"),
+            Self::BudgetUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "api_error"),
             Self::CircuitOpen | Self::Overloaded | Self::QueueTimeout => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded_error")
             }
@@ -199,6 +204,9 @@ pub(crate) fn refusal_of(error: &(dyn std::error::Error + 'static)) -> (Refusal,
                 .duration_since(std::time::SystemTime::now())
                 .unwrap_or_default();
             return (Refusal::BudgetExceeded, Some(wait));
+        }
+        if let Some(e) = e.downcast_ref::<tollgate::budget::BudgetUnavailable>() {
+            return (Refusal::BudgetUnavailable, Some(e.retry_after));
         }
         if let Some(e) = e.downcast_ref::<RateLimited>() {
             return (Refusal::RateLimited, e.retry_after);

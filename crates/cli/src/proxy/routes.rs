@@ -10,11 +10,12 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use tollgate::budget::{BudgetConfig, BudgetLayer, RedbStore};
+use tollgate::budget::{BudgetConfig, BudgetLayer, RedbStore, RedisBooks};
 use tollgate::cache::Tenant;
 use tollgate::fallback::{FallbackLayer, Trigger};
 use tollgate::pool::{Auth, Rewrite};
 use tollgate::{LlmBody, LlmService, LlmStack, StackHandle};
+use tollgate_core::config::RedisSettings;
 use tollgate_core::{BoxError, CredentialId, Outcome, OutcomeKind, Provider, Scope};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer as _, Service, ServiceExt};
@@ -78,7 +79,7 @@ pub(crate) enum Routing {
 /// `server.spend_file` (or in memory).
 #[derive(Clone, Debug)]
 pub(crate) struct Books {
-    pub(crate) layer: BudgetLayer,
+    pub(crate) layer: tollgate::Books,
     config: BudgetConfig,
 }
 
@@ -95,7 +96,8 @@ impl SpendFile {
         config: &ProxyConfig,
         config_path: &std::path::Path,
     ) -> Result<Self, String> {
-        if self.0.is_some() || config.budget().is_none() {
+        // A fleet keeps its spend in Redis.
+        if self.0.is_some() || config.budget().is_none() || config.stack.redis.is_some() {
             return Ok(self.clone());
         }
         let file = config_path.parent().map_or_else(
@@ -176,13 +178,15 @@ impl Routes {
             (None, _) => None,
             (Some(wanted), Some(books)) if books.config == wanted => Some(books.clone()),
             (Some(wanted), _) => {
-                let layer = match &spend.0 {
-                    Some(file) => BudgetLayer::configured_with(
+                let layer = match (&config.stack.redis, &spend.0) {
+                    (Some(redis), _) => fleet_books(&wanted, redis, env).await?,
+                    (None, Some(file)) => BudgetLayer::configured_with(
                         &wanted,
                         file.clone(),
                         tollgate_core::TokioClock,
-                    ),
-                    None => BudgetLayer::configured(&wanted),
+                    )
+                    .map(Into::into),
+                    (None, None) => BudgetLayer::configured(&wanted).map(Into::into),
                 }
                 .map_err(|e| e.within("budgets").to_string())?;
                 Some(Books {
@@ -313,15 +317,43 @@ impl Routes {
     }
 }
 
+/// The books of a fleet, in `redis`: every replica's calls reserve there, so none overshoots.
+async fn fleet_books(
+    wanted: &BudgetConfig,
+    redis: &RedisSettings,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<Result<tollgate::Books, tollgate::ConfigError>, String> {
+    let url = redis
+        .resolve(env)
+        .map_err(|e| e.within("redis").to_string())?;
+    let books = RedisBooks::connect(&url)
+        .await
+        .map_err(|e| {
+            format!(
+                "redis: cannot keep the budgets in the Redis server at {}: {e}",
+                redis.describe()
+            )
+        })?
+        .with_local_share(redis.local_share)
+        .with_fail_closed(!redis.fail_open)
+        .with_command_timeout(redis.command_timeout);
+    Ok(BudgetLayer::configured_with_redis(wanted, books).map(Into::into))
+}
+
 /// The stack `config` describes, connected to what it keeps outside this process; an error
-/// names its field under `section`.
+/// names its field under `section`. Given `budget`, the gateway's books, its calls are counted
+/// there instead of in books of its own.
 async fn connect(
     config: &tollgate::StackConfig,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     section: &str,
-    budget: Option<&BudgetLayer>,
+    budget: Option<&tollgate::Books>,
 ) -> Result<LlmStack, String> {
-    let connected = LlmStack::connect_with_env(config, env)
+    let mut config = config.clone();
+    if budget.is_some() {
+        config.budget = None;
+    }
+    let connected = LlmStack::connect_with_env(&config, env)
         .await
         .map(|stack| match budget {
             Some(books) => stack.with_budget(books.clone()),
@@ -344,7 +376,7 @@ async fn group_route<S, RB>(
     client: &S,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     index: usize,
-    budget: Option<&BudgetLayer>,
+    budget: Option<&tollgate::Books>,
 ) -> Result<Route, String>
 where
     S: UpstreamClient<RB>,
