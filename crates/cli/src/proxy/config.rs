@@ -484,6 +484,24 @@ mod tests {
     }
 
     #[test]
+    fn the_fleet_guides_config_loads() {
+        let guide = include_str!("../../../../docs/fleet.md");
+        let start = guide.find("cat > /tmp/fleet.toml <<'EOF'\n").unwrap();
+        let text = &guide[start..].split_once('\n').unwrap().1;
+        let text = &text[..text.find("\nEOF").unwrap()];
+        let env = |name: &str| match name {
+            "OPENAI_API_KEY" => Some("sk-fleet-demo".to_owned()),
+            "TG_CLIENT_KEYS" => Some("tg-demo".to_owned()),
+            _ => None,
+        };
+        let config = parse(text, &env).unwrap();
+        let redis = config.stack.redis.as_ref().unwrap();
+        assert_eq!(redis.url.as_deref(), Some("redis://127.0.0.1:6390"));
+        assert_eq!(redis.local_share, 0.34);
+        assert!(config.clients.admits(b"tg-demo"));
+    }
+
+    #[test]
     fn the_example_in_docs_loads() {
         let env = |name: &str| match name {
             "OPENAI_API_KEY" => Some("sk-example".to_owned()),
