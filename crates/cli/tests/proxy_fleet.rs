@@ -233,3 +233,61 @@ async fn a_tenant_budget_kept_by_three_gateways_is_not_overspent() {
     assert!(answered > 10, "the budget let calls through: {answered}");
     assert!(spent <= 0.001, "not overspent: ${spent}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_requests_a_minute_hold_across_three_gateways() {
+    let redis = RedisServer::start(&[]);
+    let sim = SimProcess::start(&format!(
+        "seed = 5\n[[keys]]\nkey = \"{UPSTREAM}\"\nname = \"account\"\n"
+    ));
+    let config = budgeted(&sim.url, &redis.url())
+        .replace("budget_usd_per_day = 0.001", "requests_per_minute = 30");
+    let env = [
+        ("TG_FLEET_UPSTREAM", UPSTREAM),
+        ("TG_FLEET_TENANT", "tg-research-1f"),
+    ];
+    let replicas: Vec<Proxy> = (0..3)
+        .map(|_| Proxy::start_logging(&config, &env, "info"))
+        .collect();
+    // Ninety calls at once, thirty through each replica: the tenant's thirty a minute hold for
+    // the three together, and the rest are refused at once, not to be retried.
+    let mut calls = JoinSet::new();
+    for i in 0..90usize {
+        let url = replicas[i % 3].url.clone();
+        calls.spawn(async move {
+            let body = json!({"model": "chat", "max_tokens": 4,
+                "messages": [{"role": "user", "content": format!("Question {i}.")}]});
+            let answer = send(post(
+                &format!("{url}/v1/chat/completions"),
+                Some(("authorization", "Bearer tg-research-1f")),
+                &body,
+            ))
+            .await;
+            if answer.status == StatusCode::TOO_MANY_REQUESTS {
+                assert_eq!(answer.header("x-should-retry"), "false");
+            }
+            answer.status
+        });
+    }
+    let mut served = 0;
+    while let Some(status) = calls.join_next().await {
+        match status.unwrap() {
+            StatusCode::OK => served += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("{other}"),
+        }
+    }
+    let upstream = sim_stats(&sim).await["keys"]["account"]["requests"]
+        .as_u64()
+        .unwrap();
+    println!("a tenant of 30 a minute through three gateways: {served} of 90 served");
+    assert_eq!(upstream, served);
+    assert!(
+        served <= 30,
+        "{served} served past the tenant's 30 a minute"
+    );
+    assert!(
+        served >= 25,
+        "the tenant's minute was shared, not cut to a third: {served}"
+    );
+}

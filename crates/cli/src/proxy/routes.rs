@@ -22,7 +22,7 @@ use tower::{Layer as _, Service, ServiceExt};
 
 use super::admission::KeyShares;
 use super::config::{ClientKeys, GroupAuth, ModelGroup, ProxyConfig, Routing as RoutingConfig};
-use super::tenant::TenantState;
+use super::tenant::{TenantState, TenantStores};
 
 /// What the gateway calls its upstreams with: a client, cloned into every group's stack.
 pub(crate) trait UpstreamClient<RB>:
@@ -262,11 +262,34 @@ impl Routes {
             .flat_map(|p| p.tenants.iter().flatten())
             .collect();
         let anonymous = config.clients.len() - config.tenants.len();
+        // A fleet holds each tenant to its limits together, through Redis (a connection made
+        // when a tenant with limits is new).
+        let new_limits = config
+            .tenants
+            .iter()
+            .any(|t| t.limited() && !kept.iter().any(|k| k.tenant == *t));
+        let fleet = match &config.stack.redis {
+            Some(redis) if new_limits => {
+                let url = redis
+                    .resolve(env)
+                    .map_err(|e| e.within("redis").to_string())?;
+                let stores = TenantStores::fleet(&url, redis, &config.tenants)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "redis: cannot keep the tenants' limits in the Redis server at {}: {e}",
+                            redis.describe()
+                        )
+                    })?;
+                Some(stores)
+            }
+            _ => None,
+        };
         let tenants = (0..anonymous)
             .map(|_| None)
             .chain(config.tenants.iter().map(|tenant| {
                 Some(kept.iter().find(|t| t.tenant == *tenant).map_or_else(
-                    || Arc::new(TenantState::new(tenant.clone())),
+                    || Arc::new(TenantState::new(tenant.clone(), fleet.as_ref())),
                     |t| (*t).clone(),
                 ))
             }))

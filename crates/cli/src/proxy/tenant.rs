@@ -5,6 +5,9 @@
 //! estimate (the prompt and `max_tokens`) before it goes into the stack, or is refused at once
 //! with the wait; when its answer ends, the estimate is replaced by the usage the provider
 //! reported, and given back when nothing was used (a cached answer, a refusal).
+//!
+//! With `[redis]`, the tenants' limits are kept there ([`TenantStores::fleet`]): every replica
+//! of the gateway holds a tenant to the same requests and tokens a minute.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,17 +15,93 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tollgate::ratelimit::{
-    Charges, MemoryScope, MemoryStore, QuotaTable, Quotas, Refusal, ScopeMatch, Store as _,
+    Charges, MemoryScope, MemoryStore, QuotaTable, Quotas, RedisScope, RedisStore, Refusal,
+    ScopeMatch, Store,
 };
 use tollgate_core::{CredentialId, Provider, Scope, Usage};
 
 use super::config::Tenant;
 
+/// Where a tenant's limits are kept: in this process, or in Redis for the whole fleet.
+#[derive(Debug)]
+enum Limits {
+    Local(MemoryStore, Arc<MemoryScope>),
+    Fleet(RedisStore, Arc<RedisScope>),
+}
+
+impl Limits {
+    async fn reserve(&self, charges: Charges, now: Instant) -> Result<Instant, Refusal> {
+        match self {
+            Self::Local(store, scope) => store.reserve(scope, charges, now, Duration::ZERO).await,
+            Self::Fleet(store, scope) => store.reserve(scope, charges, now, Duration::ZERO).await,
+        }
+    }
+
+    fn charge(&self, charges: Charges) {
+        match self {
+            Self::Local(store, scope) => store.charge(scope, charges),
+            Self::Fleet(store, scope) => store.charge(scope, charges),
+        }
+    }
+
+    fn release(&self, charges: Charges) {
+        match self {
+            Self::Local(store, scope) => store.release(scope, charges),
+            Self::Fleet(store, scope) => store.release(scope, charges),
+        }
+    }
+}
+
+/// The scope a tenant's limits are kept under: its name, never its key.
+fn tenant_scope(tenant: &Tenant) -> Scope {
+    Scope::new(Provider::OpenAiCompatible)
+        .with_credential(Some(CredentialId::named(format!("tenant-{}", tenant.name))))
+}
+
+fn quotas(tenant: &Tenant) -> Quotas {
+    Quotas {
+        requests_per_minute: tenant.requests_per_minute,
+        tokens_per_minute: tenant.tokens_per_minute,
+        ..Quotas::unlimited()
+    }
+}
+
+/// The Redis store a fleet keeps its tenants' limits in: one connection for every tenant.
+#[derive(Clone, Debug)]
+pub(crate) struct TenantStores(RedisStore);
+
+impl TenantStores {
+    /// The store for `tenants`' limits in the Redis at `url` (read from `[redis]`).
+    pub(crate) async fn fleet(
+        url: &str,
+        settings: &tollgate_core::config::RedisSettings,
+        tenants: &[Tenant],
+    ) -> Result<Self, tollgate_core::BoxError> {
+        let table = tenants.iter().filter(|t| t.limited()).fold(
+            QuotaTable::new(Quotas::unlimited()),
+            |table, tenant| {
+                let id = CredentialId::named(format!("tenant-{}", tenant.name));
+                table.with(
+                    ScopeMatch::any().with_credential(id.as_str()),
+                    quotas(tenant),
+                )
+            },
+        );
+        let store = RedisStore::connect(url, table)
+            .await?
+            .with_prefix("tollgate:tenants")
+            .with_local_share(settings.local_share)
+            .with_fail_open(settings.fail_open)
+            .with_command_timeout(settings.command_timeout);
+        Ok(Self(store))
+    }
+}
+
 /// A tenant, its limits and its counts.
 #[derive(Debug)]
 pub(crate) struct TenantState {
     pub(crate) tenant: Tenant,
-    limits: Option<(MemoryStore, Arc<MemoryScope>)>,
+    limits: Option<Arc<Limits>>,
     /// Calls it made.
     pub(crate) requests: AtomicU64,
     /// Calls its own limits refused (requests or tokens a minute, calls in flight).
@@ -34,28 +113,31 @@ pub(crate) struct TenantState {
 /// A call's charge on its tenant's limits, settled when its answer ends (or released when
 /// dropped unsettled).
 pub(crate) struct TenantCharge {
-    store: MemoryStore,
-    scope: Arc<MemoryScope>,
+    limits: Arc<Limits>,
     charges: Charges,
     settled: bool,
 }
 
 impl TenantState {
-    pub(crate) fn new(tenant: Tenant) -> Self {
+    /// The tenant with its limits in this process, or in `fleet`'s Redis.
+    pub(crate) fn new(tenant: Tenant, fleet: Option<&TenantStores>) -> Self {
         let limits = tenant.limited().then(|| {
-            let quotas = Quotas {
-                requests_per_minute: tenant.requests_per_minute,
-                tokens_per_minute: tenant.tokens_per_minute,
-                ..Quotas::unlimited()
-            };
-            let store = MemoryStore::new(
-                QuotaTable::new(Quotas::unlimited()).with(ScopeMatch::any(), quotas),
-            )
-            .with_max_scopes(1);
-            let scope = Scope::new(Provider::OpenAiCompatible)
-                .with_credential(Some(CredentialId::named(format!("tenant-{}", tenant.name))));
-            let scope = store.scope(&scope, Instant::now());
-            (store, scope)
+            let scope = tenant_scope(&tenant);
+            Arc::new(match fleet {
+                Some(TenantStores(store)) => {
+                    let scope = store.scope(&scope, Instant::now());
+                    Limits::Fleet(store.clone(), scope)
+                }
+                None => {
+                    let store = MemoryStore::new(
+                        QuotaTable::new(Quotas::unlimited())
+                            .with(ScopeMatch::any(), quotas(&tenant)),
+                    )
+                    .with_max_scopes(1);
+                    let scope = store.scope(&scope, Instant::now());
+                    Limits::Local(store, scope)
+                }
+            })
         });
         Self {
             tenant,
@@ -73,7 +155,7 @@ impl TenantState {
         input: u64,
         output: u64,
     ) -> Result<Option<TenantCharge>, Duration> {
-        let Some((store, scope)) = &self.limits else {
+        let Some(limits) = &self.limits else {
             return Ok(None);
         };
         let charges = if self.tenant.tokens_per_minute.is_some() {
@@ -82,10 +164,9 @@ impl TenantState {
             Charges::request(0, 0)
         };
         let now = Instant::now();
-        match store.reserve(scope, charges, now, Duration::ZERO).await {
+        match limits.reserve(charges, now).await {
             Ok(_) => Ok(Some(TenantCharge {
-                store: store.clone(),
-                scope: scope.clone(),
+                limits: limits.clone(),
                 charges,
                 settled: false,
             })),
@@ -115,17 +196,15 @@ impl TenantCharge {
         } else {
             used
         };
-        self.store
-            .charge(&self.scope, used.saturating_sub(reserved));
-        self.store
-            .release(&self.scope, reserved.saturating_sub(used));
+        self.limits.charge(used.saturating_sub(reserved));
+        self.limits.release(reserved.saturating_sub(used));
     }
 }
 
 impl Drop for TenantCharge {
     fn drop(&mut self) {
         if !self.settled {
-            self.store.release(&self.scope, self.charges.tokens_only());
+            self.limits.release(self.charges.tokens_only());
         }
     }
 }
