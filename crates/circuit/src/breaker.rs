@@ -123,6 +123,9 @@ pub(crate) struct Breaker {
     needs_clock: bool,
     events: broadcast::Sender<CircuitEvent>,
     metrics: BreakerMetrics,
+    /// The circuit's side of a fleet sharing it through Redis.
+    #[cfg(feature = "redis")]
+    fleet: Option<crate::fleet::FleetSide>,
 }
 
 fn mode_to_u8(mode: Mode) -> u8 {
@@ -172,6 +175,8 @@ impl Breaker {
             calls,
             needs_clock,
             events,
+            #[cfg(feature = "redis")]
+            fleet: None,
         }
     }
 
@@ -225,7 +230,7 @@ impl Breaker {
                         self.metrics.rejected();
                         return Err(CircuitOpen::new(retry_after));
                     }
-                    let next = word.next(HALF_OPEN);
+                    let next = self.half_open_from(word);
                     match self.swap(current, next) {
                         Ok(()) => {
                             self.emit(
@@ -243,6 +248,10 @@ impl Breaker {
                     if u32::from(word.issued) >= self.config.half_open_probes {
                         if lenient {
                             return Ok(permit(self, word.generation, false, false));
+                        }
+                        #[cfg(feature = "redis")]
+                        if let Some(fleet) = &self.fleet {
+                            fleet.wants_probe();
                         }
                         self.metrics.rejected();
                         return Err(CircuitOpen::new(None));
@@ -291,6 +300,10 @@ impl Breaker {
                     };
                     match self.swap(current, next) {
                         Ok(()) => {
+                            #[cfg(feature = "redis")]
+                            if let Some(fleet) = &self.fleet {
+                                fleet.probe_succeeded(word.generation);
+                            }
                             if closes {
                                 self.calls.clear();
                                 self.consecutive.store(0, Ordering::Relaxed);
@@ -366,6 +379,12 @@ impl Breaker {
             .store(self.nanos(now + open_for), Ordering::Release);
         if self.swap(word.pack(), next).is_ok() {
             self.trips.store(trips, Ordering::Relaxed);
+            #[cfg(feature = "redis")]
+            if let Some(fleet) = &self.fleet
+                && self.mode() == Mode::Normal
+            {
+                fleet.opened(word.generation, next.generation, now + open_for, trips);
+            }
             let from = if word.state == HALF_OPEN {
                 CircuitState::HalfOpen
             } else {
@@ -466,7 +485,171 @@ impl Breaker {
     }
 
     pub(crate) fn is_idle(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if self.fleet.as_ref().is_some_and(|f| f.is_dirty()) {
+            return false;
+        }
         self.state() == CircuitState::Closed && self.consecutive.load(Ordering::Relaxed) == 0
+    }
+
+    /// The half-open word after the open `word`. With a fleet that answers, every probe slot
+    /// starts taken: the worker frees those the fleet grants this process.
+    fn half_open_from(&self, word: Word) -> Word {
+        let next = word.next(HALF_OPEN);
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.fleet
+            && !fleet.hook.is_degraded()
+        {
+            return Word {
+                issued: self.probe_slots(),
+                ..next
+            };
+        }
+        next
+    }
+
+    #[cfg(feature = "redis")]
+    fn probe_slots(&self) -> u8 {
+        u8::try_from(self.config.half_open_probes).unwrap_or(u8::MAX)
+    }
+}
+
+/// Where the fleet puts a circuit.
+#[cfg(feature = "redis")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Adopt {
+    /// Open until `until`.
+    Open { until: Instant, trips: u32 },
+    /// Half-open, no probe slot granted yet.
+    HalfOpen { trips: u32 },
+    /// Closed, its counts forgotten.
+    Closed,
+}
+
+/// A circuit's state word, as the fleet's worker reads it.
+#[cfg(feature = "redis")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Local {
+    pub(crate) generation: u32,
+    pub(crate) state: CircuitState,
+    /// Probe slots taken (by calls, or not granted by the fleet).
+    pub(crate) issued: u8,
+}
+
+#[cfg(feature = "redis")]
+impl Breaker {
+    pub(crate) fn with_fleet(mut self, side: crate::fleet::FleetSide) -> Self {
+        self.fleet = Some(side);
+        self
+    }
+
+    pub(crate) fn fleet(&self) -> Option<&crate::fleet::FleetSide> {
+        self.fleet.as_ref()
+    }
+
+    pub(crate) fn local(&self) -> Local {
+        let word = Word::unpack(self.word.load(Ordering::Acquire));
+        Local {
+            generation: word.generation,
+            state: match word.state {
+                CLOSED => CircuitState::Closed,
+                OPEN => CircuitState::Open,
+                _ => CircuitState::HalfOpen,
+            },
+            issued: word.issued,
+        }
+    }
+
+    /// Puts the circuit where the fleet says; the new period's generation.
+    pub(crate) fn adopt(&self, to: Adopt) -> u32 {
+        let before = self.local().state;
+        let (state, after, trips) = match to {
+            Adopt::Open { until, trips } => {
+                self.open_until.store(self.nanos(until), Ordering::Release);
+                (OPEN, CircuitState::Open, trips)
+            }
+            Adopt::HalfOpen { trips } => (HALF_OPEN, CircuitState::HalfOpen, trips),
+            Adopt::Closed => {
+                self.calls.clear();
+                self.consecutive.store(0, Ordering::Relaxed);
+                (CLOSED, CircuitState::Closed, 0)
+            }
+        };
+        self.trips.store(trips, Ordering::Relaxed);
+        let mut current = self.word.load(Ordering::Acquire);
+        let next = loop {
+            let mut next = Word::unpack(current).next(state);
+            if state == HALF_OPEN && !self.fleet.as_ref().is_some_and(|f| f.hook.is_degraded()) {
+                next.issued = self.probe_slots();
+            }
+            match self.swap(current, next) {
+                Ok(()) => break next,
+                Err(actual) => current = actual,
+            }
+        };
+        let open_for = match to {
+            Adopt::Open { until, .. } => Some(until.saturating_duration_since(Instant::now())),
+            _ => None,
+        };
+        if before != after || state == OPEN {
+            self.emit(before, after, Reason::Fleet, open_for);
+        }
+        next.generation
+    }
+
+    /// Frees `n` probe slots the fleet granted, if the circuit is still half-open in
+    /// `generation`.
+    pub(crate) fn grant(&self, generation: u32, n: u32) -> bool {
+        let mut current = self.word.load(Ordering::Acquire);
+        loop {
+            let word = Word::unpack(current);
+            if word.generation != generation || word.state != HALF_OPEN {
+                return false;
+            }
+            let freed = u8::try_from(n).unwrap_or(u8::MAX).min(word.issued);
+            match self.swap(
+                current,
+                Word {
+                    issued: word.issued - freed,
+                    ..word
+                },
+            ) {
+                Ok(()) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Takes back the granted probe slots no call used: how many.
+    pub(crate) fn take_unused(&self, generation: u32) -> u32 {
+        let mut current = self.word.load(Ordering::Acquire);
+        loop {
+            let word = Word::unpack(current);
+            let slots = self.probe_slots();
+            if word.generation != generation || word.state != HALF_OPEN || word.issued >= slots {
+                return 0;
+            }
+            match self.swap(
+                current,
+                Word {
+                    issued: slots,
+                    ..word
+                },
+            ) {
+                Ok(()) => return u32::from(slots - word.issued),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Redis went away while half-open: a new half-open period whose probes this process
+    /// counts alone.
+    pub(crate) fn probe_locally(&self, generation: u32) {
+        let current = self.word.load(Ordering::Acquire);
+        let word = Word::unpack(current);
+        if word.generation == generation && word.state == HALF_OPEN {
+            let _ = self.swap(current, word.next(HALF_OPEN));
+        }
     }
 }
 

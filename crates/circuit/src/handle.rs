@@ -12,7 +12,10 @@ use crate::state::{CircuitEvent, CircuitMetrics, CircuitState};
 
 /// Reads and controls the circuits of a [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
 ///
-/// With a shared circuit, every method acts on it whatever the scope given.
+/// With a shared circuit, every method acts on it whatever the scope given. With circuits
+/// shared by a fleet through Redis ([`with_redis`](crate::CircuitBreakerLayer::with_redis)),
+/// [`force_open`](Self::force_open), [`reset`](Self::reset), [`disable`](Self::disable) and
+/// [`metrics_only`](Self::metrics_only) act on every process's circuit, within a sync interval.
 ///
 /// # Clone
 ///
@@ -48,22 +51,32 @@ impl CircuitHandle {
 
     /// Refuses every call to `scope` until [`reset`](Self::reset).
     pub fn force_open(&self, scope: &Scope) {
-        self.breakers.get(scope).set_mode(Mode::ForcedOpen);
+        self.steer(scope, Mode::ForcedOpen);
     }
 
     /// Closes `scope`'s circuit and returns it to normal operation, forgetting its counts.
     pub fn reset(&self, scope: &Scope) {
-        self.breakers.get(scope).set_mode(Mode::Normal);
+        self.steer(scope, Mode::Normal);
     }
 
     /// Lets every call to `scope` through, counting nothing.
     pub fn disable(&self, scope: &Scope) {
-        self.breakers.get(scope).set_mode(Mode::Disabled);
+        self.steer(scope, Mode::Disabled);
     }
 
     /// Counts and reports for `scope` but never refuses.
     pub fn metrics_only(&self, scope: &Scope) {
-        self.breakers.get(scope).set_mode(Mode::MetricsOnly);
+        self.steer(scope, Mode::MetricsOnly);
+    }
+
+    /// Sets `scope`'s mode here and, with a circuit shared through Redis, in every process.
+    fn steer(&self, scope: &Scope, mode: Mode) {
+        let breaker = self.breakers.get(scope);
+        breaker.set_mode(mode);
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = breaker.fleet() {
+            fleet.steered(mode);
+        }
     }
 
     /// A stream of every state change from now on (a slow reader that falls more than 256

@@ -35,6 +35,33 @@ fn breakers(config: CircuitConfig, mode: ScopeMode) -> Arc<Breakers> {
     ))
 }
 
+/// Circuits as [`breakers`] makes them, each with its side of the fleet behind `hook`, and
+/// starting from the fleet's record of its scope.
+#[cfg(feature = "redis")]
+fn fleet_breakers(
+    config: Arc<CircuitConfig>,
+    mode: ScopeMode,
+    hook: Arc<crate::fleet::Hook>,
+) -> Arc<Breakers> {
+    let epoch = Instant::now();
+    Arc::new(ScopeRegistry::new(
+        mode,
+        move |scope, events| {
+            let breaker = Breaker::new(
+                scope.clone(),
+                config.clone(),
+                config.mode,
+                epoch,
+                events.clone(),
+            )
+            .with_fleet(crate::fleet::FleetSide::new(hook.clone(), scope));
+            crate::fleet::seed(&breaker);
+            breaker
+        },
+        Breaker::is_idle,
+    ))
+}
+
 /// Fails fast while an upstream is down; see the [crate docs](crate).
 ///
 /// # Clone
@@ -44,6 +71,9 @@ fn breakers(config: CircuitConfig, mode: ScopeMode) -> Arc<Breakers> {
 pub struct CircuitBreakerLayer<P = DefaultPolicy> {
     breakers: Arc<Breakers>,
     policy: P,
+    /// What the circuits are made with, kept to make them again for a fleet.
+    config: Arc<CircuitConfig>,
+    scopes: ScopeMode,
 }
 
 impl CircuitBreakerLayer {
@@ -55,8 +85,10 @@ impl CircuitBreakerLayer {
     pub fn new(config: CircuitConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
+            config: Arc::new(config.clone()),
             breakers: breakers(config, ScopeMode::default()),
             policy: DefaultPolicy::new(),
+            scopes: ScopeMode::default(),
         })
     }
 
@@ -68,8 +100,10 @@ impl CircuitBreakerLayer {
     pub fn shared(config: CircuitConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
+            config: Arc::new(config.clone()),
             breakers: breakers(config, ScopeMode::Shared),
             policy: DefaultPolicy::new(),
+            scopes: ScopeMode::Shared,
         })
     }
 
@@ -85,8 +119,10 @@ impl CircuitBreakerLayer {
     pub fn with_max_scopes(config: CircuitConfig, max_scopes: usize) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
+            config: Arc::new(config.clone()),
             breakers: breakers(config, ScopeMode::PerScope { max_scopes }),
             policy: DefaultPolicy::new(),
+            scopes: ScopeMode::PerScope { max_scopes },
         })
     }
 }
@@ -97,7 +133,25 @@ impl<P> CircuitBreakerLayer<P> {
         CircuitBreakerLayer {
             breakers: self.breakers,
             policy,
+            config: self.config,
+            scopes: self.scopes,
         }
+    }
+
+    /// Shares the circuits with every process that uses the same Redis and prefix: a circuit
+    /// that opens in one process opens in all, half-open probes are counted for the whole
+    /// fleet, and a [`CircuitHandle`] steers every process's circuit (see
+    /// [`RedisBreakerState`](crate::RedisBreakerState)). Calls never wait on Redis.
+    ///
+    /// Call it before [`handle`](Self::handle) and before building services: the circuits are
+    /// made anew, and the worker that keeps them in step runs on the runtime `state` was
+    /// connected on, until the layer and its services are dropped.
+    #[cfg(feature = "redis")]
+    pub fn with_redis(mut self, state: crate::RedisBreakerState) -> Self {
+        let hook = Arc::new(crate::fleet::Hook::new(state.link.clone()));
+        self.breakers = fleet_breakers(self.config.clone(), self.scopes, hook.clone());
+        state.attach(Arc::downgrade(&self.breakers), hook, self.config.clone());
+        self
     }
 
     /// A handle to read, subscribe to and steer the circuits.

@@ -48,6 +48,8 @@
 
 mod breaker;
 mod config;
+#[cfg(feature = "redis")]
+pub mod fleet;
 pub mod future;
 mod handle;
 mod layer;
@@ -58,6 +60,8 @@ mod state;
 mod window;
 
 pub use self::config::{CircuitConfig, Mode, Window};
+#[cfg(feature = "redis")]
+pub use self::fleet::RedisBreakerState;
 pub use self::handle::CircuitHandle;
 pub use self::layer::CircuitBreakerLayer;
 pub use self::policy::{DefaultPolicy, FailurePolicy};

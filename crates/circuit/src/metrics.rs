@@ -32,6 +32,7 @@ const fn reason_label(reason: Reason) -> &'static str {
         Reason::ProbesSucceeded => "probes_succeeded",
         Reason::ProbeFailed => "probe_failed",
         Reason::Manual => "manual",
+        Reason::Fleet => "fleet",
     }
 }
 

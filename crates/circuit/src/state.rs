@@ -62,6 +62,9 @@ pub enum Reason {
     ProbeFailed,
     /// Changed by hand through a [`CircuitHandle`](crate::CircuitHandle).
     Manual,
+    /// Another process of the fleet sharing the circuit through Redis changed it (feature
+    /// `redis`).
+    Fleet,
 }
 
 /// A state change of one circuit, as sent to subscribers and logged as a `tracing` event.
