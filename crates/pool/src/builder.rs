@@ -15,6 +15,7 @@ use crate::memory::Failures;
 use crate::metrics::MemberMetrics;
 use crate::pool::{Pool, Shared};
 use crate::select::Policy;
+use crate::sharing::Sharing;
 
 /// Builds a [`Pool`].
 pub struct PoolBuilder<S> {
@@ -25,6 +26,8 @@ pub struct PoolBuilder<S> {
     max_attempts: Option<usize>,
     resend_unanswered: bool,
     affinity: Option<KeySources>,
+    #[cfg(feature = "redis")]
+    shared: Option<crate::fleet::RedisPoolState>,
 }
 
 impl<S> fmt::Debug for PoolBuilder<S> {
@@ -49,6 +52,8 @@ impl<S> Default for PoolBuilder<S> {
             max_attempts: None,
             resend_unanswered: false,
             affinity: None,
+            #[cfg(feature = "redis")]
+            shared: None,
         }
     }
 }
@@ -110,6 +115,19 @@ impl<S> PoolBuilder<S> {
         self
     }
 
+    /// Shares the members' cooldowns with every other process whose pool uses the same Redis
+    /// and prefix (a fleet of gateway replicas): a member one of them takes out of rotation
+    /// (a revoked key's 401, a 429, an exhausted quota) is out in all of them within a sync
+    /// interval, and a [reset](crate::PoolHandle::reset) puts it back in all of them. Picking a
+    /// member never waits on Redis; see [`RedisPoolState`](crate::RedisPoolState).
+    ///
+    /// The pool's background task runs on the runtime `state` was connected on.
+    #[cfg(feature = "redis")]
+    pub fn with_shared(mut self, state: crate::fleet::RedisPoolState) -> Self {
+        self.shared = Some(state);
+        self
+    }
+
     /// The pool.
     ///
     /// # Panics
@@ -134,23 +152,34 @@ impl<S> PoolBuilder<S> {
             .affinity
             .as_ref()
             .map_or(DEFAULT_MAX_LOAD_PERCENT, |a| a.max_load_percent);
+        #[cfg(feature = "redis")]
+        let fleet = self.shared.map(|state| Arc::new(state.fleet(&members)));
+        let shared = Arc::new(Shared {
+            rendezvous: Rendezvous::new(&members, self.policy, max_load_percent),
+            health: Mutex::new(members.iter().map(|_| Health::default()).collect()),
+            members,
+            policy: self.policy,
+            cooldowns: self.cooldowns,
+            when_exhausted: self.when_exhausted,
+            max_attempts,
+            resend_unanswered: self.resend_unanswered,
+            turn: AtomicUsize::new(0),
+            failed: Failures::default(),
+            idempotency_header: http::HeaderName::from_static("idempotency-key"),
+            affinity: self.affinity,
+            metrics,
+            sharing: Sharing {
+                #[cfg(feature = "redis")]
+                fleet: fleet.clone(),
+            },
+        });
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = fleet {
+            fleet.start(Arc::downgrade(&shared));
+        }
         Pool {
             services: services.into(),
-            shared: Arc::new(Shared {
-                rendezvous: Rendezvous::new(&members, self.policy, max_load_percent),
-                health: Mutex::new(members.iter().map(|_| Health::default()).collect()),
-                members,
-                policy: self.policy,
-                cooldowns: self.cooldowns,
-                when_exhausted: self.when_exhausted,
-                max_attempts,
-                resend_unanswered: self.resend_unanswered,
-                turn: AtomicUsize::new(0),
-                failed: Failures::default(),
-                idempotency_header: http::HeaderName::from_static("idempotency-key"),
-                affinity: self.affinity,
-                metrics,
-            }),
+            shared,
         }
     }
 }

@@ -61,6 +61,7 @@ impl Shared {
         }
         drop(health);
         if let Some(reason) = reason {
+            self.sharing.cooled(member);
             self.metrics[member].cooldown(reason);
             tracing::warn!(
                 member = %self.members[member].name,

@@ -120,6 +120,9 @@ pub(crate) struct Health {
     pub(crate) latency: Option<f64>,
     pub(crate) in_flight: usize,
     pub(crate) out: Option<(Reason, Option<Instant>)>,
+    /// When the cooldown in `out` began (for a fleet: a reset clears those that began before
+    /// it).
+    pub(crate) since: Option<Instant>,
     /// When the `healthiest` policy last picked it among tied members (a pick number; 0:
     /// never).
     pub(crate) last_pick: u64,
@@ -135,6 +138,7 @@ impl Default for Health {
             latency: None,
             in_flight: 0,
             out: None,
+            since: None,
             last_pick: 0,
         }
     }
@@ -294,11 +298,13 @@ impl Health {
                 };
                 if longer {
                     self.out = Some((reason, Some(until)));
+                    self.since = Some(now);
                 }
                 Some(reason)
             }
             None => {
                 self.out = Some((reason, None));
+                self.since = Some(now);
                 Some(reason)
             }
         }

@@ -75,18 +75,23 @@ mod builder;
 mod config;
 mod exhausted;
 mod failover;
+#[cfg(feature = "redis")]
+pub mod fleet;
 mod health;
 mod member;
 mod memory;
 mod metrics;
 mod pool;
 mod select;
+mod sharing;
 
 pub use self::affinity::{Affinity, AffinityConfig};
 pub use self::builder::PoolBuilder;
 pub use self::config::{ConfiguredMember, MemberConfig, PoolConfig};
 pub use self::exhausted::NoMemberAvailable;
 pub use self::failover::{ResponseFuture, WhenExhausted};
+#[cfg(feature = "redis")]
+pub use self::fleet::RedisPoolState;
 pub use self::health::{Cooldowns, Counters, MemberState, Reason};
 pub use self::member::{Adapter, Auth, Member, Rewrite};
 pub use self::pool::{MemberReport, Pool, PoolHandle, Served};

@@ -35,6 +35,12 @@ pub trait Adapter: Send + Sync + 'static {
     ///
     /// When the request cannot be sent to this member (the pool then tries another).
     fn adapt(&self, request: &mut Request<Full<Bytes>>) -> Result<(), BoxError>;
+
+    /// The fingerprint of the member's own key, if it has one: a fleet sharing cooldowns
+    /// names the member by it (with its name), never by the key. Default: none.
+    fn credential(&self) -> Option<CredentialId> {
+        None
+    }
 }
 
 /// The usual adapter: sets the key, and optionally the scheme and host (`base`), the model in
@@ -158,6 +164,12 @@ fn strip_credentials(request: &mut Request<Full<Bytes>>, moves: bool) -> Result<
 }
 
 impl Adapter for Rewrite {
+    fn credential(&self) -> Option<CredentialId> {
+        self.key
+            .as_ref()
+            .map(|key| CredentialId::from_secret(key.expose().as_bytes()))
+    }
+
     fn adapt(&self, request: &mut Request<Full<Bytes>>) -> Result<(), BoxError> {
         if let Some(provider) = self.provider
             && let Some(llm) = request.extensions_mut().get_mut::<LlmRequest>()

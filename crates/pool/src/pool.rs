@@ -19,6 +19,7 @@ use crate::member::Member;
 use crate::memory::Failures;
 use crate::metrics::MemberMetrics;
 use crate::select::Policy;
+use crate::sharing::Sharing;
 
 /// Which member answered, in the response's extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +67,8 @@ pub(crate) struct Shared {
     /// Which member a key goes to.
     pub(crate) rendezvous: Rendezvous,
     pub(crate) metrics: Vec<MemberMetrics>,
+    /// The fleet's shared cooldowns, if any.
+    pub(crate) sharing: Sharing,
 }
 
 impl fmt::Debug for Shared {
@@ -114,20 +117,20 @@ impl Shared {
     }
 
     pub(crate) fn reset(&self, name: &str) -> bool {
-        let mut health = self.health();
-        let mut found = false;
-        for (member, health) in self.members.iter().zip(health.iter_mut()) {
-            if &*member.name == name {
-                health.reset();
-                found = true;
-            }
-        }
-        found
+        let Some(member) = self.members.iter().position(|m| &*m.name == name) else {
+            return false;
+        };
+        self.health()[member].reset();
+        self.sharing.reset(member);
+        true
     }
 
     pub(crate) fn reset_all(&self) {
         for health in self.health().iter_mut() {
             health.reset();
+        }
+        for member in 0..self.members.len() {
+            self.sharing.reset(member);
         }
     }
 }
@@ -184,13 +187,26 @@ impl PoolHandle {
     }
 
     /// Puts a member back in rotation (a rotated key, a raised quota); `false` when no member
-    /// has that name.
+    /// has that name. With [shared cooldowns](crate::PoolBuilder::with_shared), in every
+    /// process of the fleet within a sync interval.
     pub fn reset(&self, name: &str) -> bool {
         self.shared.reset(name)
     }
 
-    /// Puts every member back in rotation.
+    /// Puts every member back in rotation (with shared cooldowns, fleet-wide).
     pub fn reset_all(&self) {
         self.shared.reset_all();
+    }
+
+    /// Whether the pool's [shared cooldowns](crate::PoolBuilder::with_shared) are unreachable
+    /// (Redis does not answer): its cooldowns are this process's own until it does. Always
+    /// `false` for a pool without shared cooldowns.
+    #[cfg(feature = "redis")]
+    pub fn is_degraded(&self) -> bool {
+        self.shared
+            .sharing
+            .fleet
+            .as_ref()
+            .is_some_and(|fleet| fleet.health.is_degraded())
     }
 }

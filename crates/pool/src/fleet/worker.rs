@@ -1,0 +1,318 @@
+//! The pool's background task: it sends resets and cooldowns to Redis as they happen, reads
+//! the fleet's every sync interval and applies them, and probes Redis while it is unreachable.
+//! Also the guard every Redis command runs under.
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::Poll;
+use std::time::Duration;
+
+use redis::RedisResult;
+use tokio::time::Instant;
+use tollgate_core::BoxError;
+
+use super::script::{self, Record};
+use super::{CONNECTION_TIMEOUT, Fleet, RESET_MEMORY, open};
+use crate::health::MemberState;
+use crate::pool::Shared;
+
+/// Whether Redis answers, and when to try it again if not.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    degraded: AtomicBool,
+    next_probe: Mutex<Option<Instant>>,
+}
+
+impl Health {
+    pub(crate) fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+
+    /// Redis failed: this pool's cooldowns are its own until a probe after `retry` finds it
+    /// again. The warning is given once per outage.
+    fn failed(&self, error: &dyn fmt::Display, retry: Duration) {
+        *self
+            .next_probe
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + retry);
+        if !self.degraded.swap(true, Ordering::AcqRel) {
+            tracing::warn!(%error, "redis unreachable: pool cooldowns kept by this process alone until it answers");
+        }
+    }
+
+    /// How long until the next probe is due.
+    fn until_probe(&self) -> Duration {
+        self.next_probe
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map_or(Duration::ZERO, |at| {
+                at.saturating_duration_since(Instant::now())
+            })
+    }
+
+    fn recovered(&self) {
+        if self.degraded.swap(false, Ordering::AcqRel) {
+            tracing::info!("redis answers again: pool cooldowns shared with the fleet");
+        }
+    }
+}
+
+/// Runs one Redis command, failing it after `timeout` of wall-clock time.
+///
+/// The timeout is a parked blocking-pool thread, not a tokio timer: a round trip takes real
+/// time even when tokio's clock is paused (tests), where a timer would fire as soon as every
+/// task waits. While that thread waits, a paused clock does not auto-advance either, so in
+/// tests a round trip takes no simulated time. Only the background task runs commands.
+pub(super) async fn guarded<T>(
+    timeout: Duration,
+    command: impl Future<Output = RedisResult<T>>,
+) -> Result<T, BoxError> {
+    let (_done, done_rx) = std::sync::mpsc::channel::<()>();
+    let mut watchdog = Some(tokio::task::spawn_blocking(move || {
+        done_rx.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout)
+    }));
+    let mut command = pin!(command);
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = command.as_mut().poll(cx) {
+            return Poll::Ready(result.map_err(BoxError::from));
+        }
+        if let Some(handle) = watchdog.as_mut()
+            && let Poll::Ready(fired) = Pin::new(handle).poll(cx)
+        {
+            watchdog = None;
+            if fired.unwrap_or(false) {
+                let error = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("redis did not answer within {timeout:?}"),
+                );
+                return Poll::Ready(Err(error.into()));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The task: one per pool, holding it weakly; it ends with the pool.
+pub(super) async fn run(pool: Weak<Shared>, fleet: Arc<Fleet>) {
+    let mut next_read = Instant::now();
+    loop {
+        let wait = if fleet.health.is_degraded() {
+            fleet.health.until_probe()
+        } else {
+            next_read.saturating_duration_since(Instant::now())
+        };
+        if !wait.is_zero() {
+            let _ = tokio::time::timeout(wait, fleet.wake.notified()).await;
+        }
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        if fleet.health.is_degraded() {
+            if !fleet.health.until_probe().is_zero() || !fleet.probe().await {
+                continue;
+            }
+            // Back: everything this process holds goes out again, then the fleet's comes in.
+            fleet.publish_all(&pool);
+            next_read = Instant::now();
+        }
+        if !fleet.send_resets().await || !fleet.publish(&pool).await {
+            continue;
+        }
+        if Instant::now() >= next_read {
+            fleet.read(&pool).await;
+            next_read = Instant::now() + fleet.settings.sync_interval;
+        }
+    }
+}
+
+impl Fleet {
+    fn failed(&self, error: &dyn fmt::Display) {
+        self.health.failed(error, self.settings.retry_interval);
+    }
+
+    /// Every member out of rotation here is to be published.
+    fn publish_all(&self, pool: &Shared) {
+        let out: Vec<bool> = pool.health().iter().map(|h| h.out.is_some()).collect();
+        let mut state = self.state();
+        for (publish, out) in state.publish.iter_mut().zip(out) {
+            *publish |= out;
+        }
+    }
+
+    /// Sends the resets made here; false when Redis failed (they are sent when it answers).
+    async fn send_resets(&self) -> bool {
+        let resets: Vec<(usize, u64)> = {
+            let mut state = self.state();
+            state
+                .resets
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(member, reset)| reset.take().map(|at| (member, at)))
+                .collect()
+        };
+        if resets.is_empty() {
+            return true;
+        }
+        let keyed: Vec<(&[String; 2], u64)> = resets
+            .iter()
+            .map(|(member, at)| (&self.keys[*member], *at))
+            .collect();
+        let memory = u64::try_from(RESET_MEMORY.as_millis()).unwrap_or(u64::MAX);
+        let mut conn = self.conn();
+        let call = script::reset(&mut conn, memory, &keyed);
+        match guarded(self.settings.command_timeout, call).await {
+            Ok(()) => true,
+            Err(error) => {
+                let mut state = self.state();
+                for (member, at) in resets {
+                    let kept = &mut state.resets[member];
+                    *kept = Some(kept.map_or(at, |k| k.max(at)));
+                }
+                drop(state);
+                self.failed(&*error);
+                false
+            }
+        }
+    }
+
+    /// Publishes the cooldowns recorded here since the last time; false when Redis failed
+    /// (they are published again when it answers).
+    async fn publish(&self, pool: &Shared) -> bool {
+        let members: Vec<usize> = {
+            let mut state = self.state();
+            state
+                .publish
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(member, publish)| std::mem::take(publish).then_some(member))
+                .collect()
+        };
+        if members.is_empty() {
+            return true;
+        }
+        let now = Instant::now();
+        let mut records: Vec<(usize, Record)> = Vec::with_capacity(members.len());
+        {
+            let mut health = pool.health();
+            for member in members {
+                let health = &mut health[member];
+                let reason = match health.state(now) {
+                    MemberState::Available => continue,
+                    MemberState::CoolingDown { reason, .. } | MemberState::Parked { reason } => {
+                        reason
+                    }
+                };
+                records.push((
+                    member,
+                    Record {
+                        reason,
+                        until: health.back_at().map(|at| self.clock.wall(at)),
+                        since: self.clock.wall(health.since.unwrap_or(now)),
+                    },
+                ));
+            }
+        }
+        if records.is_empty() {
+            return true;
+        }
+        let keyed: Vec<(&[String; 2], Record)> = records
+            .iter()
+            .map(|(member, record)| (&self.keys[*member], *record))
+            .collect();
+        let mut conn = self.conn();
+        let call = script::publish(&mut conn, self.clock.wall(now), &keyed);
+        match guarded(self.settings.command_timeout, call).await {
+            Ok(held) => {
+                // A reset elsewhere, later than its start, cleared it.
+                let mut health = pool.health();
+                for ((member, record), held) in records.iter().zip(held) {
+                    let health = &mut health[*member];
+                    if !held && health.since.map(|s| self.clock.wall(s)) == Some(record.since) {
+                        health.reset();
+                        tracing::info!(member = %pool.members[*member].name, "pool member back in rotation: reset elsewhere in the fleet");
+                    }
+                }
+                true
+            }
+            Err(error) => {
+                self.failed(&*error);
+                false
+            }
+        }
+    }
+
+    /// Reads the fleet's cooldowns and resets, and applies them here.
+    async fn read(&self, pool: &Shared) {
+        let mut conn = self.conn();
+        let call = script::read(&mut conn, &self.keys);
+        match guarded(self.settings.command_timeout, call).await {
+            Ok(fleet) => self.apply(pool, &fleet),
+            Err(error) => self.failed(&*error),
+        }
+    }
+
+    /// Applies the fleet's cooldowns (the longer wins) and resets (clearing cooldowns that
+    /// began before them).
+    fn apply(&self, pool: &Shared, fleet: &[(Option<Record>, u64)]) {
+        let now = Instant::now();
+        let mut state = self.state();
+        let mut health = pool.health();
+        for (member, (record, reset)) in fleet.iter().enumerate() {
+            let name = &pool.members[member].name;
+            let cleared = &mut state.cleared[member];
+            *cleared = (*cleared).max(*reset);
+            let cleared = *cleared;
+            let health = &mut health[member];
+            if health.out.is_some()
+                && health
+                    .since
+                    .is_some_and(|since| self.clock.wall(since) <= cleared)
+            {
+                health.reset();
+                tracing::info!(member = %name, "pool member back in rotation: reset elsewhere in the fleet");
+            }
+            let Some(record) = record.filter(|r| r.since > cleared) else {
+                continue;
+            };
+            health.state(now);
+            let until = record.until.map(|at| self.clock.local(at));
+            let longer = match (health.out, until) {
+                (Some((_, None)), _) => false,
+                (None, Some(until)) => until > now,
+                (None | Some((_, Some(_))), None) => true,
+                (Some((_, Some(current))), Some(until)) => until > current,
+            };
+            if longer {
+                health.out = Some((record.reason, until));
+                health.since = Some(self.clock.local(record.since));
+                tracing::info!(member = %name, reason = ?record.reason, left = ?until.map(|u| u - now), "pool member out of rotation: seen elsewhere in the fleet");
+            }
+        }
+    }
+
+    /// Whether Redis answers again, on a fresh connection (the old one may still be waiting
+    /// on a command sent to a Redis that stopped); if so, the fresh connection replaces it.
+    async fn probe(&self) -> bool {
+        let fresh = async {
+            let mut conn = open(&self.client).await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await?;
+            Ok(conn)
+        };
+        match guarded(CONNECTION_TIMEOUT, fresh).await {
+            Ok(conn) => {
+                *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
+                self.health.recovered();
+                true
+            }
+            Err(error) => {
+                self.failed(&*error);
+                false
+            }
+        }
+    }
+}
