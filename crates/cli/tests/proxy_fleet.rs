@@ -291,3 +291,129 @@ async fn a_tenants_requests_a_minute_hold_across_three_gateways() {
         "the tenant's minute was shared, not cut to a third: {served}"
     );
 }
+
+/// How long a call through the fault test's gateways may take, waiting for its turn included.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_then_paused_under_three_gateways_hangs_no_call_and_limits_hold() {
+    let mut redis = RedisServer::start(&[]);
+    let sim = SimProcess::start(&format!(
+        "seed = 6\n[latency]\ntime_to_first_token = \"5ms\"\nper_output_token = \"0ms\"\n\
+         [output]\nmin_tokens = 4\nmax_tokens = 4\n\
+         [[keys]]\nkey = \"{UPSTREAM}\"\nname = \"account\"\nrequests_per_minute = {PER_MINUTE}\n"
+    ));
+    let config = gateway(&sim.url, &redis.url()).replace(
+        "[server]\n",
+        &format!("[server]\nrequest_timeout = \"{}s\"\n", DEADLINE.as_secs()),
+    );
+    let replicas: Vec<Proxy> = (0..3)
+        .map(|_| Proxy::start_logging(&config, &[("TG_FLEET_UPSTREAM", UPSTREAM)], "info"))
+        .collect();
+    let urls: Vec<String> = replicas.iter().map(|p| p.url.clone()).collect();
+    // The minute the key starts with, spent.
+    let mut calls = JoinSet::new();
+    for i in 0..PER_MINUTE as usize {
+        let url = urls[i % 3].clone();
+        calls.spawn(async move { chat(&url, i).await.0 });
+    }
+    while let Some(status) = calls.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::OK);
+    }
+    let before = sim_stats(&sim).await["keys"]["account"]["requests"]
+        .as_u64()
+        .unwrap();
+
+    // Then 15 calls a second (one and a half times the key's limit) for 34 s, spread over the
+    // three, while Redis is killed at 4 s and restarted at 14 s, then paused at 18 s and
+    // resumed at 28 s.
+    let started = Instant::now();
+    let run = Duration::from_secs(34);
+    let load = {
+        let urls = urls.clone();
+        tokio::spawn(async move {
+            let mut calls = JoinSet::new();
+            let mut ticks = tokio::time::interval(Duration::from_secs(1) / 15);
+            let mut i = 0usize;
+            while started.elapsed() < run {
+                ticks.tick().await;
+                let url = urls[i % 3].clone();
+                calls.spawn(async move { chat(&url, 10_000 + i).await });
+                i += 1;
+            }
+            let mut ended = Vec::new();
+            while let Some(call) = calls.join_next().await {
+                ended.push(call.unwrap());
+            }
+            ended
+        })
+    };
+    let at = |secs: u64| tokio::time::sleep_until((started + Duration::from_secs(secs)).into());
+    at(4).await;
+    redis.kill();
+    at(14).await;
+    redis.restart();
+    at(18).await;
+    redis.pause();
+    at(28).await;
+    redis.resume();
+    let ended = load.await.unwrap();
+    let elapsed = started.elapsed();
+
+    let stats = sim_stats(&sim).await;
+    let upstream = stats["keys"]["account"]["requests"].as_u64().unwrap() - before;
+    let refused_upstream = stats["rejected"]
+        .as_object()
+        .map_or(0, |r| r.values().filter_map(|v| v.as_u64()).sum::<u64>());
+    let slowest = ended.iter().map(|(_, took)| *took).max().unwrap();
+    let mut statuses = std::collections::BTreeMap::new();
+    for (status, _) in &ended {
+        *statuses.entry(status.as_u16()).or_insert(0) += 1;
+    }
+    println!(
+        "{} calls at 1.5x the limit over {elapsed:?}, Redis killed for 10 s then paused for \
+         10 s: statuses {statuses:?}, slowest {slowest:?}; the provider accepted {upstream} \
+         (the limit allows {:.0}) and refused {refused_upstream}",
+        ended.len(),
+        elapsed.as_secs_f64() * PER_MINUTE as f64 / 60.0,
+    );
+    assert!(
+        slowest <= DEADLINE + Duration::from_secs(1),
+        "no call hangs past its deadline: {slowest:?}"
+    );
+    // Within the limit, give or take what each replica's local share (0.34 of it) allows.
+    let allowed = elapsed.as_secs_f64() * PER_MINUTE as f64 / 60.0 * 1.02;
+    assert!(
+        upstream as f64 <= allowed + 20.0,
+        "{upstream} accepted, {allowed:.0} allowed"
+    );
+    assert!(
+        upstream as f64 >= 0.8 * elapsed.as_secs_f64() * PER_MINUTE as f64 / 60.0,
+        "the fleet kept using the key while Redis was away: {upstream}"
+    );
+    // What the local shares and a Redis restarted empty let past the provider's own bucket:
+    // a few 429s, which pause the fleet (their `retry-after`).
+    assert!(
+        refused_upstream as f64 <= 0.05 * ended.len() as f64,
+        "{refused_upstream} refused by the provider"
+    );
+    // Shared again: the limits are back in Redis.
+    assert!(
+        redis_keys(&redis) > 0,
+        "the replicas went back to Redis after it resumed"
+    );
+}
+
+/// Keys in `server` (`DBSIZE`), asked over a plain socket.
+fn redis_keys(server: &RedisServer) -> u64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream.write_all(b"DBSIZE\r\n").unwrap();
+    let mut reply = [0; 32];
+    let n = stream.read(&mut reply).unwrap();
+    String::from_utf8_lossy(&reply[..n])
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap()
+}
