@@ -55,7 +55,15 @@
 //! fingerprint, never its secret), and `{tollgate:circuit}:index`, the records not closed by
 //! expiry. A record expires one [`max_open_duration`](crate::CircuitConfig::max_open_duration)
 //! after its open period ends (the time its probes have to report; its key is gone sooner when
-//! the probes close it); a manual mode lasts until reset.
+//! the probes close it); a manual mode lasts until reset. A scope nobody called for that long
+//! after its open period (no probe ever reported) is closed in every process when its record
+//! expires, rather than left half-open.
+//!
+//! # What this costs
+//!
+//! The closed path is the in-memory breaker's, untouched: no Redis, no extra atomic. Per
+//! process, one script call per sync interval (the read), plus one per transition, probe
+//! claim and probe success.
 //!
 //! # When Redis is unreachable
 //!

@@ -27,6 +27,44 @@
 //! The closed path is lock-free: admitting a call is an atomic load; recording it an atomic
 //! increment or two in a ring of recent calls.
 //!
+//! # A fleet: one breaker
+//!
+//! Several processes (gateway replicas, workers) that call the same upstream keys each keep
+//! their own circuits: one replica sees a provider fail and opens while the others keep
+//! sending. With the feature `redis`,
+//! [`CircuitBreakerLayer::with_redis`] shares each scope's circuit with every process that
+//! uses the same Redis and prefix ([`RedisBreakerState`]):
+//!
+//! - a process still trips on its own window of outcomes, and publishes the open period; the
+//!   others refuse that scope's calls, with the same `CircuitOpen` and `retry_after`, within
+//!   one [sync interval](RedisBreakerState::with_sync_interval) and a round trip (about
+//!   100 ms);
+//! - half-open admits at most `half_open_probes` probes in the whole fleet per open period
+//!   (claimed with an atomic script); their successes close the circuit everywhere, a failure
+//!   re-opens it everywhere for the next step of the backoff;
+//! - [`CircuitHandle::force_open`], [`reset`](CircuitHandle::reset),
+//!   [`disable`](CircuitHandle::disable) and [`metrics_only`](CircuitHandle::metrics_only) act
+//!   on every process;
+//! - calls never wait on Redis. While it is unreachable (each command times out after 250 ms of
+//!   wall-clock time) every process's circuits work on their own, as without Redis; a Redis
+//!   error never counts against an upstream. Sharing resumes when Redis answers again.
+//!
+//! The [`fleet`] module says how late a process may see an open, how the probes are bounded,
+//! and which keys live in Redis (scopes by their credential's id, never its secret).
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # async fn demo() -> Result<(), tollgate_core::BoxError> {
+//! use tollgate_circuit::{CircuitBreakerLayer, CircuitConfig, RedisBreakerState};
+//!
+//! let state = RedisBreakerState::connect("redis://:password@redis.internal:6379")
+//!     .await?
+//!     .with_prefix("tollgate:circuit");
+//! let breaker = CircuitBreakerLayer::new(CircuitConfig::default())?.with_redis(state);
+//! let health = breaker.handle(); // steers every replica's circuits
+//! # let _ = health; Ok(()) }
+//! ```
+//!
 //! Feature `metrics`: each circuit's state, transitions and refused calls through the
 //! [`metrics`](https://docs.rs/metrics) facade (`tollgate_circuit_*`, see `docs/metrics.md`).
 //!
