@@ -68,7 +68,40 @@
 //!     .build();
 //! # pool }
 //! ```
+//!
+//! # A fleet: shared cooldowns
+//!
+//! Each process's pool keeps its cooldowns in memory: in a fleet of replicas running the same
+//! pool, a key revoked upstream is taken out by the replica that saw its 401 while every other
+//! replica keeps trying it. With the `redis` feature, [`PoolBuilder::with_shared`] and a
+//! [`RedisPoolState`] share them: a member one replica takes out of rotation, for any
+//! [`Reason`], is out on every replica with the same Redis and prefix at most one sync
+//! interval (250 ms) and two round trips later, for the same time (two replicas that
+//! disagree end with the longer cooldown); a [`PoolHandle::reset`] on one puts it back on
+//! all. Members are named in Redis by their name and their key's fingerprint, never by the
+//! key. Calls never wait on Redis: a background task publishes and reads while picking reads
+//! memory. When Redis does not answer (250 ms command timeout), each replica goes on alone,
+//! says so once, and shares again — its cooldowns included — when Redis answers. Health scores
+//! stay per process. How and why (polling, not pub/sub), and the consistency, are in
+//! [`fleet`].
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # async fn demo<S: Clone>(client: S) -> Result<(), tollgate_core::BoxError> {
+//! use tollgate_core::Secret;
+//! use tollgate_pool::{Member, Pool, RedisPoolState};
+//!
+//! let shared = RedisPoolState::connect("redis://redis.internal:6379").await?;
+//! let pool = Pool::builder()
+//!     .member(Member::key("openai-a", Secret::new("sk-a")), client.clone())
+//!     .member(Member::key("openai-b", Secret::new("sk-b")), client)
+//!     .with_shared(shared)
+//!     .build();
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+// The fleet's items are documented with the `redis` feature (docs.rs and CI build all).
+#![cfg_attr(not(feature = "redis"), allow(rustdoc::broken_intra_doc_links))]
 
 mod affinity;
 mod builder;
