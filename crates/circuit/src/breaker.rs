@@ -249,9 +249,15 @@ impl Breaker {
                         if lenient {
                             return Ok(permit(self, word.generation, false, false));
                         }
+                        // In a fleet, this circuit may be granted a probe at its worker's
+                        // next round trip: say so, or a pool above would take the member out
+                        // for its whole breaker cooldown and never send the probe.
                         #[cfg(feature = "redis")]
                         if let Some(fleet) = &self.fleet {
                             fleet.wants_probe();
+                            self.metrics.rejected();
+                            let soon = fleet.hook.link.settings().sync_interval;
+                            return Err(CircuitOpen::new(Some(soon)));
                         }
                         self.metrics.rejected();
                         return Err(CircuitOpen::new(None));

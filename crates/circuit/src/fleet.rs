@@ -13,7 +13,8 @@
 //!   until that instant: its calls are refused exactly as if it had tripped, with the same
 //!   [`CircuitOpen`](tollgate_core::error::CircuitOpen) and `retry_after`;
 //! - **half-open**: when the period ends, every process's circuit goes half-open with no probe
-//!   of its own. A call refused for want of one asks the worker, which claims probes from the
+//!   of its own. A call refused for want of one (its `retry_after` one sync interval: a pool
+//!   above then tries the member again that soon) asks the worker, which claims probes from the
 //!   scope's record with one atomic script: at most
 //!   [`half_open_probes`](crate::CircuitConfig::half_open_probes) in the whole fleet per open
 //!   period. Probes claimed but not sent within a second go back to the fleet;

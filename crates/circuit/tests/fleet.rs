@@ -318,11 +318,12 @@ async fn a_failed_probe_reopens_for_everyone_for_longer() {
     let reopened = Instant::now();
     for (stack, _) in &fleet {
         // Until it hears of the new period, a replica whose open period ended is half-open,
-        // refusing without a wait; then it refuses for the rest of the new period.
+        // refusing with a wait of one sync interval (when it may have a probe); then it
+        // refuses for the rest of the new period.
         let wait = loop {
             let (result, _) = call(stack).await;
             let open = refused(&result).unwrap_or_else(|| panic!("not refused: {result:?}"));
-            if let Some(wait) = open.retry_after {
+            if let Some(wait) = open.retry_after.filter(|wait| *wait > SYNC) {
                 break wait;
             }
             assert!(reopened.elapsed() < SYNC + SLACK, "no new open period");

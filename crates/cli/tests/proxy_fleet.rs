@@ -417,3 +417,87 @@ fn redis_keys(server: &RedisServer) -> u64 {
         .parse()
         .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_deployment_opens_the_breaker_on_all_three_and_probes_fleet_wide() {
+    let redis = RedisServer::start(&[]);
+    // Overloaded (every call a 529) for the first 3 s, then healthy but slow (800 ms), so that
+    // no probe can have closed the breaker in the first moments of half-open.
+    let sim = SimProcess::start(&format!(
+        "seed = 2\n[latency]\ntime_to_first_token = \"800ms\"\n\
+         [[keys]]\nkey = \"{UPSTREAM}\"\nname = \"account\"\n\
+         [[phases]]\nname = \"overloaded\"\nduration = \"3s\"\n\
+         [phases.faults]\noverload_rate = 1.0\noverload_status = 529\n\
+         [[phases]]\nname = \"healthy\"\nduration = \"1h\"\n"
+    ));
+    let config = gateway(&sim.url, &redis.url()).replace(
+        "preset = \"balanced\"\n",
+        "preset = \"balanced\"\n[stack.retry]\nmax_attempts = 1\n[stack.overload]\nenabled = false\n\
+         [stack.circuit_breaker]\n\
+         consecutive_failures = 3\nopen_duration = \"2s\"\njitter = 0.0\nhalf_open_probes = 1\n\
+         honour_retry_after = false\n",
+    );
+    let replicas: Vec<Proxy> = (0..3)
+        .map(|_| Proxy::start_logging(&config, &[("TG_FLEET_UPSTREAM", UPSTREAM)], "info"))
+        .collect();
+    let upstream = || async { sim_stats(&sim).await["received"].as_u64().unwrap() };
+    // The first replica meets the overload: its breaker opens. (No adaptive limit here, which
+    // would shed calls of its own after the first 529s.)
+    for i in 0..4 {
+        chat(&replicas[0].url, i).await;
+    }
+    let opened = Instant::now();
+    let seen = upstream().await;
+    assert!(seen >= 3, "the overload reached the first replica: {seen}");
+    // Within the sync bound, the other two refuse without calling the provider.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (r, replica) in replicas.iter().enumerate().skip(1) {
+        let answer = send(post(
+            &format!("{}/v1/chat/completions", replica.url),
+            Some(("authorization", &format!("Bearer {CLIENT}"))),
+            &json!({"model": "chat", "max_tokens": 4,
+                "messages": [{"role": "user", "content": "Still there?"}]}),
+        ))
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "replica {r} refuses: {:?}",
+            answer.body
+        );
+    }
+    assert_eq!(
+        upstream().await,
+        seen,
+        "refused without calling the provider"
+    );
+    // Half-open, and the provider healthy again: callers on all three replicas for 750 ms; a
+    // probe takes 800 ms, so whatever reached the provider in that time was a probe.
+    let half_open = opened + Duration::from_millis(2_100);
+    tokio::time::sleep_until(half_open.into()).await;
+    let before = upstream().await;
+    let mut calls = JoinSet::new();
+    let mut i = 100;
+    while half_open.elapsed() < Duration::from_millis(750) {
+        for replica in &replicas {
+            let url = replica.url.clone();
+            calls.spawn(async move { chat(&url, i).await.0 });
+            i += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let probes = upstream().await - before;
+    let offered = i - 100;
+
+    println!(
+        "breaker shared by three gateways: {offered} calls in the first 750 ms of half-open, \
+         {probes} reached the provider (half_open_probes = 1)"
+    );
+    assert_eq!(probes, 1, "one probe for the whole fleet");
+    // The probe succeeds: every replica closes and serves again.
+    while calls.join_next().await.is_some() {}
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for replica in &replicas {
+        assert_eq!(chat(&replica.url, 9_999).await.0, StatusCode::OK);
+    }
+}

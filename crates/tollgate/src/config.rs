@@ -387,6 +387,14 @@ impl StackConfig {
                 "needs tollgate's `cache-redis` feature",
             ));
         }
+        #[cfg(not(feature = "circuit-redis"))]
+        if self.circuit_redis().is_some() {
+            return Err(ConfigError::invalid(
+                "redis",
+                "is where a fleet shares its breakers, which needs tollgate's `circuit-redis` \
+                 feature",
+            ));
+        }
         #[cfg(not(feature = "budget-redis"))]
         if self.budget_redis().is_some() {
             return Err(ConfigError::invalid(
@@ -508,6 +516,12 @@ impl StackConfig {
     pub fn cache_redis(&self) -> Option<&RedisSettings> {
         let section = self.cache.as_ref()?;
         section.redis.as_ref().or(self.redis.as_ref())
+    }
+
+    /// Where the breakers are shared by a fleet: `[redis]` (none without a breaker).
+    pub fn circuit_redis(&self) -> Option<&RedisSettings> {
+        self.circuit_breaker.as_ref()?;
+        self.redis.as_ref()
     }
 
     /// Where the budgets keep their books in Redis: `[redis]` (none without budgets).

@@ -85,6 +85,9 @@ pub struct LlmStack {
     /// The cache's second level, when `cache.redis` names it.
     #[cfg(feature = "cache-redis")]
     cache_redis: Option<tollgate_cache::redis::RedisStore>,
+    /// The fleet's breakers, when `[redis]` is set.
+    #[cfg(feature = "circuit-redis")]
+    circuit_redis: Option<tollgate_circuit::RedisBreakerState>,
 }
 
 impl LlmStack {
@@ -143,6 +146,8 @@ impl LlmStack {
             redis: None,
             #[cfg(feature = "cache-redis")]
             cache_redis: None,
+            #[cfg(feature = "circuit-redis")]
+            circuit_redis: None,
         })
     }
 
@@ -204,6 +209,15 @@ impl LlmStack {
                 .map_err(|e| e.within("budget"))?;
             stack.budget = Some(Books::Fleet(layer));
         }
+        #[cfg(feature = "circuit-redis")]
+        if let Some(settings) = config.circuit_redis() {
+            let url = settings.resolve(env).map_err(|e| e.within("redis"))?;
+            let state = tollgate_circuit::RedisBreakerState::connect(&url)
+                .await
+                .map_err(|e| RedisUnavailable::new("redis".to_owned(), settings, e))?
+                .with_command_timeout(settings.command_timeout);
+            stack.circuit_redis = Some(state);
+        }
         #[cfg(feature = "cache-redis")]
         if let Some(settings) = config.cache_redis() {
             let field = config.redis_field("cache");
@@ -228,6 +242,8 @@ impl LlmStack {
             redis: None,
             #[cfg(feature = "cache-redis")]
             cache_redis: None,
+            #[cfg(feature = "circuit-redis")]
+            circuit_redis: None,
         }
     }
 
@@ -352,6 +368,10 @@ impl LlmStack {
         if c.cache_redis().is_some() && self.cache_redis.is_none() {
             return Some(c.redis_field("cache"));
         }
+        #[cfg(feature = "circuit-redis")]
+        if c.circuit_redis().is_some() && self.circuit_redis.is_none() {
+            return Some("redis".to_owned());
+        }
         #[cfg(feature = "budget-redis")]
         if c.budget_redis().is_some() && !matches!(self.budget, Some(Books::Fleet(_))) {
             return Some("redis".to_owned());
@@ -378,7 +398,14 @@ impl LlmStack {
             if let Some(seed) = c.seed {
                 config.seed = seed;
             }
-            CircuitBreakerLayer::with_max_scopes(config, c.max_scopes).expect(CHECKED)
+            let layer = CircuitBreakerLayer::with_max_scopes(config, c.max_scopes).expect(CHECKED);
+            // The fleet's breakers, before the handle is taken (the circuits are rebuilt).
+            #[cfg(feature = "circuit-redis")]
+            let layer = match &self.circuit_redis {
+                Some(state) => layer.with_redis(state.clone()),
+                None => layer,
+            };
+            layer
         });
         let circuit_handle = circuit.as_ref().map(CircuitBreakerLayer::handle);
         let overload = c.overload.as_ref().map(|config| {
