@@ -501,3 +501,63 @@ async fn an_overloaded_deployment_opens_the_breaker_on_all_three_and_probes_flee
         assert_eq!(chat(&replica.url, 9_999).await.0, StatusCode::OK);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_upstream_is_out_on_every_gateway_within_a_second() {
+    let redis = RedisServer::start(&[]);
+    let sim = SimProcess::start(&format!(
+        "seed = 12\n[[keys]]\nkey = \"sk-fleet-revoked\"\nname = \"revoked\"\nrevoked_after = \"1ms\"\n\
+         [[keys]]\nkey = \"{UPSTREAM}\"\nname = \"account\"\n"
+    ));
+    // Two keys, the revoked one first in line.
+    let config = format!(
+        r#"[server]
+api_keys = ["{CLIENT}"]
+[redis]
+url = "{redis}"
+[stack]
+preset = "balanced"
+[[models]]
+name = "chat"
+policy = "ordered"
+[[models.deployments]]
+provider = "openai"
+base_url = "{sim}"
+keys_env = "TG_FLEET_KEYS"
+model = "gpt-4o-mini"
+"#,
+        redis = redis.url(),
+        sim = sim.url
+    );
+    let keys = format!("sk-fleet-revoked,{UPSTREAM}");
+    let replicas: Vec<Proxy> = (0..3)
+        .map(|_| Proxy::start_logging(&config, &[("TG_FLEET_KEYS", &keys)], "info"))
+        .collect();
+    // Calls that met the revoked key: every call the provider received but the good key's.
+    let log_revoked = || async {
+        let stats = sim_stats(&sim).await;
+        stats["received"].as_u64().unwrap() - stats["keys"]["account"]["requests"].as_u64().unwrap()
+    };
+    // The first replica meets the 401 and moves to the other key within the same call.
+    assert_eq!(chat(&replicas[0].url, 0).await.0, StatusCode::OK);
+    let first = Instant::now();
+    assert_eq!(log_revoked().await, 1, "one call met the revoked key");
+    // Within a second, the other two no longer try it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for replica in &replicas[1..] {
+        for i in 0..3 {
+            assert_eq!(chat(&replica.url, 10 + i).await.0, StatusCode::OK);
+        }
+    }
+    println!(
+        "a key revoked upstream: after the first replica's 401, {:?} later the other two sent \
+         it nothing ({} call met it in all)",
+        first.elapsed(),
+        log_revoked().await
+    );
+    assert_eq!(
+        log_revoked().await,
+        1,
+        "the other replicas did not try the revoked key"
+    );
+}

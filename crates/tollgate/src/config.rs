@@ -387,6 +387,14 @@ impl StackConfig {
                 "needs tollgate's `cache-redis` feature",
             ));
         }
+        #[cfg(not(feature = "pool-redis"))]
+        if self.pool_redis().is_some() {
+            return Err(ConfigError::invalid(
+                "redis",
+                "is where a fleet shares its pool's cooldowns, which needs tollgate's \
+                 `pool-redis` feature",
+            ));
+        }
         #[cfg(not(feature = "circuit-redis"))]
         if self.circuit_redis().is_some() {
             return Err(ConfigError::invalid(
@@ -516,6 +524,12 @@ impl StackConfig {
     pub fn cache_redis(&self) -> Option<&RedisSettings> {
         let section = self.cache.as_ref()?;
         section.redis.as_ref().or(self.redis.as_ref())
+    }
+
+    /// Where a pool's cooldowns are shared by a fleet: `[redis]` (none without a pool).
+    pub fn pool_redis(&self) -> Option<&RedisSettings> {
+        self.pool.as_ref()?;
+        self.redis.as_ref()
     }
 
     /// Where the breakers are shared by a fleet: `[redis]` (none without a breaker).

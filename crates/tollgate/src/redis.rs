@@ -55,7 +55,10 @@ pub(crate) fn redis_field(config: &StackConfig) -> Option<String> {
         Some(config.redis_field("rate_limit"))
     } else if config.cache_redis().is_some() {
         Some(config.redis_field("cache"))
-    } else if config.budget_redis().is_some() || config.circuit_redis().is_some() {
+    } else if config.budget_redis().is_some()
+        || config.circuit_redis().is_some()
+        || config.pool_redis().is_some()
+    {
         Some("redis".to_owned())
     } else {
         None

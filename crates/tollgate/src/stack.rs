@@ -88,6 +88,9 @@ pub struct LlmStack {
     /// The fleet's breakers, when `[redis]` is set.
     #[cfg(feature = "circuit-redis")]
     circuit_redis: Option<tollgate_circuit::RedisBreakerState>,
+    /// The fleet's pool cooldowns, when `[redis]` is set with a pool.
+    #[cfg(feature = "pool-redis")]
+    pool_redis: Option<tollgate_pool::RedisPoolState>,
 }
 
 impl LlmStack {
@@ -148,6 +151,8 @@ impl LlmStack {
             cache_redis: None,
             #[cfg(feature = "circuit-redis")]
             circuit_redis: None,
+            #[cfg(feature = "pool-redis")]
+            pool_redis: None,
         })
     }
 
@@ -218,6 +223,15 @@ impl LlmStack {
                 .with_command_timeout(settings.command_timeout);
             stack.circuit_redis = Some(state);
         }
+        #[cfg(feature = "pool-redis")]
+        if let Some(settings) = config.pool_redis() {
+            let url = settings.resolve(env).map_err(|e| e.within("redis"))?;
+            let state = tollgate_pool::RedisPoolState::connect(&url)
+                .await
+                .map_err(|e| RedisUnavailable::new("redis".to_owned(), settings, e))?
+                .with_command_timeout(settings.command_timeout);
+            stack.pool_redis = Some(state);
+        }
         #[cfg(feature = "cache-redis")]
         if let Some(settings) = config.cache_redis() {
             let field = config.redis_field("cache");
@@ -244,6 +258,8 @@ impl LlmStack {
             cache_redis: None,
             #[cfg(feature = "circuit-redis")]
             circuit_redis: None,
+            #[cfg(feature = "pool-redis")]
+            pool_redis: None,
         }
     }
 
@@ -367,6 +383,10 @@ impl LlmStack {
         #[cfg(feature = "cache-redis")]
         if c.cache_redis().is_some() && self.cache_redis.is_none() {
             return Some(c.redis_field("cache"));
+        }
+        #[cfg(feature = "pool-redis")]
+        if c.pool_redis().is_some() && self.pool_redis.is_none() {
+            return Some("redis".to_owned());
         }
         #[cfg(feature = "circuit-redis")]
         if c.circuit_redis().is_some() && self.circuit_redis.is_none() {
@@ -604,6 +624,13 @@ impl LlmStack {
                 member(concurrency.as_ref(), client.clone()),
             );
         }
+        // A fleet's members are cooled down on every replica at once (keyed by name and key
+        // fingerprint, so stacks with different members can share one Redis).
+        #[cfg(feature = "pool-redis")]
+        let builder = match &self.pool_redis {
+            Some(state) => builder.with_shared(state.clone()),
+            None => builder,
+        };
         pool_config.apply(builder).build()
     }
 
