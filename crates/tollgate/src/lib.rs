@@ -24,7 +24,7 @@
 //! | `cache`, `batch`, `retry`, `circuit`, `overload`, `ratelimit`, `concurrency`, `timeout` | that layer's crate and its [`ServiceBuilderExt`] method |
 //! | `pool` | [`pool`]: many API keys and deployments behind one service |
 //! | `fallback` | [`fallback`]: answers from a service of your own (a local model, a stale cache entry) when the API is unavailable |
-//! | `ratelimit-redis`, `cache-redis` | limits, and a second cache level, shared by a fleet through Redis |
+//! | `ratelimit-redis`, `cache-redis`, `budget-redis`, `circuit-redis`, `pool-redis` | what `[redis]` shares with a fleet: limits, the cache's second level, budgets, breakers, the pool's cooldowns (docs/fleet.md) |
 //! | `deferred` | [`deferred`]: the durable queue for work that can wait, sent through the OpenAI or Anthropic Batch API |
 //! | `deferred-admin` | the deferred queue's operator routes (axum) |
 //! | `metrics` | every enabled layer's metrics through the [`metrics`](https://docs.rs/metrics) facade (docs/metrics.md) |

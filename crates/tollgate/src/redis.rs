@@ -19,7 +19,9 @@ impl RedisUnavailable {
         not(any(
             feature = "ratelimit-redis",
             feature = "cache-redis",
-            feature = "budget-redis"
+            feature = "budget-redis",
+            feature = "circuit-redis",
+            feature = "pool-redis"
         )),
         allow(dead_code)
     )]

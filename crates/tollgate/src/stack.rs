@@ -31,7 +31,9 @@ use crate::preset::Preset;
 #[cfg(any(
     feature = "ratelimit-redis",
     feature = "cache-redis",
-    feature = "budget-redis"
+    feature = "budget-redis",
+    feature = "circuit-redis",
+    feature = "pool-redis"
 ))]
 use crate::redis::RedisUnavailable;
 use crate::redis::redis_field;
@@ -181,7 +183,9 @@ impl LlmStack {
             not(any(
                 feature = "ratelimit-redis",
                 feature = "cache-redis",
-                feature = "budget-redis"
+                feature = "budget-redis",
+                feature = "circuit-redis",
+                feature = "pool-redis"
             )),
             allow(unused_mut)
         )]
