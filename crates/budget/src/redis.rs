@@ -80,14 +80,10 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tollgate_core::BoxError;
+use tollgate_core::redis::{Connection, Health, redact};
 
 pub(crate) use self::fleet::{Fleet, Hold, Plan};
-use self::worker::{Health, guarded};
-
-/// How long connecting (or reconnecting) may take.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A fleet's budget books in Redis, for
 /// [`BudgetLayer::configured_with_redis`](crate::BudgetLayer::configured_with_redis); see the
@@ -117,9 +113,7 @@ pub struct RedisBooks {
 
 /// The connection and what every set of books on it shares.
 pub(crate) struct Link {
-    client: ::redis::Client,
-    /// Replaced by a fresh connection when Redis answers again after an outage.
-    conn: RwLock<ConnectionManager>,
+    conn: Connection,
     /// The URL without its password.
     url: String,
     /// Names this process's reservations and batches.
@@ -188,7 +182,7 @@ impl RedisBooks {
         let shown = redact(url);
         let client = ::redis::Client::open(url)
             .map_err(|e| format!("invalid redis url {shown}: {:?}", e.kind()))?;
-        let conn = guarded(CONNECTION_TIMEOUT, open(&client))
+        let conn = Connection::connect(client)
             .await
             .map_err(|e| format!("cannot reach redis at {shown}: {e}"))?;
         let process = format!(
@@ -199,8 +193,7 @@ impl RedisBooks {
         );
         Ok(Self {
             link: Arc::new(Link {
-                client,
-                conn: RwLock::new(conn),
+                conn,
                 url: shown,
                 process,
                 settings: RwLock::new(Settings::default()),
@@ -282,45 +275,12 @@ impl RedisBooks {
     }
 }
 
-/// A connection that fails fast: no retries (the books probe on their own schedule), no
-/// response timeout (each command runs under [`guarded`]'s).
-async fn open(client: &::redis::Client) -> ::redis::RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_number_of_retries(0)
-        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-        .set_response_timeout(None);
-    ConnectionManager::new_with_config(client.clone(), config).await
-}
-
 impl Link {
-    fn conn(&self) -> ConnectionManager {
-        self.conn
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
     fn settings(&self) -> Settings {
         self.settings
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-}
-
-/// `url` without its password (and without a query, where a unix socket's would be).
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(unparsable url)".into();
-    };
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split_once(':').map_or(user, |(name, _)| name);
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => format!("{scheme}://{authority}{path}"),
     }
 }
 
@@ -331,24 +291,5 @@ impl fmt::Debug for RedisBooks {
             .field("settings", &self.link.settings())
             .field("degraded", &self.is_degraded())
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn a_password_is_never_shown() {
-        assert_eq!(
-            redact("redis://:hunter2@redis.internal:6379/2"),
-            "redis://:***@redis.internal:6379/2"
-        );
-        assert_eq!(
-            redact("rediss://app:hunter2@h:1?password=x"),
-            "rediss://app:***@h:1"
-        );
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(redact("hunter2"), "(unparsable url)");
     }
 }

@@ -22,21 +22,18 @@ mod codec;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::aio::ConnectionManager;
 use bytes::Bytes;
 use http::HeaderName;
 use tokio::time::Instant;
 use tollgate_core::BoxError;
+use tollgate_core::redis::{CONNECTION_TIMEOUT, Health, open};
 
 use crate::config::CacheConfig;
 use crate::entry::Entry;
 use crate::key::CacheKey;
-
-/// How long connecting may take.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The shared second level in Redis; see the [module docs](self).
 ///
@@ -59,7 +56,8 @@ pub struct RedisStore {
     command_timeout: Duration,
     /// Host and port, never the password.
     address: Arc<str>,
-    unreachable: Arc<AtomicBool>,
+    /// No probe schedule: every lookup and store tries Redis.
+    health: Arc<Health>,
 }
 
 impl RedisStore {
@@ -71,12 +69,7 @@ impl RedisStore {
     pub async fn connect(url: &str) -> Result<Self, BoxError> {
         let client = ::redis::Client::open(url).map_err(|e| format!("invalid redis url: {e}"))?;
         let address: Arc<str> = client.get_connection_info().addr().to_string().into();
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-            .set_response_timeout(None);
-        let conn = ConnectionManager::new_with_config(client, config);
-        let conn = tokio::time::timeout(CONNECTION_TIMEOUT, conn)
+        let conn = tokio::time::timeout(CONNECTION_TIMEOUT, open(&client))
             .await
             .map_err(|_| {
                 format!("redis at {address} did not answer within {CONNECTION_TIMEOUT:?}")
@@ -87,7 +80,7 @@ impl RedisStore {
             prefix: "tollgate:cache".into(),
             command_timeout: Duration::from_millis(250),
             address,
-            unreachable: Arc::default(),
+            health: Arc::default(),
         })
     }
 
@@ -160,7 +153,7 @@ impl RedisStore {
     ) -> Option<T> {
         let failure = match tokio::time::timeout(self.command_timeout, command).await {
             Ok(Ok(answer)) => {
-                if self.unreachable.swap(false, Ordering::AcqRel) {
+                if self.health.recovered() {
                     tracing::info!(address = %self.address, "redis answers again: the cache's second level is back");
                 }
                 return Some(answer);
@@ -168,7 +161,7 @@ impl RedisStore {
             Ok(Err(error)) => error.to_string(),
             Err(_) => format!("no answer within {:?}", self.command_timeout),
         };
-        if !self.unreachable.swap(true, Ordering::AcqRel) {
+        if self.health.failed(Duration::ZERO) {
             tracing::warn!(address = %self.address, error = %failure, "redis unreachable: the cache's second level is skipped until it answers");
         }
         None
@@ -181,7 +174,7 @@ impl fmt::Debug for RedisStore {
             .field("address", &self.address)
             .field("prefix", &self.prefix)
             .field("command_timeout", &self.command_timeout)
-            .field("unreachable", &self.unreachable.load(Ordering::Relaxed))
+            .field("unreachable", &self.health.is_degraded())
             .finish_non_exhaustive()
     }
 }

@@ -85,17 +85,13 @@ use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tollgate_core::BoxError;
+use tollgate_core::redis::{Connection, Health, redact};
 
 pub(crate) use self::side::{FleetSide, Hook};
 pub(crate) use self::worker::seed;
-use self::worker::{Health, guarded};
 use crate::config::CircuitConfig;
 use crate::layer::Breakers;
-
-/// How long connecting (or reconnecting) may take.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A Redis connection for circuits shared by a fleet, for
 /// [`CircuitBreakerLayer::with_redis`](crate::CircuitBreakerLayer::with_redis); see the
@@ -121,9 +117,7 @@ pub struct RedisBreakerState {
 
 /// The connection and its options.
 pub(crate) struct Link {
-    client: redis::Client,
-    /// Replaced by a fresh connection when Redis answers again after an outage.
-    conn: RwLock<ConnectionManager>,
+    pub(crate) conn: Connection,
     /// The URL without its password.
     url: String,
     settings: RwLock<Settings>,
@@ -170,13 +164,12 @@ impl RedisBreakerState {
         let shown = redact(url);
         let client = redis::Client::open(url)
             .map_err(|e| format!("invalid redis url {shown}: {:?}", e.kind()))?;
-        let conn = guarded(CONNECTION_TIMEOUT, open(&client))
+        let conn = Connection::connect(client)
             .await
             .map_err(|e| format!("cannot reach redis at {shown}: {e}"))?;
         Ok(Self {
             link: Arc::new(Link {
-                client,
-                conn: RwLock::new(conn),
+                conn,
                 url: shown,
                 settings: RwLock::new(Settings::default()),
                 health: Health::default(),
@@ -250,24 +243,7 @@ impl RedisBreakerState {
     }
 }
 
-/// A connection that fails fast: no retries (the worker probes on its own schedule), no
-/// response timeout (each command runs under [`guarded`]'s).
-async fn open(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_number_of_retries(0)
-        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-        .set_response_timeout(None);
-    ConnectionManager::new_with_config(client.clone(), config).await
-}
-
 impl Link {
-    pub(crate) fn conn(&self) -> ConnectionManager {
-        self.conn
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
     pub(crate) fn settings(&self) -> Settings {
         self.settings
             .read()
@@ -286,22 +262,6 @@ impl fmt::Debug for Link {
     }
 }
 
-/// `url` without its password (and without a query, where a unix socket's would be).
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(unparsable url)".into();
-    };
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split_once(':').map_or(user, |(name, _)| name);
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => format!("{scheme}://{authority}{path}"),
-    }
-}
-
 impl fmt::Debug for RedisBreakerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBreakerState")
@@ -309,24 +269,5 @@ impl fmt::Debug for RedisBreakerState {
             .field("settings", &self.link.settings())
             .field("degraded", &self.is_degraded())
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn a_password_is_never_shown() {
-        assert_eq!(
-            redact("redis://:hunter2@redis.internal:6379/2"),
-            "redis://:***@redis.internal:6379/2"
-        );
-        assert_eq!(
-            redact("rediss://app:hunter2@h:1?password=x"),
-            "rediss://app:***@h:1"
-        );
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(redact("hunter2"), "(unparsable url)");
     }
 }

@@ -18,6 +18,10 @@
 //! Feature `metrics`: `Classify` counts requests by outcome and times them through the
 //! [`metrics`](https://docs.rs/metrics) facade (`tollgate_requests_total`, see `docs/metrics.md`).
 //!
+//! Feature `redis`: the module `redis` holds what every layer that keeps a fleet's state in
+//! Redis shares (a fail-fast connection, commands under a wall-clock timeout, redacted URLs,
+//! the link's health).
+//!
 //! ```
 //! use tollgate_core::{annotate::AnnotateLayer, classify::ClassifyLayer};
 //! use tower::ServiceBuilder;
@@ -50,6 +54,9 @@ mod pending;
 mod provider;
 pub mod providers;
 pub mod ratelimit;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 pub mod repeat;
 pub mod request;
 pub mod rng;

@@ -85,21 +85,18 @@ mod script;
 mod worker;
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tollgate_core::BoxError;
+use tollgate_core::redis::{CONNECTION_TIMEOUT, Connection, Health, guarded, open, redact};
 
 use self::clock::Clock;
-use self::worker::{Health, guarded};
 use crate::member::Member;
 use crate::pool::Shared;
-
-/// How long connecting (or reconnecting) may take.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long Redis remembers a reset (longer than the longest cooldown a process that missed it
 /// could still hold, except a parked member's).
@@ -248,8 +245,7 @@ impl RedisPoolState {
             .collect();
         let n = members.len();
         Fleet {
-            client: self.client,
-            conn: RwLock::new(self.conn),
+            conn: Connection::new(self.client, self.conn),
             url: self.url,
             settings: self.settings,
             clock: Clock::new(),
@@ -277,9 +273,7 @@ impl fmt::Debug for RedisPoolState {
 
 /// One pool's shared state: its connection, its members' keys, and what its task has to send.
 pub(crate) struct Fleet {
-    client: redis::Client,
-    /// Replaced by a fresh connection when Redis answers again after an outage.
-    conn: RwLock<ConnectionManager>,
+    conn: Connection,
     url: String,
     settings: Settings,
     clock: Clock,
@@ -317,13 +311,6 @@ impl Fleet {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.conn
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
     /// Starts the pool's background task; it ends when the pool is dropped.
     pub(crate) fn start(self: &Arc<Self>, pool: Weak<Shared>) {
         self.runtime.spawn(worker::run(pool, self.clone()));
@@ -345,50 +332,5 @@ impl Fleet {
             state.publish[member] = false;
         }
         self.wake.notify_one();
-    }
-}
-
-/// A connection that fails fast: no retries (the task probes on its own schedule), no response
-/// timeout (each command runs under [`guarded`]'s).
-async fn open(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_number_of_retries(0)
-        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-        .set_response_timeout(None);
-    ConnectionManager::new_with_config(client.clone(), config).await
-}
-
-/// `url` without its password (and without a query, where a unix socket's would be).
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(unparsable url)".into();
-    };
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split_once(':').map_or(user, |(name, _)| name);
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => format!("{scheme}://{authority}{path}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_url_is_shown_without_its_password() {
-        assert_eq!(
-            redact("redis://:hunter2@redis.internal:6379/2"),
-            "redis://:***@redis.internal:6379/2"
-        );
-        assert_eq!(
-            redact("redis://app:hunter2@10.0.0.1"),
-            "redis://app:***@10.0.0.1"
-        );
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(redact("hunter2"), "(unparsable url)");
     }
 }

@@ -14,19 +14,17 @@ mod worker;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tollgate_core::redis::{Connection, Health, guarded, redact};
 use tollgate_core::{BoxError, ScopeMode, ScopeRegistry};
 
 use self::clock::Clock;
 use self::options::Settings;
 use self::scope::Leftovers;
 use self::script::Change;
-use self::worker::{Health, guarded};
 use crate::gcra::View;
 use crate::quota::{Dimension, QuotaTable};
 
@@ -42,9 +40,6 @@ pub struct RoundTrips {
     /// (those a reservation carried are not counted again).
     pub updates: u64,
 }
-
-/// How long connecting (or reconnecting) may take.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Limit state in Redis, shared by every process that uses the same Redis and key prefix: a
 /// fleet behind one provider key stays within that key's limits.
@@ -131,9 +126,7 @@ pub struct RedisStore {
 }
 
 struct Shared {
-    /// Replaced by a fresh connection when Redis answers again after an outage.
-    conn: RwLock<ConnectionManager>,
-    client: redis::Client,
+    conn: Connection,
     /// The URL without its password.
     url: String,
     clock: Clock,
@@ -188,15 +181,14 @@ impl RedisStore {
         let shown = redact(url);
         let client =
             redis::Client::open(url).map_err(|e| format!("invalid redis url {shown}: {e}"))?;
-        let conn = guarded(CONNECTION_TIMEOUT, open(&client))
+        let conn = Connection::connect(client)
             .await
             .map_err(|e| format!("cannot reach redis at {shown}: {e}"))?;
         let wake = Arc::new(Notify::new());
         let (clock, leftovers) = (Clock::new(), Arc::new(Leftovers::new(wake.clone())));
         let scopes = scopes(&table, Settings::default(), &clock, &leftovers);
         let shared = Arc::new(Shared {
-            conn: RwLock::new(conn),
-            client,
+            conn,
             url: shown,
             clock,
             table,
@@ -266,7 +258,7 @@ impl RedisStore {
         };
         let (clock, now) = (&self.shared.clock, Instant::now());
         let frame = clock.frame(now);
-        let mut conn = self.shared.conn();
+        let mut conn = self.shared.conn.get();
         let timeout = self.shared.settings().command_timeout;
         let tat = guarded(timeout, script::read_tat(&mut conn, &frame, &cell.key)).await?;
         let tat = tat.map_or(0, |at| clock.local(at));
@@ -274,42 +266,12 @@ impl RedisStore {
     }
 }
 
-/// A connection that fails fast: no retries (the store probes on its own schedule), no
-/// response timeout (each command runs under [`guarded`]'s).
-async fn open(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_number_of_retries(0)
-        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-        .set_response_timeout(None);
-    ConnectionManager::new_with_config(client.clone(), config).await
-}
-
 impl Shared {
-    fn conn(&self) -> ConnectionManager {
-        self.conn
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
     fn settings(&self) -> Settings {
         self.settings
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-
-    fn failed(&self, error: &dyn fmt::Display) {
-        let settings = self.settings();
-        let retry = u64::try_from(settings.retry_interval.as_nanos()).unwrap_or(u64::MAX);
-        let retry_at = self.clock.local(Instant::now()).saturating_add(retry);
-        if self.health.failed(error, retry_at, settings.fail_open) && settings.fail_open {
-            // The local limits start from what Redis last said, not from full buckets.
-            let now = Instant::now();
-            self.scopes.load().for_each(|_, scope| {
-                scope.seed_fallback(now, self.clock.local(now), settings.local_share);
-            });
-        }
     }
 
     /// Queues `change` for Redis, without waiting.
@@ -324,22 +286,6 @@ impl Shared {
             let units = i64::try_from(units).unwrap_or(i64::MAX);
             self.change(scope, dimension, Change::Add(sign * units));
         }
-    }
-}
-
-/// `url` without its password (and without a query, where a unix socket's would be).
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(unparsable url)".into();
-    };
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split_once(':').map_or(user, |(name, _)| name);
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => format!("{scheme}://{authority}{path}"),
     }
 }
 

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::UNIX_EPOCH;
 
 use tokio::sync::Notify;
+use tollgate_core::redis::guarded;
 use tollgate_core::{BoxError, Provider};
 
 use super::script::{self, Call, Group, Keys, Seen};
-use super::worker::{self, guarded};
+use super::worker;
 use super::{Link, RedisBooks};
 use crate::budgets::{BudgetSnapshot, Budgets};
 use crate::cost::CallCost;
@@ -212,7 +213,7 @@ impl Fleet {
             batch: false,
             groups,
         };
-        let mut conn = self.link.conn();
+        let mut conn = self.link.conn.get();
         match guarded(settings.command_timeout, script::run(&mut conn, &call)).await {
             Ok(reply) => {
                 let mut books = self.books();
@@ -238,10 +239,7 @@ impl Fleet {
             Err(error) => {
                 // Redis may apply it after all: it is given back when Redis answers.
                 self.books().push_drop(id, plan.applied.clone());
-                let settings = self.link.settings();
-                self.link
-                    .health
-                    .failed(&*error, settings.retry_interval, settings.fail_open);
+                self.link.failed(&*error);
                 self.reserve_locally(plan, Some(error))
             }
         }
@@ -357,7 +355,7 @@ impl Fleet {
     /// The local books' limits for this outage: `share` (ppm) of what was left of each
     /// budget when Redis last answered. The first call of an outage starts them.
     fn local_limits(&self, share: u32) -> Vec<Limits> {
-        let outage = self.link.health.outage();
+        let outage = self.link.health.outages();
         let mut books = self.books();
         if books.local_outage != outage || books.local.is_empty() {
             let mut local = Vec::with_capacity(self.budgets.budgets.len());

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use tollgate_core::BoxError;
+use tollgate_core::redis::guarded;
 
 use super::fleet::{Batch, Books, Fleet, Hold, MAX_DROPS_PER_CALL, MAX_UNSENT_DROPS, wall_ms};
 use super::script::{self, Call, Group};
-use super::worker::guarded;
 use crate::ledger::Spend;
 
 impl Fleet {
@@ -111,7 +111,7 @@ impl Fleet {
             batch: batch.is_some(),
             groups,
         };
-        let mut conn = self.link.conn();
+        let mut conn = self.link.conn.get();
         match guarded(settings.command_timeout, script::run(&mut conn, &call)).await {
             Ok(reply) => {
                 let mut books = self.books();
@@ -122,9 +122,7 @@ impl Fleet {
                 Ok(())
             }
             Err(error) => {
-                self.link
-                    .health
-                    .failed(&*error, settings.retry_interval, settings.fail_open);
+                self.link.failed(&*error);
                 Err(error)
             }
         }

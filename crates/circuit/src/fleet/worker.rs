@@ -1,104 +1,25 @@
 //! The worker of a layer's shared circuits: it sends what its circuits did (opens, probe
 //! successes, manual modes), claims and gives back probes, reads the fleet's records and puts
-//! its circuits in step, and probes Redis while it is unreachable. Also the guard every Redis
-//! command runs under, and the link's health.
+//! its circuits in step, and probes Redis while it is unreachable. Also what the circuits say
+//! when Redis goes away and comes back.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::Poll;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use redis::RedisResult;
 use tokio::time::Instant;
-use tollgate_core::BoxError;
+use tollgate_core::redis::guarded;
 
+use super::Link;
 use super::script::{self, Keys, Open, Record};
 use super::side::{FleetSide, Hook, instant_at, wall_ms};
-use super::{CONNECTION_TIMEOUT, Link, open};
 use crate::breaker::{Adopt, Breaker};
 use crate::config::{CircuitConfig, Mode};
 use crate::layer::Breakers;
 use crate::state::CircuitState;
-
-/// Whether Redis answers, and when to try it again if not.
-#[derive(Debug, Default)]
-pub(crate) struct Health {
-    degraded: AtomicBool,
-    next_probe: Mutex<Option<Instant>>,
-}
-
-impl Health {
-    pub(crate) fn is_degraded(&self) -> bool {
-        self.degraded.load(Ordering::Acquire)
-    }
-
-    /// Redis failed: circuits on their own until a probe after `retry` finds it again; said
-    /// once per outage. Whether this failure began the outage.
-    fn failed(&self, error: &dyn fmt::Display, retry: Duration) -> bool {
-        *self
-            .next_probe
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + retry);
-        let began = !self.degraded.swap(true, Ordering::AcqRel);
-        if began {
-            tracing::warn!(%error, "redis unreachable: each process's circuit breakers work on their own until it answers");
-        }
-        began
-    }
-
-    fn due(&self) -> bool {
-        self.next_probe
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none_or(|at| at <= Instant::now())
-    }
-
-    fn recovered(&self) {
-        if self.degraded.swap(false, Ordering::AcqRel) {
-            tracing::info!("redis answers again: circuit breakers shared by the fleet again");
-        }
-    }
-}
-
-/// Runs one Redis command, failing it after `timeout` of wall-clock time.
-///
-/// The timeout is a parked blocking-pool thread, not a tokio timer: a round trip takes real
-/// time even when tokio's clock is paused (tests), where a timer would fire as soon as every
-/// task waits. While that thread waits, a paused clock does not auto-advance either.
-pub(crate) async fn guarded<T>(
-    timeout: Duration,
-    command: impl Future<Output = RedisResult<T>>,
-) -> Result<T, BoxError> {
-    let (_done, done_rx) = std::sync::mpsc::channel::<()>();
-    let mut watchdog = Some(tokio::task::spawn_blocking(move || {
-        done_rx.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout)
-    }));
-    let mut command = pin!(command);
-    poll_fn(|cx| {
-        if let Poll::Ready(result) = command.as_mut().poll(cx) {
-            return Poll::Ready(result.map_err(BoxError::from));
-        }
-        if let Some(handle) = watchdog.as_mut()
-            && let Poll::Ready(fired) = Pin::new(handle).poll(cx)
-        {
-            watchdog = None;
-            if fired.unwrap_or(false) {
-                let error = std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("redis did not answer within {timeout:?}"),
-                );
-                return Poll::Ready(Err(error.into()));
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
 
 /// The worker of one layer's circuits, holding them weakly: it ends with them.
 pub(crate) async fn run(breakers: Weak<Breakers>, hook: Arc<Hook>, config: Arc<CircuitConfig>) {
@@ -110,12 +31,20 @@ pub(crate) async fn run(breakers: Weak<Breakers>, hook: Arc<Hook>, config: Arc<C
         let Some(breakers) = breakers.upgrade() else {
             return;
         };
-        let health = &worker.hook.link.health;
+        let link = &worker.hook.link;
+        let health = &link.health;
         if health.is_degraded() {
-            if !health.due() || !probe(&worker.hook.link).await {
+            // A fresh connection, which replaces the old one once Redis answers.
+            if !health.is_probe_due(Instant::now())
+                || (link.conn.reconnect().await)
+                    .map_err(|e| link.failed(&*e))
+                    .is_err()
+            {
                 continue;
             }
-            health.recovered();
+            if health.recovered() {
+                tracing::info!("redis answers again: circuit breakers shared by the fleet again");
+            }
             last_read = None;
         }
         let mut all = Vec::new();
@@ -168,11 +97,10 @@ impl Worker {
         command: impl Future<Output = RedisResult<T>>,
     ) -> Result<T, Unreachable> {
         let link = &self.hook.link;
-        let settings = link.settings();
-        match guarded(settings.command_timeout, command).await {
+        match guarded(link.settings().command_timeout, command).await {
             Ok(value) => Ok(value),
             Err(error) => {
-                link.health.failed(&*error, settings.retry_interval);
+                link.failed(&*error);
                 Err(Unreachable)
             }
         }
@@ -210,7 +138,7 @@ impl Worker {
     }
 
     async fn publish(&self, breaker: &Breaker, side: &FleetSide) -> Result<(), Unreachable> {
-        let mut conn = self.hook.link.conn();
+        let mut conn = self.hook.link.conn.get();
         let mode = side.sync().mode.take();
         if let Some(mode) = mode {
             let text = mode.map_or("", mode_name);
@@ -299,7 +227,7 @@ impl Worker {
         if want == 0 {
             return Ok(());
         }
-        let mut conn = self.hook.link.conn();
+        let mut conn = self.hook.link.conn.get();
         let now = wall_ms(Instant::now());
         let call = script::claim(&mut conn, &side.key, now, episode, want, self.probes());
         let granted = self.call(call).await?;
@@ -337,7 +265,7 @@ impl Worker {
         let unused = breaker.take_unused(local.generation);
         side.sync().claimed_at = None;
         if unused > 0 {
-            let mut conn = self.hook.link.conn();
+            let mut conn = self.hook.link.conn.get();
             self.call(script::give_back(&mut conn, &side.key, episode, unused))
                 .await?;
         }
@@ -346,7 +274,7 @@ impl Worker {
 
     /// Reads every record not closed and puts the circuits in step.
     async fn read(&self, all: &[Arc<Breaker>]) -> Result<(), Unreachable> {
-        let mut conn = self.hook.link.conn();
+        let mut conn = self.hook.link.conn.get();
         let now = wall_ms(Instant::now());
         let records = self
             .call(script::snapshot(&mut conn, &self.hook.index, now))
@@ -456,22 +384,12 @@ fn mode_from_name(name: &str) -> Option<Mode> {
     }
 }
 
-/// Whether Redis answers again, on a fresh connection (the old one may still be waiting on a
-/// command sent to a Redis that stopped); if so, the fresh connection replaces it.
-async fn probe(link: &Link) -> bool {
-    let fresh = async {
-        let mut conn = open(&link.client).await?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await?;
-        Ok(conn)
-    };
-    match guarded(CONNECTION_TIMEOUT, fresh).await {
-        Ok(conn) => {
-            *link.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
-            true
-        }
-        Err(error) => {
-            link.health.failed(&*error, link.settings().retry_interval);
-            false
+impl Link {
+    /// A command failed: circuits on their own until a probe finds Redis again; said once per
+    /// outage.
+    fn failed(&self, error: &dyn fmt::Display) {
+        if self.health.failed(self.settings().retry_interval) {
+            tracing::warn!(%error, "redis unreachable: each process's circuit breakers work on their own until it answers");
         }
     }
 }

@@ -1,108 +1,24 @@
 //! The pool's background task: it sends resets and cooldowns to Redis as they happen, reads
 //! the fleet's every sync interval and applies them, and probes Redis while it is unreachable.
-//! Also the guard every Redis command runs under.
+//! Also what the pool says when Redis goes away and comes back.
 
 use std::fmt;
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::Poll;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
 
-use redis::RedisResult;
 use tokio::time::Instant;
-use tollgate_core::BoxError;
+use tollgate_core::redis::guarded;
 
 use super::script::{self, Record};
-use super::{CONNECTION_TIMEOUT, Fleet, RESET_MEMORY, open};
+use super::{Fleet, RESET_MEMORY};
 use crate::health::MemberState;
 use crate::pool::Shared;
-
-/// Whether Redis answers, and when to try it again if not.
-#[derive(Debug, Default)]
-pub(crate) struct Health {
-    degraded: AtomicBool,
-    next_probe: Mutex<Option<Instant>>,
-}
-
-impl Health {
-    pub(crate) fn is_degraded(&self) -> bool {
-        self.degraded.load(Ordering::Acquire)
-    }
-
-    /// Redis failed: this pool's cooldowns are its own until a probe after `retry` finds it
-    /// again. The warning is given once per outage.
-    fn failed(&self, error: &dyn fmt::Display, retry: Duration) {
-        *self
-            .next_probe
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + retry);
-        if !self.degraded.swap(true, Ordering::AcqRel) {
-            tracing::warn!(%error, "redis unreachable: pool cooldowns kept by this process alone until it answers");
-        }
-    }
-
-    /// How long until the next probe is due.
-    fn until_probe(&self) -> Duration {
-        self.next_probe
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .map_or(Duration::ZERO, |at| {
-                at.saturating_duration_since(Instant::now())
-            })
-    }
-
-    fn recovered(&self) {
-        if self.degraded.swap(false, Ordering::AcqRel) {
-            tracing::info!("redis answers again: pool cooldowns shared with the fleet");
-        }
-    }
-}
-
-/// Runs one Redis command, failing it after `timeout` of wall-clock time.
-///
-/// The timeout is a parked blocking-pool thread, not a tokio timer: a round trip takes real
-/// time even when tokio's clock is paused (tests), where a timer would fire as soon as every
-/// task waits. While that thread waits, a paused clock does not auto-advance either, so in
-/// tests a round trip takes no simulated time. Only the background task runs commands.
-pub(super) async fn guarded<T>(
-    timeout: Duration,
-    command: impl Future<Output = RedisResult<T>>,
-) -> Result<T, BoxError> {
-    let (_done, done_rx) = std::sync::mpsc::channel::<()>();
-    let mut watchdog = Some(tokio::task::spawn_blocking(move || {
-        done_rx.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout)
-    }));
-    let mut command = pin!(command);
-    poll_fn(|cx| {
-        if let Poll::Ready(result) = command.as_mut().poll(cx) {
-            return Poll::Ready(result.map_err(BoxError::from));
-        }
-        if let Some(handle) = watchdog.as_mut()
-            && let Poll::Ready(fired) = Pin::new(handle).poll(cx)
-        {
-            watchdog = None;
-            if fired.unwrap_or(false) {
-                let error = std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("redis did not answer within {timeout:?}"),
-                );
-                return Poll::Ready(Err(error.into()));
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
 
 /// The task: one per pool, holding it weakly; it ends with the pool.
 pub(super) async fn run(pool: Weak<Shared>, fleet: Arc<Fleet>) {
     let mut next_read = Instant::now();
     loop {
         let wait = if fleet.health.is_degraded() {
-            fleet.health.until_probe()
+            fleet.health.until_probe(Instant::now())
         } else {
             next_read.saturating_duration_since(Instant::now())
         };
@@ -113,7 +29,7 @@ pub(super) async fn run(pool: Weak<Shared>, fleet: Arc<Fleet>) {
             return;
         };
         if fleet.health.is_degraded() {
-            if !fleet.health.until_probe().is_zero() || !fleet.probe().await {
+            if !fleet.health.is_probe_due(Instant::now()) || !fleet.probe().await {
                 continue;
             }
             // Back: everything this process holds goes out again, then the fleet's comes in.
@@ -131,8 +47,12 @@ pub(super) async fn run(pool: Weak<Shared>, fleet: Arc<Fleet>) {
 }
 
 impl Fleet {
+    /// Redis failed: this pool's cooldowns are its own until a probe finds it again. The
+    /// warning is given once per outage.
     fn failed(&self, error: &dyn fmt::Display) {
-        self.health.failed(error, self.settings.retry_interval);
+        if self.health.failed(self.settings.retry_interval) {
+            tracing::warn!(%error, "redis unreachable: pool cooldowns kept by this process alone until it answers");
+        }
     }
 
     /// Every member out of rotation here is to be published.
@@ -163,7 +83,7 @@ impl Fleet {
             .map(|(member, at)| (&self.keys[*member], *at))
             .collect();
         let memory = u64::try_from(RESET_MEMORY.as_millis()).unwrap_or(u64::MAX);
-        let mut conn = self.conn();
+        let mut conn = self.conn.get();
         let call = script::reset(&mut conn, memory, &keyed);
         match guarded(self.settings.command_timeout, call).await {
             Ok(()) => true,
@@ -224,7 +144,7 @@ impl Fleet {
             .iter()
             .map(|(member, record)| (&self.keys[*member], *record))
             .collect();
-        let mut conn = self.conn();
+        let mut conn = self.conn.get();
         let call = script::publish(&mut conn, self.clock.wall(now), &keyed);
         match guarded(self.settings.command_timeout, call).await {
             Ok(held) => {
@@ -248,7 +168,7 @@ impl Fleet {
 
     /// Reads the fleet's cooldowns and resets, and applies them here.
     async fn read(&self, pool: &Shared) {
-        let mut conn = self.conn();
+        let mut conn = self.conn.get();
         let call = script::read(&mut conn, &self.keys);
         match guarded(self.settings.command_timeout, call).await {
             Ok(fleet) => self.apply(pool, &fleet),
@@ -298,15 +218,11 @@ impl Fleet {
     /// Whether Redis answers again, on a fresh connection (the old one may still be waiting
     /// on a command sent to a Redis that stopped); if so, the fresh connection replaces it.
     async fn probe(&self) -> bool {
-        let fresh = async {
-            let mut conn = open(&self.client).await?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await?;
-            Ok(conn)
-        };
-        match guarded(CONNECTION_TIMEOUT, fresh).await {
-            Ok(conn) => {
-                *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
-                self.health.recovered();
+        match self.conn.reconnect().await {
+            Ok(()) => {
+                if self.health.recovered() {
+                    tracing::info!("redis answers again: pool cooldowns shared with the fleet");
+                }
                 true
             }
             Err(error) => {

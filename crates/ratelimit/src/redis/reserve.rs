@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tollgate_core::redis::guarded;
 
 use super::Shared;
 use super::scope::RedisScope;
 use super::script::{self, Reserved};
-use super::worker::{MAX_CHANGES, guarded};
+use super::worker::MAX_CHANGES;
 use crate::quota::Dimension;
 use crate::store::{Charges, Refusal};
 
@@ -125,7 +126,7 @@ impl Shared {
         }
         let asks = scope.asks(charges);
         let frame = self.clock.frame(now);
-        let mut conn = self.conn();
+        let mut conn = self.conn.get();
         self.reservation_trips.fetch_add(1, Ordering::Relaxed);
         let timeout = self.settings().command_timeout;
         let call = script::apply(&mut conn, &frame, &changes, &asks, max_wait);

@@ -1,102 +1,21 @@
 //! The store's background task: it sends the releases, charges, provider counts and pauses no
 //! reservation carried, gives back leases that outlived their hold, and probes Redis while it
-//! is unreachable. Also the guard every Redis command runs under.
+//! is unreachable. Also what the store says when Redis goes away and comes back.
 
 use std::fmt;
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
-use std::sync::{Arc, PoisonError, Weak};
-use std::task::Poll;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::RedisResult;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tollgate_core::BoxError;
+use tollgate_core::redis::guarded;
 
+use super::Shared;
 use super::cell::Cell;
 use super::clock::Frame;
 use super::scope::RedisScope;
 use super::script::{self, Change};
-use super::{CONNECTION_TIMEOUT, Shared, open};
-
-/// Whether Redis answers, and when to try it again if not.
-#[derive(Debug, Default)]
-pub(crate) struct Health {
-    degraded: AtomicBool,
-    /// Local nanoseconds of the next probe.
-    next_probe: AtomicU64,
-}
-
-impl Health {
-    pub(crate) fn is_degraded(&self) -> bool {
-        self.degraded.load(Ordering::Acquire)
-    }
-
-    /// Redis failed at `now`: local limits until a probe at `retry_at` finds it again.
-    /// Whether this failure switched to local limits.
-    pub(crate) fn failed(&self, error: &dyn fmt::Display, retry_at: u64, fail_open: bool) -> bool {
-        self.next_probe.store(retry_at, Ordering::Release);
-        let switched = !self.degraded.swap(true, Ordering::AcqRel);
-        if switched {
-            if fail_open {
-                tracing::warn!(%error, "redis unreachable: rate limiting with this process's local share of each quota until it answers");
-            } else {
-                tracing::warn!(%error, "redis unreachable: refusing rate-limited requests until it answers (fail-closed)");
-            }
-        }
-        switched
-    }
-
-    fn due(&self, now: u64) -> bool {
-        self.is_degraded() && self.next_probe.load(Ordering::Acquire) <= now
-    }
-
-    fn recovered(&self) {
-        if self.degraded.swap(false, Ordering::AcqRel) {
-            tracing::info!("redis answers again: back to the fleet's shared limits");
-        }
-    }
-}
-
-/// Runs one Redis command, failing it after `timeout` of wall-clock time.
-///
-/// The timeout is a parked blocking-pool thread, not a tokio timer: a network round trip takes
-/// real time even when tokio's clock is paused (tests), where a timer would fire as soon as
-/// every task waits. While that thread waits, a paused clock does not auto-advance either, so
-/// in tests a round trip to Redis takes no simulated time at all. It costs a thread hand-off
-/// per round trip, which the leases make rare.
-pub(crate) async fn guarded<T>(
-    timeout: Duration,
-    command: impl Future<Output = RedisResult<T>>,
-) -> Result<T, BoxError> {
-    let (_done, done_rx) = std::sync::mpsc::channel::<()>();
-    let mut watchdog = Some(tokio::task::spawn_blocking(move || {
-        done_rx.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout)
-    }));
-    let mut command = pin!(command);
-    poll_fn(|cx| {
-        if let Poll::Ready(result) = command.as_mut().poll(cx) {
-            return Poll::Ready(result.map_err(BoxError::from));
-        }
-        if let Some(handle) = watchdog.as_mut()
-            && let Poll::Ready(fired) = Pin::new(handle).poll(cx)
-        {
-            watchdog = None;
-            if fired.unwrap_or(false) {
-                let error = std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("redis did not answer within {timeout:?}"),
-                );
-                return Poll::Ready(Err(error.into()));
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
 
 /// Most changes one script call carries.
 pub(crate) const MAX_CHANGES: usize = 512;
@@ -116,19 +35,39 @@ pub(crate) async fn run(shared: Weak<Shared>, wake: Arc<Notify>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let now = shared.clock.local(Instant::now());
+        let at = Instant::now();
+        let now = shared.clock.local(at);
         shared.reap(now);
         for scope in shared.scopes_to_send(false) {
             shared.send(&scope).await;
         }
         shared.send_leftovers().await;
-        if shared.health.due(now) {
+        if shared.health.is_probe_due(at) {
             shared.probe().await;
         }
     }
 }
 
 impl Shared {
+    /// A command failed: the first failure of an outage says so and, fail-open, starts the
+    /// local limits.
+    pub(super) fn failed(&self, error: &dyn fmt::Display) {
+        let settings = self.settings();
+        if !self.health.failed(settings.retry_interval) {
+            return;
+        }
+        if settings.fail_open {
+            tracing::warn!(%error, "redis unreachable: rate limiting with this process's local share of each quota until it answers");
+            // The local limits start from what Redis last said, not from full buckets.
+            let now = Instant::now();
+            self.scopes.load().for_each(|_, scope| {
+                scope.seed_fallback(now, self.clock.local(now), settings.local_share);
+            });
+        } else {
+            tracing::warn!(%error, "redis unreachable: refusing rate-limited requests until it answers (fail-closed)");
+        }
+    }
+
     /// Leases past their hold go back to Redis.
     fn reap(&self, now: u64) {
         self.scopes.load().for_each(|_, scope| {
@@ -187,7 +126,7 @@ impl Shared {
             return false;
         }
         let frame = self.clock.frame(Instant::now());
-        let mut conn = self.conn();
+        let mut conn = self.conn.get();
         self.update_trips.fetch_add(1, Ordering::Relaxed);
         let timeout = self.settings().command_timeout;
         let call = script::apply(&mut conn, &frame, changes, &[], Duration::ZERO);
@@ -213,21 +152,17 @@ impl Shared {
     /// Asks Redis whether it answers again, on a fresh connection (the old one may still be
     /// waiting on a reconnection attempt of its own).
     async fn probe(&self) {
-        let fresh = async {
-            let mut conn = open(&self.client).await?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await?;
-            Ok(conn)
-        };
-        match guarded(CONNECTION_TIMEOUT, fresh).await {
-            Ok(conn) => {
-                *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
+        match self.conn.reconnect().await {
+            Ok(()) => {
                 // Redis may have lost its keys: forget what it said before.
                 self.scopes.load().for_each(|_, scope| {
                     for (_, cell) in scope.cells() {
                         cell.seen(0);
                     }
                 });
-                self.health.recovered();
+                if self.health.recovered() {
+                    tracing::info!("redis answers again: back to the fleet's shared limits");
+                }
             }
             Err(error) => self.failed(&*error),
         }
