@@ -5,7 +5,6 @@
 //! where a fresh layer sees it.
 #![cfg(feature = "redis")]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -140,31 +139,9 @@ async fn layer_fresh(server: &RedisServer) -> BudgetLayer<RedisBooks> {
     fresh
 }
 
-/// The redis-server's process id, from `INFO server`.
-async fn pid(url: &str) -> String {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .expect("a process id")
-        .trim()
-        .to_owned()
-}
-
-fn signal(pid: &str, signal: &str) {
-    let status = Command::new("kill").args([signal, pid]).status().unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_redis_holds_no_call_past_the_command_timeout_and_settlements_land_once() {
     let server = RedisServer::start(&[]);
-    let pid = pid(&server.url()).await;
     let books = |b: RedisBooks| b.with_local_share(0.5).with_hold(Duration::from_secs(2));
     let (layer, other) = (
         layer(&server.url(), books).await,
@@ -177,7 +154,7 @@ async fn a_paused_redis_holds_no_call_past_the_command_timeout_and_settlements_l
     layer.flush().await.unwrap();
     other.flush().await.unwrap();
 
-    signal(&pid, "-STOP");
+    server.pause();
     let paused = Instant::now();
     // Half of the 8 calls' worth left: four calls, then a refusal; the first waited on Redis
     // for the command timeout, the others not at all.
@@ -187,7 +164,7 @@ async fn a_paused_redis_holds_no_call_past_the_command_timeout_and_settlements_l
     assert!(result.is_ok() && took < TIMEOUT + SLACK, "{took:?}");
     // A few seconds of outage: the books probe it every second, each probe timing out.
     tokio::time::sleep(Duration::from_secs(3).saturating_sub(paused.elapsed())).await;
-    signal(&pid, "-CONT");
+    server.resume();
 
     recovered(&layer).await;
     recovered(&other).await;

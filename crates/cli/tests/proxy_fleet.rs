@@ -408,23 +408,9 @@ async fn redis_killed_then_paused_under_three_gateways_hangs_no_call_and_limits_
     );
     // Shared again: the limits are back in Redis.
     assert!(
-        redis_keys(&redis) > 0,
+        !redis.keys("*").is_empty(),
         "the replicas went back to Redis after it resumed"
     );
-}
-
-/// Keys in `server` (`DBSIZE`), asked over a plain socket.
-fn redis_keys(server: &RedisServer) -> u64 {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    stream.write_all(b"DBSIZE\r\n").unwrap();
-    let mut reply = [0; 32];
-    let n = stream.read(&mut reply).unwrap();
-    String::from_utf8_lossy(&reply[..n])
-        .trim()
-        .trim_start_matches(':')
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,6 @@
 #![cfg(feature = "redis")]
 
 use std::io::Write;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -139,27 +138,6 @@ fn out_for(handle: &PoolHandle, reason: Reason) -> bool {
 
 fn statuses(sim: &SimService, status: u16) -> usize {
     sim.log().iter().filter(|e| e.status == status).count()
-}
-
-/// The redis-server's process id, from `INFO server` (to stop it answering: SIGSTOP).
-async fn redis_pid(url: &str) -> String {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .expect("a process id")
-        .trim()
-        .to_owned()
-}
-
-fn signal(pid: &str, signal: &str) {
-    let status = Command::new("kill").args([signal, pid]).status().unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// Every log line of the test's thread. Every test captures its own, at DEBUG: a callsite's
@@ -392,8 +370,7 @@ async fn with_redis_paused_calls_never_wait_each_replica_goes_on_alone_and_shari
     let [(a, ha), (b, hb), (_c, hc)] = fleet(&sim, &url).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let pid = redis_pid(&url).await;
-    signal(&pid, "-STOP");
+    redis.pause();
     // Calls never touch Redis: the 401 and the failover take the simulator's time only.
     let (status, member, attempts, took) = call(&a).await;
     assert_eq!((status, member.as_str(), attempts), (200, "key-1", 2));
@@ -410,7 +387,7 @@ async fn with_redis_paused_calls_never_wait_each_replica_goes_on_alone_and_shari
         assert!(took < Duration::from_millis(100), "a call waited {took:?}");
     }
 
-    signal(&pid, "-CONT");
+    redis.resume();
     let resumed = Instant::now();
     let shared = until(Duration::from_secs(3), || out_for(&hc, Reason::AuthError)).await;
     println!("Redis answers again: C holds A's cooldown after {shared:?}");

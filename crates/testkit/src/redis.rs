@@ -111,6 +111,50 @@ impl RedisServer {
         assert!(status.success(), "kill {signal} {pid}");
     }
 
+    /// The keys matching `pattern` (`KEYS`), asked on its port over a plain socket, after
+    /// `AUTH` when it was started with `--requirepass`.
+    ///
+    /// # Panics
+    ///
+    /// When it does not answer within a second, or answers something else than a list.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let command = |args: &[&str]| {
+            let mut text = format!("*{}\r\n", args.len());
+            for arg in args {
+                text.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+            }
+            text
+        };
+        let password = self
+            .extra
+            .windows(2)
+            .find(|pair| pair[0] == "--requirepass")
+            .map(|pair| pair[1]);
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("redis-server runs");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut request = password.map_or_else(String::new, |p| command(&["AUTH", p]));
+        request.push_str(&command(&["KEYS", pattern]));
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut reply = String::new();
+        let mut buffer = [0; 4096];
+        loop {
+            let n = stream.read(&mut buffer).expect("redis-server answers");
+            assert!(n > 0, "redis-server closed the connection: {reply:?}");
+            reply.push_str(&String::from_utf8_lossy(&buffer[..n]));
+            let list = if password.is_some() {
+                reply.strip_prefix("+OK\r\n")
+            } else {
+                Some(reply.as_str())
+            };
+            if let Some(keys) = list.and_then(parse_list) {
+                return keys;
+            }
+            assert!(!reply.starts_with('-'), "redis-server refused: {reply:?}");
+        }
+    }
+
     /// `redis://127.0.0.1:{port}`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
@@ -121,6 +165,21 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The strings of a whole RESP list (`*2\r\n$3\r\nabc\r\n...`), or `None` while it is
+/// incomplete.
+fn parse_list(reply: &str) -> Option<Vec<String>> {
+    let (count, mut rest) = reply.strip_prefix('*')?.split_once("\r\n")?;
+    let count: usize = count.parse().ok()?;
+    let mut items = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (length, tail) = rest.strip_prefix('$')?.split_once("\r\n")?;
+        let length: usize = length.parse().ok()?;
+        items.push(tail.get(..length)?.to_owned());
+        rest = tail.get(length..)?.strip_prefix("\r\n")?;
+    }
+    Some(items)
 }
 
 /// Whether something answers PING on `port` (a password-protected server answers NOAUTH).
@@ -134,4 +193,17 @@ fn answers(port: u16) -> bool {
         && stream
             .read(&mut reply)
             .is_ok_and(|n| reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-NOAUTH"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_list_is_read_whole_or_not_at_all() {
+        assert_eq!(super::parse_list("*0\r\n"), Some(vec![]));
+        assert_eq!(
+            super::parse_list("*2\r\n$3\r\nabc\r\n$1\r\nd\r\n"),
+            Some(vec!["abc".to_owned(), "d".to_owned()])
+        );
+        assert_eq!(super::parse_list("*2\r\n$3\r\nabc\r\n$1\r"), None);
+    }
 }

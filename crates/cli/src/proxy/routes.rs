@@ -178,17 +178,19 @@ impl Routes {
             (None, _) => None,
             (Some(wanted), Some(books)) if books.config == wanted => Some(books.clone()),
             (Some(wanted), _) => {
-                let layer = match (&config.stack.redis, &spend.0) {
+                let layer: tollgate::Books = match (&config.stack.redis, &spend.0) {
                     (Some(redis), _) => fleet_books(&wanted, redis, env).await?,
                     (None, Some(file)) => BudgetLayer::configured_with(
                         &wanted,
                         file.clone(),
                         tollgate_core::TokioClock,
                     )
-                    .map(Into::into),
-                    (None, None) => BudgetLayer::configured(&wanted).map(Into::into),
-                }
-                .map_err(|e| e.within("budgets").to_string())?;
+                    .map_err(budgets_error)?
+                    .into(),
+                    (None, None) => BudgetLayer::configured(&wanted)
+                        .map_err(budgets_error)?
+                        .into(),
+                };
                 Some(Books {
                     layer,
                     config: wanted,
@@ -340,12 +342,19 @@ impl Routes {
     }
 }
 
+/// A budget setting that is not usable, under `budgets`.
+fn budgets_error(error: tollgate::ConfigError) -> String {
+    error.within("budgets").to_string()
+}
+
 /// The books of a fleet, in `redis`: every replica's calls reserve there, so none overshoots.
 async fn fleet_books(
     wanted: &BudgetConfig,
     redis: &RedisSettings,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
-) -> Result<Result<tollgate::Books, tollgate::ConfigError>, String> {
+) -> Result<tollgate::Books, String> {
+    // Checked before connecting: a bad setting is the error, not the server.
+    wanted.validate().map_err(budgets_error)?;
     let url = redis
         .resolve(env)
         .map_err(|e| e.within("redis").to_string())?;
@@ -360,7 +369,9 @@ async fn fleet_books(
         .with_local_share(redis.local_share)
         .with_fail_closed(!redis.fail_open)
         .with_command_timeout(redis.command_timeout);
-    Ok(BudgetLayer::configured_with_redis(wanted, books).map(Into::into))
+    Ok(BudgetLayer::configured_with_redis(wanted, books)
+        .map_err(budgets_error)?
+        .into())
 }
 
 /// The stack `config` describes, connected to what it keeps outside this process; an error
