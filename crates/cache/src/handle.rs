@@ -37,9 +37,29 @@ impl CacheHandle {
         self.core.store.invalidate(key);
     }
 
-    /// Drops every entry (from memory).
+    /// Drops every entry (from memory; the second level, and other processes' memory, keep
+    /// theirs: [`clear_everywhere`](Self::clear_everywhere) clears those too).
     pub fn clear(&self) {
         self.core.store.clear();
+    }
+
+    /// Drops every entry from memory, then from the second level, and has every process
+    /// sharing that second level drop its own within a
+    /// [`CLEAR_CHECK_INTERVAL`](crate::redis::CLEAR_CHECK_INTERVAL) (see
+    /// [Clearing](crate::redis#clearing)); how many entries left the second level (`None`
+    /// without one).
+    ///
+    /// # Errors
+    ///
+    /// When Redis fails or does not answer in time: memory is cleared, the second level and
+    /// the other processes may not be.
+    #[cfg(feature = "redis")]
+    pub async fn clear_everywhere(&self) -> Result<Option<u64>, tollgate_core::BoxError> {
+        self.core.store.clear();
+        match &self.settings.second_level {
+            Some(store) => store.clear().await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// A service that answers a request from its stored entry, even one past its time to live

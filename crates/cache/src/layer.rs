@@ -38,6 +38,9 @@ pub(crate) struct Core {
     pub(crate) store: Store,
     pub(crate) flights: Arc<Flights>,
     pub(crate) config: CacheConfig,
+    /// Whether a task follows the fleet's clears for this cache.
+    #[cfg(feature = "redis")]
+    pub(crate) following: std::sync::atomic::AtomicBool,
 }
 
 /// How one layer reads requests and marks responses.
@@ -86,6 +89,8 @@ impl CacheLayer {
                 store,
                 flights: Arc::new(flights),
                 config,
+                #[cfg(feature = "redis")]
+                following: std::sync::atomic::AtomicBool::new(false),
             }),
             settings: Arc::new(Settings {
                 header: HeaderName::from_static(DEFAULT_HEADER),
@@ -154,9 +159,17 @@ impl<P> CacheLayer<P> {
 
     /// Shares answers with the rest of a fleet through `store`: a request that misses in
     /// memory is looked up there before it goes upstream, and every answer stored in memory
-    /// is stored there too.
+    /// is stored there too. A task on the runtime the store connected on follows the fleet's
+    /// [clears](CacheHandle::clear_everywhere) until the cache is dropped.
     #[cfg(feature = "redis")]
     pub fn with_second_level(mut self, store: crate::redis::RedisStore) -> Self {
+        if !self
+            .core
+            .following
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            store.follow_clears(Arc::downgrade(&self.core));
+        }
         self.settings_mut().second_level = Some(store);
         self
     }

@@ -11,6 +11,16 @@
 //! so an entry filled into memory from Redis expires when the original does. The idle timeout
 //! is not kept there: only memory knows who asked last.
 //!
+//! # Clearing
+//!
+//! [`CacheHandle::clear_everywhere`](crate::CacheHandle::clear_everywhere) (the gateway's
+//! `POST /admin/cache/clear`) clears the whole fleet: its own memory at once, every entry under
+//! the prefix in Redis (`SCAN` and `UNLINK`, a batch at a time), and it counts the clear in
+//! `{prefix}:clears`. Every process reads that counter once a
+//! [`CLEAR_CHECK_INTERVAL`] (a second) and clears its own memory when it has moved: an answer
+//! cleared anywhere is served nowhere a second later. A call that was on its way upstream
+//! during the clear may still store its (new) answer.
+//!
 //! Redis is an optimisation, never a dependency: when it is unreachable or slow (a command
 //! fails after [`command_timeout`](RedisStore::with_command_timeout), 250 ms by default, on
 //! tokio's clock), a lookup is a miss and a store is skipped; the store warns once, and says
@@ -21,7 +31,7 @@
 mod codec;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ::redis::aio::ConnectionManager;
@@ -29,11 +39,18 @@ use bytes::Bytes;
 use http::HeaderName;
 use tokio::time::Instant;
 use tollgate_core::BoxError;
-use tollgate_core::redis::{CONNECTION_TIMEOUT, Health, open};
+use tollgate_core::redis::{CONNECTION_TIMEOUT, Health, guarded, open};
 
 use crate::config::CacheConfig;
 use crate::entry::Entry;
 use crate::key::CacheKey;
+use crate::layer::Core;
+
+/// How often each process reads whether the fleet's cache was cleared.
+pub const CLEAR_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many keys one `SCAN` of a clear asks for.
+const CLEAR_BATCH: usize = 1000;
 
 /// The shared second level in Redis; see the [module docs](self).
 ///
@@ -58,6 +75,8 @@ pub struct RedisStore {
     address: Arc<str>,
     /// No probe schedule: every lookup and store tries Redis.
     health: Arc<Health>,
+    /// Where the task that follows the fleet's clears runs.
+    runtime: tokio::runtime::Handle,
 }
 
 impl RedisStore {
@@ -81,6 +100,7 @@ impl RedisStore {
             command_timeout: Duration::from_millis(250),
             address,
             health: Arc::default(),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -100,6 +120,80 @@ impl RedisStore {
     /// The Redis key of `key`.
     pub fn redis_key(&self, key: &CacheKey) -> String {
         format!("{}:1:{}", self.prefix, key.to_hex())
+    }
+
+    /// Removes every entry under this store's prefix from Redis, and counts the clear for the
+    /// fleet's processes to clear their memory (see [Clearing](self#clearing)); how many
+    /// entries it removed.
+    ///
+    /// # Errors
+    ///
+    /// When Redis fails or does not answer a command within the command timeout; entries
+    /// removed until then stay removed.
+    pub async fn clear(&self) -> Result<u64, BoxError> {
+        let mut conn = self.conn.clone();
+        let timeout = self.command_timeout;
+        let mut notice = ::redis::cmd("INCR");
+        notice.arg(self.clears_key());
+        guarded(timeout, notice.query_async::<u64>(&mut conn)).await?;
+        let pattern = format!("{}:1:*", glob_escape(&self.prefix));
+        let (mut cursor, mut removed) = (0_u64, 0_u64);
+        loop {
+            let mut scan = ::redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(CLEAR_BATCH);
+            let (next, keys): (u64, Vec<String>) =
+                guarded(timeout, scan.query_async(&mut conn)).await?;
+            if !keys.is_empty() {
+                let mut unlink = ::redis::cmd("UNLINK");
+                unlink.arg(&keys);
+                removed += guarded(timeout, unlink.query_async::<u64>(&mut conn)).await?;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// How many times the fleet's cache was cleared (0 when never).
+    async fn clears(&self) -> Result<u64, BoxError> {
+        let mut conn = self.conn.clone();
+        let mut get = ::redis::cmd("GET");
+        get.arg(self.clears_key());
+        let clears = guarded(self.command_timeout, get.query_async::<Option<u64>>(&mut conn));
+        Ok(clears.await?.unwrap_or(0))
+    }
+
+    fn clears_key(&self) -> String {
+        format!("{}:clears", self.prefix)
+    }
+
+    /// Follows the fleet's clears for `core` until it is dropped: its memory is cleared when
+    /// another process cleared the fleet's cache.
+    pub(crate) fn follow_clears(&self, core: Weak<Core>) {
+        let store = self.clone();
+        self.runtime.spawn(async move {
+            let mut seen = None;
+            loop {
+                // A Redis away is the lookups' to report; the count is read again next time.
+                if let Ok(clears) = store.clears().await {
+                    let Some(core) = core.upgrade() else { return };
+                    if seen.is_some_and(|seen| seen != clears) {
+                        core.store.clear();
+                        tracing::info!(address = %store.address, "cache cleared elsewhere in the fleet: this process's memory cleared too");
+                    }
+                    seen = Some(clears);
+                }
+                tokio::time::sleep(CLEAR_CHECK_INTERVAL).await;
+                if core.strong_count() == 0 {
+                    return;
+                }
+            }
+        });
     }
 
     /// The entry under `key`, with its age, if Redis has it and answers in time.
@@ -166,6 +260,18 @@ impl RedisStore {
         }
         None
     }
+}
+
+/// `prefix` matched literally in a `SCAN … MATCH` pattern.
+fn glob_escape(prefix: &str) -> String {
+    let mut escaped = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 impl fmt::Debug for RedisStore {

@@ -106,3 +106,53 @@ async fn without_redis_a_lookup_is_a_miss_not_an_error() {
     assert_eq!(calls(&sim), 1, "memory still works");
     assert_eq!(handle.snapshot().second_level_hits, 0);
 }
+
+#[tokio::test]
+async fn a_clear_reaches_every_process_and_redis() {
+    let server = RedisServer::start(&[]);
+    let sim = sim("");
+    let (first, first_handle) = process(&server, &sim).await;
+    let (second, second_handle) = process(&server, &sim).await;
+    send(&first, chat("sk", "one")).await;
+    send(&first, chat("sk", "two")).await;
+    // Both answers in the second process's memory too.
+    assert_eq!(send(&second, chat("sk", "one")).await.cache, CacheStatus::Hit);
+    assert_eq!(send(&second, chat("sk", "two")).await.cache, CacheStatus::Hit);
+    assert_eq!(calls(&sim), 2);
+    // Something else under another prefix stays.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("other:1:x")
+        .arg("kept")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let removed = first_handle.clear_everywhere().await.expect("redis answers");
+    assert_eq!(removed, Some(2), "both entries left redis");
+    first_handle.run_pending_tasks();
+    assert_eq!(first_handle.snapshot().entries, 0);
+    assert_eq!(server.keys("tollgate:cache:1:*").len(), 0);
+    assert_eq!(server.keys("other:*").len(), 1);
+
+    // The second process clears its memory within a check interval.
+    tokio::time::sleep(tollgate_cache::redis::CLEAR_CHECK_INTERVAL * 2).await;
+    second_handle.run_pending_tasks();
+    assert_eq!(second_handle.snapshot().entries, 0);
+    assert_eq!(send(&second, chat("sk", "one")).await.cache, CacheStatus::Miss);
+    assert_eq!(calls(&sim), 3, "paid again after the clear");
+}
+
+#[tokio::test]
+async fn a_clear_without_redis_says_so_after_clearing_memory() {
+    let server = RedisServer::start(&[]);
+    let sim = sim("");
+    let (first, handle) = process(&server, &sim).await;
+    send(&first, chat("sk", "one")).await;
+    drop(server);
+    let error = handle.clear_everywhere().await.unwrap_err();
+    assert!(!error.to_string().is_empty());
+    handle.run_pending_tasks();
+    assert_eq!(handle.snapshot().entries, 0, "memory cleared all the same");
+}

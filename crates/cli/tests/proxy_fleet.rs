@@ -558,3 +558,67 @@ model = "gpt-4o-mini"
         "the other replicas did not try the revoked key"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_cleared_on_one_gateway_is_cleared_on_every_one() {
+    let _fleet = ONE_FLEET.lock().await;
+    let redis = RedisServer::start(&[]);
+    // Slow answers: two calls sent together both find memory and redis empty after the clear.
+    let sim = SimProcess::start(&format!(
+        "seed = 13\n[latency]\ntime_to_first_token = \"400ms\"\nper_output_token = \"0ms\"\n\
+         tail_probability = 0.0\n[[keys]]\nkey = \"{UPSTREAM}\"\n"
+    ));
+    let config = format!(
+        "[server]\nadmin_token_env = \"TG_FLEET_ADMIN\"\n{}[stack.cache]\nenabled = true\n",
+        gateway(&sim.url, &redis.url())
+            .strip_prefix("[server]\n")
+            .unwrap()
+    );
+    let env = [("TG_FLEET_UPSTREAM", UPSTREAM), ("TG_FLEET_ADMIN", "adm-fleet-7d21")];
+    let replicas: Vec<Proxy> = (0..3).map(|_| Proxy::start_with_env(&config, &env)).collect();
+    let deterministic = |url: &str| {
+        let auth = format!("Bearer {CLIENT}");
+        let body = json!({"model": "chat", "max_tokens": 8, "temperature": 0,
+            "messages": [{"role": "user", "content": "The same question."}]});
+        send(post(
+            &format!("{url}/v1/chat/completions"),
+            Some(("authorization", &auth)),
+            &body,
+        ))
+    };
+    let paid = deterministic(&replicas[0].url).await;
+    assert_eq!(paid.status, StatusCode::OK);
+    // The second level is written after the body ends, in the background.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for replica in &replicas[1..] {
+        let shared = deterministic(&replica.url).await;
+        assert_eq!(shared.header("x-tollgate-cache"), "hit", "from redis");
+    }
+    assert_eq!(sim_stats(&sim).await["accepted"], 1);
+
+    let clear = http::Request::post(format!("{}/admin/cache/clear", replicas[0].url))
+        .header("authorization", "Bearer adm-fleet-7d21")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let cleared = send(clear).await;
+    assert_eq!(cleared.status, StatusCode::OK);
+    let cleared = cleared.json();
+    assert_eq!(cleared["cleared"], 1, "{cleared}");
+    assert_eq!(cleared["shared_cleared"], 1, "{cleared}");
+    assert!(redis.keys("tollgate:cache:1:*").is_empty());
+
+    // Within a second the other replicas' memory is clear too: each pays again.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (second, third) = tokio::join!(
+        deterministic(&replicas[1].url),
+        deterministic(&replicas[2].url)
+    );
+    for (name, answer) in [("second", second), ("third", third)] {
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(
+            answer.headers.get("x-tollgate-cache").is_none(),
+            "the {name} replica answered from its memory after the clear"
+        );
+    }
+    assert_eq!(sim_stats(&sim).await["accepted"], 3, "both paid again");
+}

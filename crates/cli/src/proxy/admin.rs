@@ -8,7 +8,7 @@
 //!   `{"provider": "openai", "model": "gpt-4o-mini"}`: force a scope's breaker open (every call
 //!   refused, a 503, until reset) or close it and forget its counts. `credential` (an id as
 //!   `/admin/health` shows it) is optional: the gateway's upstream key's id by default.
-//! - `POST /admin/cache/clear`: drop every cached answer.
+//! - `POST /admin/cache/clear`: drop every cached answer (with `[redis]`, the whole fleet's).
 //! - `GET /admin/spend`: every budget (the tenants' and `[stack.budget]`'s): its scope,
 //!   window, limits, what it has spent and what calls in flight hold, and when it resets.
 //! - `POST /admin/pool/reset`: put every member of every model group back in rotation (their
@@ -451,7 +451,8 @@ async fn circuit_reset(State(admin): State<Arc<Admin>>, body: Bytes) -> Response
     admin.steer(&body, "reset", |c, s| c.reset(s))
 }
 
-/// `POST /admin/cache/clear`.
+/// `POST /admin/cache/clear`: every group's cache, and with `[redis]` the fleet's second level
+/// and the other replicas' memory (within a second).
 async fn cache_clear(State(admin): State<Arc<Admin>>) -> Response {
     let routes = admin.gateway.routes();
     let caches: Vec<_> = routes
@@ -468,19 +469,39 @@ async fn cache_clear(State(admin): State<Arc<Admin>>) -> Response {
             None,
         );
     }
-    let (mut before, mut after) = (0, 0);
+    let (mut before, mut after, mut shared) = (0, 0, None::<u64>);
     for cache in caches {
         cache.run_pending_tasks();
         before += cache.snapshot().entries;
-        cache.clear();
+        match cache.clear_everywhere().await {
+            Ok(removed) => {
+                if let Some(removed) = removed {
+                    *shared.get_or_insert(0) += removed;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "admin: cache cleared here, but not in redis");
+                return error_response(
+                    Dialect::OpenAi,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "api_error",
+                    &format!(
+                        "tollgate: this replica's cache was cleared, but the fleet's (redis) \
+                         could not be: {error}; try again when redis answers"
+                    ),
+                    None,
+                );
+            }
+        }
         cache.run_pending_tasks();
         after += cache.snapshot().entries;
     }
-    tracing::info!(entries = before, "admin: cache cleared");
-    json(
-        StatusCode::OK,
-        &serde_json::json!({ "cleared": before, "entries": after }),
-    )
+    tracing::info!(entries = before, shared, "admin: cache cleared");
+    let mut body = serde_json::json!({ "cleared": before, "entries": after });
+    if let Some(shared) = shared {
+        body["shared_cleared"] = shared.into();
+    }
+    json(StatusCode::OK, &body)
 }
 
 /// `GET /admin/spend`.
