@@ -510,6 +510,7 @@ async fn a_key_revoked_upstream_is_out_on_every_gateway_within_a_second() {
     let config = format!(
         r#"[server]
 api_keys = ["{CLIENT}"]
+admin_token_env = "TG_FLEET_ADMIN"
 [redis]
 url = "{redis}"
 [stack]
@@ -528,7 +529,13 @@ model = "gpt-4o-mini"
     );
     let keys = format!("sk-fleet-revoked,{UPSTREAM}");
     let replicas: Vec<Proxy> = (0..3)
-        .map(|_| Proxy::start_logging(&config, &[("TG_FLEET_KEYS", &keys)], "info"))
+        .map(|_| {
+            Proxy::start_logging(
+                &config,
+                &[("TG_FLEET_KEYS", &keys), ("TG_FLEET_ADMIN", "adm-fleet-7d21")],
+                "info",
+            )
+        })
         .collect();
     // Calls that met the revoked key: every call the provider received but the good key's.
     let log_revoked = || async {
@@ -557,6 +564,16 @@ model = "gpt-4o-mini"
         1,
         "the other replicas did not try the revoked key"
     );
+    // Their health reports show the fleet's counts: the 401 the first replica met.
+    let health = http::Request::get(format!("{}/admin/health", replicas[2].url))
+        .header("authorization", "Bearer adm-fleet-7d21")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let health = send(health).await.json();
+    let revoked = &health["models"][0]["members"][0];
+    assert_eq!(revoked["auth_errors"], 0, "{revoked}");
+    assert_eq!(revoked["fleet"]["auth_errors"], 1, "{revoked}");
+    assert_eq!(revoked["state"], "cooling_down", "{revoked}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
-//! [`RedisPoolState`]: cooldowns that hold for a whole fleet of processes running the same
-//! pool, kept in sync through Redis.
+//! [`RedisPoolState`]: cooldowns and health that hold for a whole fleet of processes running
+//! the same pool, kept in sync through Redis.
 //!
 //! # Why
 //!
@@ -20,6 +20,11 @@
 //! - **Polling**: every [`sync_interval`](RedisPoolState::with_sync_interval) (250 ms) the task
 //!   reads every member's keys with one `MGET` and applies, under the pool's lock, any
 //!   cooldown longer than the one this process holds.
+//! - **Counting**: in the same task, every sync interval, one pipeline adds the calls this
+//!   process made to each member since the last time to `<prefix>:counters:<member>` (a hash:
+//!   calls, successes, 429s, timeouts, server and auth errors, exhausted quotas, breaker
+//!   refusals and the successes' latency) and reads every member's back; what the others'
+//!   calls met moves this process's moving averages, hence its scores.
 //! - **Resetting**: [`PoolHandle::reset`](crate::PoolHandle::reset) (and `reset_all`) clears
 //!   the member here at once, then writes `<prefix>:reset:<member>` (the reset's time, kept a
 //!   day) and deletes the cooldown key. A process that reads a reset later than the start of
@@ -65,7 +70,10 @@
 //!   epoch, read once per process and then advanced by tokio's clock), so processes agree
 //!   within their clocks' skew (NTP: milliseconds); a cooldown's end moves by that skew from
 //!   one process to another.
-//! - **Health scores and counters** stay per process: only cooldowns are shared.
+//! - **Health counters and scores**: each process adds its members' counts to the fleet's
+//!   every sync interval and takes in what the others' calls met, so its scores follow the
+//!   fleet's calls a sync interval and a round trip late (see the `counters` module);
+//!   [`MemberReport::fleet`](crate::MemberReport::fleet) has the fleet's counts.
 //!
 //! # When Redis is unreachable
 //!
@@ -81,6 +89,7 @@
 //! [`Reason`]: crate::Reason
 
 mod clock;
+mod counters;
 mod script;
 mod worker;
 
@@ -95,6 +104,7 @@ use tollgate_core::BoxError;
 use tollgate_core::redis::{CONNECTION_TIMEOUT, Connection, Health, guarded, open, redact};
 
 use self::clock::Clock;
+use self::counters::Tally;
 use crate::member::Member;
 use crate::pool::Shared;
 
@@ -102,7 +112,7 @@ use crate::pool::Shared;
 /// could still hold, except a parked member's).
 const RESET_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
-/// Cooldowns shared through Redis by every process that runs the same pool: see the
+/// Cooldowns and health counters shared through Redis by every process that runs the same pool: see the
 /// [module docs](self) and [`PoolBuilder::with_shared`](crate::PoolBuilder::with_shared).
 ///
 /// ```no_run
@@ -243,6 +253,13 @@ impl RedisPoolState {
                 ]
             })
             .collect();
+        let counter_keys = members
+            .iter()
+            .map(|member| match member.adapter.credential() {
+                Some(credential) => format!("{prefix}:counters:{}:{credential}", member.name),
+                None => format!("{prefix}:counters:{}", member.name),
+            })
+            .collect();
         let n = members.len();
         Fleet {
             conn: Connection::new(self.client, self.conn),
@@ -250,10 +267,13 @@ impl RedisPoolState {
             settings: self.settings,
             clock: Clock::new(),
             keys,
+            counter_keys,
             state: Mutex::new(State {
                 publish: vec![false; n],
                 resets: vec![None; n],
                 cleared: vec![0; n],
+                sent: vec![Tally::default(); n],
+                seen: vec![None; n],
             }),
             wake: Notify::new(),
             health: Health::default(),
@@ -279,6 +299,8 @@ pub(crate) struct Fleet {
     clock: Clock,
     /// Each member's cooldown key and reset key.
     keys: Vec<[String; 2]>,
+    /// Each member's counters key.
+    counter_keys: Vec<String>,
     state: Mutex<State>,
     wake: Notify,
     pub(crate) health: Health,
@@ -294,6 +316,11 @@ struct State {
     resets: Vec<Option<u64>>,
     /// The last reset of each member, here or anywhere (wall-clock microseconds; 0: none).
     cleared: Vec<u64>,
+    /// Each member's counts as this process last added them to the fleet's.
+    sent: Vec<Tally>,
+    /// The fleet's counts of each member as last read (`None`: take the next read in
+    /// without moving the averages).
+    seen: Vec<Option<Tally>>,
 }
 
 impl fmt::Debug for Fleet {

@@ -107,6 +107,23 @@ pub(crate) enum Source {
     OwnLimit,
 }
 
+/// What other processes' calls to a member met since the last look: what
+/// [`Health::take_in`] needs.
+#[cfg_attr(not(feature = "redis"), allow(dead_code, reason = "built by the fleet"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Elsewhere {
+    /// Calls answered by the upstream.
+    pub(crate) calls: u64,
+    /// Successes among them.
+    pub(crate) successes: u64,
+    /// 429s among them.
+    pub(crate) rate_limited: u64,
+    /// Timeouts among them.
+    pub(crate) timeouts: u64,
+    /// The successes' latency, added up, microseconds.
+    pub(crate) latency_micros: u64,
+}
+
 /// The weight of one call in the moving averages (about the last 20 calls).
 const ALPHA: f64 = 0.05;
 
@@ -118,6 +135,11 @@ pub(crate) struct Health {
     timeouts: f64,
     /// Mean latency of successes, seconds.
     pub(crate) latency: Option<f64>,
+    /// The latency of every success, added up, microseconds (for the fleet's counts).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code, reason = "read by the fleet"))]
+    pub(crate) latency_micros: u64,
+    /// The fleet's counters as last read, when the pool shares its health.
+    pub(crate) fleet: Option<Counters>,
     pub(crate) in_flight: usize,
     pub(crate) out: Option<(Reason, Option<Instant>)>,
     /// When the cooldown in `out` began (for a fleet: a reset clears those that began before
@@ -136,6 +158,8 @@ impl Default for Health {
             rate_limited: 0.0,
             timeouts: 0.0,
             latency: None,
+            latency_micros: 0,
+            fleet: None,
             in_flight: 0,
             out: None,
             since: None,
@@ -244,6 +268,8 @@ impl Health {
                 c.successes += 1;
                 let secs = latency.as_secs_f64();
                 self.latency = Some(self.latency.map_or(secs, |l| l + ALPHA * (secs - l)));
+                let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+                self.latency_micros = self.latency_micros.saturating_add(micros);
                 return None;
             }
             OutcomeKind::RateLimited(_) => {
@@ -276,6 +302,28 @@ impl Health {
             // The request's own fault: nothing to hold against the member.
             _ => return None,
         })
+    }
+
+    /// Takes in what `elsewhere`'s calls met (other processes of a fleet): the moving averages
+    /// move as if its calls had been this process's own, in one step each. No counter of this
+    /// process moves, and nothing takes the member out of rotation (the fleet's cooldowns do
+    /// that).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code, reason = "called by the fleet"))]
+    pub(crate) fn take_in(&mut self, elsewhere: &Elsewhere) {
+        // `n` calls of weight ALPHA each, one after the other, weigh 1 - (1 - ALPHA)^n.
+        let weight = |n: u64| 1.0 - (1.0 - ALPHA).powi(i32::try_from(n).unwrap_or(i32::MAX));
+        if elsewhere.calls > 0 {
+            let w = weight(elsewhere.calls);
+            let calls = elsewhere.calls as f64;
+            self.success += w * (elsewhere.successes as f64 / calls - self.success);
+            self.rate_limited += w * (elsewhere.rate_limited as f64 / calls - self.rate_limited);
+            self.timeouts += w * (elsewhere.timeouts as f64 / calls - self.timeouts);
+        }
+        if elsewhere.successes > 0 {
+            let mean = elsewhere.latency_micros as f64 / 1e6 / elsewhere.successes as f64;
+            let w = weight(elsewhere.successes);
+            self.latency = Some(self.latency.map_or(mean, |l| l + w * (mean - l)));
+        }
     }
 
     /// Takes the member out for `cooldown` (`None`: until reset by hand), never shortening a
@@ -417,6 +465,37 @@ mod tests {
         assert_eq!(health.back_at(), Some(now + Duration::from_secs(4)));
         assert_eq!(health.score(now + Duration::from_secs(4), None), 100);
         assert_eq!(health.counters.breaker_open, 1);
+    }
+
+    #[test]
+    fn calls_met_elsewhere_move_the_averages_as_if_made_here() {
+        let now = Instant::now();
+        let cooldowns = Cooldowns::default();
+        let failed = Outcome::new(OutcomeKind::ServerError);
+        let mut here = Health::default();
+        for _ in 0..10 {
+            here.record(&failed, Source::Upstream, Duration::ZERO, now, &cooldowns);
+        }
+        let mut there = Health::default();
+        there.take_in(&Elsewhere {
+            calls: 10,
+            ..Elsewhere::default()
+        });
+        assert_eq!(there.score(now, None), here.score(now, None));
+        assert!(there.score(now, None) < 65, "{}", there.score(now, None));
+        assert_eq!(there.counters, Counters::default(), "no counter of its own moved");
+        assert_eq!(there.state(now), MemberState::Available);
+
+        // Successes bring it back, and bring their latency.
+        there.take_in(&Elsewhere {
+            calls: 200,
+            successes: 200,
+            latency_micros: 200 * 400_000,
+            ..Elsewhere::default()
+        });
+        assert_eq!(there.score(now, None), 100);
+        assert!((there.latency.unwrap() - 0.4).abs() < 1e-9);
+        assert_eq!(there.score(now, Some(0.1)), 50);
     }
 
     #[test]

@@ -44,8 +44,12 @@ pub struct MemberReport {
     pub state: MemberState,
     /// Its calls in flight.
     pub in_flight: usize,
-    /// What happened to it.
+    /// What happened to it, in this process.
     pub counters: Counters,
+    /// What happened to it in the whole fleet, every process's calls added up, as last read
+    /// from Redis (`None` without [shared state](crate::RedisPoolState), or before the first
+    /// read).
+    pub fleet: Option<Counters>,
 }
 
 /// What every clone of a pool shares: the members, their health, and the options.
@@ -112,6 +116,7 @@ impl Shared {
                 state: health.state(now),
                 in_flight: health.in_flight,
                 counters: health.counters,
+                fleet: health.fleet,
             })
             .collect()
     }

@@ -214,20 +214,26 @@ async fn a_key_revoked_upstream_is_out_on_every_replica_within_a_second_of_the_f
     // Redis holds the member by name and fingerprint, never by key.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
+    let all: Vec<String> = redis::cmd("KEYS")
         .arg("tollgate:pool:*")
         .query_async(&mut conn)
         .await
         .unwrap();
+    assert!(
+        all.iter().all(|k| KEYS.iter().all(|key| !k.contains(key))),
+        "{all:?}"
+    );
     let id = tollgate_core::CredentialId::from_secret(KEYS[0].as_bytes());
-    assert_eq!(keys, [format!("tollgate:pool:cooldown:key-0:{id}")]);
+    let keys: Vec<&String> = all.iter().filter(|k| k.contains(":cooldown:")).collect();
+    assert_eq!(keys, [&format!("tollgate:pool:cooldown:key-0:{id}")]);
+    assert!(all.contains(&format!("tollgate:pool:counters:key-0:{id}")), "{all:?}");
     let value: String = redis::cmd("GET")
-        .arg(&keys[0])
+        .arg(keys[0])
         .query_async(&mut conn)
         .await
         .unwrap();
     let ttl: i64 = redis::cmd("PTTL")
-        .arg(&keys[0])
+        .arg(keys[0])
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -449,4 +455,50 @@ async fn a_redis_that_restarts_empty_gets_the_cooldowns_back() {
     );
     assert!(out_for(&hc, Reason::AuthError));
     assert!(!ha.is_degraded());
+}
+
+#[tokio::test]
+async fn what_one_replicas_calls_meet_moves_every_replicas_scores_and_counts() {
+    let (_logs, _guard) = capture();
+    let redis = RedisServer::start(&[]);
+    // One replica reaches the keys through a provider that fails every call, the other
+    // through one that answers.
+    let failing = {
+        let mut config = SimConfig::from_toml(
+            "seed = 7\n[faults]\nerror_rate = 1.0\n[latency]\ntime_to_first_token = \"1ms\"\n",
+        )
+        .unwrap();
+        config.keys = sim("").config().keys.clone();
+        SimService::new(config).unwrap()
+    };
+    let good = sim("");
+    let (failing_stack, failing_handle) = replica(&failing, &redis.url()).await;
+    let (_, other) = replica(&good, &redis.url()).await;
+    for _ in 0..10 {
+        let (status, ..) = call(&failing_stack).await;
+        assert_eq!(status, 500);
+    }
+    let own = failing_handle.snapshot()[0].clone();
+    assert_eq!(own.counters.server_errors, 10, "{own:?}");
+
+    // Within a second the other replica has the fleet's counts and its scores have dropped,
+    // though it sent no call of its own.
+    let seen = until(BOUND, || {
+        other.snapshot()[0]
+            .fleet
+            .is_some_and(|fleet| fleet.server_errors == 10)
+    })
+    .await;
+    assert!(seen.is_some(), "{:?}", other.snapshot()[0]);
+    let members = other.snapshot();
+    for (mine, theirs) in members.iter().zip(failing_handle.snapshot()) {
+        assert_eq!(mine.counters.calls, 0, "no call of its own");
+        assert_eq!(mine.fleet.unwrap().calls, theirs.counters.calls);
+        assert_eq!(mine.score, theirs.score, "{mine:?} against {theirs:?}");
+        assert!(mine.score < 100, "{mine:?}");
+    }
+    assert!(members[0].score <= 60, "{:?}", members[0]);
+    // The failing replica's own calls are not taken in twice.
+    until(BOUND, || failing_handle.snapshot()[0].fleet.is_some()).await;
+    assert_eq!(failing_handle.snapshot()[0].score, own.score);
 }

@@ -351,6 +351,17 @@ fn pool_json(pool: &tollgate::pool::PoolHandle, route: &Route) -> serde_json::Va
             "quota_exhausted": c.quota_exhausted,
             "breaker_open": c.breaker_open,
             "refused_locally": c.refused_locally,
+            // With [redis]: every replica's calls to it, added up.
+            "fleet": m.fleet.map(|f| serde_json::json!({
+                "calls": f.calls,
+                "successes": f.successes,
+                "rate_limited": f.rate_limited,
+                "timeouts": f.timeouts,
+                "server_errors": f.server_errors,
+                "auth_errors": f.auth_errors,
+                "quota_exhausted": f.quota_exhausted,
+                "breaker_open": f.breaker_open,
+            })),
         })
     });
     serde_json::Value::Array(members.collect())

@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 use tokio::time::Instant;
 use tollgate_core::redis::guarded;
 
+use super::counters::{self, Tally};
 use super::script::{self, Record};
 use super::{Fleet, RESET_MEMORY};
 use crate::health::MemberState;
@@ -41,15 +42,18 @@ pub(super) async fn run(pool: Weak<Shared>, fleet: Arc<Fleet>) {
         }
         if Instant::now() >= next_read {
             fleet.read(&pool).await;
+            fleet.count(&pool).await;
             next_read = Instant::now() + fleet.settings.sync_interval;
         }
     }
 }
 
 impl Fleet {
-    /// Redis failed: this pool's cooldowns are its own until a probe finds it again. The
-    /// warning is given once per outage.
+    /// Redis failed: this pool's cooldowns and health are its own until a probe finds it
+    /// again. The warning is given once per outage.
     fn failed(&self, error: &dyn fmt::Display) {
+        // What the others meet until Redis answers again moves no average here.
+        self.state().seen.fill(None);
         if self.health.failed(self.settings.retry_interval) {
             tracing::warn!(%error, "redis unreachable: pool cooldowns kept by this process alone until it answers");
         }
@@ -211,6 +215,43 @@ impl Fleet {
                 health.out = Some((record.reason, until));
                 health.since = Some(self.clock.local(record.since));
                 tracing::info!(member = %name, reason = ?record.reason, left = ?until.map(|u| u - now), "pool member out of rotation: seen elsewhere in the fleet");
+            }
+        }
+    }
+
+    /// Adds this process's counts to the fleet's, reads the fleet's back, and moves each
+    /// member's averages by what the other processes' calls met.
+    async fn count(&self, pool: &Shared) {
+        let own: Vec<Tally> = pool.health().iter().map(Tally::of).collect();
+        let increments: Vec<Tally> = {
+            let state = self.state();
+            own.iter()
+                .zip(&state.sent)
+                .map(|(own, sent)| own.since(*sent).unwrap_or(*own))
+                .collect()
+        };
+        let mut conn = self.conn.get();
+        let call = counters::exchange(&mut conn, &self.counter_keys, &increments);
+        let totals = match guarded(self.settings.command_timeout, call).await {
+            Ok(totals) => totals,
+            Err(error) => {
+                // The increments go again.
+                self.failed(&*error);
+                return;
+            }
+        };
+        let mut state = self.state();
+        state.sent = own;
+        let mut health = pool.health();
+        for (member, total) in totals.into_iter().enumerate() {
+            let seen = state.seen[member].replace(total);
+            let elsewhere = seen
+                .and_then(|seen| total.since(seen))
+                .and_then(|grown| grown.since(increments[member]));
+            let health = &mut health[member];
+            health.fleet = Some(total.counters());
+            if let Some(elsewhere) = elsewhere {
+                health.take_in(&elsewhere.elsewhere());
             }
         }
     }
