@@ -81,7 +81,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tollgate_core::BoxError;
-use tollgate_core::redis::{Connection, Health, redact};
+use tollgate_core::redis::{Connection, Health, Target};
 
 pub(crate) use self::fleet::{Fleet, Hold, Plan};
 
@@ -179,12 +179,9 @@ impl RedisBooks {
     ///
     /// Outside a tokio runtime.
     pub async fn connect(url: &str) -> Result<Self, BoxError> {
-        let shown = redact(url);
-        let client = ::redis::Client::open(url)
-            .map_err(|e| format!("invalid redis url {shown}: {:?}", e.kind()))?;
-        let conn = Connection::connect(client)
-            .await
-            .map_err(|e| format!("cannot reach redis at {shown}: {e}"))?;
+        let target = Target::parse(url)?;
+        let shown = target.shown().to_owned();
+        let conn = Connection::connect(target).await?;
         let process = format!(
             "{:016x}",
             std::collections::hash_map::RandomState::new()

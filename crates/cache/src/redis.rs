@@ -34,12 +34,12 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use ::redis::aio::ConnectionManager;
 use bytes::Bytes;
 use http::HeaderName;
 use tokio::time::Instant;
 use tollgate_core::BoxError;
-use tollgate_core::redis::{CONNECTION_TIMEOUT, Health, guarded, open};
+use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use tollgate_core::redis::{CONNECTION_TIMEOUT, Health, Link, Target, guarded, open};
 
 use crate::config::CacheConfig;
 use crate::entry::Entry;
@@ -68,10 +68,10 @@ const CLEAR_BATCH: usize = 1000;
 /// Clones share the connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Link,
     prefix: Arc<str>,
     command_timeout: Duration,
-    /// Host and port, never the password.
+    /// The URL, never the password.
     address: Arc<str>,
     /// No probe schedule: every lookup and store tries Redis.
     health: Arc<Health>,
@@ -86,9 +86,9 @@ impl RedisStore {
     ///
     /// When the URL is invalid or Redis does not answer within a second.
     pub async fn connect(url: &str) -> Result<Self, BoxError> {
-        let client = ::redis::Client::open(url).map_err(|e| format!("invalid redis url: {e}"))?;
-        let address: Arc<str> = client.get_connection_info().addr().to_string().into();
-        let conn = tokio::time::timeout(CONNECTION_TIMEOUT, open(&client))
+        let target = Target::parse(url)?;
+        let address: Arc<str> = target.shown().into();
+        let conn = tokio::time::timeout(CONNECTION_TIMEOUT, open(&target))
             .await
             .map_err(|_| {
                 format!("redis at {address} did not answer within {CONNECTION_TIMEOUT:?}")
@@ -137,26 +137,48 @@ impl RedisStore {
         notice.arg(self.clears_key());
         guarded(timeout, notice.query_async::<u64>(&mut conn)).await?;
         let pattern = format!("{}:1:*", glob_escape(&self.prefix));
-        let (mut cursor, mut removed) = (0_u64, 0_u64);
-        loop {
-            let mut scan = ::redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(CLEAR_BATCH);
-            let (next, keys): (u64, Vec<String>) =
-                guarded(timeout, scan.query_async(&mut conn)).await?;
-            if !keys.is_empty() {
-                let mut unlink = ::redis::cmd("UNLINK");
-                unlink.arg(&keys);
-                removed += guarded(timeout, unlink.query_async::<u64>(&mut conn)).await?;
+        let mut removed = 0;
+        // A cluster's entries are spread over its primaries: each is scanned in turn.
+        let nodes = match &mut conn {
+            Link::Server(_) => vec![None],
+            Link::Cluster(cluster) => {
+                let nodes = cluster.route_command(::redis::cmd("CLUSTER").arg("NODES").clone(), random());
+                let nodes: String = ::redis::from_redis_value(guarded(timeout, nodes).await?)?;
+                primaries(&nodes).into_iter().map(Some).collect()
             }
-            if next == 0 {
-                return Ok(removed);
+        };
+        for node in nodes {
+            let mut cursor = 0_u64;
+            loop {
+                let mut scan = ::redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(CLEAR_BATCH);
+                let (next, keys): (u64, Vec<String>) = match (&mut conn, &node) {
+                    (Link::Cluster(cluster), Some((host, port))) => {
+                        let on = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port: *port,
+                        });
+                        let reply = guarded(timeout, cluster.route_command(scan, on)).await?;
+                        ::redis::from_redis_value(reply)?
+                    }
+                    _ => guarded(timeout, scan.query_async(&mut conn)).await?,
+                };
+                if !keys.is_empty() {
+                    let mut unlink = ::redis::cmd("UNLINK");
+                    unlink.arg(&keys);
+                    removed += guarded(timeout, unlink.query_async::<u64>(&mut conn)).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(removed)
     }
 
     /// How many times the fleet's cache was cleared (0 when never).
@@ -262,6 +284,28 @@ impl RedisStore {
     }
 }
 
+/// Any one node of a cluster.
+fn random() -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)
+}
+
+/// The address of each primary that serves, from `CLUSTER NODES`' answer (a line per node:
+/// id, `host:port@bus-port`, flags, …).
+fn primaries(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.nth(1)?;
+            let flags = fields.next()?;
+            let primary = flags.split(',').any(|f| f == "master")
+                && !flags.split(',').any(|f| f == "fail" || f == "noaddr");
+            let (host, port) = address.split(['@', ',']).next()?.rsplit_once(':')?;
+            primary.then(|| Some((host.to_owned(), port.parse().ok()?)))?
+        })
+        .collect()
+}
+
 /// `prefix` matched literally in a `SCAN … MATCH` pattern.
 fn glob_escape(prefix: &str) -> String {
     let mut escaped = String::with_capacity(prefix.len());
@@ -282,5 +326,29 @@ impl fmt::Debug for RedisStore {
             .field("command_timeout", &self.command_timeout)
             .field("unreachable", &self.health.is_degraded())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clusters_primaries_are_read_from_its_nodes() {
+        let nodes = "\
+07c3 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
+67ed 127.0.0.1:30002@40002,redis-2 master - 0 1 2 connected 5461-10922
+292f 10.0.0.3:30003@40003 master,fail - 0 1 3 connected 10923-16383
+6ec2 127.0.0.1:30004@40004 slave 07c3 0 1 1 connected
+";
+        assert_eq!(
+            primaries(nodes),
+            [("127.0.0.1".to_owned(), 30001), ("127.0.0.1".to_owned(), 30002)]
+        );
+    }
+
+    #[test]
+    fn a_prefix_is_matched_literally() {
+        assert_eq!(glob_escape("app:*:[x]?"), "app:\\*:\\[x\\]\\?");
     }
 }

@@ -1,6 +1,14 @@
-//! What every layer that keeps state in Redis needs (feature `redis`): a connection that fails
-//! fast, commands under a wall-clock timeout, URLs shown without their password, and the
-//! health of the link.
+//! What every layer that keeps state in Redis needs (feature `redis`): where Redis is (one
+//! server, or a Redis Cluster), a connection that fails fast, commands under a wall-clock
+//! timeout, URLs shown without their password, and the health of the link.
+//!
+//! # One server or a cluster
+//!
+//! A [`Target`] is read from a URL: `redis://` and `rediss://` (TLS) name one server (or
+//! Valkey, or a primary behind Sentinel's address); `redis+cluster://` and
+//! `rediss+cluster://` name any node of a Redis Cluster (or Valkey cluster), from which the
+//! client learns the others and follows the slots as they move. Every layer keeps the keys one
+//! command or script touches under one hash tag, so each runs on one node.
 //!
 //! # Why
 //!
@@ -29,8 +37,10 @@ use std::sync::{PoisonError, RwLock};
 use std::task::Poll;
 use std::time::Duration;
 
-use ::redis::RedisResult;
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::ClusterClient;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::time::Instant;
 
 use crate::BoxError;
@@ -38,19 +48,134 @@ use crate::BoxError;
 /// How long connecting (or reconnecting) to Redis may take.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A connection to `client`'s server that fails fast: no retries (the layer probes on its own
-/// schedule, see [`Health`]), [`CONNECTION_TIMEOUT`] to connect, and no response timeout (each
-/// command runs under [`guarded`]'s).
+/// Where a layer's Redis is: one server, or a cluster (see [One server or a
+/// cluster](self#one-server-or-a-cluster)).
+#[derive(Clone)]
+pub struct Target {
+    kind: Kind,
+    /// The URL without its password.
+    shown: String,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Server(::redis::Client),
+    Cluster(ClusterClient),
+}
+
+impl Target {
+    /// Reads `url`: `redis://[[user]:password@]host[:port][/db]`, `rediss://…` for TLS, or
+    /// `redis+cluster://…` / `rediss+cluster://…` for a cluster's node (`valkey` for `redis`
+    /// too).
+    ///
+    /// # Errors
+    ///
+    /// An invalid URL, named without its password.
+    pub fn parse(url: &str) -> Result<Self, BoxError> {
+        let shown = redact(url);
+        let invalid = |e: ::redis::RedisError| format!("invalid redis url {shown}: {e}");
+        let cluster = url
+            .split_once("://")
+            .and_then(|(scheme, rest)| Some((scheme.strip_suffix("+cluster")?, rest)));
+        let kind = match cluster {
+            Some((scheme, rest)) => {
+                let seed = format!("{scheme}://{rest}");
+                let client = ClusterClient::builder([seed.as_str()])
+                    .connection_timeout(CONNECTION_TIMEOUT)
+                    .build()
+                    .map_err(invalid)?;
+                Kind::Cluster(client)
+            }
+            None => Kind::Server(::redis::Client::open(url).map_err(invalid)?),
+        };
+        Ok(Self { kind, shown })
+    }
+
+    /// Whether it names a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.kind, Kind::Cluster(_))
+    }
+
+    /// The URL without its password, to show.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Target").field(&self.shown).finish()
+    }
+}
+
+/// A connection to a [`Target`]: to one server, or to a cluster (one per node, kept by the
+/// client). Clones share it.
+#[derive(Clone)]
+pub enum Link {
+    /// To one server.
+    Server(ConnectionManager),
+    /// To a cluster.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Server(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Server(conn) => conn.req_packed_commands(cmd, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Server(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Server(_) => "Link::Server",
+            Self::Cluster(_) => "Link::Cluster",
+        })
+    }
+}
+
+/// A connection to `target` that fails fast: for one server no retries (the layer probes on
+/// its own schedule, see [`Health`]), [`CONNECTION_TIMEOUT`] to connect, and no response
+/// timeout of its own (each command runs under [`guarded`]'s); a cluster's client follows its
+/// nodes' redirections.
 ///
 /// # Errors
 ///
 /// When the server cannot be reached (refused, TLS, authentication, the connection timeout).
-pub async fn open(client: &::redis::Client) -> RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_number_of_retries(0)
-        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-        .set_response_timeout(None);
-    ConnectionManager::new_with_config(client.clone(), config).await
+pub async fn open(target: &Target) -> RedisResult<Link> {
+    match &target.kind {
+        Kind::Server(client) => {
+            let config = ConnectionManagerConfig::new()
+                .set_number_of_retries(0)
+                .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+                .set_response_timeout(None);
+            ConnectionManager::new_with_config(client.clone(), config)
+                .await
+                .map(Link::Server)
+        }
+        Kind::Cluster(client) => client.get_async_connection().await.map(Link::Cluster),
+    }
 }
 
 /// Runs one Redis command, failing it after `timeout` of wall-clock time (see
@@ -99,53 +224,60 @@ pub async fn guarded<T>(
 /// after an outage (the old one may still be waiting on a command sent to a server that
 /// stopped).
 pub struct Connection {
-    client: ::redis::Client,
-    current: RwLock<ConnectionManager>,
+    target: Target,
+    current: RwLock<Link>,
 }
 
 impl Connection {
-    /// Connects to `client`'s server through [`open`], within [`CONNECTION_TIMEOUT`] of
-    /// wall-clock time.
+    /// Connects to `target` through [`open`], within [`CONNECTION_TIMEOUT`] of wall-clock
+    /// time.
     ///
     /// # Errors
     ///
-    /// When the server does not answer in time.
+    /// When Redis does not answer in time; the error names the URL without its password.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub async fn connect(client: ::redis::Client) -> Result<Self, BoxError> {
-        let current = guarded(CONNECTION_TIMEOUT, open(&client)).await?;
-        Ok(Self::new(client, current))
+    pub async fn connect(target: Target) -> Result<Self, BoxError> {
+        let current = guarded(CONNECTION_TIMEOUT, open(&target))
+            .await
+            .map_err(|e| format!("cannot reach redis at {}: {e}", target.shown()))?;
+        Ok(Self::new(target, current))
     }
 
-    /// `current`, a connection to `client`'s server made with [`open`].
-    pub fn new(client: ::redis::Client, current: ConnectionManager) -> Self {
+    /// `current`, a connection to `target` made with [`open`].
+    pub fn new(target: Target, current: Link) -> Self {
         Self {
-            client,
+            target,
             current: RwLock::new(current),
         }
     }
 
     /// The connection to send commands on.
-    pub fn get(&self) -> ConnectionManager {
+    pub fn get(&self) -> Link {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// Probes the server on a fresh connection: once it has answered a `PING`, within
+    /// Where it connects.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Probes Redis on a fresh connection: once it has answered a `PING`, within
     /// [`CONNECTION_TIMEOUT`], the fresh connection replaces the current one.
     ///
     /// # Errors
     ///
-    /// When the server does not answer in time (the current connection stays).
+    /// When Redis does not answer in time (the current connection stays).
     pub async fn reconnect(&self) -> Result<(), BoxError> {
         let fresh = async {
-            let mut conn = open(&self.client).await?;
+            let mut conn = open(&self.target).await?;
             ::redis::cmd("PING")
-                .query_async::<String>(&mut conn)
+                .query_async::<::redis::Value>(&mut conn)
                 .await?;
             Ok(conn)
         };

@@ -14,26 +14,27 @@
 //!
 //! - **Publishing**: when a member goes out of rotation in one process (any [`Reason`]), a
 //!   background task of that pool writes its reason and until-when to the key
-//!   `<prefix>:cooldown:<member>` (default prefix `tollgate:pool`), expiring when the
+//!   `{<prefix>}:cooldown:<member>` (default prefix `tollgate:pool`, written as a hash tag so that a
+//!   pool's keys share a slot on Redis Cluster), expiring when the
 //!   cooldown ends (a parked member's key has no expiry: it waits for a reset, like the
 //!   member). One Lua script keeps the longer of the cooldown already there and the new one.
 //! - **Polling**: every [`sync_interval`](RedisPoolState::with_sync_interval) (250 ms) the task
 //!   reads every member's keys with one `MGET` and applies, under the pool's lock, any
 //!   cooldown longer than the one this process holds.
 //! - **Counting**: in the same task, every sync interval, one pipeline adds the calls this
-//!   process made to each member since the last time to `<prefix>:counters:<member>` (a hash:
+//!   process made to each member since the last time to `{<prefix>}:counters:<member>` (a hash:
 //!   calls, successes, 429s, timeouts, server and auth errors, exhausted quotas, breaker
 //!   refusals and the successes' latency) and reads every member's back; what the others'
 //!   calls met moves this process's moving averages, hence its scores.
 //! - **Resetting**: [`PoolHandle::reset`](crate::PoolHandle::reset) (and `reset_all`) clears
-//!   the member here at once, then writes `<prefix>:reset:<member>` (the reset's time, kept a
+//!   the member here at once, then writes `{<prefix>}:reset:<member>` (the reset's time, kept a
 //!   day) and deletes the cooldown key. A process that reads a reset later than the start of
 //!   the cooldown it holds clears it; a cooldown that began before the last reset is never
 //!   written or applied again.
 //!
 //! `<member>` is the member's name, and, for a member with a key of its own, the key's
 //! fingerprint ([`CredentialId`](tollgate_core::CredentialId), `key-` and 16 hex digits of its
-//! SHA-256): `tollgate:pool:cooldown:openai-a:key-3f5c9a1e0b7d2c44`. Two processes share a
+//! SHA-256): `{tollgate:pool}:cooldown:openai-a:key-3f5c9a1e0b7d2c44`. Two processes share a
 //! member's cooldowns when they give it the same name and the same key; a rotated key starts
 //! afresh. The key itself is never sent to Redis, logged or shown.
 //!
@@ -97,11 +98,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tollgate_core::BoxError;
-use tollgate_core::redis::{CONNECTION_TIMEOUT, Connection, Health, guarded, open, redact};
+use tollgate_core::redis::{CONNECTION_TIMEOUT, Connection, Health, Link, Target, guarded, open};
 
 use self::clock::Clock;
 use self::counters::Tally;
@@ -137,8 +137,8 @@ const RESET_MEMORY: Duration = Duration::from_secs(24 * 3600);
 /// own background task, on the runtime `connect` ran on, until the pool is dropped.
 #[derive(Clone)]
 pub struct RedisPoolState {
-    client: redis::Client,
-    conn: ConnectionManager,
+    target: Target,
+    conn: Link,
     /// The URL without its password.
     url: String,
     settings: Settings,
@@ -174,14 +174,13 @@ impl RedisPoolState {
     /// without its shared state is a configuration error, surfaced at startup. The error names
     /// the URL without its password.
     pub async fn connect(url: &str) -> Result<Self, BoxError> {
-        let shown = redact(url);
-        let client =
-            redis::Client::open(url).map_err(|e| format!("invalid redis url {shown}: {e}"))?;
-        let conn = guarded(CONNECTION_TIMEOUT, open(&client))
+        let target = Target::parse(url)?;
+        let shown = target.shown().to_owned();
+        let conn = guarded(CONNECTION_TIMEOUT, open(&target))
             .await
             .map_err(|e| format!("cannot reach redis at {shown}: {e}"))?;
         Ok(Self {
-            client,
+            target,
             conn,
             url: shown,
             settings: Settings::default(),
@@ -248,21 +247,21 @@ impl RedisPoolState {
                     None => member.name.to_string(),
                 };
                 [
-                    format!("{prefix}:cooldown:{id}"),
-                    format!("{prefix}:reset:{id}"),
+                    format!("{{{prefix}}}:cooldown:{id}"),
+                    format!("{{{prefix}}}:reset:{id}"),
                 ]
             })
             .collect();
         let counter_keys = members
             .iter()
             .map(|member| match member.adapter.credential() {
-                Some(credential) => format!("{prefix}:counters:{}:{credential}", member.name),
-                None => format!("{prefix}:counters:{}", member.name),
+                Some(credential) => format!("{{{prefix}}}:counters:{}:{credential}", member.name),
+                None => format!("{{{prefix}}}:counters:{}", member.name),
             })
             .collect();
         let n = members.len();
         Fleet {
-            conn: Connection::new(self.client, self.conn),
+            conn: Connection::new(self.target, self.conn),
             url: self.url,
             settings: self.settings,
             clock: Clock::new(),

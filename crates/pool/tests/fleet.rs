@@ -215,7 +215,7 @@ async fn a_key_revoked_upstream_is_out_on_every_replica_within_a_second_of_the_f
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let all: Vec<String> = redis::cmd("KEYS")
-        .arg("tollgate:pool:*")
+        .arg("{tollgate:pool}:*")
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -225,8 +225,8 @@ async fn a_key_revoked_upstream_is_out_on_every_replica_within_a_second_of_the_f
     );
     let id = tollgate_core::CredentialId::from_secret(KEYS[0].as_bytes());
     let keys: Vec<&String> = all.iter().filter(|k| k.contains(":cooldown:")).collect();
-    assert_eq!(keys, [&format!("tollgate:pool:cooldown:key-0:{id}")]);
-    assert!(all.contains(&format!("tollgate:pool:counters:key-0:{id}")), "{all:?}");
+    assert_eq!(keys, [&format!("{{tollgate:pool}}:cooldown:key-0:{id}")]);
+    assert!(all.contains(&format!("{{tollgate:pool}}:counters:key-0:{id}")), "{all:?}");
     let value: String = redis::cmd("GET")
         .arg(keys[0])
         .query_async(&mut conn)

@@ -18,7 +18,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tollgate_core::redis::{Connection, Health, guarded, redact};
+use tollgate_core::redis::{Connection, Health, Target, guarded};
 use tollgate_core::{BoxError, ScopeMode, ScopeRegistry};
 
 use self::clock::Clock;
@@ -178,12 +178,9 @@ impl RedisStore {
     /// When the URL is invalid or Redis does not answer: a fleet that starts without its shared
     /// limits is a configuration error, surfaced at startup.
     pub async fn connect(url: &str, table: QuotaTable) -> Result<Self, BoxError> {
-        let shown = redact(url);
-        let client =
-            redis::Client::open(url).map_err(|e| format!("invalid redis url {shown}: {e}"))?;
-        let conn = Connection::connect(client)
-            .await
-            .map_err(|e| format!("cannot reach redis at {shown}: {e}"))?;
+        let target = Target::parse(url)?;
+        let shown = target.shown().to_owned();
+        let conn = Connection::connect(target).await?;
         let wake = Arc::new(Notify::new());
         let (clock, leftovers) = (Clock::new(), Arc::new(Leftovers::new(wake.clone())));
         let scopes = scopes(&table, Settings::default(), &clock, &leftovers);

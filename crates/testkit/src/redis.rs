@@ -6,12 +6,16 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+mod cluster;
+
+pub use self::cluster::RedisCluster;
+
 /// A redis-server of its own, killed on drop.
 #[derive(Debug)]
 pub struct RedisServer {
     /// The port it listens on.
     pub port: u16,
-    extra: Vec<&'static str>,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -22,14 +26,16 @@ impl RedisServer {
     /// # Panics
     ///
     /// When `redis-server` is not installed, or does not answer within 10 s.
-    pub fn start(extra: &[&'static str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+    pub fn start(extra: &[&str]) -> Self {
+        let port = free_port();
+        Self::start_on(port, extra.iter().map(|&arg| arg.to_owned()).collect())
+    }
+
+    /// As [`start`](Self::start), on `port`.
+    pub(crate) fn start_on(port: u16, extra: Vec<String>) -> Self {
         let mut server = Self {
             port,
-            extra: extra.to_vec(),
+            extra,
             child: None,
         };
         server.restart();
@@ -129,7 +135,7 @@ impl RedisServer {
             .extra
             .windows(2)
             .find(|pair| pair[0] == "--requirepass")
-            .map(|pair| pair[1]);
+            .map(|pair| pair[1].as_str());
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("redis-server runs");
         stream
             .set_read_timeout(Some(Duration::from_secs(1)))
@@ -180,6 +186,51 @@ fn parse_list(reply: &str) -> Option<Vec<String>> {
         rest = tail.get(length..)?.strip_prefix("\r\n")?;
     }
     Some(items)
+}
+
+/// A free loopback port.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Sends one command to the server on `port` and returns its reply's text (a simple string,
+/// an error, an integer or a bulk string), waiting a second at most.
+///
+/// # Panics
+///
+/// When nothing answers on `port`, or not in time.
+pub(crate) fn command(port: u16, args: &[&str]) -> String {
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("redis-server runs");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    let mut buffer = [0; 4096];
+    loop {
+        let n = stream.read(&mut buffer).expect("redis-server answers");
+        assert!(n > 0, "redis-server closed the connection: {reply:?}");
+        reply.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        let Some((head, body)) = reply.split_once("\r\n") else {
+            continue;
+        };
+        match head.strip_prefix('$') {
+            Some(length) => {
+                let length: usize = length.parse().unwrap_or(0);
+                if body.len() >= length {
+                    return body[..length].to_owned();
+                }
+            }
+            None => return head.to_owned(),
+        }
+    }
 }
 
 /// Whether something answers PING on `port` (a password-protected server answers NOAUTH).

@@ -11,7 +11,7 @@
 
 use std::sync::LazyLock;
 
-use ::redis::aio::ConnectionManager;
+use tollgate_core::redis::Link;
 use ::redis::{RedisResult, Script};
 
 use crate::Usd;
@@ -247,7 +247,7 @@ fn limit(value: Option<u64>) -> String {
 }
 
 /// Runs `call`.
-pub(super) async fn run(conn: &mut ConnectionManager, call: &Call<'_>) -> RedisResult<Reply> {
+pub(super) async fn run(conn: &mut Link, call: &Call<'_>) -> RedisResult<Reply> {
     let mut invocation = SCRIPT.prepare_invoke();
     invocation.key(call.marker);
     invocation

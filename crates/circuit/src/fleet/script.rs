@@ -10,7 +10,7 @@
 
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use tollgate_core::redis::Link;
 use redis::{RedisResult, Script};
 
 /// A record as the scripts return it: a scope's fleet-wide open period or manual mode.
@@ -143,7 +143,7 @@ pub(crate) struct Open {
 }
 
 pub(crate) async fn open(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     keys: Keys<'_>,
     open: Open,
 ) -> RedisResult<Record> {
@@ -166,7 +166,7 @@ pub(crate) async fn open(
 }
 
 pub(crate) async fn claim(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     record: &str,
     now: i64,
     episode: i64,
@@ -184,7 +184,7 @@ pub(crate) async fn claim(
 }
 
 pub(crate) async fn give_back(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     record: &str,
     episode: i64,
     n: u32,
@@ -200,7 +200,7 @@ pub(crate) async fn give_back(
 
 /// Whether the fleet's circuit closed.
 pub(crate) async fn succeeded(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     keys: Keys<'_>,
     episode: i64,
     n: u32,
@@ -218,7 +218,7 @@ pub(crate) async fn succeeded(
 }
 
 pub(crate) async fn set_mode(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     keys: Keys<'_>,
     mode: &str,
 ) -> RedisResult<()> {
@@ -233,7 +233,7 @@ pub(crate) async fn set_mode(
 
 /// Every record that is not closed, by key.
 pub(crate) async fn snapshot(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     index: &str,
     now: i64,
 ) -> RedisResult<Vec<(String, Record)>> {

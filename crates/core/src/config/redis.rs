@@ -10,7 +10,8 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 /// Where a fleet keeps what its replicas share (rate limits, the cache's second level,
 /// budgets): a Redis (or Valkey) server, and what a replica does while it cannot reach it.
 ///
-/// The URL is written in the config (`url`, with `rediss://` for TLS) and the password comes
+/// The URL is written in the config (`url`, with `rediss://` for TLS, `redis+cluster://` or
+/// `rediss+cluster://` for any node of a Redis Cluster) and the password comes
 /// from the environment (`password_env`); or the whole URL comes from the environment
 /// (`url_env`). A password is never written in a config file: a `url` that holds one is
 /// refused.
@@ -26,7 +27,8 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// The server's URL without a password: `redis://host:6379/0`, `rediss://` for TLS,
-    /// `redis+unix:///path`. Exclusive with `url_env`.
+    /// `redis+unix:///path`; `redis+cluster://host:6379` (`rediss+cluster://` for TLS) for any
+    /// node of a Redis Cluster, from which the others are found. Exclusive with `url_env`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// The environment variable holding the whole URL, password included. Exclusive with `url`.
@@ -195,14 +197,16 @@ fn check_url(url: &str) -> Result<(), ConfigError> {
             "is not a URL: write redis://host:6379, rediss://host:6380 for TLS",
         ));
     };
-    if !matches!(
-        scheme,
-        "redis" | "rediss" | "valkey" | "valkeys" | "redis+unix" | "unix"
-    ) {
+    let base = scheme.strip_suffix("+cluster").unwrap_or(scheme);
+    let cluster = base != scheme;
+    if !matches!(base, "redis" | "rediss" | "valkey" | "valkeys")
+        && (cluster || !matches!(scheme, "redis+unix" | "unix"))
+    {
         return Err(ConfigError::new(
             "url",
             scheme,
-            "is not a Redis URL scheme: use redis://, rediss:// (TLS) or redis+unix://",
+            "is not a Redis URL scheme: use redis://, rediss:// (TLS), redis+unix://, or \
+             redis+cluster:// (rediss+cluster:// for TLS) for a Redis Cluster",
         ));
     }
     if userinfo(rest).is_some_and(|user| user.contains(':')) {
@@ -307,5 +311,7 @@ mod tests {
         );
         // A user name alone is no secret.
         settings("url = \"redis://app@h\"").validate().unwrap();
+        settings("url = \"rediss+cluster://app@h:7000\"").validate().unwrap();
+        assert!(field("url = \"redis+unix+cluster:///s\"").contains("redis+cluster://"));
     }
 }

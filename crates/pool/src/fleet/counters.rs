@@ -3,7 +3,7 @@
 //! calls met (so a member failing for one replica loses score on all of them, before they
 //! send it a call of their own).
 //!
-//! A member's counts are a hash, `<prefix>:counters:<member>`, of the fields in [`FIELDS`],
+//! A member's counts are a hash, `{<prefix>}:counters:<member>`, of the fields in [`FIELDS`],
 //! kept a day after its last write. Every sync interval one pipeline sends each member's
 //! increments since the last time (`HINCRBY`) and reads every member's counts (`HMGET`); what
 //! the counts grew by, less this process's own increments, is what the others' calls met.
@@ -11,7 +11,7 @@
 //! counts in: outcomes from before the gap move no average. An exchange that timed out after
 //! Redis applied it is sent again, so the fleet's counts may count a few calls twice.
 
-use redis::aio::ConnectionManager;
+use tollgate_core::redis::Link;
 
 use crate::health::{Counters, Elsewhere, Health};
 
@@ -115,7 +115,7 @@ impl Tally {
 
 /// Adds each member's `increments` to its counts under `keys` and reads every member's counts.
 pub(super) async fn exchange(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     keys: &[String],
     increments: &[Tally],
 ) -> redis::RedisResult<Vec<Tally>> {

@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
+use tollgate_core::redis::Link;
 
 use crate::health::Reason;
 
@@ -121,7 +121,7 @@ static RESET_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESET));
 /// Publishes `records` (with each member's `[cooldown, reset]` keys) at `now`; for each,
 /// whether it still holds (false: a later reset cleared it).
 pub(super) async fn publish(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     now: u64,
     records: &[(&[String; 2], Record)],
 ) -> redis::RedisResult<Vec<bool>> {
@@ -142,7 +142,7 @@ pub(super) async fn publish(
 /// Resets members (each `[cooldown, reset]` keys with the reset's time), remembering each
 /// reset for `memory_ms`.
 pub(super) async fn reset(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     memory_ms: u64,
     resets: &[(&[String; 2], u64)],
 ) -> redis::RedisResult<()> {
@@ -156,7 +156,7 @@ pub(super) async fn reset(
 
 /// Every member's cooldown and reset, as Redis holds them: one `MGET`.
 pub(super) async fn read(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     keys: &[[String; 2]],
 ) -> redis::RedisResult<Vec<(Option<Record>, u64)>> {
     let mut mget = redis::cmd("MGET");

@@ -11,7 +11,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use tollgate_core::redis::Link;
 use redis::{RedisResult, Script};
 use tokio::time::Instant;
 
@@ -163,7 +163,7 @@ pub(crate) struct Applied {
 
 /// Applies `changes` in order, then reserves `asks` (none: only the changes).
 pub(crate) async fn apply(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     frame: &Frame,
     changes: &[(&Cell, Change)],
     asks: &[Ask<'_>],
@@ -225,7 +225,7 @@ pub(crate) async fn apply(
 /// Reads a cell's TAT from its key: the instant it stands at, `None` when the key is absent
 /// (a full bucket).
 pub(crate) async fn read_tat(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     frame: &Frame,
     key: &str,
 ) -> RedisResult<Option<Instant>> {
