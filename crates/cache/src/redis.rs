@@ -34,11 +34,11 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use bytes::Bytes;
 use http::HeaderName;
 use tokio::time::Instant;
 use tollgate_core::BoxError;
-use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use tollgate_core::redis::{CONNECTION_TIMEOUT, Health, Link, Target, guarded, open};
 
 use crate::config::CacheConfig;
@@ -142,7 +142,8 @@ impl RedisStore {
         let nodes = match &mut conn {
             Link::Server(_) => vec![None],
             Link::Cluster(cluster) => {
-                let nodes = cluster.route_command(::redis::cmd("CLUSTER").arg("NODES").clone(), random());
+                let nodes =
+                    cluster.route_command(::redis::cmd("CLUSTER").arg("NODES").clone(), random());
                 let nodes: String = ::redis::from_redis_value(guarded(timeout, nodes).await?)?;
                 primaries(&nodes).into_iter().map(Some).collect()
             }
@@ -186,7 +187,10 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let mut get = ::redis::cmd("GET");
         get.arg(self.clears_key());
-        let clears = guarded(self.command_timeout, get.query_async::<Option<u64>>(&mut conn));
+        let clears = guarded(
+            self.command_timeout,
+            get.query_async::<Option<u64>>(&mut conn),
+        );
         Ok(clears.await?.unwrap_or(0))
     }
 
@@ -343,7 +347,10 @@ mod tests {
 ";
         assert_eq!(
             primaries(nodes),
-            [("127.0.0.1".to_owned(), 30001), ("127.0.0.1".to_owned(), 30002)]
+            [
+                ("127.0.0.1".to_owned(), 30001),
+                ("127.0.0.1".to_owned(), 30002)
+            ]
         );
     }
 

@@ -116,8 +116,14 @@ async fn a_clear_reaches_every_process_and_redis() {
     send(&first, chat("sk", "one")).await;
     send(&first, chat("sk", "two")).await;
     // Both answers in the second process's memory too.
-    assert_eq!(send(&second, chat("sk", "one")).await.cache, CacheStatus::Hit);
-    assert_eq!(send(&second, chat("sk", "two")).await.cache, CacheStatus::Hit);
+    assert_eq!(
+        send(&second, chat("sk", "one")).await.cache,
+        CacheStatus::Hit
+    );
+    assert_eq!(
+        send(&second, chat("sk", "two")).await.cache,
+        CacheStatus::Hit
+    );
     assert_eq!(calls(&sim), 2);
     // Something else under another prefix stays.
     let client = redis::Client::open(server.url()).unwrap();
@@ -129,7 +135,10 @@ async fn a_clear_reaches_every_process_and_redis() {
         .await
         .unwrap();
 
-    let removed = first_handle.clear_everywhere().await.expect("redis answers");
+    let removed = first_handle
+        .clear_everywhere()
+        .await
+        .expect("redis answers");
     assert_eq!(removed, Some(2), "both entries left redis");
     first_handle.run_pending_tasks();
     assert_eq!(first_handle.snapshot().entries, 0);
@@ -140,7 +149,10 @@ async fn a_clear_reaches_every_process_and_redis() {
     tokio::time::sleep(tollgate_cache::redis::CLEAR_CHECK_INTERVAL * 2).await;
     second_handle.run_pending_tasks();
     assert_eq!(second_handle.snapshot().entries, 0);
-    assert_eq!(send(&second, chat("sk", "one")).await.cache, CacheStatus::Miss);
+    assert_eq!(
+        send(&second, chat("sk", "one")).await.cache,
+        CacheStatus::Miss
+    );
     assert_eq!(calls(&sim), 3, "paid again after the clear");
 }
 

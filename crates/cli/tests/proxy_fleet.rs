@@ -532,7 +532,10 @@ model = "gpt-4o-mini"
         .map(|_| {
             Proxy::start_logging(
                 &config,
-                &[("TG_FLEET_KEYS", &keys), ("TG_FLEET_ADMIN", "adm-fleet-7d21")],
+                &[
+                    ("TG_FLEET_KEYS", &keys),
+                    ("TG_FLEET_ADMIN", "adm-fleet-7d21"),
+                ],
                 "info",
             )
         })
@@ -591,8 +594,13 @@ async fn a_cache_cleared_on_one_gateway_is_cleared_on_every_one() {
             .strip_prefix("[server]\n")
             .unwrap()
     );
-    let env = [("TG_FLEET_UPSTREAM", UPSTREAM), ("TG_FLEET_ADMIN", "adm-fleet-7d21")];
-    let replicas: Vec<Proxy> = (0..3).map(|_| Proxy::start_with_env(&config, &env)).collect();
+    let env = [
+        ("TG_FLEET_UPSTREAM", UPSTREAM),
+        ("TG_FLEET_ADMIN", "adm-fleet-7d21"),
+    ];
+    let replicas: Vec<Proxy> = (0..3)
+        .map(|_| Proxy::start_with_env(&config, &env))
+        .collect();
     let deterministic = |url: &str| {
         let auth = format!("Bearer {CLIENT}");
         let body = json!({"model": "chat", "max_tokens": 8, "temperature": 0,

@@ -14,10 +14,9 @@
 //!
 //! - **Publishing**: when a member goes out of rotation in one process (any [`Reason`]), a
 //!   background task of that pool writes its reason and until-when to the key
-//!   `{<prefix>}:cooldown:<member>` (default prefix `tollgate:pool`, written as a hash tag so that a
-//!   pool's keys share a slot on Redis Cluster), expiring when the
-//!   cooldown ends (a parked member's key has no expiry: it waits for a reset, like the
-//!   member). One Lua script keeps the longer of the cooldown already there and the new one.
+//!   `{<prefix>}:cooldown:<member>` (default prefix `tollgate:pool`, written as a hash tag
+//!   so that a pool's keys share a slot on Redis Cluster), expiring when the cooldown ends (a
+//!   parked member's key has no expiry: it waits for a reset, like the member). One Lua script keeps the longer of the cooldown already there and the new one.
 //! - **Polling**: every [`sync_interval`](RedisPoolState::with_sync_interval) (250 ms) the task
 //!   reads every member's keys with one `MGET` and applies, under the pool's lock, any
 //!   cooldown longer than the one this process holds.

@@ -109,7 +109,10 @@ pub(crate) enum Source {
 
 /// What other processes' calls to a member met since the last look: what
 /// [`Health::take_in`] needs.
-#[cfg_attr(not(feature = "redis"), allow(dead_code, reason = "built by the fleet"))]
+#[cfg_attr(
+    not(feature = "redis"),
+    allow(dead_code, reason = "built by the fleet")
+)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Elsewhere {
     /// Calls answered by the upstream.
@@ -308,7 +311,10 @@ impl Health {
     /// move as if its calls had been this process's own, in one step each. No counter of this
     /// process moves, and nothing takes the member out of rotation (the fleet's cooldowns do
     /// that).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code, reason = "called by the fleet"))]
+    #[cfg_attr(
+        not(feature = "redis"),
+        allow(dead_code, reason = "called by the fleet")
+    )]
     pub(crate) fn take_in(&mut self, elsewhere: &Elsewhere) {
         // `n` calls of weight ALPHA each, one after the other, weigh 1 - (1 - ALPHA)^n.
         let weight = |n: u64| 1.0 - (1.0 - ALPHA).powi(i32::try_from(n).unwrap_or(i32::MAX));
@@ -483,7 +489,11 @@ mod tests {
         });
         assert_eq!(there.score(now, None), here.score(now, None));
         assert!(there.score(now, None) < 65, "{}", there.score(now, None));
-        assert_eq!(there.counters, Counters::default(), "no counter of its own moved");
+        assert_eq!(
+            there.counters,
+            Counters::default(),
+            "no counter of its own moved"
+        );
         assert_eq!(there.state(now), MemberState::Available);
 
         // Successes bring it back, and bring their latency.

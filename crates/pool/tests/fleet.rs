@@ -174,12 +174,11 @@ fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
     (captured, tracing::subscriber::set_default(subscriber))
 }
 
-#[tokio::test]
-async fn a_key_revoked_upstream_is_out_on_every_replica_within_a_second_of_the_first_401() {
-    let (logs, _guard) = capture();
-    let redis = RedisServer::start(&[]);
+/// Replica A meets a revoked key's 401; B and C take it out of rotation within a second and
+/// never send it a call.
+async fn revoked_key_leaves_every_replica(url: &str) {
     let sim = sim("revoked_after = \"0s\"");
-    let [(a, _), (b, hb), (c, hc)] = fleet(&sim, &redis.url()).await;
+    let [(a, _), (b, hb), (c, hc)] = fleet(&sim, url).await;
 
     let seen = Instant::now();
     let (status, member, attempts, _) = call(&a).await;
@@ -210,6 +209,27 @@ async fn a_key_revoked_upstream_is_out_on_every_replica_within_a_second_of_the_f
         1,
         "only replica A ever sent the revoked key"
     );
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_a_revoked_key_leaves_every_replica_and_health_is_shared() {
+    let (_logs, _guard) = capture();
+    let cluster = tollgate_testkit::redis::RedisCluster::start();
+    revoked_key_leaves_every_replica(&cluster.url()).await;
+    let keys = cluster.keys("{tollgate:pool}:*");
+    assert!(keys.iter().any(|k| k.contains(":cooldown:")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains(":counters:")), "{keys:?}");
+    // A fresh cluster: the revoked key's cooldown would keep the failing calls off key-0.
+    drop(cluster);
+    let cluster = tollgate_testkit::redis::RedisCluster::start();
+    failures_on_one_replica_score_members_down_on_another(&cluster.url()).await;
+}
+
+#[tokio::test]
+async fn a_key_revoked_upstream_is_out_on_every_replica_within_a_second_of_the_first_401() {
+    let (logs, _guard) = capture();
+    let redis = RedisServer::start(&[]);
+    revoked_key_leaves_every_replica(&redis.url()).await;
 
     // Redis holds the member by name and fingerprint, never by key.
     let client = redis::Client::open(redis.url()).unwrap();
@@ -226,7 +246,10 @@ async fn a_key_revoked_upstream_is_out_on_every_replica_within_a_second_of_the_f
     let id = tollgate_core::CredentialId::from_secret(KEYS[0].as_bytes());
     let keys: Vec<&String> = all.iter().filter(|k| k.contains(":cooldown:")).collect();
     assert_eq!(keys, [&format!("{{tollgate:pool}}:cooldown:key-0:{id}")]);
-    assert!(all.contains(&format!("{{tollgate:pool}}:counters:key-0:{id}")), "{all:?}");
+    assert!(
+        all.contains(&format!("{{tollgate:pool}}:counters:key-0:{id}")),
+        "{all:?}"
+    );
     let value: String = redis::cmd("GET")
         .arg(keys[0])
         .query_async(&mut conn)
@@ -461,6 +484,12 @@ async fn a_redis_that_restarts_empty_gets_the_cooldowns_back() {
 async fn what_one_replicas_calls_meet_moves_every_replicas_scores_and_counts() {
     let (_logs, _guard) = capture();
     let redis = RedisServer::start(&[]);
+    failures_on_one_replica_score_members_down_on_another(&redis.url()).await;
+}
+
+/// Ten calls fail on one replica: another that sent none scores the members alike, and both
+/// show the fleet's counts.
+async fn failures_on_one_replica_score_members_down_on_another(url: &str) {
     // One replica reaches the keys through a provider that fails every call, the other
     // through one that answers.
     let failing = {
@@ -472,8 +501,8 @@ async fn what_one_replicas_calls_meet_moves_every_replicas_scores_and_counts() {
         SimService::new(config).unwrap()
     };
     let good = sim("");
-    let (failing_stack, failing_handle) = replica(&failing, &redis.url()).await;
-    let (_, other) = replica(&good, &redis.url()).await;
+    let (failing_stack, failing_handle) = replica(&failing, url).await;
+    let (_, other) = replica(&good, url).await;
     for _ in 0..10 {
         let (status, ..) = call(&failing_stack).await;
         assert_eq!(status, 500);

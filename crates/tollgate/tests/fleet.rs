@@ -248,3 +248,130 @@ async fn two_replicas_of_one_file_share_one_budget_through_redis() {
         );
     }
 }
+
+const ON_A_CLUSTER: &str = r#"
+preset = "balanced"
+
+[redis]
+url = "REDIS_URL"
+local_share = 0.5
+
+[rate_limit]
+max_wait = "20ms"
+[rate_limit.quotas]
+requests_per_minute = 20
+
+[retry]
+max_attempts = 1
+
+[budget]
+[[budget.budgets]]
+name = "team"
+usd = 1.0
+window = "day"
+[[budget.prices.models]]
+provider = "openai-compatible"
+model = "gpt-4o-mini"
+input = 0.15
+output = 0.60
+"#;
+
+/// The same fleet on a Redis Cluster of three primaries: every layer's keys and scripts work
+/// across its slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_limit_cache_budget_and_breaker_on_a_redis_cluster() {
+    use tollgate::circuit::CircuitState;
+    use tollgate_testkit::redis::RedisCluster;
+
+    let cluster = RedisCluster::start();
+    let sim = Sim::start(
+        SimConfig::from_toml("seed = 9\n[[keys]]\nkey = \"sk-fleet\"\nname = \"fleet\"\n").unwrap(),
+    )
+    .await
+    .unwrap();
+    let config =
+        StackConfig::from_toml(&ON_A_CLUSTER.replace("REDIS_URL", &cluster.url())).unwrap();
+    let env = |_: &str| None;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let stack = LlmStack::connect_with_env(&config, &env).await.unwrap();
+        replicas.push(stack.service(client.clone()));
+    }
+
+    // The cache's second level.
+    let first = send(replicas[0].0.clone(), chat(&sim.url(), "a common question")).await;
+    assert_eq!(first, (200, None));
+    for _ in 0..200 {
+        if !cluster.keys("tollgate:cache:1:*").is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let second = send(replicas[1].0.clone(), chat(&sim.url(), "a common question")).await;
+    assert_eq!(second, (200, Some("hit".to_owned())));
+
+    // The rate limit, held by the two together.
+    let mut calls = JoinSet::new();
+    for i in 0..40 {
+        let llm = replicas[i % 2].0.clone();
+        let request = chat(&sim.url(), &format!("question {i}"));
+        calls.spawn(async move { send(llm, request).await.0 });
+    }
+    let mut served = 0;
+    while let Some(call) = calls.join_next().await {
+        served += u64::from(call.unwrap() == 200);
+    }
+    let upstream = sim.stats().keys["fleet"].requests;
+    println!("on a cluster: served {served} of 40; the provider saw {upstream} in all");
+    assert_eq!(upstream, 1 + served);
+    assert!((10..=20).contains(&upstream), "{upstream}");
+
+    // The budget's books: both replicas read the fleet's spend.
+    let books: Vec<_> = replicas
+        .iter()
+        .map(|(_, handle)| match &handle.budget {
+            Some(tollgate::Books::Fleet(books)) => books.clone(),
+            other => panic!("the books are in Redis: {other:?}"),
+        })
+        .collect();
+    for replica in &books {
+        replica.flush().await.unwrap();
+    }
+    for replica in &books {
+        replica.flush().await.unwrap();
+    }
+    let spent: Vec<_> = books.iter().map(|b| b.snapshot()[0].spent.usd).collect();
+    assert!(spent[0] > tollgate::budget::Usd::ZERO);
+    assert_eq!(spent[0], spent[1], "one set of books");
+
+    // A breaker opened by hand on one replica refuses on the other.
+    let scope = replicas[0].1.health()[0].scope.clone();
+    replicas[0].1.circuit.as_ref().unwrap().force_open(&scope);
+    let other = &replicas[1].1;
+    let mut state = CircuitState::Closed;
+    for _ in 0..100 {
+        state = other
+            .health()
+            .into_iter()
+            .find(|h| h.scope == scope)
+            .map_or(CircuitState::Closed, |h| h.circuit);
+        if state == CircuitState::ForcedOpen {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, CircuitState::ForcedOpen, "within a second");
+
+    // A clear reaches every primary: the entries are spread over them.
+    let holding = cluster
+        .nodes
+        .iter()
+        .filter(|node| !node.keys("tollgate:cache:1:*").is_empty())
+        .count();
+    assert!(holding >= 2, "entries on {holding} of 3 primaries");
+    let cache = replicas[1].1.cache.as_ref().unwrap();
+    let removed = cache.clear_everywhere().await.unwrap();
+    assert!(removed.is_some_and(|n| n >= 1), "{removed:?}");
+    assert_eq!(cluster.keys("tollgate:cache:1:*"), Vec::<String>::new());
+}

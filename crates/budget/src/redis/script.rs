@@ -11,8 +11,8 @@
 
 use std::sync::LazyLock;
 
-use tollgate_core::redis::Link;
 use ::redis::{RedisResult, Script};
+use tollgate_core::redis::Link;
 
 use crate::Usd;
 use crate::ledger::{Limits, Spend};

@@ -10,8 +10,8 @@
 
 use std::sync::LazyLock;
 
-use tollgate_core::redis::Link;
 use redis::{RedisResult, Script};
+use tollgate_core::redis::Link;
 
 /// A record as the scripts return it: a scope's fleet-wide open period or manual mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,11 +142,7 @@ pub(crate) struct Open {
     pub(crate) from: i64,
 }
 
-pub(crate) async fn open(
-    conn: &mut Link,
-    keys: Keys<'_>,
-    open: Open,
-) -> RedisResult<Record> {
+pub(crate) async fn open(conn: &mut Link, keys: Keys<'_>, open: Open) -> RedisResult<Record> {
     let (episode, until, trips, mode): (i64, i64, i64, String) = OPEN_SCRIPT
         .key(keys.record)
         .key(keys.index)
@@ -217,11 +213,7 @@ pub(crate) async fn succeeded(
     Ok(closed == 1)
 }
 
-pub(crate) async fn set_mode(
-    conn: &mut Link,
-    keys: Keys<'_>,
-    mode: &str,
-) -> RedisResult<()> {
+pub(crate) async fn set_mode(conn: &mut Link, keys: Keys<'_>, mode: &str) -> RedisResult<()> {
     let _: i64 = MODE_SCRIPT
         .key(keys.record)
         .key(keys.index)

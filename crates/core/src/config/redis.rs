@@ -311,7 +311,9 @@ mod tests {
         );
         // A user name alone is no secret.
         settings("url = \"redis://app@h\"").validate().unwrap();
-        settings("url = \"rediss+cluster://app@h:7000\"").validate().unwrap();
+        settings("url = \"rediss+cluster://app@h:7000\"")
+            .validate()
+            .unwrap();
         assert!(field("url = \"redis+unix+cluster:///s\"").contains("redis+cluster://"));
     }
 }

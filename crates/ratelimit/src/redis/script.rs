@@ -11,9 +11,9 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use tollgate_core::redis::Link;
 use redis::{RedisResult, Script};
 use tokio::time::Instant;
+use tollgate_core::redis::Link;
 
 use super::cell::Cell;
 use super::clock::Frame;
