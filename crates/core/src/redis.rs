@@ -58,7 +58,10 @@ pub struct Target {
 }
 
 #[derive(Clone)]
-#[expect(clippy::large_enum_variant, reason = "one per layer's connection, made once")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per layer's connection, made once"
+)]
 enum Kind {
     Server(::redis::Client),
     Cluster(ClusterClient),

@@ -24,10 +24,12 @@ impl RedisCluster {
     ///
     /// # Panics
     ///
-    /// When `redis-server` is not installed, or the cluster is not ok within 10 s.
+    /// When `redis-server` is not installed, or the cluster is not ok within 30 s.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| {
+        let buses: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let nodes: Vec<RedisServer> = buses
+            .iter()
+            .map(|bus| {
                 let port = free_port();
                 // A node's config file names the cluster it was in: a fresh one each time.
                 let file = config_file(port);
@@ -39,6 +41,9 @@ impl RedisCluster {
                         "yes".into(),
                         "--cluster-config-file".into(),
                         file.display().to_string(),
+                        // Not the default port + 10000: past 65535 for a high free port.
+                        "--cluster-port".into(),
+                        bus.to_string(),
                     ],
                 )
             })
@@ -49,12 +54,15 @@ impl RedisCluster {
             let added = command(node.port, &["CLUSTER", "ADDSLOTSRANGE", &first, &last]);
             assert_eq!(added, "+OK", "node {}: {added}", node.port);
         }
-        for node in &nodes[1..] {
-            let port = node.port.to_string();
-            let met = command(nodes[0].port, &["CLUSTER", "MEET", "127.0.0.1", &port]);
+        for (node, bus) in nodes.iter().zip(&buses).skip(1) {
+            let (port, bus) = (node.port.to_string(), bus.to_string());
+            let met = command(
+                nodes[0].port,
+                &["CLUSTER", "MEET", "127.0.0.1", &port, &bus],
+            );
             assert_eq!(met, "+OK", "meet {}: {met}", node.port);
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let ok = |node: &RedisServer| {
             command(node.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
                 && command(node.port, &["CLUSTER", "NODES"]).lines().count() == 3
