@@ -87,6 +87,17 @@ pub struct RoundTrips {
 /// this process's own changes since) is refused locally. A fraction of 0 turns leases off: one
 /// round trip per reservation, exactly the in-memory limits.
 ///
+/// # Learned from refusals
+///
+/// A dimension no quota configures and no header reports (a provider that answers only with
+/// 429s) is paced by what this process learns from those 429s, as in
+/// [`MemoryStore`](crate::MemoryStore): the pace is learned from the answers this process got
+/// and the 429s it met, and its requests wait on it here before they ask Redis for the rest.
+/// Each 429's wait still pauses every process of the fleet, through Redis. The pace itself is
+/// each process's own: with the load spread evenly each settles near its share of the hidden
+/// limit, and a process that has met no 429 yet is not paced until it meets one. While Redis is
+/// unreachable the pace holds as before, in the fallback that holds the rest.
+///
 /// # Consistency
 ///
 /// Releases, charges, provider counts and 429 pauses never wait on Redis. A charge is taken

@@ -79,14 +79,32 @@ impl Shared {
         if self.health.is_degraded() {
             return ready(self.local_reserve(scope, charges, now, max_wait));
         }
+        // Dimensions paced by what this process learned from refusals wait here first; the
+        // rest is the fleet's, in Redis. A refusal there gives the local part back.
+        let learned = scope.learned_only(charges);
+        let paced = if learned.is_zero() {
+            now
+        } else {
+            match scope.fallback().reserve(learned, now, max_wait) {
+                Ok(at) => at,
+                Err(refusal) => return ready(Err(refusal)),
+            }
+        };
+        let both = move |scope: &RedisScope, fleet: Result<Instant, Refusal>| match fleet {
+            Ok(at) => Ok(at.max(paced)),
+            Err(refusal) => {
+                scope.fallback().release(learned);
+                Err(refusal)
+            }
+        };
         if let Some(decided) = scope.take(charges, self.clock.local(now)) {
-            return ready(decided.map(|()| now));
+            return ready(both(scope, decided.map(|()| now)));
         }
         let (shared, scope) = (self.clone(), scope.clone());
-        let task =
-            tokio::spawn(
-                async move { shared.reserve_remote(&scope, charges, now, max_wait).await },
-            );
+        let task = tokio::spawn(async move {
+            let fleet = shared.reserve_remote(&scope, charges, now, max_wait).await;
+            both(&scope, fleet)
+        });
         RedisReserve {
             state: ReserveState::Remote(task),
         }

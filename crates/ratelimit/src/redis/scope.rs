@@ -13,9 +13,9 @@ use tollgate_core::{RateLimitSnapshot, RateLimitWindow, Scope};
 use super::Settings;
 use super::cell::Cell;
 use super::script::Change;
-use crate::memory::MemoryScope;
+use crate::memory::{MemoryScope, QuotaSource};
 use crate::quota::{Dimension, Quota, Quotas};
-use crate::store::ScopeStats;
+use crate::store::{Charges, ScopeStats};
 
 /// The state of one scope in a [`RedisStore`](super::RedisStore), in this process: a cell per
 /// limited dimension (its Redis key and this process's lease on it), the estimate counters and
@@ -169,6 +169,21 @@ impl RedisScope {
 
     pub(crate) fn fallback(&self) -> &MemoryScope {
         &self.fallback
+    }
+
+    /// The part of `charges` on dimensions paced by what this process learned from refusals
+    /// (no quota configured, none reported by a header, so none in Redis): those wait on this
+    /// process's own pace, in its fallback.
+    pub(crate) fn learned_only(&self, charges: Charges) -> Charges {
+        let mut learned = Charges::ZERO;
+        for dimension in Dimension::ALL {
+            if self.cell(dimension).is_none()
+                && self.fallback.source(dimension) == Some(QuotaSource::Refusals)
+            {
+                learned.0[dimension.index()] = charges.get(dimension);
+            }
+        }
+        learned
     }
 
     /// Whether forgetting the scope loses nothing: it holds no lease and has sent everything.

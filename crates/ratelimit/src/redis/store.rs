@@ -9,6 +9,7 @@ use tollgate_core::{RateLimitSnapshot, Scope};
 use super::script::Change;
 use super::{RedisReserve, RedisScope, RedisStore};
 use crate::gcra::View;
+use crate::learn::RefusalHint;
 use crate::quota::Dimension;
 use crate::store::{Charges, ScopeStats, Store};
 
@@ -42,6 +43,7 @@ impl Store for RedisStore {
         if shared.health.is_degraded() {
             return scope.fallback().release(charges);
         }
+        scope.fallback().release(scope.learned_only(charges));
         // To Redis, not into the lease: a refund is the provider's at the moment it is made,
         // and a lease may only hold units granted within its hold.
         for (dimension, _) in scope.cells() {
@@ -54,6 +56,7 @@ impl Store for RedisStore {
         if shared.health.is_degraded() {
             return scope.fallback().charge(charges);
         }
+        scope.fallback().charge(scope.learned_only(charges));
         let now = shared.clock.local(Instant::now());
         for (dimension, cell) in scope.cells() {
             let units = charges.get(dimension);
@@ -121,7 +124,34 @@ impl Store for RedisStore {
         if self.shared.health.is_degraded() {
             return scope.fallback().view(dimension, now);
         }
-        let now = self.shared.clock.local(now);
-        scope.cell(dimension).map(|cell| cell.view(now))
+        match scope.cell(dimension) {
+            Some(cell) => Some(cell.view(self.shared.clock.local(now))),
+            // A pace this process learned from refusals.
+            None => scope.fallback().view(dimension, now),
+        }
+    }
+
+    /// Counted for the pace learned from refusals, which each process keeps in its fallback
+    /// (see [Learned from refusals](super::RedisStore#learned-from-refusals)).
+    fn answered(&self, scope: &RedisScope, charges: Charges, now: Instant) {
+        scope.fallback().answered(charges, now);
+    }
+
+    fn refused(
+        &self,
+        scope: &RedisScope,
+        dimensions: &[Dimension],
+        window: Option<Duration>,
+        retry_after: Option<Duration>,
+        sent_at: Instant,
+        now: Instant,
+    ) {
+        let fallback = scope.fallback();
+        let hint = RefusalHint {
+            window,
+            retry_after,
+            sent_at: fallback.nanos_at(sent_at),
+        };
+        fallback.refused(dimensions, hint, now);
     }
 }
