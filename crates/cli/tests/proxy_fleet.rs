@@ -604,9 +604,7 @@ async fn cache_cleared_everywhere(url: &str, keys: impl Fn(&str) -> Vec<String>)
     ));
     let config = format!(
         "[server]\nadmin_token_env = \"TG_FLEET_ADMIN\"\n{}[stack.cache]\nenabled = true\n",
-        gateway(&sim.url, url)
-            .strip_prefix("[server]\n")
-            .unwrap()
+        gateway(&sim.url, url).strip_prefix("[server]\n").unwrap()
     );
     let env = [
         ("TG_FLEET_UPSTREAM", UPSTREAM),
