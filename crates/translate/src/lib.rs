@@ -45,9 +45,11 @@ pub mod chat;
 pub mod failure;
 pub mod openai;
 mod report;
+pub mod stream;
 
 pub use self::failure::{Failure, FailureKind};
 pub use self::report::{Malformed, Report, Untranslatable, WhenUntranslatable};
+pub use self::stream::{Delta, StreamTranslator};
 
 use serde_json::Value;
 

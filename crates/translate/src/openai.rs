@@ -513,6 +513,9 @@ pub fn read_error(status: u16, body: &[u8]) -> Failure {
         FailureKind::ContextLength
     } else if code == "insufficient_quota" || kind == "insufficient_quota" {
         FailureKind::QuotaExhausted
+    } else if code == "rate_limit_exceeded" || matches!(kind.as_str(), "requests" | "tokens") {
+        // Also where no status says so: an error inside a stream.
+        FailureKind::RateLimited
     } else if status >= 500 && message.to_lowercase().contains("overloaded") {
         FailureKind::Overloaded
     } else {
