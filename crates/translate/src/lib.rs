@@ -41,14 +41,21 @@
 //! ```
 
 pub mod anthropic;
+mod body;
 pub mod chat;
 pub mod failure;
+pub mod future;
+mod layer;
 pub mod openai;
 mod report;
+mod service;
 pub mod stream;
 
+pub use self::body::TranslatedBody;
 pub use self::failure::{Failure, FailureKind};
+pub use self::layer::TranslateLayer;
 pub use self::report::{Malformed, Report, Untranslatable, WhenUntranslatable};
+pub use self::service::{Translate, UNTRANSLATED_HEADER};
 pub use self::stream::{Delta, StreamTranslator};
 
 use serde_json::Value;
